@@ -1,0 +1,60 @@
+//! The `proxy-wifi` command: argument parsing, output for people, exit codes.
+//! Nothing else lives here.
+
+mod ctl;
+mod guest;
+mod serve;
+mod transport_args;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "proxy-wifi", version, about = "Lets virtual machines use the host's Wi-Fi")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the proxy_wifi protocol to guests (the host service).
+    Serve(serve::ServeArgs),
+    /// Act as a guest: scan, connect, disconnect, watch notifications.
+    Guest(guest::GuestArgs),
+    /// Control a running service through its control socket.
+    Ctl(ctl::CtlArgs),
+}
+
+/// Logs go to stderr, level from RUST_LOG (default info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("proxy-wifi: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Guest(args) => guest::run(args).await,
+            Command::Ctl(args) => ctl::run(args).await,
+        }
+    })
+}

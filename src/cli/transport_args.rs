@@ -1,0 +1,81 @@
+//! Transport flags shared by `serve` and `guest`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use proxy_wifi::protocol::{DEFAULT_NOTIFICATION_PORT, DEFAULT_REQUEST_PORT};
+use proxy_wifi::transport::TransportConfig;
+
+/// Exactly one transport flag is required (clap enforces it, exit code 2).
+#[derive(Debug, Clone, Args)]
+#[group(id = "transport", required = false, multiple = false)]
+pub struct TransportArgs {
+    /// TCP: the address to listen on (serve) or the host to reach (guest).
+    #[arg(long, value_name = "ADDR", group = "transport")]
+    pub tcp: Option<IpAddr>,
+    /// Hybrid vsock: the VMM's vsock Unix socket (Firecracker, Cloud
+    /// Hypervisor, vhost-device-vsock).
+    #[arg(long, value_name = "PATH", group = "transport")]
+    pub hybrid_vsock: Option<PathBuf>,
+    /// AF_VSOCK: the guest's CID (serve) or the host's CID (guest; 2, or 1
+    /// for loopback).
+    #[arg(long, value_name = "CID", group = "transport")]
+    pub vsock_cid: Option<u32>,
+    /// Hyper-V socket: the VM id (Windows hosts).
+    #[arg(long, value_name = "GUID", group = "transport")]
+    pub hyperv_vm_id: Option<uuid::Uuid>,
+    /// Port the guest sends requests to.
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_REQUEST_PORT)]
+    pub request_port: u32,
+    /// Port the guest listens on for notifications.
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_NOTIFICATION_PORT)]
+    pub notification_port: u32,
+}
+
+impl TransportArgs {
+    /// Whether any transport flag was given.
+    pub fn is_set(&self) -> bool {
+        self.tcp.is_some()
+            || self.hybrid_vsock.is_some()
+            || self.vsock_cid.is_some()
+            || self.hyperv_vm_id.is_some()
+    }
+
+    /// The transport these flags describe, or a message saying what is wrong.
+    pub fn to_config(&self) -> Result<TransportConfig, String> {
+        let (request_port, notification_port) = (self.request_port, self.notification_port);
+        if let Some(address) = self.tcp {
+            let port = |p: u32, name: &str| {
+                u16::try_from(p).map_err(|_| format!("--{name} {p} is not a TCP port (0-65535)"))
+            };
+            return Ok(TransportConfig::Tcp {
+                address,
+                request_port: port(request_port, "request-port")?,
+                notification_port: port(notification_port, "notification-port")?,
+            });
+        }
+        if let Some(path) = &self.hybrid_vsock {
+            return Ok(TransportConfig::HybridVsock {
+                path: path.clone(),
+                request_port,
+                notification_port,
+            });
+        }
+        if let Some(cid) = self.vsock_cid {
+            return Ok(TransportConfig::Vsock {
+                cid,
+                request_port,
+                notification_port,
+            });
+        }
+        if let Some(vm_id) = self.hyperv_vm_id {
+            return Ok(TransportConfig::HyperV {
+                vm_id,
+                request_port,
+                notification_port,
+            });
+        }
+        Err("a transport is required: --tcp ADDR, --hybrid-vsock PATH, --vsock-cid CID or --hyperv-vm-id GUID".into())
+    }
+}

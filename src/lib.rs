@@ -1,0 +1,14 @@
+//! proxy-wifi: lets virtual machines use the host's Wi-Fi.
+//!
+//! A guest running the Linux `proxy_wifi` cfg80211 driver sees a Wi-Fi card;
+//! its scans, connects and disconnects arrive here over a VM socket and are
+//! honoured on the host, and the host tells the guest when signal changes or
+//! scan results arrive. See the README for the architecture.
+//!
+//! Layers, ground floor first: [`protocol`] (wire format, no I/O), [`wifi`]
+//! (the interface trait and its implementations), [`transport`] (VM sockets),
+//! then the handler, service and daemon built on them.
+
+pub mod protocol;
+pub mod transport;
+pub mod wifi;

@@ -1,0 +1,239 @@
+//! VM socket transports: how guest requests arrive and notifications leave.
+//!
+//! Every transport has the semantics of the driver's vsock use: one request
+//! per connection (read one message, write one reply, close), and one new
+//! connection per notification, on which the whole message is written as soon
+//! as the connection is up (the guest gives it 10 ms). Transports know the
+//! framing, never the content.
+//!
+//! One [`TransportConfig`] describes both ends: the host binds it with
+//! [`TransportConfig::bind_host`], the guest client with
+//! [`TransportConfig::guest`].
+
+pub mod framing;
+pub mod tcp;
+
+use std::fmt;
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::protocol::{DEFAULT_NOTIFICATION_PORT, DEFAULT_REQUEST_PORT};
+
+/// A connected byte stream of any transport.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// A boxed stream, so the service is independent of the socket type.
+pub type BoxStream = Box<dyn Stream>;
+
+/// Host side: accepts guest request connections.
+#[async_trait]
+pub trait RequestListener: Send + Sync {
+    /// Waits for the next guest connection. Connections the transport
+    /// refuses (a vsock peer that is not the configured guest) are closed and
+    /// logged inside, never returned. Returns the stream and a peer
+    /// description for logs.
+    async fn accept(&self) -> io::Result<(BoxStream, String)>;
+
+    /// Where it listens, for logs (`127.0.0.1:12345`, `/run/vm.sock_12345`).
+    fn local_description(&self) -> String;
+
+    /// The port actually bound, when the transport has ports (useful with
+    /// port 0 in tests).
+    fn local_port(&self) -> Option<u32> {
+        None
+    }
+}
+
+/// Host side: opens a connection to the guest's notification port. The
+/// returned stream is ready for the message: every handshake is done.
+#[async_trait]
+pub trait NotificationConnector: Send + Sync {
+    async fn connect(&self) -> io::Result<BoxStream>;
+    fn describe(&self) -> String;
+}
+
+/// Guest side: opens request connections to the host.
+#[async_trait]
+pub trait RequestConnector: Send + Sync {
+    async fn connect(&self) -> io::Result<BoxStream>;
+    fn describe(&self) -> String;
+}
+
+/// Guest side: accepts the host's notification connections.
+#[async_trait]
+pub trait NotificationListener: Send + Sync {
+    async fn accept(&self) -> io::Result<BoxStream>;
+    fn local_description(&self) -> String;
+    fn local_port(&self) -> Option<u32> {
+        None
+    }
+}
+
+/// The host end of a transport, bound and ready.
+pub struct HostEndpoint {
+    pub listener: Box<dyn RequestListener>,
+    pub notifier: Arc<dyn NotificationConnector>,
+}
+
+/// The guest end of a transport.
+pub struct GuestEndpoint {
+    pub requests: Arc<dyn RequestConnector>,
+    pub config: TransportConfig,
+}
+
+/// Which socket flavour, and its addresses. The same value describes both
+/// ends of a guest's channel; each variant says what its fields mean on
+/// each side.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum TransportConfig {
+    /// TCP, for tests and for guests that reach the host over IP. Host:
+    /// listens on `address:request_port`, sends notifications to
+    /// `address:notification_port`. Guest: the reverse.
+    Tcp {
+        address: IpAddr,
+        request_port: u16,
+        notification_port: u16,
+    },
+    /// AF_VSOCK (QEMU/KVM vhost-vsock, crosvm). Host: `cid` is the guest's
+    /// CID; requests are accepted from it alone on any local CID, and
+    /// notifications go to (cid, notification_port). Guest: `cid` is the
+    /// host's CID (2, or 1 for loopback).
+    Vsock {
+        cid: u32,
+        request_port: u32,
+        notification_port: u32,
+    },
+    /// Hybrid vsock over Unix sockets (Firecracker, Cloud Hypervisor,
+    /// vhost-device-vsock). `path` is the VMM's vsock socket; the guest's
+    /// connections to host port P arrive at `<path>_<P>`.
+    HybridVsock {
+        path: PathBuf,
+        request_port: u32,
+        notification_port: u32,
+    },
+    /// Hyper-V sockets (Windows hosts only): the VM's id, and ports mapped to
+    /// service ids through the vsock template GUID.
+    HyperV {
+        vm_id: uuid::Uuid,
+        request_port: u32,
+        notification_port: u32,
+    },
+}
+
+impl TransportConfig {
+    /// TCP on `address` with the driver's default ports.
+    pub fn tcp(address: IpAddr) -> TransportConfig {
+        TransportConfig::Tcp {
+            address,
+            request_port: DEFAULT_REQUEST_PORT as u16,
+            notification_port: DEFAULT_NOTIFICATION_PORT as u16,
+        }
+    }
+
+    /// The name of the transport kind, for logs and status.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TransportConfig::Tcp { .. } => "tcp",
+            TransportConfig::Vsock { .. } => "vsock",
+            TransportConfig::HybridVsock { .. } => "hybrid-vsock",
+            TransportConfig::HyperV { .. } => "hyper-v",
+        }
+    }
+
+    /// Binds the host end: the request listener and the notification
+    /// connector.
+    pub async fn bind_host(&self) -> Result<HostEndpoint, TransportError> {
+        match self {
+            TransportConfig::Tcp {
+                address,
+                request_port,
+                notification_port,
+            } => tcp::bind_host(*address, *request_port, *notification_port).await,
+            other => Err(TransportError::Unsupported(other.kind())),
+        }
+    }
+
+    /// The guest end: a request connector (nothing is bound until a request
+    /// is sent).
+    pub fn guest(&self) -> Result<GuestEndpoint, TransportError> {
+        let requests: Arc<dyn RequestConnector> = match self {
+            TransportConfig::Tcp {
+                address,
+                request_port,
+                ..
+            } => Arc::new(tcp::TcpRequestConnector::new(*address, *request_port)),
+            other => return Err(TransportError::Unsupported(other.kind())),
+        };
+        Ok(GuestEndpoint {
+            requests,
+            config: self.clone(),
+        })
+    }
+
+    /// Guest side: binds the notification listener.
+    pub async fn bind_guest_notifications(
+        &self,
+    ) -> Result<Box<dyn NotificationListener>, TransportError> {
+        match self {
+            TransportConfig::Tcp {
+                address,
+                notification_port,
+                ..
+            } => tcp::bind_guest_notifications(*address, *notification_port).await,
+            other => Err(TransportError::Unsupported(other.kind())),
+        }
+    }
+}
+
+impl fmt::Display for TransportConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransportConfig::Tcp {
+                address,
+                request_port,
+                notification_port,
+            } => write!(f, "tcp {address} ports {request_port}/{notification_port}"),
+            TransportConfig::Vsock {
+                cid,
+                request_port,
+                notification_port,
+            } => write!(f, "vsock cid {cid} ports {request_port}/{notification_port}"),
+            TransportConfig::HybridVsock {
+                path,
+                request_port,
+                notification_port,
+            } => write!(
+                f,
+                "hybrid vsock {} ports {request_port}/{notification_port}",
+                path.display()
+            ),
+            TransportConfig::HyperV {
+                vm_id,
+                request_port,
+                notification_port,
+            } => write!(f, "hyper-v vm {vm_id} ports {request_port}/{notification_port}"),
+        }
+    }
+}
+
+/// Why a transport could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the {0} transport is not available on this platform")]
+    Unsupported(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+}

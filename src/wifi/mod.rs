@@ -1,0 +1,177 @@
+//! Wi-Fi interfaces: the one trait the handler knows the host's Wi-Fi by.
+//!
+//! Implementations live in their own modules: the client's fake networks,
+//! the simulated interface, NetworkManager (Linux) and WlanAPI (Windows). A
+//! [`HostWifi`] backend discovers the host's interfaces and publishes their
+//! events; one backend may serve many guests.
+
+mod hub;
+mod security;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+pub use hub::EventHub;
+pub use security::{
+    guest_bss, AuthAlgorithm, CipherAlgorithm, Security, DEFAULT_BEACON_INTERVAL_TU,
+};
+
+use crate::protocol::{Key, MacAddr, Ssid};
+
+/// A stable identifier of a host Wi-Fi interface, reported to the observer.
+pub type InterfaceId = uuid::Uuid;
+
+/// One BSS as an interface sees it, before it is shaped for the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedBss {
+    pub bssid: MacAddr,
+    pub ssid: Ssid,
+    /// 802.11 Capability Information, if the host reports it; `None` makes
+    /// the handler derive ESS (and Privacy for a secured network).
+    pub capabilities: Option<u16>,
+    pub rssi_dbm: i32,
+    /// In TU; `None` when the host does not know it (the guest is then told
+    /// the common 100 TU rather than a meaningless 0).
+    pub beacon_interval: Option<u16>,
+    /// Channel centre frequency in kHz.
+    pub freq_khz: u32,
+    pub security: Security,
+    /// The BSS's own information elements, when the host has them. Empty
+    /// means "build an SSID element and, for WPA2-PSK, an RSN element".
+    pub ies: Vec<u8>,
+}
+
+/// The outcome of asking an interface to scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanResult {
+    pub bss: Vec<ScannedBss>,
+    /// `false` when the interface is still scanning: more results will come
+    /// as an [`InterfaceEvent::ScanResults`].
+    pub complete: bool,
+}
+
+/// The network an interface is connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectedNetwork {
+    pub ssid: Ssid,
+    pub bssid: MacAddr,
+    /// The security as the host sees it; the observer is told the guest's view.
+    pub security: Security,
+}
+
+/// What the handler asks an interface to connect to: only networks the
+/// guest can use (open, or WPA2-PSK with CCMP/GCMP) ever get here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectParams {
+    pub ssid: Ssid,
+    pub bssid: Option<MacAddr>,
+    pub security: Security,
+    /// For WPA2-PSK, the 32-byte PMK. Never log it.
+    pub key: Option<Key>,
+}
+
+/// Why an interface could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InterfaceError {
+    /// The network refused the connection with an 802.11 status code (a
+    /// wrong key, for instance); the guest gets that code.
+    #[error("connection rejected with 802.11 status {status}")]
+    Rejected { status: u16 },
+    #[error("network {0} not found")]
+    NotFound(String),
+    #[error("interface is gone")]
+    Gone,
+    #[error("host Wi-Fi service unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A host Wi-Fi interface (or a simulated one).
+///
+/// Implementations answer quickly where they can: the handler bounds every
+/// call (10 s for scan and connect, 5 s for disconnect) and treats a call
+/// that runs over as a failure.
+#[async_trait]
+pub trait WifiInterface: Send + Sync + 'static {
+    fn id(&self) -> InterfaceId;
+
+    /// A short name for logs (`wlan0`, `simulated`, ...).
+    fn name(&self) -> String;
+
+    /// The network the interface is connected to, if any.
+    async fn connected_network(&self) -> Result<Option<ConnectedNetwork>, InterfaceError>;
+
+    /// Answers with the cached results at once and starts a host scan in the
+    /// background; if a host scan is already running, waits for it instead.
+    /// Fresh results of a background scan that nobody waited for are
+    /// published as [`InterfaceEvent::ScanResults`].
+    async fn scan(&self, target: Option<&Ssid>) -> Result<ScanResult, InterfaceError>;
+
+    /// Connects to a network the guest chose and returns what was joined.
+    async fn connect(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError>;
+
+    /// Disconnects this interface.
+    async fn disconnect(&self) -> Result<(), InterfaceError>;
+}
+
+/// Something that happened on the host's Wi-Fi.
+#[derive(Clone)]
+pub enum InterfaceEvent {
+    /// A new interface appeared.
+    Arrived(Arc<dyn WifiInterface>),
+    /// An interface went away.
+    Removed(InterfaceId),
+    /// The host connected this interface to a network.
+    Connected {
+        iface: InterfaceId,
+        network: ConnectedNetwork,
+    },
+    /// The host disconnected this interface.
+    Disconnected { iface: InterfaceId },
+    /// Link quality of the interface's connection changed, in percent.
+    SignalQuality { iface: InterfaceId, percent: u8 },
+    /// Results of a host scan that no request waited for. `complete` is
+    /// `false` when the interface is still scanning.
+    ScanResults {
+        iface: InterfaceId,
+        result: ScanResult,
+    },
+}
+
+impl fmt::Debug for InterfaceEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InterfaceEvent::Arrived(i) => write!(f, "Arrived({} {})", i.name(), i.id()),
+            InterfaceEvent::Removed(id) => write!(f, "Removed({id})"),
+            InterfaceEvent::Connected { iface, network } => {
+                write!(f, "Connected({iface}, {} {})", network.ssid, network.bssid)
+            }
+            InterfaceEvent::Disconnected { iface } => write!(f, "Disconnected({iface})"),
+            InterfaceEvent::SignalQuality { iface, percent } => {
+                write!(f, "SignalQuality({iface}, {percent}%)")
+            }
+            InterfaceEvent::ScanResults { iface, result } => write!(
+                f,
+                "ScanResults({iface}, {} BSS, complete: {})",
+                result.bss.len(),
+                result.complete
+            ),
+        }
+    }
+}
+
+/// A source of host Wi-Fi interfaces, shared by every guest of a daemon.
+pub trait HostWifi: Send + Sync + 'static {
+    /// Subscribes to events. Subscribe before calling [`HostWifi::interfaces`]
+    /// so no arrival falls between the two; arrivals of an interface already
+    /// known are to be ignored by the subscriber.
+    fn subscribe(&self) -> broadcast::Receiver<InterfaceEvent>;
+
+    /// The interfaces present now, in a stable order (the order in which the
+    /// handler tries them for a connect).
+    fn interfaces(&self) -> Vec<Arc<dyn WifiInterface>>;
+}
