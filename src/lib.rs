@@ -12,3 +12,9 @@
 pub mod protocol;
 pub mod transport;
 pub mod wifi;
+
+pub mod control;
+pub mod guest;
+pub mod handler;
+pub mod observer;
+pub mod service;

@@ -11,7 +11,12 @@
 //! [`TransportConfig::guest`].
 
 pub mod framing;
+pub mod hybrid;
+#[cfg(windows)]
+pub mod hyperv;
 pub mod tcp;
+#[cfg(target_os = "linux")]
+pub mod vsock;
 
 use std::fmt;
 use std::io;

@@ -5,8 +5,14 @@
 //! [`HostWifi`] backend discovers the host's interfaces and publishes their
 //! events; one backend may serve many guests.
 
+pub mod fake;
 mod hub;
+#[cfg(target_os = "linux")]
+pub mod networkmanager;
 mod security;
+pub mod simulated;
+#[cfg(windows)]
+pub mod wlanapi;
 
 use std::fmt;
 use std::sync::Arc;
