@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "proxy-wifi", version, about = "Lets virtual machines use the host's Wi-Fi")]
+#[command(
+    name = "proxy-wifi",
+    version,
+    about = "Lets virtual machines use the host's Wi-Fi"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

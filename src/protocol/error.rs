@@ -12,10 +12,7 @@ pub enum DecodeError {
     #[error("operation {0} is not a message a host sends")]
     NotAHostMessage(Operation),
     #[error("expected a {expected} message, got {got}")]
-    UnexpectedOperation {
-        expected: Operation,
-        got: Operation,
-    },
+    UnexpectedOperation { expected: Operation, got: Operation },
     #[error("{operation} body of {size} bytes exceeds the largest legal body ({max} bytes)")]
     BodyTooLarge {
         operation: Operation,
@@ -53,7 +50,11 @@ pub enum DecodeError {
     #[error("scan response announces {num_bss} BSS entries, which do not fit in {body} bytes")]
     BssCount { num_bss: u32, body: usize },
     #[error("BSS {index}: information elements (offset {offset}, size {size}) run past the end of the body")]
-    IeOutOfBounds { index: usize, offset: u32, size: u32 },
+    IeOutOfBounds {
+        index: usize,
+        offset: u32,
+        size: u32,
+    },
     #[error("BSS {index}: information elements overlap the fixed part or the BSS entries")]
     IeOverlapsEntries { index: usize },
     #[error("BSS {index}: malformed information element at byte {at}")]

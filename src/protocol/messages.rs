@@ -2,9 +2,9 @@ use std::collections::HashSet;
 
 use super::ie::{element_ids, parse_elements};
 use super::{
-    channel_for_freq_khz, split_message, DecodeError, EncodeError, Header, Key, MacAddr,
-    Operation, Ssid, BSS_ENTRY_LEN, CONNECT_REQUEST_FIXED_LEN, CONNECT_RESPONSE_LEN,
-    DISCONNECT_REQUEST_LEN, HEADER_LEN, MAX_SCAN_RESPONSE_LEN, SCAN_REQUEST_LEN,
+    channel_for_freq_khz, split_message, DecodeError, EncodeError, Header, Key, MacAddr, Operation,
+    Ssid, BSS_ENTRY_LEN, CONNECT_REQUEST_FIXED_LEN, CONNECT_RESPONSE_LEN, DISCONNECT_REQUEST_LEN,
+    HEADER_LEN, MAX_SCAN_RESPONSE_LEN, SCAN_REQUEST_LEN,
 };
 
 /// AKM suite selectors (OUI 00-0F-AC), as the driver sends them.
@@ -188,8 +188,12 @@ pub enum Message {
     ScanResponse(ScanResponse),
     ConnectResponse(ConnectResponse),
     DisconnectResponse,
-    NotifDisconnected { session_id: u64 },
-    NotifSignalQuality { dbm: i8 },
+    NotifDisconnected {
+        session_id: u64,
+    },
+    NotifSignalQuality {
+        dbm: i8,
+    },
 }
 
 fn with_header(op: Operation, body: &[u8]) -> Vec<u8> {
@@ -559,7 +563,9 @@ impl Message {
             Message::NotifDisconnected { session_id } => {
                 with_header(self.operation(), &session_id.to_le_bytes())
             }
-            Message::NotifSignalQuality { dbm } => with_header(self.operation(), &dbm.to_le_bytes()),
+            Message::NotifSignalQuality { dbm } => {
+                with_header(self.operation(), &dbm.to_le_bytes())
+            }
         })
     }
 
@@ -570,7 +576,11 @@ impl Message {
     }
 
     /// Decodes the body of a host message whose header announced `op`.
-    pub fn decode_body(op: Operation, body: &[u8], layout: ScanLayout) -> Result<Message, DecodeError> {
+    pub fn decode_body(
+        op: Operation,
+        body: &[u8],
+        layout: ScanLayout,
+    ) -> Result<Message, DecodeError> {
         match op {
             Operation::Invalid => {
                 check_body_len(op, body, 0)?;
@@ -583,9 +593,9 @@ impl Message {
             Operation::ScanResponse => Ok(Message::ScanResponse(ScanResponse::decode_body(
                 body, layout,
             )?)),
-            Operation::ConnectResponse => {
-                Ok(Message::ConnectResponse(ConnectResponse::decode_body(body)?))
-            }
+            Operation::ConnectResponse => Ok(Message::ConnectResponse(
+                ConnectResponse::decode_body(body)?,
+            )),
             Operation::NotifDisconnected => {
                 check_body_len(op, body, DISCONNECT_REQUEST_LEN)?;
                 Ok(Message::NotifDisconnected {
@@ -594,9 +604,7 @@ impl Message {
             }
             Operation::NotifSignalQuality => {
                 check_body_len(op, body, 1)?;
-                Ok(Message::NotifSignalQuality {
-                    dbm: body[0] as i8,
-                })
+                Ok(Message::NotifSignalQuality { dbm: body[0] as i8 })
             }
             other => Err(DecodeError::NotAHostMessage(other)),
         }
@@ -710,7 +718,11 @@ mod tests {
         b[75] = 1; // announces a key byte that is not there
         assert!(matches!(
             Request::decode_body(Operation::ConnectRequest, &b),
-            Err(DecodeError::BodySize { expected: 77, got: 76, .. })
+            Err(DecodeError::BodySize {
+                expected: 77,
+                got: 76,
+                ..
+            })
         ));
         assert!(matches!(
             Request::decode_body(Operation::ConnectRequest, &body[..75]),
@@ -803,10 +815,7 @@ mod tests {
         let bytes = Message::ScanResponse(resp)
             .encode(ScanLayout::Legacy)
             .unwrap();
-        assert_eq!(
-            bytes,
-            vec![2, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 8, 0, 0, 0]
-        );
+        assert_eq!(bytes, vec![2, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 8, 0, 0, 0]);
     }
 
     #[test]
@@ -871,17 +880,26 @@ mod tests {
         assert!(matches!(dec(&b), Err(DecodeError::IeOutOfBounds { .. })));
         let mut b = good.clone();
         b[9 + 22] = 0; // IEs pointing at the entry itself
-        assert!(matches!(dec(&b), Err(DecodeError::IeOverlapsEntries { .. })));
+        assert!(matches!(
+            dec(&b),
+            Err(DecodeError::IeOverlapsEntries { .. })
+        ));
         let mut b = good.clone();
         b[9 + 14..9 + 18].copy_from_slice(&2412u32.to_le_bytes());
         assert!(matches!(dec(&b), Err(DecodeError::UnknownChannel { .. })));
-        assert!(matches!(dec(&good[..5]), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            dec(&good[..5]),
+            Err(DecodeError::Truncated { .. })
+        ));
     }
 
     #[test]
     fn small_messages_are_pinned() {
         let l = ScanLayout::Current;
-        assert_eq!(Message::Invalid.encode(l).unwrap(), vec![0, 0, 0, 0, 0, 1, 0]);
+        assert_eq!(
+            Message::Invalid.encode(l).unwrap(),
+            vec![0, 0, 0, 0, 0, 1, 0]
+        );
         assert_eq!(
             Message::DisconnectResponse.encode(l).unwrap(),
             vec![6, 0, 0, 0, 0, 1, 0]
@@ -891,7 +909,9 @@ mod tests {
             vec![8, 1, 0, 0, 0, 1, 0, 0xC4]
         );
         assert_eq!(
-            Message::NotifDisconnected { session_id: 3 }.encode(l).unwrap(),
+            Message::NotifDisconnected { session_id: 3 }
+                .encode(l)
+                .unwrap(),
             vec![7, 8, 0, 0, 0, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0]
         );
         let c = Message::ConnectResponse(ConnectResponse {
@@ -911,7 +931,15 @@ mod tests {
     }
 
     fn arb_bss() -> impl Strategy<Value = ScanBss> {
-        let freqs = prop::sample::select(vec![2_412_000u32, 2_437_000, 2_484_000, 5_180_000, 5_745_000, 5_955_000, 6_115_000]);
+        let freqs = prop::sample::select(vec![
+            2_412_000u32,
+            2_437_000,
+            2_484_000,
+            5_180_000,
+            5_745_000,
+            5_955_000,
+            6_115_000,
+        ]);
         (
             any::<[u8; 6]>(),
             any::<u16>(),

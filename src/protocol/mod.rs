@@ -15,19 +15,21 @@ mod channel;
 mod error;
 mod ie;
 mod messages;
+mod psk;
 mod types;
 
 pub use channel::{channel_for_freq_khz, Band};
 pub use error::{DecodeError, EncodeError};
 pub use ie::{
-    element_ids, parse_elements, rsn_security, ssid_element, wpa2_psk_ccmp_rsn_element,
-    Element, ElementIter, RsnSummary,
+    element_ids, parse_elements, rsn_security, ssid_element, wpa2_psk_ccmp_rsn_element, Element,
+    ElementIter, RsnSummary,
 };
 pub use messages::{
     akm, cipher, status_code_name, ConnectRequest, ConnectResponse, DisconnectRequest, Message,
     Request, ScanBss, ScanLayout, ScanRequest, ScanResponse, CAPABILITY_ESS, CAPABILITY_PRIVACY,
     STATUS_SUCCESS, STATUS_UNSPECIFIED_FAILURE,
 };
+pub use psk::{pmk_from_hex, pmk_from_passphrase, PskError};
 pub use types::{Key, MacAddr, ParseMacError, Ssid, SsidError};
 
 /// The only protocol version there is.

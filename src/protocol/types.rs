@@ -210,7 +210,13 @@ mod tests {
         let m: MacAddr = "aa:BB:0c:dd:ee:ff".parse().unwrap();
         assert_eq!(m.0, [0xaa, 0xbb, 0x0c, 0xdd, 0xee, 0xff]);
         assert_eq!(m.to_string(), "aa:bb:0c:dd:ee:ff");
-        for bad in ["", "aa:bb:cc:dd:ee", "aa:bb:cc:dd:ee:ff:00", "a:bb:cc:dd:ee:ff", "zz:bb:cc:dd:ee:ff"] {
+        for bad in [
+            "",
+            "aa:bb:cc:dd:ee",
+            "aa:bb:cc:dd:ee:ff:00",
+            "a:bb:cc:dd:ee:ff",
+            "zz:bb:cc:dd:ee:ff",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }

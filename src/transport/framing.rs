@@ -99,12 +99,21 @@ mod tests {
         let err = read_message(&mut &huge[..], Header::decode_request)
             .await
             .unwrap_err();
-        assert!(matches!(err, FrameError::Header(DecodeError::BodyTooLarge { .. })));
+        assert!(matches!(
+            err,
+            FrameError::Header(DecodeError::BodyTooLarge { .. })
+        ));
 
         let err = read_message(&mut &msg[..3], Header::decode_request)
             .await
             .unwrap_err();
-        assert!(matches!(err, FrameError::Truncated { got: 3, expected: 7 }));
+        assert!(matches!(
+            err,
+            FrameError::Truncated {
+                got: 3,
+                expected: 7
+            }
+        ));
         let err = read_message(&mut &msg[..0], Header::decode_request)
             .await
             .unwrap_err();
@@ -112,6 +121,12 @@ mod tests {
         let err = read_message(&mut &input[..20], Header::decode_request)
             .await
             .unwrap_err();
-        assert!(matches!(err, FrameError::Truncated { got: 20, expected: 40 }));
+        assert!(matches!(
+            err,
+            FrameError::Truncated {
+                got: 20,
+                expected: 40
+            }
+        ));
     }
 }

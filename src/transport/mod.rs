@@ -209,7 +209,10 @@ impl fmt::Display for TransportConfig {
                 cid,
                 request_port,
                 notification_port,
-            } => write!(f, "vsock cid {cid} ports {request_port}/{notification_port}"),
+            } => write!(
+                f,
+                "vsock cid {cid} ports {request_port}/{notification_port}"
+            ),
             TransportConfig::HybridVsock {
                 path,
                 request_port,
@@ -223,7 +226,10 @@ impl fmt::Display for TransportConfig {
                 vm_id,
                 request_port,
                 notification_port,
-            } => write!(f, "hyper-v vm {vm_id} ports {request_port}/{notification_port}"),
+            } => write!(
+                f,
+                "hyper-v vm {vm_id} ports {request_port}/{notification_port}"
+            ),
         }
     }
 }

@@ -88,8 +88,7 @@ impl Security {
         if req.auth_type != 0 {
             return None;
         }
-        if req.wpa_versions == 0 && req.akm_suites.is_empty() && req.pairwise_ciphers.is_empty()
-        {
+        if req.wpa_versions == 0 && req.akm_suites.is_empty() && req.pairwise_ciphers.is_empty() {
             return Some(Security::OPEN);
         }
         if req.wpa_versions != 2 {
@@ -287,8 +286,16 @@ mod tests {
             Security::from_connect_request(&request(0, 2, vec![akm::PSK], vec![cipher::CCMP])),
             Some(Security::WPA2_PSK_CCMP)
         );
-        for a in [akm::PSK_SHA256, akm::PSK_SHA384, akm::FT_PSK, akm::FT_PSK_SHA384] {
-            assert!(Security::from_connect_request(&request(0, 2, vec![a], vec![cipher::GCMP])).is_some());
+        for a in [
+            akm::PSK_SHA256,
+            akm::PSK_SHA384,
+            akm::FT_PSK,
+            akm::FT_PSK_SHA384,
+        ] {
+            assert!(
+                Security::from_connect_request(&request(0, 2, vec![a], vec![cipher::GCMP]))
+                    .is_some()
+            );
         }
         assert_eq!(
             Security::from_connect_request(&request(4, 4, vec![akm::SAE], vec![cipher::CCMP])),
@@ -303,7 +310,12 @@ mod tests {
             None
         );
         assert_eq!(
-            Security::from_connect_request(&request(0, 2, vec![akm::IEEE8021X], vec![cipher::CCMP])),
+            Security::from_connect_request(&request(
+                0,
+                2,
+                vec![akm::IEEE8021X],
+                vec![cipher::CCMP]
+            )),
             None
         );
         assert_eq!(Security::WPA2_PSK_CCMP.label(), "wpa2-psk/ccmp");
