@@ -14,6 +14,7 @@ pub mod transport;
 pub mod wifi;
 
 pub mod control;
+pub mod daemon;
 pub mod guest;
 pub mod handler;
 pub mod observer;

@@ -1,0 +1,622 @@
+//! The daemon's TOML configuration: global settings and one `[[guest]]`
+//! table per VM. Everything is checked before anything starts, and every
+//! error names its line and field.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::protocol::{
+    channel_for_freq_khz, MacAddr, ScanLayout, Ssid, DEFAULT_NOTIFICATION_PORT,
+    DEFAULT_REQUEST_PORT,
+};
+use crate::transport::TransportConfig;
+
+/// Which host Wi-Fi the daemon proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// NetworkManager over the system D-Bus (Linux).
+    NetworkManager,
+    /// Simulated networks, no host Wi-Fi touched.
+    Simulated,
+    /// WlanAPI (Windows).
+    WlanApi,
+}
+
+impl BackendKind {
+    /// The backend of normal mode on this platform.
+    pub fn platform_default() -> BackendKind {
+        if cfg!(windows) {
+            BackendKind::WlanApi
+        } else {
+            BackendKind::NetworkManager
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::NetworkManager => "networkmanager",
+            BackendKind::Simulated => "simulated",
+            BackendKind::WlanApi => "wlanapi",
+        }
+    }
+}
+
+/// Security of a simulated network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SimulatedSecurity {
+    Open,
+    Wpa2Psk,
+}
+
+/// A simulated network (`[[simulated_network]]`, backend `simulated` only).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedNetworkConfig {
+    pub ssid: String,
+    pub bssid: MacAddr,
+    pub freq_khz: u32,
+    #[serde(default = "default_rssi")]
+    pub rssi_dbm: i32,
+    pub security: SimulatedSecurity,
+    /// For `wpa2-psk`: the guest's PMK must derive from this passphrase,
+    /// else the connect is refused as a wrong key. Absent: any key accepted.
+    pub passphrase: Option<String>,
+}
+
+fn default_rssi() -> i32 {
+    -50
+}
+
+/// A fake network shown to one guest (always "connected": joining it is
+/// mirroring and never touches the host).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FakeNetworkConfig {
+    pub ssid: String,
+    pub bssid: MacAddr,
+}
+
+/// What a guest may do, applied through the authorization hook.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Allow guest-directed connects (the host joins a network for the
+    /// guest). `false`: mirror only.
+    #[serde(default = "yes")]
+    pub guest_directed: bool,
+    /// When set, only these SSIDs may be joined (mirrored or directed).
+    pub allow_ssids: Option<Vec<String>>,
+    /// These SSIDs may never be joined.
+    #[serde(default)]
+    pub deny_ssids: Vec<String>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            guest_directed: true,
+            allow_ssids: None,
+            deny_ssids: Vec::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One `[[guest]]` table as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestTable {
+    pub name: Spanned<String>,
+    pub tcp: Option<Spanned<IpAddr>>,
+    pub vsock_cid: Option<Spanned<u32>>,
+    pub hybrid_vsock: Option<Spanned<PathBuf>>,
+    pub hyperv_vm_id: Option<Spanned<uuid::Uuid>>,
+    pub request_port: Option<Spanned<u32>>,
+    pub notification_port: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub scan_layout: ScanLayout,
+    pub scan_min_latency_ms: Option<u64>,
+    #[serde(default)]
+    pub notify_host_disconnect: bool,
+    #[serde(default)]
+    pub fake_network: Vec<Spanned<FakeNetworkConfig>>,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    backend: Option<BackendKind>,
+    log_level: Option<String>,
+    control_socket: Option<PathBuf>,
+    metrics: Option<Spanned<SocketAddr>>,
+    #[serde(default)]
+    simulated_network: Vec<Spanned<SimulatedNetworkConfig>>,
+    #[serde(default)]
+    guest: Vec<Spanned<GuestTable>>,
+}
+
+/// One guest, checked and resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestConfig {
+    pub name: String,
+    pub transport: TransportConfig,
+    pub scan_layout: ScanLayout,
+    /// `None`: the handler's default.
+    pub scan_min_latency: Option<Duration>,
+    pub notify_host_disconnect: bool,
+    pub fake_networks: Vec<(Ssid, MacAddr)>,
+    pub policy: PolicyConfig,
+}
+
+/// The whole configuration, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    pub backend: BackendKind,
+    pub log_level: Option<String>,
+    pub control_socket: Option<PathBuf>,
+    pub metrics: Option<SocketAddr>,
+    pub simulated_networks: Vec<SimulatedNetworkConfig>,
+    pub guests: Vec<GuestConfig>,
+}
+
+/// A configuration error, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}{}: {message}", location(*.line, *.column))]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+struct Checker<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Checker<'_> {
+    fn at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        ConfigError {
+            file: self.file.to_string(),
+            line: Some(line),
+            column: Some(column),
+            message: message.into(),
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<DaemonConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            column: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        DaemonConfig::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks configuration text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<DaemonConfig, ConfigError> {
+        let c = Checker { file, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            c.at(span, e.message().trim().to_string())
+        })?;
+        let backend = raw.backend.unwrap_or_else(BackendKind::platform_default);
+
+        if let Some(level) = &raw.log_level {
+            if tracing_subscriber::EnvFilter::try_new(level).is_err() {
+                return Err(ConfigError {
+                    file: file.to_string(),
+                    line: None,
+                    column: None,
+                    message: format!("log_level: '{level}' is not a log filter"),
+                });
+            }
+        }
+
+        let mut simulated_networks = Vec::new();
+        let mut sim_bssids = HashSet::new();
+        for net in &raw.simulated_network {
+            let span = net.span();
+            let n = net.get_ref();
+            let err = |m: String| {
+                c.at(
+                    span.clone(),
+                    format!("[[simulated_network]] '{}': {m}", n.ssid),
+                )
+            };
+            if backend != BackendKind::Simulated {
+                return Err(err(format!(
+                    "simulated networks need backend = \"simulated\" (backend is \"{}\")",
+                    backend.name()
+                )));
+            }
+            Ssid::new(n.ssid.as_bytes()).map_err(|e| err(format!("ssid: {e}")))?;
+            if channel_for_freq_khz(n.freq_khz).is_none() {
+                return Err(err(format!(
+                    "freq_khz: {} is not a 2.4/5/6 GHz channel centre in kHz (2437 MHz is 2437000)",
+                    n.freq_khz
+                )));
+            }
+            if !sim_bssids.insert(n.bssid) {
+                return Err(err(format!(
+                    "bssid: {} is used by another network",
+                    n.bssid
+                )));
+            }
+            match (n.security, &n.passphrase) {
+                (SimulatedSecurity::Open, Some(_)) => {
+                    return Err(err("passphrase: an open network has no passphrase".into()))
+                }
+                (SimulatedSecurity::Wpa2Psk, Some(p)) => {
+                    let ok = (8..=63).contains(&p.len())
+                        && p.bytes().all(|b| (0x20..=0x7e).contains(&b));
+                    if !ok {
+                        return Err(err(
+                            "passphrase: a WPA2 passphrase is 8 to 63 printable ASCII characters"
+                                .into(),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            simulated_networks.push(n.clone());
+        }
+
+        let mut guests = Vec::new();
+        let mut names = HashSet::new();
+        let mut endpoints = HashSet::new();
+        for table in &raw.guest {
+            let g = table.get_ref();
+            let name = g.name.get_ref().clone();
+            let valid_name = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'));
+            if !valid_name {
+                return Err(c.at(
+                    g.name.span(),
+                    format!(
+                        "[[guest]] name: '{name}' must be 1 to 64 characters of A-Z a-z 0-9 - _ ."
+                    ),
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return Err(c.at(
+                    g.name.span(),
+                    format!("[[guest]] name: '{name}' is used twice"),
+                ));
+            }
+            let transport = guest_transport(&c, table.span(), g, &name)?;
+            let endpoint = match &transport {
+                TransportConfig::Tcp {
+                    address,
+                    request_port,
+                    ..
+                } if *request_port != 0 => Some(format!("tcp {address}:{request_port}")),
+                TransportConfig::Tcp { .. } => None,
+                TransportConfig::Vsock {
+                    cid, request_port, ..
+                } => Some(format!("vsock cid {cid} port {request_port}")),
+                TransportConfig::HybridVsock {
+                    path, request_port, ..
+                } => Some(format!("hybrid {}_{request_port}", path.display())),
+                TransportConfig::HyperV {
+                    vm_id,
+                    request_port,
+                    ..
+                } => Some(format!("hyper-v {vm_id} port {request_port}")),
+            };
+            if let Some(ep) = endpoint {
+                if !endpoints.insert(ep.clone()) {
+                    return Err(c.at(
+                        table.span(),
+                        format!("[[guest]] '{name}': {ep} is already used by another guest"),
+                    ));
+                }
+            }
+            let mut fake_networks = Vec::new();
+            for f in &g.fake_network {
+                let fr = f.get_ref();
+                let ssid = Ssid::new(fr.ssid.as_bytes()).map_err(|e| {
+                    c.at(
+                        f.span(),
+                        format!("[[guest]] '{name}' fake_network ssid: {e}"),
+                    )
+                })?;
+                fake_networks.push((ssid, fr.bssid));
+            }
+            for s in g
+                .policy
+                .allow_ssids
+                .iter()
+                .flatten()
+                .chain(g.policy.deny_ssids.iter())
+            {
+                if Ssid::new(s.as_bytes()).is_err() {
+                    return Err(c.at(
+                        table.span(),
+                        format!("[[guest]] '{name}' policy: SSID '{s}' is longer than 32 bytes"),
+                    ));
+                }
+            }
+            guests.push(GuestConfig {
+                name,
+                transport,
+                scan_layout: g.scan_layout,
+                scan_min_latency: g.scan_min_latency_ms.map(Duration::from_millis),
+                notify_host_disconnect: g.notify_host_disconnect,
+                fake_networks,
+                policy: g.policy.clone(),
+            });
+        }
+
+        Ok(DaemonConfig {
+            backend,
+            log_level: raw.log_level,
+            control_socket: raw.control_socket,
+            metrics: raw.metrics.map(|m| m.into_inner()),
+            simulated_networks,
+            guests,
+        })
+    }
+}
+
+fn guest_transport(
+    c: &Checker<'_>,
+    table_span: Range<usize>,
+    g: &GuestTable,
+    name: &str,
+) -> Result<TransportConfig, ConfigError> {
+    let given: Vec<(&str, Range<usize>)> = [
+        g.tcp.as_ref().map(|s| ("tcp", s.span())),
+        g.vsock_cid.as_ref().map(|s| ("vsock_cid", s.span())),
+        g.hybrid_vsock.as_ref().map(|s| ("hybrid_vsock", s.span())),
+        g.hyperv_vm_id.as_ref().map(|s| ("hyperv_vm_id", s.span())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match given.as_slice() {
+        [] => {
+            return Err(c.at(
+                table_span,
+                format!("[[guest]] '{name}': needs one transport: tcp, vsock_cid, hybrid_vsock or hyperv_vm_id"),
+            ))
+        }
+        [_] => {}
+        [_, (second, span), ..] => {
+            return Err(c.at(
+                span.clone(),
+                format!("[[guest]] '{name}' {second}: only one transport per guest"),
+            ))
+        }
+    }
+    let request_port = g.request_port.as_ref().map(|p| (*p.get_ref(), p.span()));
+    let notification_port = g
+        .notification_port
+        .as_ref()
+        .map(|p| (*p.get_ref(), p.span()));
+    let req = request_port.as_ref().map_or(DEFAULT_REQUEST_PORT, |p| p.0);
+    let notif = notification_port
+        .as_ref()
+        .map_or(DEFAULT_NOTIFICATION_PORT, |p| p.0);
+    if let Some(addr) = &g.tcp {
+        let tcp_port = |p: &Option<(u32, Range<usize>)>, default: u32, field: &str| match p {
+            Some((v, span)) => u16::try_from(*v).map_err(|_| {
+                c.at(
+                    span.clone(),
+                    format!("[[guest]] '{name}' {field}: {v} is not a TCP port"),
+                )
+            }),
+            None => Ok(default as u16),
+        };
+        return Ok(TransportConfig::Tcp {
+            address: *addr.get_ref(),
+            request_port: tcp_port(&request_port, DEFAULT_REQUEST_PORT, "request_port")?,
+            notification_port: tcp_port(
+                &notification_port,
+                DEFAULT_NOTIFICATION_PORT,
+                "notification_port",
+            )?,
+        });
+    }
+    if let Some(cid) = &g.vsock_cid {
+        // CIDs 0 (hypervisor), 1 (loopback) and 2 (host) are never a guest;
+        // u32::MAX is VMADDR_CID_ANY.
+        let v = *cid.get_ref();
+        if v <= 1 || v == 2 || v == u32::MAX {
+            return Err(c.at(
+                cid.span(),
+                format!(
+                    "[[guest]] '{name}' vsock_cid: {v} is not a guest CID (guests have 3 and up)"
+                ),
+            ));
+        }
+        return Ok(TransportConfig::Vsock {
+            cid: v,
+            request_port: req,
+            notification_port: notif,
+        });
+    }
+    if let Some(path) = &g.hybrid_vsock {
+        return Ok(TransportConfig::HybridVsock {
+            path: path.get_ref().clone(),
+            request_port: req,
+            notification_port: notif,
+        });
+    }
+    match &g.hyperv_vm_id {
+        Some(id) => Ok(TransportConfig::HyperV {
+            vm_id: *id.get_ref(),
+            request_port: req,
+            notification_port: notif,
+        }),
+        None => Err(c.at(table_span, "unreachable: no transport")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<DaemonConfig, ConfigError> {
+        DaemonConfig::parse(text, "test.toml")
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let cfg = parse(
+            r#"
+backend = "simulated"
+log_level = "debug"
+control_socket = "/run/proxy-wifi/control.sock"
+metrics = "127.0.0.1:9400"
+
+[[simulated_network]]
+ssid = "Home"
+bssid = "02:00:00:00:00:10"
+freq_khz = 2437000
+security = "wpa2-psk"
+passphrase = "correct horse"
+
+[[guest]]
+name = "vm1"
+tcp = "127.0.0.1"
+request_port = 0
+scan_layout = "legacy"
+scan_min_latency_ms = 0
+notify_host_disconnect = true
+fake_network = [{ ssid = "Corp", bssid = "02:00:00:00:00:20" }]
+policy = { guest_directed = false, deny_ssids = ["Evil"] }
+
+[[guest]]
+name = "vm2"
+hybrid_vsock = "/run/fc/vm2.vsock"
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.backend, BackendKind::Simulated);
+        assert_eq!(cfg.metrics, Some("127.0.0.1:9400".parse().unwrap()));
+        assert_eq!(cfg.simulated_networks[0].rssi_dbm, -50);
+        assert_eq!(cfg.guests.len(), 2);
+        let g = &cfg.guests[0];
+        assert_eq!(g.scan_layout, ScanLayout::Legacy);
+        assert_eq!(g.scan_min_latency, Some(Duration::ZERO));
+        assert!(!g.policy.guest_directed);
+        assert_eq!(g.fake_networks[0].0, Ssid::new(b"Corp").unwrap());
+        assert_eq!(
+            g.transport,
+            TransportConfig::Tcp {
+                address: "127.0.0.1".parse().unwrap(),
+                request_port: 0,
+                notification_port: 12346
+            }
+        );
+        assert_eq!(
+            cfg.guests[1].transport,
+            TransportConfig::HybridVsock {
+                path: "/run/fc/vm2.vsock".into(),
+                request_port: 12345,
+                notification_port: 12346
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let e = parse("backend = \"simulated\"\n[[guest]]\nname = \"a\"\ntcp = \"127.0.0.1\"\nvsock_cid = 5\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(
+            e.to_string().contains("vsock_cid: only one transport"),
+            "{e}"
+        );
+
+        let e = parse("[[guest]]\nname = \"a\"\ntcp = \"127.0.0.1\"\nrequest_port = 70000\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.to_string().starts_with("test.toml:4:"), "{e}");
+
+        let e = parse("[[guest]]\nname = \"a\"\ntcp = \"127.0.0.1\"\ncolour = 1\n").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("colour"), "{e}");
+
+        let e = parse("[[guest]]\nname = \"a\"\n").unwrap_err();
+        assert!(e.message.contains("needs one transport"), "{e}");
+        assert_eq!(e.line, Some(1));
+
+        let e = parse("[[guest]]\nname = \"a\"\nvsock_cid = 2\n").unwrap_err();
+        assert!(e.message.contains("not a guest CID"), "{e}");
+
+        let e = parse(
+            "[[guest]]\nname = \"a\"\nvsock_cid = 3\n[[guest]]\nname = \"a\"\nvsock_cid = 4\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(5));
+        assert!(e.message.contains("used twice"), "{e}");
+
+        let e = parse(
+            "[[guest]]\nname = \"a\"\nvsock_cid = 3\n[[guest]]\nname = \"b\"\nvsock_cid = 3\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("already used"), "{e}");
+
+        let e = parse("backend = \"networkmanager\"\n[[simulated_network]]\nssid = \"x\"\nbssid = \"02:00:00:00:00:01\"\nfreq_khz = 2437000\nsecurity = \"open\"\n").unwrap_err();
+        assert!(e.message.contains("need backend = \"simulated\""), "{e}");
+
+        let e = parse("backend = \"simulated\"\n[[simulated_network]]\nssid = \"x\"\nbssid = \"02:00:00:00:00:01\"\nfreq_khz = 2437\nsecurity = \"open\"\n").unwrap_err();
+        assert!(e.message.contains("freq_khz"), "{e}");
+
+        let e = parse("backend = \"simulated\"\n[[simulated_network]]\nssid = \"x\"\nbssid = \"02:00:00:00:00:01\"\nfreq_khz = 2437000\nsecurity = \"wpa2-psk\"\npassphrase = \"short\"\n").unwrap_err();
+        assert!(e.message.contains("8 to 63"), "{e}");
+
+        let e = parse("[[guest]]\nname = \"a b\"\ntcp = \"127.0.0.1\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+
+        let e = parse("[[guest]]\nname = \"a\"\ntcp = \"127.0.0.1\"\nfake_network = [{ ssid = \"x\", bssid = \"nope\" }]\n").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+
+        let e = parse("log_level = \"[[[\"\n").unwrap_err();
+        assert!(e.message.contains("log_level"), "{e}");
+    }
+
+    #[test]
+    fn load_reports_missing_file() {
+        let e = DaemonConfig::load(Path::new("/nonexistent/proxy-wifi.toml")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/proxy-wifi.toml: cannot read"),
+            "{e}"
+        );
+    }
+}
