@@ -17,5 +17,6 @@ pub mod control;
 pub mod daemon;
 pub mod guest;
 pub mod handler;
+pub mod metrics;
 pub mod observer;
 pub mod service;

@@ -1,0 +1,277 @@
+//! Prometheus metrics: requests by guest, operation and result, request
+//! latency, notifications sent and dropped, guests configured.
+//!
+//! The registry is `prometheus-client`'s. The HTTP side is a deliberately
+//! tiny responder for `GET /metrics` (one fixed read-only endpoint, bounded
+//! request size and time): a full HTTP stack would be most of the daemon's
+//! dependency tree for one page.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    guest: String,
+    operation: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    guest: String,
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GuestLabels {
+    guest: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    guest: String,
+    reason: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~13 s: from a cached scan answer to the 10 s connect rule.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.000_05, 2.0, 19,
+    ))
+}
+
+/// The daemon's metrics. Cheap to clone handles are kept inside; share it
+/// as `Arc<Metrics>`.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    notifications_sent: Family<GuestLabels, Counter>,
+    notifications_dropped: Family<DropLabels, Counter>,
+    guests: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("proxy_wifi");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let notifications_sent = Family::<GuestLabels, Counter>::default();
+        let notifications_dropped = Family::<DropLabels, Counter>::default();
+        let guests = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "requests",
+            "Guest requests answered, by guest, operation and result",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's arrival to its reply being written",
+            latency.clone(),
+        );
+        registry.register(
+            "notifications_sent",
+            "Notifications delivered to guests",
+            notifications_sent.clone(),
+        );
+        registry.register(
+            "notifications_dropped",
+            "Notifications not delivered, by reason",
+            notifications_dropped.clone(),
+        );
+        registry.register("guests_configured", "Guests configured", guests.clone());
+        Metrics {
+            registry,
+            requests,
+            latency,
+            notifications_sent,
+            notifications_dropped,
+            guests,
+        }
+    }
+
+    /// Records an answered request. `operation` is the request's operation
+    /// name (or `malformed`), `result` e.g. `ok`, `failed`, `invalid`.
+    pub fn request(&self, guest: &str, operation: &str, result: &str, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                guest: guest.to_string(),
+                operation: operation.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&OperationLabels {
+                guest: guest.to_string(),
+                operation: operation.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn notification_sent(&self, guest: &str) {
+        self.notifications_sent
+            .get_or_create(&GuestLabels {
+                guest: guest.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn notification_dropped(&self, guest: &str, reason: &str) {
+        self.notifications_dropped
+            .get_or_create(&DropLabels {
+                guest: guest.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn set_guests(&self, n: usize) {
+        self.guests.set(n as i64);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Why the metrics endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve metrics on {address}: {source}")]
+pub struct MetricsError {
+    pub address: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds the metrics endpoint. Serve it with [`serve`].
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, MetricsError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| MetricsError { address, source })
+}
+
+/// Answers `GET /metrics` (and `GET /`) until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors and the like: back off briefly.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &metrics)).await;
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || buf.len() + n > 8192 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = buf.split(|b| *b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|b| *b == b' ');
+    let method = parts.next().unwrap_or_default();
+    let path = parts.next().unwrap_or_default();
+    let (status, content_type, body) = match (method, path) {
+        (b"GET", b"/metrics" | b"/") => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        ),
+        (b"GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n".to_string(),
+        ),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let m = Metrics::new();
+        m.set_guests(2);
+        m.request("vm1", "scan_request", "ok", Duration::from_millis(3));
+        m.request("vm1", "scan_request", "ok", Duration::from_millis(4));
+        m.notification_sent("vm1");
+        m.notification_dropped("vm2", "no_guest_request_yet");
+        let text = m.render();
+        assert!(
+            text.contains(
+                "proxy_wifi_requests_total{guest=\"vm1\",operation=\"scan_request\",result=\"ok\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("proxy_wifi_request_duration_seconds_count{guest=\"vm1\",operation=\"scan_request\"} 2"), "{text}");
+        assert!(text.contains("proxy_wifi_notifications_sent_total{guest=\"vm1\"} 1"));
+        assert!(text.contains(
+            "proxy_wifi_notifications_dropped_total{guest=\"vm2\",reason=\"no_guest_request_yet\"} 1"
+        ));
+        assert!(text.contains("proxy_wifi_guests_configured 2"));
+    }
+
+    #[tokio::test]
+    async fn serves_over_http() {
+        let m = Arc::new(Metrics::new());
+        m.set_guests(3);
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(serve(listener, m));
+        let get = |req: &'static str| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let ok = get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
+        assert!(ok.contains("proxy_wifi_guests_configured 3"), "{ok}");
+        let missing = get("GET /nope HTTP/1.1\r\n\r\n").await;
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        let post = get("POST /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        task.abort();
+    }
+}
