@@ -18,6 +18,7 @@ use proxy_wifi::protocol::{
     status_code_name, ConnectResponse, MacAddr, ScanBss, ScanLayout, ScanResponse, Ssid,
 };
 use serde_json::json;
+use zeroize::Zeroize;
 
 use super::transport_args::TransportArgs;
 
@@ -275,8 +276,10 @@ fn connect_spec(
 ) -> Result<ConnectSpec, String> {
     let spec = match (passphrase, psk) {
         (Some(p), _) => {
-            let p = if p == "-" { read_stdin_line()? } else { p };
-            ConnectSpec::wpa2_passphrase(ssid, &p).map_err(|e| e.to_string())?
+            let mut p = if p == "-" { read_stdin_line()? } else { p };
+            let spec = ConnectSpec::wpa2_passphrase(ssid, &p).map_err(|e| e.to_string());
+            p.zeroize();
+            spec?
         }
         (None, Some(hex)) => ConnectSpec::wpa2_psk_hex(ssid, &hex).map_err(|e| e.to_string())?,
         (None, None) => ConnectSpec::open(ssid),
