@@ -1,13 +1,608 @@
-//! `proxy-wifi guest`.
+//! `proxy-wifi guest`: act as a guest from user space. Parsing, output and
+//! exit codes only; the work is in `proxy_wifi::guest`.
+//!
+//! Exit codes: 0 success; 1 the host refused the connect (non-zero 802.11
+//! status); 2 bad arguments; 3 host unreachable or connection failed;
+//! 4 timeout; 5 malformed reply; 6 the host answered INVALID; 7 local
+//! problem (transport unavailable here, port cannot be bound).
 
+use std::io::BufRead;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Subcommand, ValueEnum};
+use proxy_wifi::guest::{
+    BssSummary, ConnectSpec, ErrorClass, GuestClient, GuestError, Notification, NotificationWatcher,
+};
+use proxy_wifi::protocol::{
+    status_code_name, ConnectResponse, MacAddr, ScanBss, ScanLayout, ScanResponse, Ssid,
+};
+use serde_json::json;
+use zeroize::Zeroize;
+
+use super::transport_args::TransportArgs;
+
+const EXIT_REFUSED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_UNREACHABLE: u8 = 3;
+const EXIT_TIMEOUT: u8 = 4;
+const EXIT_MALFORMED: u8 = 5;
+const EXIT_INVALID: u8 = 6;
+const EXIT_LOCAL: u8 = 7;
 
 #[derive(Debug, Args)]
-pub struct GuestArgs {}
+pub struct GuestArgs {
+    #[command(flatten)]
+    transport: TransportArgs,
+    /// SCAN_RESPONSE layout the host speaks: `current` (9-byte fixed part)
+    /// or `legacy` (8-byte, kernel 5.10 WSA driver). Never guessed.
+    #[arg(long, value_enum, global = true, default_value_t = LayoutArg::Current)]
+    scan_layout: LayoutArg,
+    /// Time limit of each request, connect included, in seconds.
+    #[arg(long, value_name = "SECONDS", global = true, default_value = "20", value_parser = parse_seconds)]
+    timeout: Duration,
+    /// Machine-readable output (JSON; one object per line for `watch`).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: GuestCommand,
+}
 
-pub async fn run(_args: GuestArgs) -> ExitCode {
-    eprintln!("proxy-wifi guest: not available in this build yet");
-    ExitCode::FAILURE
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LayoutArg {
+    Current,
+    Legacy,
+}
+
+impl From<LayoutArg> for ScanLayout {
+    fn from(l: LayoutArg) -> ScanLayout {
+        match l {
+            LayoutArg::Current => ScanLayout::Current,
+            LayoutArg::Legacy => ScanLayout::Legacy,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum GuestCommand {
+    /// Scan, like `nmcli dev wifi`: every network, or one SSID (targeted
+    /// scan, finds hidden networks).
+    Scan {
+        /// Scan for this SSID only.
+        #[arg(long, value_name = "SSID")]
+        ssid: Option<Ssid>,
+    },
+    /// Connect to a network: open, or WPA2-PSK from a passphrase or a raw PSK.
+    Connect {
+        /// The network name (at most 32 bytes).
+        ssid: Ssid,
+        /// WPA2 passphrase, 8 to 63 printable ASCII characters; `-` reads
+        /// it from the first line of standard input.
+        #[arg(long, value_name = "PASSPHRASE", conflicts_with = "psk")]
+        passphrase: Option<String>,
+        /// WPA2 raw PSK (the PMK), 64 hexadecimal digits.
+        #[arg(long, value_name = "HEX")]
+        psk: Option<String>,
+        /// Join this BSS only.
+        #[arg(long, value_name = "BSSID")]
+        bssid: Option<MacAddr>,
+    },
+    /// Disconnect the session a connect returned.
+    Disconnect {
+        /// The session id.
+        session: u64,
+    },
+    /// Listen for the host's notifications and print each as it arrives.
+    Watch {
+        /// Port to listen on (overrides the one given before the
+        /// subcommand; 0 picks a free port, printed on stderr).
+        #[arg(
+            long = "notification-port",
+            id = "watch_notification_port",
+            value_name = "PORT"
+        )]
+        notification_port: Option<u32>,
+        /// Exit after this many notifications.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// How long a notification connection may take to deliver its
+        /// message, in milliseconds (the driver allows 10).
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        read_timeout_ms: u64,
+    },
+}
+
+impl GuestCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            GuestCommand::Scan { .. } => "scan",
+            GuestCommand::Connect { .. } => "connect",
+            GuestCommand::Disconnect { .. } => "disconnect",
+            GuestCommand::Watch { .. } => "watch",
+        }
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if secs.is_nan() || secs <= 0.0 {
+        return Err(format!("'{s}': the time limit must be positive"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("'{s}': {e}"))
+}
+
+fn exit_code_of(class: ErrorClass) -> u8 {
+    match class {
+        ErrorClass::Unreachable => EXIT_UNREACHABLE,
+        ErrorClass::Timeout => EXIT_TIMEOUT,
+        ErrorClass::Malformed => EXIT_MALFORMED,
+        ErrorClass::Invalid => EXIT_INVALID,
+        ErrorClass::Local => EXIT_LOCAL,
+    }
+}
+
+fn fail(what: &str, e: &GuestError) -> ExitCode {
+    eprintln!("proxy-wifi guest {what}: {e}");
+    ExitCode::from(exit_code_of(e.class()))
+}
+
+fn usage(what: &str, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("proxy-wifi guest {what}: {message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+pub async fn run(args: GuestArgs) -> ExitCode {
+    let mut transport = args.transport.clone();
+    if let GuestCommand::Watch {
+        notification_port: Some(port),
+        ..
+    } = &args.command
+    {
+        transport.notification_port = *port;
+    }
+    let what = args.command.name();
+    if !transport.is_set() {
+        return usage(
+            what,
+            "which host to reach? give --tcp ADDR, --hybrid-vsock PATH, --vsock-cid CID or --hyperv-vm-id GUID",
+        );
+    }
+    let config = match transport.to_config() {
+        Ok(c) => c,
+        Err(message) => return usage(what, message),
+    };
+    let layout = ScanLayout::from(args.scan_layout);
+    let out = Output { json: args.json };
+    let client = || GuestClient::new(&config).map(|c| c.scan_layout(layout).timeout(args.timeout));
+    match args.command {
+        GuestCommand::Scan { ssid } => {
+            let scan = match client() {
+                Ok(c) => c.scan(ssid).await,
+                Err(e) => Err(e),
+            };
+            match scan {
+                Ok(scan) => {
+                    out.scan(&scan);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail("scan", &e),
+            }
+        }
+        GuestCommand::Connect {
+            ssid,
+            passphrase,
+            psk,
+            bssid,
+        } => {
+            let spec = match connect_spec(ssid, passphrase, psk, bssid) {
+                Ok(spec) => spec,
+                Err(message) => return usage("connect", message),
+            };
+            let reply = match client() {
+                Ok(c) => c.connect(&spec).await,
+                Err(e) => Err(e),
+            };
+            match reply {
+                Ok(reply) => {
+                    out.connect(&reply);
+                    if reply.result_code == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!(
+                            "proxy-wifi guest connect: the host refused: status {} ({})",
+                            reply.result_code,
+                            status_code_name(reply.result_code)
+                        );
+                        ExitCode::from(EXIT_REFUSED)
+                    }
+                }
+                Err(e) => fail("connect", &e),
+            }
+        }
+        GuestCommand::Disconnect { session } => {
+            let done = match client() {
+                Ok(c) => c.disconnect(session).await,
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(()) => {
+                    out.disconnect(session);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail("disconnect", &e),
+            }
+        }
+        GuestCommand::Watch {
+            count,
+            read_timeout_ms,
+            ..
+        } => {
+            let watcher = match NotificationWatcher::bind(&config, layout).await {
+                Ok(w) => w.read_timeout(Duration::from_millis(read_timeout_ms)),
+                Err(e) => return fail("watch", &e),
+            };
+            eprintln!(
+                "proxy-wifi guest watch: listening for notifications on {}",
+                watcher.local_description()
+            );
+            let mut seen = 0u64;
+            while count.map_or(true, |n| seen < n) {
+                match watcher.next().await {
+                    Ok(n) => {
+                        out.notification(&n);
+                        seen += 1;
+                    }
+                    Err(e @ GuestError::NotificationIo(_)) => {
+                        eprintln!("proxy-wifi guest watch: {e}");
+                        // Accept errors (out of descriptors, ...) tend to
+                        // repeat: do not spin on them.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => eprintln!("proxy-wifi guest watch: {e}"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn connect_spec(
+    ssid: Ssid,
+    passphrase: Option<String>,
+    psk: Option<String>,
+    bssid: Option<MacAddr>,
+) -> Result<ConnectSpec, String> {
+    let spec = match (passphrase, psk) {
+        (Some(p), _) => {
+            let mut p = if p == "-" { read_stdin_line()? } else { p };
+            let spec = ConnectSpec::wpa2_passphrase(ssid, &p).map_err(|e| e.to_string());
+            p.zeroize();
+            spec?
+        }
+        (None, Some(hex)) => ConnectSpec::wpa2_psk_hex(ssid, &hex).map_err(|e| e.to_string())?,
+        (None, None) => ConnectSpec::open(ssid),
+    };
+    Ok(match bssid {
+        Some(b) => spec.bssid(b),
+        None => spec,
+    })
+}
+
+fn read_stdin_line() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the passphrase from standard input: {e}"))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn scan(&self, scan: &ScanResponse) {
+        if self.json {
+            let list: Vec<BssSummary> = scan.bss.iter().map(BssSummary::new).collect();
+            println!("{}", pretty(&list));
+        } else {
+            for line in table(&scan.bss, "") {
+                println!("{line}");
+            }
+        }
+        if !scan.scan_complete {
+            eprintln!(
+                "proxy-wifi guest scan: the host reports the scan as still running \
+                 (scan_complete = 0); more results may follow as notifications"
+            );
+        }
+    }
+
+    fn connect(&self, reply: &ConnectResponse) {
+        let name = status_code_name(reply.result_code);
+        if self.json {
+            let v = json!({
+                "result_code": reply.result_code,
+                "status": name,
+                "success": reply.result_code == 0,
+                "bssid": reply.bssid,
+                "session_id": reply.session_id,
+            });
+            println!("{}", pretty(&v));
+        } else {
+            println!("result:  {} ({name})", reply.result_code);
+            println!("bssid:   {}", reply.bssid);
+            println!("session: {}", reply.session_id);
+        }
+    }
+
+    fn disconnect(&self, session: u64) {
+        if self.json {
+            println!("{}", json!({ "session_id": session, "disconnected": true }));
+        } else {
+            println!("disconnected session {session}");
+        }
+    }
+
+    fn notification(&self, n: &Notification) {
+        if self.json {
+            let v = match n {
+                Notification::Disconnected { session_id } => {
+                    json!({ "type": "disconnected", "session_id": session_id })
+                }
+                Notification::SignalQuality { dbm } => {
+                    json!({ "type": "signal_quality", "dbm": dbm })
+                }
+                Notification::ScanResults(scan) => {
+                    let list: Vec<BssSummary> = scan.bss.iter().map(BssSummary::new).collect();
+                    json!({ "type": "scan_results", "scan_complete": scan.scan_complete, "bss": list })
+                }
+            };
+            println!("{v}");
+        } else {
+            match n {
+                Notification::Disconnected { session_id } => {
+                    println!("disconnected: session {session_id}")
+                }
+                Notification::SignalQuality { dbm } => {
+                    let bars = proxy_wifi::guest::signal_bars(proxy_wifi::guest::signal_percent(
+                        i32::from(*dbm),
+                    ));
+                    println!("signal: {dbm} dBm {bars}")
+                }
+                Notification::ScanResults(scan) => {
+                    println!(
+                        "scan results: {} BSS, scan {}",
+                        scan.bss.len(),
+                        if scan.scan_complete {
+                            "complete"
+                        } else {
+                            "running"
+                        }
+                    );
+                    for line in table(&scan.bss, "  ") {
+                        println!("{line}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn pretty<T: serde::Serialize>(value: &T) -> String {
+    // Serializing plain data to a string cannot fail; fall back to compact
+    // output rather than panic if it ever did.
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// The scan table: a header and one row per BSS, columns padded to their
+/// widest cell.
+fn table(list: &[ScanBss], indent: &str) -> Vec<String> {
+    let header = [
+        "BSSID", "SSID", "FREQ", "CHAN", "SIGNAL", "BARS", "SECURITY",
+    ]
+    .map(String::from);
+    let mut rows = vec![header];
+    for bss in list {
+        let s = BssSummary::new(bss);
+        let ssid = match bss.ssid() {
+            Some(ssid) if !ssid.is_empty() => ssid.to_string(),
+            _ => "--".to_string(),
+        };
+        rows.push([
+            s.bssid.to_string(),
+            ssid,
+            format!("{} MHz", s.freq_mhz),
+            s.channel
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "?".into()),
+            format!("{} dBm", s.rssi_dbm),
+            s.bars(),
+            s.security.clone(),
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let mut line = indent.to_string();
+            for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+                line.push_str(cell);
+                if i + 1 < row.len() {
+                    let pad = w - cell.chars().count() + 2;
+                    line.push_str(&" ".repeat(pad));
+                }
+            }
+            line
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Top {
+        #[command(subcommand)]
+        cmd: Cmd,
+    }
+    #[derive(Debug, clap::Subcommand)]
+    enum Cmd {
+        Guest(GuestArgs),
+    }
+
+    fn parse(args: &[&str]) -> Result<GuestArgs, clap::Error> {
+        let mut full = vec!["proxy-wifi", "guest"];
+        full.extend_from_slice(args);
+        Top::try_parse_from(full).map(|t| match t.cmd {
+            Cmd::Guest(g) => g,
+        })
+    }
+
+    #[test]
+    fn ports_before_the_subcommand_and_globals_after_it() {
+        let a = parse(&[
+            "--tcp",
+            "127.0.0.1",
+            "--request-port",
+            "4000",
+            "scan",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(a.transport.request_port, 4000);
+        assert!(a.json);
+        assert!(matches!(a.command, GuestCommand::Scan { ssid: None }));
+        let a = parse(&[
+            "--tcp",
+            "127.0.0.1",
+            "--json",
+            "--scan-layout",
+            "legacy",
+            "scan",
+        ])
+        .unwrap();
+        assert!(a.json);
+        assert_eq!(a.scan_layout, LayoutArg::Legacy);
+        let a = parse(&[
+            "--tcp",
+            "127.0.0.1",
+            "scan",
+            "--scan-layout",
+            "legacy",
+            "--timeout",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(a.scan_layout, LayoutArg::Legacy);
+        assert_eq!(a.timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn command_is_consistent_and_transports_exclude_each_other() {
+        use clap::CommandFactory;
+        Top::command().debug_assert();
+        let e = parse(&["--tcp", "127.0.0.1", "--vsock-cid", "2", "scan"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let a = parse(&["--vsock-cid", "2", "--request-port", "7", "scan"]).unwrap();
+        assert_eq!(a.transport.vsock_cid, Some(2));
+        assert_eq!(a.transport.request_port, 7);
+    }
+
+    #[test]
+    fn notification_port_in_either_position() {
+        let a = parse(&["--tcp", "127.0.0.1", "--notification-port", "5000", "watch"]).unwrap();
+        assert_eq!(a.transport.notification_port, 5000);
+        let a = parse(&["--tcp", "127.0.0.1", "watch", "--notification-port", "5001"]).unwrap();
+        assert!(matches!(
+            a.command,
+            GuestCommand::Watch {
+                notification_port: Some(5001),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn connect_arguments() {
+        assert!(parse(&[
+            "--tcp",
+            "127.0.0.1",
+            "connect",
+            "x",
+            "--passphrase",
+            "a",
+            "--psk",
+            "b"
+        ])
+        .is_err());
+        assert!(parse(&["--tcp", "127.0.0.1", "connect", &"x".repeat(33)]).is_err());
+        assert!(parse(&["--tcp", "127.0.0.1", "connect", "x", "--bssid", "nope"]).is_err());
+        let a = parse(&[
+            "--tcp",
+            "127.0.0.1",
+            "connect",
+            "x",
+            "--bssid",
+            "02:00:00:00:00:01",
+        ])
+        .unwrap();
+        assert!(matches!(
+            a.command,
+            GuestCommand::Connect { bssid: Some(_), .. }
+        ));
+        assert!(parse(&["--tcp", "127.0.0.1", "--timeout", "0", "scan"]).is_err());
+        assert!(parse(&["--tcp", "127.0.0.1", "--timeout", "-1", "scan"]).is_err());
+        assert!(parse(&["--tcp", "127.0.0.1", "--timeout", "nan", "scan"]).is_err());
+    }
+
+    #[test]
+    fn table_columns_line_up() {
+        let mut ies = proxy_wifi::protocol::ssid_element(&Ssid::new(b"a longer name").unwrap());
+        ies.extend_from_slice(&proxy_wifi::protocol::wpa2_psk_ccmp_rsn_element());
+        let list = vec![
+            ScanBss {
+                bssid: MacAddr([2, 0, 0, 0, 0, 1]),
+                capabilities: 0x11,
+                rssi_dbm: -45,
+                beacon_interval: 100,
+                freq_khz: 2_437_000,
+                ies,
+            },
+            ScanBss {
+                bssid: MacAddr([2, 0, 0, 0, 0, 2]),
+                capabilities: 0x01,
+                rssi_dbm: -90,
+                beacon_interval: 100,
+                freq_khz: 5_180_000,
+                ies: vec![0, 0],
+            },
+        ];
+        let lines = table(&list, "");
+        assert_eq!(lines.len(), 3);
+        let col = |line: &str, word: &str| line.find(word).unwrap();
+        assert_eq!(col(&lines[0], " SSID"), col(&lines[1], " a longer"));
+        assert_eq!(col(&lines[0], " SSID"), col(&lines[2], " --"));
+        assert!(lines[1].ends_with("WPA2-PSK"), "{}", lines[1]);
+        assert!(
+            lines[1].contains("2437 MHz") && lines[1].contains(" 6 "),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].ends_with("open"), "{}", lines[2]);
+        assert!(
+            lines[2].contains("5180 MHz") && lines[2].contains(" 36 "),
+            "{}",
+            lines[2]
+        );
+    }
 }

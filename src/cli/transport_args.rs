@@ -7,9 +7,13 @@ use clap::Args;
 use proxy_wifi::protocol::{DEFAULT_NOTIFICATION_PORT, DEFAULT_REQUEST_PORT};
 use proxy_wifi::transport::TransportConfig;
 
-/// Exactly one transport flag is required (clap enforces it, exit code 2).
+/// At most one transport flag (clap enforces it, exit code 2); `to_config`
+/// says when none was given. The group is declared on the command rather
+/// than on the struct: a struct-level group would also take in the port
+/// flags, making `--tcp ADDR --request-port N` a conflict.
 #[derive(Debug, Clone, Args)]
-#[group(id = "transport", required = false, multiple = false)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("transport").required(false).multiple(false)))]
 pub struct TransportArgs {
     /// TCP: the address to listen on (serve) or the host to reach (guest).
     #[arg(long, value_name = "ADDR", group = "transport")]
