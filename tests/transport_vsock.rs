@@ -14,6 +14,13 @@ use proxy_wifi::transport::{TransportConfig, TransportError};
 use tokio::io::AsyncReadExt;
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
 
+/// Reports a part that did not run. Written to stderr directly, not through
+/// `eprintln!`, so that the test harness's output capture does not hide it.
+fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+}
+
 /// The guest driver's receive timeout on a notification connection.
 const DRIVER_RECV_TIMEOUT: Duration = Duration::from_millis(10);
 
@@ -68,7 +75,9 @@ async fn host_listener_binds_any_cid() {
             assert_eq!(host.notifier.describe(), "vsock 3:12346");
         }
         Err(TransportError::Bind { address, source }) => {
-            eprintln!("SKIPPED: AF_VSOCK is not available here ({address}: {source})");
+            skipped(&format!(
+                "AF_VSOCK is not available here ({address}: {source})"
+            ));
         }
         Err(other) => panic!("{other}"),
     }
@@ -95,10 +104,10 @@ async fn loopback_available() -> Result<(), String> {
 #[tokio::test]
 async fn end_to_end_over_vsock_loopback() {
     if let Err(why) = loopback_available().await {
-        eprintln!(
-            "SKIPPED: AF_VSOCK end-to-end test needs vsock loopback \
+        skipped(&format!(
+            "AF_VSOCK end-to-end test needs vsock loopback \
              (CID 1, vsock_loopback module): {why}"
-        );
+        ));
         return;
     }
 

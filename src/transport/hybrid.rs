@@ -583,7 +583,7 @@ mod tests {
         let mut r = &b"OK 7"[..];
         assert!(matches!(read_line(&mut r).await.unwrap(), Line::Closed));
 
-        let long = vec![b'O'; MAX_LINE + 10];
+        let long = [b'O'; MAX_LINE + 10];
         let mut r = &long[..];
         let err = read_line(&mut r).await.err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);

@@ -130,7 +130,11 @@ pub enum TransportConfig {
     },
     /// Hybrid vsock over Unix sockets (Firecracker, Cloud Hypervisor,
     /// vhost-device-vsock). `path` is the VMM's vsock socket; the guest's
-    /// connections to host port P arrive at `<path>_<P>`.
+    /// connections to host port P arrive at `<path>_<P>`. Host: listens on
+    /// `<path>_<request_port>`, reaches the guest through `<path>` with the
+    /// `CONNECT`/`OK` handshake. Guest (test client on the host): requests go
+    /// to `<path>_<request_port>`, and for notifications it plays the VMM,
+    /// listening on `<path>`. See [`hybrid`].
     HybridVsock {
         path: PathBuf,
         request_port: u32,
