@@ -11,6 +11,7 @@
 //! [`TransportConfig::guest`].
 
 pub mod framing;
+#[cfg(target_os = "linux")]
 pub mod hybrid;
 #[cfg(windows)]
 pub mod hyperv;
@@ -55,8 +56,20 @@ pub trait RequestListener: Send + Sync {
     }
 }
 
-/// Host side: opens a connection to the guest's notification port. The
-/// returned stream is ready for the message: every handshake is done.
+/// Host side: opens a connection to the guest's notification port.
+///
+/// Timing contract (the guest driver gives an accepted notification
+/// connection a 10 ms receive timeout): `connect` returns the moment the
+/// connection is usable, with every handshake done (for hybrid vsock, the
+/// VMM's `OK` line read and nothing past it), and the returned stream neither
+/// buffers nor delays writes, so the caller must write the whole message
+/// (one `write_message`) immediately after `connect` returns, doing nothing
+/// slow in between. Each transport's tests check this with a peer that reads
+/// with a 10 ms timeout, as the driver does.
+///
+/// An error means the notification cannot be delivered (nobody listens, the
+/// VMM refused, a handshake timed out); the caller logs it, drops that
+/// notification and keeps serving.
 #[async_trait]
 pub trait NotificationConnector: Send + Sync {
     async fn connect(&self) -> io::Result<BoxStream>;
@@ -117,7 +130,11 @@ pub enum TransportConfig {
     },
     /// Hybrid vsock over Unix sockets (Firecracker, Cloud Hypervisor,
     /// vhost-device-vsock). `path` is the VMM's vsock socket; the guest's
-    /// connections to host port P arrive at `<path>_<P>`.
+    /// connections to host port P arrive at `<path>_<P>`. Host: listens on
+    /// `<path>_<request_port>`, reaches the guest through `<path>` with the
+    /// `CONNECT`/`OK` handshake. Guest (test client on the host): requests go
+    /// to `<path>_<request_port>`, and for notifications it plays the VMM,
+    /// listening on `<path>`. See [`hybrid`].
     HybridVsock {
         path: PathBuf,
         request_port: u32,
@@ -161,6 +178,18 @@ impl TransportConfig {
                 request_port,
                 notification_port,
             } => tcp::bind_host(*address, *request_port, *notification_port).await,
+            #[cfg(target_os = "linux")]
+            TransportConfig::Vsock {
+                cid,
+                request_port,
+                notification_port,
+            } => vsock::bind_host(*cid, *request_port, *notification_port).await,
+            #[cfg(target_os = "linux")]
+            TransportConfig::HybridVsock {
+                path,
+                request_port,
+                notification_port,
+            } => hybrid::bind_host(path, *request_port, *notification_port).await,
             other => Err(TransportError::Unsupported(other.kind())),
         }
     }
@@ -174,6 +203,12 @@ impl TransportConfig {
                 request_port,
                 ..
             } => Arc::new(tcp::TcpRequestConnector::new(*address, *request_port)),
+            #[cfg(target_os = "linux")]
+            TransportConfig::Vsock {
+                cid, request_port, ..
+            } => vsock::guest_connector(*cid, *request_port)?,
+            #[cfg(target_os = "linux")]
+            TransportConfig::HybridVsock { .. } => return hybrid::guest(self),
             other => return Err(TransportError::Unsupported(other.kind())),
         };
         Ok(GuestEndpoint {
@@ -192,6 +227,18 @@ impl TransportConfig {
                 notification_port,
                 ..
             } => tcp::bind_guest_notifications(*address, *notification_port).await,
+            #[cfg(target_os = "linux")]
+            TransportConfig::Vsock {
+                cid,
+                notification_port,
+                ..
+            } => vsock::bind_guest_notifications(*cid, *notification_port).await,
+            #[cfg(target_os = "linux")]
+            TransportConfig::HybridVsock {
+                path,
+                notification_port,
+                ..
+            } => hybrid::bind_guest_notifications(path, *notification_port).await,
             other => Err(TransportError::Unsupported(other.kind())),
         }
     }
