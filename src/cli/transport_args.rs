@@ -9,7 +9,7 @@ use proxy_wifi::transport::TransportConfig;
 
 /// Exactly one transport flag is required (clap enforces it, exit code 2).
 #[derive(Debug, Clone, Args)]
-#[group(id = "transport", required = false, multiple = false)]
+#[group(skip)]
 pub struct TransportArgs {
     /// TCP: the address to listen on (serve) or the host to reach (guest).
     #[arg(long, value_name = "ADDR", group = "transport")]
