@@ -103,9 +103,7 @@ impl SimulatedControl {
                 wifi.host_connect(&ssid).map_err(|e| e.to_string())
             }
             ControlCommand::HostDisconnect => wifi.host_disconnect().map_err(|e| e.to_string()),
-            ControlCommand::Signal { percent } => {
-                wifi.signal(*percent).map_err(|e| e.to_string())
-            }
+            ControlCommand::Signal { percent } => wifi.signal(*percent).map_err(|e| e.to_string()),
             ControlCommand::ScanResults => {
                 wifi.scan_results();
                 Ok(())
@@ -291,12 +289,13 @@ mod unix {
         request: &ControlRequest,
     ) -> Result<ControlResponse, ControlError> {
         let exchange = async {
-            let stream = UnixStream::connect(path)
-                .await
-                .map_err(|source| ControlError::Connect {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+            let stream =
+                UnixStream::connect(path)
+                    .await
+                    .map_err(|source| ControlError::Connect {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
             let (read, mut write) = stream.into_split();
             let mut line = serde_json::to_string(request)
                 .map_err(|e| ControlError::Exchange(e.to_string()))?;
@@ -310,9 +309,8 @@ mod unix {
                 .read_line(&mut answer)
                 .await
                 .map_err(|e| ControlError::Exchange(e.to_string()))?;
-            serde_json::from_str(answer.trim()).map_err(|e| {
-                ControlError::Exchange(format!("unreadable answer {answer:?}: {e}"))
-            })
+            serde_json::from_str(answer.trim())
+                .map_err(|e| ControlError::Exchange(format!("unreadable answer {answer:?}: {e}")))
         };
         tokio::time::timeout(CONTROL_TIMEOUT, exchange)
             .await
@@ -364,7 +362,10 @@ mod tests {
             serde_json::to_string(&ControlResponse::error("x")).unwrap(),
             r#"{"ok":false,"error":"x"}"#
         );
-        assert_eq!(serde_json::to_string(&ControlResponse::ok()).unwrap(), r#"{"ok":true}"#);
+        assert_eq!(
+            serde_json::to_string(&ControlResponse::ok()).unwrap(),
+            r#"{"ok":true}"#
+        );
     }
 
     #[tokio::test]
@@ -375,9 +376,10 @@ mod tests {
         std::fs::write(&path, b"stale").unwrap();
         let wifi = SimulatedWifi::reference();
         let mut events = wifi.subscribe();
-        let server = ControlServer::bind(&path, Arc::new(SimulatedControl::new(Some(wifi.clone()))))
-            .await
-            .unwrap();
+        let server =
+            ControlServer::bind(&path, Arc::new(SimulatedControl::new(Some(wifi.clone()))))
+                .await
+                .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         // A live one is refused.

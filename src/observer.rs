@@ -292,7 +292,8 @@ mod tests {
         q.notify(ObserverEvent::GuestScanCompleted);
         let ssid = |s: &str| Ssid::new(s.as_bytes()).unwrap();
         assert_eq!(
-            q.authorize(ConnectionKind::GuestDirected, ssid("yes")).await,
+            q.authorize(ConnectionKind::GuestDirected, ssid("yes"))
+                .await,
             Authorization::Approve
         );
         assert_eq!(
@@ -300,7 +301,8 @@ mod tests {
             Authorization::Deny
         );
         assert_eq!(
-            q.authorize(ConnectionKind::GuestDirected, ssid("boom")).await,
+            q.authorize(ConnectionKind::GuestDirected, ssid("boom"))
+                .await,
             Authorization::Deny
         );
         q.notify(ObserverEvent::GuestScanCompleted);

@@ -263,7 +263,10 @@ impl Service {
         for task in running.tasks {
             let _ = task.await;
         }
-        tracing::info!("stopped serving guest requests on {}", running.local_description);
+        tracing::info!(
+            "stopped serving guest requests on {}",
+            running.local_description
+        );
     }
 
     pub async fn is_running(&self) -> bool {
@@ -272,7 +275,11 @@ impl Service {
 
     /// The request port actually bound (useful with port 0), while running.
     pub async fn request_port(&self) -> Option<u32> {
-        self.running.lock().await.as_ref().and_then(|r| r.local_port)
+        self.running
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|r| r.local_port)
     }
 
     /// Where requests are accepted, while running.
@@ -384,7 +391,9 @@ async fn serve_connection(
         }
         Err(_) => {
             Counters::bump(&counters.invalid_requests);
-            tracing::warn!("no complete request within {REQUEST_READ_TIMEOUT:?}; answering INVALID");
+            tracing::warn!(
+                "no complete request within {REQUEST_READ_TIMEOUT:?}; answering INVALID"
+            );
             Message::Invalid
         }
     };
@@ -437,9 +446,12 @@ pub async fn send_notification(
     let mut stream = timeout(NOTIFICATION_CONNECT_TIMEOUT, connector.connect())
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    timeout(NOTIFICATION_WRITE_TIMEOUT, write_message(&mut stream, bytes))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))??;
+    timeout(
+        NOTIFICATION_WRITE_TIMEOUT,
+        write_message(&mut stream, bytes),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))??;
     let _ = stream.shutdown().await;
     Ok(())
 }
@@ -461,13 +473,21 @@ mod tests {
     }
 
     impl AsyncRead for Recording {
-        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
     }
 
     impl tokio::io::AsyncWrite for Recording {
-        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
             self.log.lock().unwrap().push((Instant::now(), buf.len()));
             Poll::Ready(Ok(buf.len()))
         }
@@ -516,14 +536,18 @@ mod tests {
             counters.clone(),
         ));
         // Before the first request: dropped, no connection.
-        tx.send(Message::NotifSignalQuality { dbm: -60 }).await.unwrap();
+        tx.send(Message::NotifSignalQuality { dbm: -60 })
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(connector.connected_at.lock().unwrap().is_empty());
         assert_eq!(counters.notifications_dropped.load(Ordering::Relaxed), 1);
 
         seen.store(true, Ordering::SeqCst);
         let big = Message::NotifDisconnected { session_id: 7 };
-        tx.send(Message::NotifSignalQuality { dbm: -60 }).await.unwrap();
+        tx.send(Message::NotifSignalQuality { dbm: -60 })
+            .await
+            .unwrap();
         tx.send(big.clone()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let connected = connector.connected_at.lock().unwrap().clone();
@@ -534,7 +558,10 @@ mod tests {
         // waited would show).
         assert_eq!(
             writes,
-            vec![(connected[0], 8), (connected[1], big.encode(ScanLayout::Current).unwrap().len())]
+            vec![
+                (connected[0], 8),
+                (connected[1], big.encode(ScanLayout::Current).unwrap().len())
+            ]
         );
         assert_eq!(counters.notifications_sent.load(Ordering::Relaxed), 2);
         task.abort();
@@ -576,7 +603,10 @@ mod tests {
                 ies: vec![0, 1, b'x'],
             }],
         });
-        assert_eq!(encode_or_invalid(&bad, ScanLayout::Current), vec![0, 0, 0, 0, 0, 1, 0]);
+        assert_eq!(
+            encode_or_invalid(&bad, ScanLayout::Current),
+            vec![0, 0, 0, 0, 0, 1, 0]
+        );
     }
 
     #[tokio::test]
@@ -586,11 +616,17 @@ mod tests {
             request_port: 0,
             notification_port: 9,
         };
-        let service = Service::builder(config, Backend::Simulated(SimulatedWifi::reference())).build();
+        let service =
+            Service::builder(config, Backend::Simulated(SimulatedWifi::reference())).build();
         service.start().await.unwrap();
-        assert!(matches!(service.start().await, Err(ServiceError::AlreadyRunning)));
+        assert!(matches!(
+            service.start().await,
+            Err(ServiceError::AlreadyRunning)
+        ));
         let port = service.request_port().await.unwrap();
-        let scan = crate::protocol::Request::Scan(Default::default()).encode().unwrap();
+        let scan = crate::protocol::Request::Scan(Default::default())
+            .encode()
+            .unwrap();
         let ask = |port: u32| {
             let scan = scan.clone();
             async move {

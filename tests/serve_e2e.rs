@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use proxy_wifi::protocol::{
     akm, cipher, pmk_from_passphrase, wpa2_psk_ccmp_rsn_element, ConnectRequest, ConnectResponse,
-    DisconnectRequest, Key, MacAddr, Message, Request, ScanLayout, ScanRequest, ScanResponse,
-    Ssid, CAPABILITY_ESS, CAPABILITY_PRIVACY,
+    DisconnectRequest, Key, MacAddr, Message, Request, ScanLayout, ScanRequest, ScanResponse, Ssid,
+    CAPABILITY_ESS, CAPABILITY_PRIVACY,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_proxy-wifi");
@@ -43,14 +43,21 @@ impl Server {
         notifications.set_nonblocking(true).unwrap();
         let notification_port = notifications.local_addr().unwrap().port().to_string();
         let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--simulated", "--tcp", "127.0.0.1", "--request-port", "0"])
-            .args(["--notification-port", &notification_port])
-            .arg("--control")
-            .arg(&control)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "serve",
+            "--simulated",
+            "--tcp",
+            "127.0.0.1",
+            "--request-port",
+            "0",
+        ])
+        .args(["--notification-port", &notification_port])
+        .arg("--control")
+        .arg(&control)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         cmd.env_remove("RUST_LOG");
         for (k, v) in env {
             cmd.env(k, v);
@@ -65,7 +72,8 @@ impl Server {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.split("listening for guest requests on ").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or_default();
-                    if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
+                    if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())
+                    {
                         let _ = port_tx.send(port);
                     }
                 }
@@ -283,10 +291,38 @@ fn scan_connect_signal_disconnect_like_the_driver() {
     assert_eq!(
         rows,
         vec![
-            ("aa:bb:cc:dd:ee:ff".parse().unwrap(), privacy, -50, 100, 5_240_000, with_rsn("a=b=c")),
-            (bssid(1), privacy, -50, 100, 2_432_000, with_rsn("FakeWpa2Psk")),
-            (bssid(2), CAPABILITY_ESS, -50, 100, 5_240_000, open("FakeOpen")),
-            (bssid(3), CAPABILITY_ESS, -50, 100, 6_115_000, open("Fake6GHz")),
+            (
+                "aa:bb:cc:dd:ee:ff".parse().unwrap(),
+                privacy,
+                -50,
+                100,
+                5_240_000,
+                with_rsn("a=b=c")
+            ),
+            (
+                bssid(1),
+                privacy,
+                -50,
+                100,
+                2_432_000,
+                with_rsn("FakeWpa2Psk")
+            ),
+            (
+                bssid(2),
+                CAPABILITY_ESS,
+                -50,
+                100,
+                5_240_000,
+                open("FakeOpen")
+            ),
+            (
+                bssid(3),
+                CAPABILITY_ESS,
+                -50,
+                100,
+                6_115_000,
+                open("Fake6GHz")
+            ),
         ]
     );
 
@@ -329,7 +365,10 @@ fn async_scan_completes_through_a_notification() {
     server.ctl_ok(&["scan-mode", "async"]);
     let scan = server.scan();
     assert!(!scan.scan_complete);
-    assert_eq!(scan.bss.iter().map(|b| b.bssid).collect::<Vec<_>>(), vec![bssid(1)]);
+    assert_eq!(
+        scan.bss.iter().map(|b| b.bssid).collect::<Vec<_>>(),
+        vec![bssid(1)]
+    );
     match server.notification(Duration::from_secs(5)) {
         Some(Message::ScanResponse(rest)) => {
             assert!(rest.scan_complete);
@@ -397,7 +436,12 @@ fn ctl_reports_what_it_could_not_do() {
     server.ctl_ok(&["host-connect", "FakeOpen"]);
     server.ctl_ok(&["host-disconnect"]);
     let out = Command::new(BIN)
-        .args(["ctl", "--control", "/nonexistent/proxy-wifi.sock", "scan-results"])
+        .args([
+            "ctl",
+            "--control",
+            "/nonexistent/proxy-wifi.sock",
+            "scan-results",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -411,10 +455,38 @@ fn bad_arguments_exit_2() {
     for args in [
         vec!["serve", "--simulated"],
         vec!["serve", "--simulated", "--tcp", "not-an-ip"],
-        vec!["serve", "--simulated", "--tcp", "127.0.0.1", "--fake-network", "no-bssid"],
-        vec!["serve", "--simulated", "--tcp", "127.0.0.1", "--fake-network", "x=zz:bb:cc:dd:ee:ff"],
-        vec!["serve", "--simulated", "--tcp", "127.0.0.1", "--request-port", "70000"],
-        vec!["serve", "--simulated", "--backend", "simulated", "--tcp", "127.0.0.1"],
+        vec![
+            "serve",
+            "--simulated",
+            "--tcp",
+            "127.0.0.1",
+            "--fake-network",
+            "no-bssid",
+        ],
+        vec![
+            "serve",
+            "--simulated",
+            "--tcp",
+            "127.0.0.1",
+            "--fake-network",
+            "x=zz:bb:cc:dd:ee:ff",
+        ],
+        vec![
+            "serve",
+            "--simulated",
+            "--tcp",
+            "127.0.0.1",
+            "--request-port",
+            "70000",
+        ],
+        vec![
+            "serve",
+            "--simulated",
+            "--backend",
+            "simulated",
+            "--tcp",
+            "127.0.0.1",
+        ],
         vec!["serve", "--tcp", "127.0.0.1", "--vsock-cid", "3"],
         vec!["ctl", "--control", "/tmp/x", "signal", "101"],
         vec!["ctl", "--control", "/tmp/x", "scan-mode", "sometimes"],
@@ -432,13 +504,23 @@ fn port_in_use_is_a_clear_error() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let out = Command::new(BIN)
-        .args(["serve", "--simulated", "--tcp", "127.0.0.1", "--request-port", &port])
+        .args([
+            "serve",
+            "--simulated",
+            "--tcp",
+            "127.0.0.1",
+            "--request-port",
+            &port,
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert_ne!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot listen on 127.0.0.1:") && err.contains("in use"), "{err}");
+    assert!(
+        err.contains("cannot listen on 127.0.0.1:") && err.contains("in use"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -457,10 +539,30 @@ fn no_key_in_any_log_line_even_at_trace() {
     let forms = [
         hex::encode(&secret),
         hex::encode_upper(&secret),
-        format!("{:?}", &secret[..8]).trim_end_matches(']').to_string(),
-        format!("{:02x?}", &secret[..8]).trim_end_matches(']').to_string(),
+        format!("{:?}", &secret[..8])
+            .trim_end_matches(']')
+            .to_string(),
+        format!("{:02x?}", &secret[..8])
+            .trim_end_matches(']')
+            .to_string(),
     ];
     for form in forms {
         assert!(!log.contains(&form), "the PMK appears in the log as {form}");
     }
+}
+
+#[test]
+fn legacy_layout_and_no_scan_latency() {
+    let server = Server::start(&["--scan-layout", "legacy", "--scan-min-latency-ms", "0"]);
+    let bytes = server.raw(&Request::Scan(ScanRequest::default()).encode().unwrap());
+    match Message::decode(&bytes, ScanLayout::Legacy).unwrap() {
+        Message::ScanResponse(s) => assert_eq!(s.bss.len(), 3),
+        other => panic!("expected a scan response, got {other:?}"),
+    }
+    // The 8-byte fixed part: num_bss first, then total_size = body size.
+    assert_eq!(&bytes[7..11], &3u32.to_le_bytes());
+    assert_eq!(
+        u32::from_le_bytes([bytes[11], bytes[12], bytes[13], bytes[14]]) as usize,
+        bytes.len() - 7
+    );
 }

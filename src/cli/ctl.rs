@@ -28,9 +28,7 @@ pub enum ScanModeArg {
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
     /// The simulated host connects to a network.
-    HostConnect {
-        ssid: String,
-    },
+    HostConnect { ssid: String },
     /// The simulated host disconnects.
     HostDisconnect,
     /// The link quality of the host's connection changes (percent).

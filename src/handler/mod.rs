@@ -342,8 +342,7 @@ impl State {
     fn host_disconnected(&mut self, iface: InterfaceId) {
         if self.host_connections.remove(&iface).is_some() {
             tracing::info!(interface = %iface, "host disconnected");
-            self.observer
-                .notify(ObserverEvent::HostDisconnected(iface));
+            self.observer.notify(ObserverEvent::HostDisconnected(iface));
         }
         if self.guest.as_ref().is_some_and(|g| g.interface == iface) {
             self.guest_connection_lost(iface);
@@ -539,7 +538,11 @@ impl State {
         });
         self.observer.notify(ObserverEvent::GuestScanCompleted);
         let response = merger.response(complete);
-        tracing::info!(bss = response.bss.len(), scan_complete = complete, "answering guest scan");
+        tracing::info!(
+            bss = response.bss.len(),
+            scan_complete = complete,
+            "answering guest scan"
+        );
         Message::ScanResponse(response)
     }
 
@@ -576,15 +579,16 @@ impl State {
         ssid: Ssid,
         auth: AuthAlgorithm,
     ) {
-        self.observer
-            .notify(ObserverEvent::GuestConnectCompleted(GuestConnectCompletion {
+        self.observer.notify(ObserverEvent::GuestConnectCompleted(
+            GuestConnectCompletion {
                 kind,
                 outcome,
                 status,
                 interface,
                 ssid,
                 auth,
-            }));
+            },
+        ));
     }
 
     async fn connect(&mut self, request: ConnectRequest) -> Message {
@@ -604,12 +608,26 @@ impl State {
                         ssid,
                         kind,
                     });
-                    self.completion(kind, ConnectOutcome::Succeeded, STATUS_SUCCESS, Some(iface), ssid, auth);
+                    self.completion(
+                        kind,
+                        ConnectOutcome::Succeeded,
+                        STATUS_SUCCESS,
+                        Some(iface),
+                        ssid,
+                        auth,
+                    );
                     self.connect_answer(STATUS_SUCCESS, network.bssid)
                 }
                 Authorization::Deny => {
                     tracing::info!(ssid = %ssid, "the observer denied mirroring");
-                    self.completion(kind, ConnectOutcome::Denied, STATUS_UNSPECIFIED_FAILURE, None, ssid, auth);
+                    self.completion(
+                        kind,
+                        ConnectOutcome::Denied,
+                        STATUS_UNSPECIFIED_FAILURE,
+                        None,
+                        ssid,
+                        auth,
+                    );
                     self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default())
                 }
             };
@@ -618,12 +636,26 @@ impl State {
         let kind = ConnectionKind::GuestDirected;
         if self.observer.authorize(kind, ssid).await == Authorization::Deny {
             tracing::info!(ssid = %ssid, "the observer denied the connection");
-            self.completion(kind, ConnectOutcome::Denied, STATUS_UNSPECIFIED_FAILURE, None, ssid, requested_auth);
+            self.completion(
+                kind,
+                ConnectOutcome::Denied,
+                STATUS_UNSPECIFIED_FAILURE,
+                None,
+                ssid,
+                requested_auth,
+            );
             return self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default());
         }
         let Some(security) = requested else {
             tracing::info!(ssid = %ssid, "the guest asks for a security the host cannot honour");
-            self.completion(kind, ConnectOutcome::Failed, STATUS_UNSPECIFIED_FAILURE, None, ssid, requested_auth);
+            self.completion(
+                kind,
+                ConnectOutcome::Failed,
+                STATUS_UNSPECIFIED_FAILURE,
+                None,
+                ssid,
+                requested_auth,
+            );
             return self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default());
         };
         let params = ConnectParams {
@@ -645,7 +677,14 @@ impl State {
                         ssid,
                         kind,
                     });
-                    self.completion(kind, ConnectOutcome::Succeeded, STATUS_SUCCESS, Some(id), ssid, security.auth);
+                    self.completion(
+                        kind,
+                        ConnectOutcome::Succeeded,
+                        STATUS_SUCCESS,
+                        Some(id),
+                        ssid,
+                        security.auth,
+                    );
                     return self.connect_answer(STATUS_SUCCESS, bssid);
                 }
                 Ok(Err(InterfaceError::Rejected { status })) => {
@@ -662,7 +701,14 @@ impl State {
         }
         let status = rejected.unwrap_or(STATUS_UNSPECIFIED_FAILURE);
         tracing::info!(ssid = %ssid, status, "guest connection failed");
-        self.completion(kind, ConnectOutcome::Failed, status, None, ssid, security.auth);
+        self.completion(
+            kind,
+            ConnectOutcome::Failed,
+            status,
+            None,
+            ssid,
+            security.auth,
+        );
         self.connect_answer(status, MacAddr::default())
     }
 
@@ -694,7 +740,9 @@ impl State {
                             tracing::info!(interface = %iface.name(), "guest disconnected the host");
                             self.host_disconnected(guest.interface);
                         }
-                        Ok(Err(e)) => tracing::warn!(interface = %iface.name(), "disconnect failed: {e}"),
+                        Ok(Err(e)) => {
+                            tracing::warn!(interface = %iface.name(), "disconnect failed: {e}")
+                        }
                         Err(_) => tracing::warn!(
                             interface = %iface.name(),
                             "no disconnection within {:?}",
@@ -702,7 +750,9 @@ impl State {
                         ),
                     }
                 }
-                None => tracing::info!(interface = %guest.interface, "the guest's interface is gone"),
+                None => {
+                    tracing::info!(interface = %guest.interface, "the guest's interface is gone")
+                }
             }
         } else {
             tracing::info!(ssid = %guest.ssid, "guest left a mirrored connection; the host stays connected");

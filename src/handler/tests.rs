@@ -8,7 +8,9 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::observer::{Observer, ObserverEvent};
-use crate::protocol::{akm, cipher, wpa2_psk_ccmp_rsn_element, Key, CAPABILITY_ESS, CAPABILITY_PRIVACY};
+use crate::protocol::{
+    akm, cipher, wpa2_psk_ccmp_rsn_element, Key, CAPABILITY_ESS, CAPABILITY_PRIVACY,
+};
 use crate::wifi::fake::{FakeWifi, FAKE_INTERFACE_ID};
 use crate::wifi::{CipherAlgorithm, EventHub, ScanResult};
 
@@ -90,9 +92,9 @@ impl WifiInterface for TestIface {
             ));
             (
                 s.connect_delay,
-                s.connects
-                    .pop_front()
-                    .unwrap_or_else(|| Err(InterfaceError::NotFound(params.ssid.to_string_lossy()))),
+                s.connects.pop_front().unwrap_or_else(|| {
+                    Err(InterfaceError::NotFound(params.ssid.to_string_lossy()))
+                }),
             )
         };
         tokio::time::sleep(delay).await;
@@ -215,12 +217,12 @@ fn no_latency() -> HandlerSettings {
 }
 
 fn harness(
-    ifaces: &[Arc<TestIface>],
+    ifaces: Vec<Arc<TestIface>>,
     fake: Vec<(&str, MacAddr)>,
     settings: HandlerSettings,
 ) -> Harness {
     let hub = Arc::new(EventHub::new());
-    for i in ifaces {
+    for i in &ifaces {
         hub.add(i.clone());
     }
     let recorder = Arc::new(Recorder {
@@ -320,14 +322,16 @@ fn completed(
     name: &str,
     auth: AuthAlgorithm,
 ) -> Ev {
-    Ev::Event(ObserverEvent::GuestConnectCompleted(GuestConnectCompletion {
-        kind,
-        outcome,
-        status,
-        interface,
-        ssid: ssid(name),
-        auth,
-    }))
+    Ev::Event(ObserverEvent::GuestConnectCompleted(
+        GuestConnectCompletion {
+            kind,
+            outcome,
+            status,
+            interface,
+            ssid: ssid(name),
+            auth,
+        },
+    ))
 }
 
 fn host_connected(iface: InterfaceId, name: &str, auth: AuthAlgorithm) -> Ev {
@@ -362,7 +366,7 @@ async fn scan_merges_fake_networks_first_dedups_and_drops_unknown_channels() {
         scanned(2, "dup-of-A", 5_180_000, Security::OPEN),
         scanned(4, "B4", 6_115_000, Security::WPA2_PSK_CCMP),
     ];
-    let h = harness(&[a, b], vec![("Corp", mac(1))], no_latency());
+    let h = harness(vec![a, b], vec![("Corp", mac(1))], no_latency());
     let r = h.scan().await;
     assert!(r.scan_complete);
     let order: Vec<_> = r.bss.iter().map(|b| b.bssid.0[5]).collect();
@@ -396,7 +400,7 @@ async fn scan_waits_for_an_in_flight_host_scan() {
     // The interface is already scanning: its answer comes when that scan ends.
     a.s().scan_delay = Duration::from_secs(3);
     a.s().scan.bss = vec![scanned(7, "fresh", 2_412_000, Security::OPEN)];
-    let h = harness(&[a.clone()], vec![], no_latency());
+    let h = harness(vec![a.clone()], vec![], no_latency());
     let start = Instant::now();
     let r = h.scan().await;
     assert_eq!(start.elapsed(), Duration::from_secs(3));
@@ -413,12 +417,15 @@ async fn scan_collects_within_10_s_and_skips_failures() {
     broken.s().scan_fails = true;
     let ok = TestIface::new(3);
     ok.s().scan.bss = vec![scanned(3, "ok", 2_412_000, Security::OPEN)];
-    let h = harness(&[slow, broken, ok], vec![], no_latency());
+    let h = harness(vec![slow, broken, ok], vec![], no_latency());
     let start = Instant::now();
     let r = h.scan().await;
     assert_eq!(start.elapsed(), Duration::from_secs(10));
     assert!(r.scan_complete);
-    assert_eq!(r.bss.iter().map(|b| b.bssid).collect::<Vec<_>>(), vec![mac(3)]);
+    assert_eq!(
+        r.bss.iter().map(|b| b.bssid).collect::<Vec<_>>(),
+        vec![mac(3)]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -435,7 +442,7 @@ async fn scan_complete_only_when_no_interface_is_still_scanning() {
         bss: vec![],
         complete: false,
     };
-    let mut h = harness(&[a.clone(), b.clone(), c.clone()], vec![], no_latency());
+    let mut h = harness(vec![a.clone(), b.clone(), c.clone()], vec![], no_latency());
     let r = h.scan().await;
     assert!(!r.scan_complete);
     assert_eq!(r.bss.len(), 2);
@@ -476,7 +483,7 @@ async fn pending_scan_expires_and_removal_finishes_it() {
         bss: vec![],
         complete: false,
     };
-    let mut h = harness(&[a.clone()], vec![], no_latency());
+    let mut h = harness(vec![a.clone()], vec![], no_latency());
     assert!(!h.scan().await.scan_complete);
     tokio::time::sleep(Duration::from_secs(11)).await;
     h.hub.publish(InterfaceEvent::ScanResults {
@@ -502,7 +509,7 @@ async fn pending_scan_expires_and_removal_finishes_it() {
 #[tokio::test(start_paused = true)]
 async fn spontaneous_results_never_complete_and_legacy_guests_get_none() {
     let a = TestIface::new(1);
-    let mut h = harness(&[a.clone()], vec![], no_latency());
+    let mut h = harness(vec![a.clone()], vec![], no_latency());
     let event = InterfaceEvent::ScanResults {
         iface: a.id,
         result: ScanResult {
@@ -516,7 +523,9 @@ async fn spontaneous_results_never_complete_and_legacy_guests_get_none() {
     };
     h.hub.publish(event.clone());
     let notes = h.notes().await;
-    assert!(matches!(&notes[..], [Message::ScanResponse(s)] if !s.scan_complete && s.bss.len() == 1));
+    assert!(
+        matches!(&notes[..], [Message::ScanResponse(s)] if !s.scan_complete && s.bss.len() == 1)
+    );
 
     let b = TestIface::new(2);
     b.s().scan = ScanResult {
@@ -524,7 +533,7 @@ async fn spontaneous_results_never_complete_and_legacy_guests_get_none() {
         complete: false,
     };
     let mut legacy = harness(
-        &[b.clone()],
+        vec![b.clone()],
         vec![],
         HandlerSettings {
             scan_layout: ScanLayout::Legacy,
@@ -547,8 +556,14 @@ async fn spontaneous_results_never_complete_and_legacy_guests_get_none() {
 async fn scan_reply_has_a_minimum_latency_from_arrival() {
     let a = TestIface::new(1);
     a.s().connected = Some(network(1, "Home"));
-    let mut h = harness(&[a.clone()], vec![], HandlerSettings::default());
-    assert_eq!(h.client.request(Request::Scan(ScanRequest::default()), Instant::now()).await.operation(), crate::protocol::Operation::ScanResponse);
+    let mut h = harness(vec![a.clone()], vec![], HandlerSettings::default());
+    assert_eq!(
+        h.client
+            .request(Request::Scan(ScanRequest::default()), Instant::now())
+            .await
+            .operation(),
+        crate::protocol::Operation::ScanResponse
+    );
 
     // Measured from arrival: a request that arrived 100 ms ago waits 50 ms.
     let start = Instant::now();
@@ -599,10 +614,13 @@ async fn scan_reply_has_a_minimum_latency_from_arrival() {
     assert!(early.is_err(), "a notification overtook the scan reply");
     let replied = scan.await.unwrap();
     assert_eq!(replied - start, Duration::from_millis(150));
-    assert_eq!(h.notes().await, vec![Message::NotifSignalQuality { dbm: -60 }]);
+    assert_eq!(
+        h.notes().await,
+        vec![Message::NotifSignalQuality { dbm: -60 }]
+    );
 
     // Zero turns the latency off.
-    let h = harness(&[TestIface::new(9)], vec![], no_latency());
+    let h = harness(vec![TestIface::new(9)], vec![], no_latency());
     let start = Instant::now();
     h.scan().await;
     assert_eq!(start.elapsed(), Duration::ZERO);
@@ -615,7 +633,11 @@ async fn connect_to_a_network_the_host_is_on_is_mirroring() {
     let a = TestIface::new(1);
     let b = TestIface::new(2);
     b.s().connected = Some(network(7, "Home"));
-    let h = harness(&[a.clone(), b.clone()], vec![("Corp", mac(9))], no_latency());
+    let h = harness(
+        vec![a.clone(), b.clone()],
+        vec![("Corp", mac(9))],
+        no_latency(),
+    );
     assert_eq!(
         h.events().await,
         vec![host_connected(b.id, "Home", AuthAlgorithm::Wpa2Psk)]
@@ -630,19 +652,43 @@ async fn connect_to_a_network_the_host_is_on_is_mirroring() {
         h.events().await,
         vec![
             Ev::Authorize(ConnectionKind::HostMirroring, "Home".into()),
-            completed(ConnectionKind::HostMirroring, ConnectOutcome::Succeeded, 0, Some(b.id), "Home", AuthAlgorithm::Wpa2Psk),
+            completed(
+                ConnectionKind::HostMirroring,
+                ConnectOutcome::Succeeded,
+                0,
+                Some(b.id),
+                "Home",
+                AuthAlgorithm::Wpa2Psk
+            ),
             Ev::Authorize(ConnectionKind::HostMirroring, "Corp".into()),
-            completed(ConnectionKind::HostMirroring, ConnectOutcome::Succeeded, 0, Some(FAKE_INTERFACE_ID), "Corp", AuthAlgorithm::Wpa2Psk),
+            completed(
+                ConnectionKind::HostMirroring,
+                ConnectOutcome::Succeeded,
+                0,
+                Some(FAKE_INTERFACE_ID),
+                "Corp",
+                AuthAlgorithm::Wpa2Psk
+            ),
         ]
     );
     *h.recorder.answer.lock().unwrap() = Authorization::Deny;
     let c = h.connect(psk_request("Home")).await;
-    assert_eq!((c.result_code, c.bssid, c.session_id), (1, MacAddr::ZERO, 3));
+    assert_eq!(
+        (c.result_code, c.bssid, c.session_id),
+        (1, MacAddr::ZERO, 3)
+    );
     assert_eq!(
         h.events().await,
         vec![
             Ev::Authorize(ConnectionKind::HostMirroring, "Home".into()),
-            completed(ConnectionKind::HostMirroring, ConnectOutcome::Denied, 1, None, "Home", AuthAlgorithm::Wpa2Psk),
+            completed(
+                ConnectionKind::HostMirroring,
+                ConnectOutcome::Denied,
+                1,
+                None,
+                "Home",
+                AuthAlgorithm::Wpa2Psk
+            ),
         ]
     );
 }
@@ -652,7 +698,7 @@ async fn guest_directed_connect_tries_interfaces_in_order() {
     let a = TestIface::new(1);
     let b = TestIface::new(2);
     b.s().connects.push_back(Ok(network(4, "Net")));
-    let h = harness(&[a.clone(), b.clone()], vec![], no_latency());
+    let h = harness(vec![a.clone(), b.clone()], vec![], no_latency());
     let c = h.connect(psk_request("Net")).await;
     assert_eq!((c.result_code, c.bssid, c.session_id), (0, mac(4), 1));
     // The PMK reaches the interface; an open request carries no key.
@@ -663,7 +709,14 @@ async fn guest_directed_connect_tries_interfaces_in_order() {
         vec![
             Ev::Authorize(ConnectionKind::GuestDirected, "Net".into()),
             host_connected(b.id, "Net", AuthAlgorithm::Wpa2Psk),
-            completed(ConnectionKind::GuestDirected, ConnectOutcome::Succeeded, 0, Some(b.id), "Net", AuthAlgorithm::Wpa2Psk),
+            completed(
+                ConnectionKind::GuestDirected,
+                ConnectOutcome::Succeeded,
+                0,
+                Some(b.id),
+                "Net",
+                AuthAlgorithm::Wpa2Psk
+            ),
         ]
     );
     // The interface's own "connected" event is not reported twice.
@@ -674,13 +727,23 @@ async fn guest_directed_connect_tries_interfaces_in_order() {
     assert!(h.events().await.is_empty());
 
     let c = h.connect(open_request("Nowhere")).await;
-    assert_eq!((c.result_code, c.bssid, c.session_id), (1, MacAddr::ZERO, 2));
+    assert_eq!(
+        (c.result_code, c.bssid, c.session_id),
+        (1, MacAddr::ZERO, 2)
+    );
     assert_eq!(a.calls().last().unwrap(), "connect Nowhere open key=0");
     assert_eq!(
         h.events().await,
         vec![
             Ev::Authorize(ConnectionKind::GuestDirected, "Nowhere".into()),
-            completed(ConnectionKind::GuestDirected, ConnectOutcome::Failed, 1, None, "Nowhere", AuthAlgorithm::Open),
+            completed(
+                ConnectionKind::GuestDirected,
+                ConnectOutcome::Failed,
+                1,
+                None,
+                "Nowhere",
+                AuthAlgorithm::Open
+            ),
         ]
     );
 }
@@ -688,7 +751,7 @@ async fn guest_directed_connect_tries_interfaces_in_order() {
 #[tokio::test(start_paused = true)]
 async fn guest_directed_connect_denied_touches_nothing() {
     let a = TestIface::new(1);
-    let h = harness(&[a.clone()], vec![], no_latency());
+    let h = harness(vec![a.clone()], vec![], no_latency());
     *h.recorder.answer.lock().unwrap() = Authorization::Deny;
     let c = h.connect(psk_request("Net")).await;
     assert_eq!((c.result_code, c.session_id), (1, 1));
@@ -697,7 +760,14 @@ async fn guest_directed_connect_denied_touches_nothing() {
         h.events().await,
         vec![
             Ev::Authorize(ConnectionKind::GuestDirected, "Net".into()),
-            completed(ConnectionKind::GuestDirected, ConnectOutcome::Denied, 1, None, "Net", AuthAlgorithm::Wpa2Psk),
+            completed(
+                ConnectionKind::GuestDirected,
+                ConnectOutcome::Denied,
+                1,
+                None,
+                "Net",
+                AuthAlgorithm::Wpa2Psk
+            ),
         ]
     );
 }
@@ -709,7 +779,7 @@ async fn connect_gives_each_interface_10_s_and_reports_rejection_status() {
     a.s().connect_delay = Duration::from_secs(60);
     a.s().connects.push_back(Ok(network(1, "Net")));
     b.s().connects.push_back(Ok(network(2, "Net")));
-    let h = harness(&[a.clone(), b.clone()], vec![], no_latency());
+    let h = harness(vec![a.clone(), b.clone()], vec![], no_latency());
     let start = Instant::now();
     let c = h.connect(psk_request("Net")).await;
     assert_eq!(start.elapsed(), Duration::from_secs(10));
@@ -717,9 +787,11 @@ async fn connect_gives_each_interface_10_s_and_reports_rejection_status() {
 
     let c2 = TestIface::new(3);
     let d = TestIface::new(4);
-    c2.s().connects.push_back(Err(InterfaceError::Rejected { status: 15 }));
+    c2.s()
+        .connects
+        .push_back(Err(InterfaceError::Rejected { status: 15 }));
     d.s().connect_delay = Duration::from_secs(11);
-    let h = harness(&[c2, d], vec![], no_latency());
+    let h = harness(vec![c2, d], vec![], no_latency());
     let start = Instant::now();
     let r = h.connect(psk_request("Net")).await;
     assert_eq!(start.elapsed(), Duration::from_secs(10));
@@ -730,7 +802,7 @@ async fn connect_gives_each_interface_10_s_and_reports_rejection_status() {
 async fn session_ids_count_every_connect_response() {
     let a = TestIface::new(1);
     a.s().connects.push_back(Ok(network(1, "Net")));
-    let h = harness(&[a.clone()], vec![], no_latency());
+    let h = harness(vec![a.clone()], vec![], no_latency());
     let ids = [
         h.connect(psk_request("Net")).await.session_id, // success
         h.connect(psk_request("Other")).await.session_id, // failure
@@ -751,7 +823,7 @@ async fn unsupported_security_fails_unless_mirrored() {
         akm_suites: vec![akm::SAE],
         ..psk_request("Wpa3Net")
     };
-    let h = harness(&[a.clone()], vec![], no_latency());
+    let h = harness(vec![a.clone()], vec![], no_latency());
     let c = h.connect(sae.clone()).await;
     assert_eq!(c.result_code, 1);
     assert!(a.calls().is_empty());
@@ -769,7 +841,14 @@ async fn unsupported_security_fails_unless_mirrored() {
     let events = h.events().await;
     assert_eq!(
         events.last().unwrap(),
-        &completed(ConnectionKind::HostMirroring, ConnectOutcome::Succeeded, 0, Some(a.id), "Wpa3Net", AuthAlgorithm::Wpa2Psk)
+        &completed(
+            ConnectionKind::HostMirroring,
+            ConnectOutcome::Succeeded,
+            0,
+            Some(a.id),
+            "Wpa3Net",
+            AuthAlgorithm::Wpa2Psk
+        )
     );
 }
 
@@ -781,7 +860,7 @@ async fn disconnect_rules() {
     let b = TestIface::new(2);
     a.s().connected = Some(network(1, "Home"));
     b.s().connects.push_back(Ok(network(2, "Net")));
-    let h = harness(&[a.clone(), b.clone()], vec![], no_latency());
+    let h = harness(vec![a.clone(), b.clone()], vec![], no_latency());
     // Not connected: nothing happens.
     h.disconnect(0).await;
     h.events().await;
@@ -840,7 +919,7 @@ async fn disconnect_waits_at_most_5_s() {
     let a = TestIface::new(1);
     a.s().connects.push_back(Ok(network(1, "Net")));
     a.s().disconnect_delay = Duration::from_secs(30);
-    let h = harness(&[a.clone()], vec![], no_latency());
+    let h = harness(vec![a.clone()], vec![], no_latency());
     let s = h.connect(open_request("Net")).await.session_id;
     let start = Instant::now();
     h.disconnect(s).await;
@@ -854,12 +933,16 @@ async fn signal_is_forwarded_only_for_the_guests_interface() {
     let a = TestIface::new(1);
     let b = TestIface::new(2);
     b.s().connects.push_back(Ok(network(2, "Net")));
-    let mut h = harness(&[a.clone(), b.clone()], vec![], no_latency());
-    h.hub.publish(InterfaceEvent::SignalQuality { iface: b.id, percent: 80 });
+    let mut h = harness(vec![a.clone(), b.clone()], vec![], no_latency());
+    h.hub.publish(InterfaceEvent::SignalQuality {
+        iface: b.id,
+        percent: 80,
+    });
     assert!(h.notes().await.is_empty(), "no guest connection yet");
     h.connect(psk_request("Net")).await;
     for (iface, percent) in [(a.id, 90), (b.id, 80), (b.id, 55), (b.id, 100), (b.id, 0)] {
-        h.hub.publish(InterfaceEvent::SignalQuality { iface, percent });
+        h.hub
+            .publish(InterfaceEvent::SignalQuality { iface, percent });
     }
     assert_eq!(
         h.notes().await,
@@ -876,7 +959,7 @@ async fn host_disconnect_of_the_guests_interface() {
         let a = TestIface::new(1);
         a.s().connects.push_back(Ok(network(1, "Net")));
         let mut h = harness(
-            &[a.clone()],
+            vec![a.clone()],
             vec![],
             HandlerSettings {
                 notify_guest_on_host_disconnect: notify,
@@ -901,14 +984,17 @@ async fn host_disconnect_of_the_guests_interface() {
         assert!(!a.calls().contains(&"disconnect".to_string()));
         assert!(h.events().await.is_empty());
         // No more signal for it either.
-        h.hub.publish(InterfaceEvent::SignalQuality { iface: a.id, percent: 50 });
+        h.hub.publish(InterfaceEvent::SignalQuality {
+            iface: a.id,
+            percent: 50,
+        });
         assert!(h.notes().await.is_empty());
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn interfaces_arrive_and_leave() {
-    let h = harness(&[], vec![], no_latency());
+    let h = harness(vec![], vec![], no_latency());
     assert!(h.scan().await.bss.is_empty());
     let c = TestIface::new(3);
     c.s().connected = Some(network(3, "Cafe"));
@@ -925,7 +1011,12 @@ async fn interfaces_arrive_and_leave() {
         .events()
         .await
         .into_iter()
-        .filter(|e| matches!(e, Ev::Event(ObserverEvent::HostConnected(_) | ObserverEvent::HostDisconnected(_))))
+        .filter(|e| {
+            matches!(
+                e,
+                Ev::Event(ObserverEvent::HostConnected(_) | ObserverEvent::HostDisconnected(_))
+            )
+        })
         .collect();
     assert_eq!(
         events,
@@ -938,14 +1029,17 @@ async fn interfaces_arrive_and_leave() {
 
 #[tokio::test(start_paused = true)]
 async fn missed_events_re_read_the_interfaces() {
-    let h = harness(&[], vec![], no_latency());
+    let h = harness(vec![], vec![], no_latency());
     h.client.sync().await;
     let c = TestIface::new(3);
     c.s().scan.bss = vec![scanned(3, "Cafe", 2_412_000, Security::OPEN)];
     // The arrival is buried under more events than the channel holds.
     h.hub.add(c.clone());
     for _ in 0..1100 {
-        h.hub.publish(InterfaceEvent::SignalQuality { iface: c.id, percent: 1 });
+        h.hub.publish(InterfaceEvent::SignalQuality {
+            iface: c.id,
+            percent: 1,
+        });
     }
     assert_eq!(h.scan().await.bss.len(), 1);
 }
@@ -959,7 +1053,7 @@ async fn host_connections_present_at_start_are_reported() {
         bssid: mac(2),
         security: Security::OPEN,
     });
-    let h = harness(&[a, b.clone()], vec![], no_latency());
+    let h = harness(vec![a, b.clone()], vec![], no_latency());
     assert_eq!(
         h.events().await,
         vec![host_connected(b.id, "Office", AuthAlgorithm::Open)]
@@ -970,17 +1064,27 @@ async fn host_connections_present_at_start_are_reported() {
 async fn a_panicking_observer_is_contained() {
     let a = TestIface::new(1);
     a.s().connects.push_back(Ok(network(1, "Net")));
-    let h = harness(&[a.clone()], vec![], no_latency());
+    let h = harness(vec![a.clone()], vec![], no_latency());
     *h.recorder.panic_on_authorize.lock().unwrap() = true;
     *h.recorder.panic_on_scan.lock().unwrap() = true;
     let c = h.connect(psk_request("Net")).await;
     assert_eq!(c.result_code, 1);
-    assert!(a.calls().is_empty(), "a panicking authorization is a denial");
+    assert!(
+        a.calls().is_empty(),
+        "a panicking authorization is a denial"
+    );
     assert_eq!(
         h.events().await,
         vec![
             Ev::Authorize(ConnectionKind::GuestDirected, "Net".into()),
-            completed(ConnectionKind::GuestDirected, ConnectOutcome::Denied, 1, None, "Net", AuthAlgorithm::Wpa2Psk),
+            completed(
+                ConnectionKind::GuestDirected,
+                ConnectOutcome::Denied,
+                1,
+                None,
+                "Net",
+                AuthAlgorithm::Wpa2Psk
+            ),
         ]
     );
     // Still serving, and later events still reach the observer.

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    ConnectParams, ConnectedNetwork, InterfaceError, InterfaceId, ScanResult, ScannedBss,
-    Security, WifiInterface, DEFAULT_BEACON_INTERVAL_TU,
+    ConnectParams, ConnectedNetwork, InterfaceError, InterfaceId, ScanResult, ScannedBss, Security,
+    WifiInterface, DEFAULT_BEACON_INTERVAL_TU,
 };
 use crate::protocol::{MacAddr, Ssid};
 

@@ -18,7 +18,7 @@ use crate::protocol::{pmk_from_passphrase, MacAddr, Ssid};
 
 /// The simulated interface's id.
 pub const SIMULATED_INTERFACE_ID: InterfaceId =
-    uuid::Uuid::from_u128(0x5e7a_1a7e_d000_4000_8000_000000000001);
+    uuid::Uuid::from_u128(0x5e7a1a7e_d000_4000_8000_000000000001);
 
 /// How long an asynchronous scan takes to deliver the rest of its results.
 pub const DEFAULT_ASYNC_SCAN_DELAY: Duration = Duration::from_millis(500);
@@ -205,9 +205,7 @@ impl WifiInterface for SimulatedInterface {
         let index = self
             .networks
             .iter()
-            .position(|n| {
-                n.ssid == params.ssid && params.bssid.map_or(true, |b| b == n.bssid)
-            })
+            .position(|n| n.ssid == params.ssid && params.bssid.map_or(true, |b| b == n.bssid))
             .ok_or_else(|| InterfaceError::NotFound(params.ssid.to_string_lossy()))?;
         let network = &self.networks[index];
         if network.security.as_seen_by_guest() != params.security {
@@ -382,7 +380,14 @@ mod tests {
         let summary: Vec<_> = r
             .bss
             .iter()
-            .map(|b| (b.ssid.to_string_lossy(), b.bssid.0[5], b.freq_khz, b.rssi_dbm))
+            .map(|b| {
+                (
+                    b.ssid.to_string_lossy(),
+                    b.bssid.0[5],
+                    b.freq_khz,
+                    b.rssi_dbm,
+                )
+            })
             .collect();
         assert_eq!(
             summary,
@@ -469,7 +474,9 @@ mod tests {
             .await
             .is_err());
         assert!(matches!(
-            iface.connect(&params("Missing", Security::OPEN, None)).await,
+            iface
+                .connect(&params("Missing", Security::OPEN, None))
+                .await,
             Err(InterfaceError::NotFound(_))
         ));
         let joined = iface
@@ -487,10 +494,13 @@ mod tests {
             ))
             .await
             .is_ok());
-        let d = format!("{:?}", SimulatedNetwork {
-            passphrase: Some("secretsecret".into()),
-            ..SimulatedNetwork::reference_networks().remove(0)
-        });
+        let d = format!(
+            "{:?}",
+            SimulatedNetwork {
+                passphrase: Some("secretsecret".into()),
+                ..SimulatedNetwork::reference_networks().remove(0)
+            }
+        );
         assert!(!d.contains("secretsecret"));
     }
 }
