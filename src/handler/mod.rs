@@ -671,6 +671,9 @@ impl State {
                     let id = iface.id();
                     tracing::info!(ssid = %ssid, interface = %iface.name(), bssid = %network.bssid, "guest connection up");
                     let bssid = network.bssid;
+                    // The new connection supersedes the guest's previous one:
+                    // it is not "lost" when the interface changes network.
+                    self.guest = None;
                     self.host_connected(id, network);
                     self.guest = Some(GuestConnection {
                         interface: id,

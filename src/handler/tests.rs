@@ -1097,3 +1097,30 @@ async fn a_panicking_observer_is_contained() {
         ]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_guest_connection_on_the_same_interface_is_not_a_loss() {
+    let a = TestIface::new(1);
+    a.s().connects.push_back(Ok(network(1, "One")));
+    a.s().connects.push_back(Ok(network(2, "Two")));
+    let mut h = harness(
+        vec![a.clone()],
+        vec![],
+        HandlerSettings {
+            notify_guest_on_host_disconnect: true,
+            ..no_latency()
+        },
+    );
+    assert_eq!(h.connect(open_request("One")).await.session_id, 1);
+    assert_eq!(h.connect(open_request("Two")).await.session_id, 2);
+    assert!(h.notes().await.is_empty());
+    // The host moving the guest's interface elsewhere is a loss.
+    h.hub.publish(InterfaceEvent::Connected {
+        iface: a.id,
+        network: network(3, "Three"),
+    });
+    assert_eq!(
+        h.notes().await,
+        vec![Message::NotifDisconnected { session_id: 2 }]
+    );
+}
