@@ -1,1 +1,448 @@
-//! (in progress)
+//! The control socket: how `proxy-wifi ctl` acts on a running service.
+//!
+//! A Unix socket, owner-only (0600), one JSON request per line and one JSON
+//! response per line:
+//!
+//! ```text
+//! {"command":"host-connect","ssid":"FakeOpen"}
+//! {"ok":true}
+//! {"command":"signal","percent":80,"guest":"vm1"}
+//! {"ok":false,"error":"no guest named vm1"}
+//! ```
+//!
+//! Commands today drive simulated mode; every request may name a `guest`
+//! (for the multi-guest daemon). New commands are new [`ControlCommand`]
+//! variants.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::protocol::Ssid;
+use crate::wifi::simulated::{ScanMode, SimulatedWifi};
+
+/// How long a client waits for the service's answer.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest request line accepted.
+const MAX_LINE: usize = 64 * 1024;
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum ControlCommand {
+    /// The simulated host connects to a network.
+    HostConnect { ssid: String },
+    /// The simulated host disconnects.
+    HostDisconnect,
+    /// The link quality of the simulated host's connection changes.
+    Signal { percent: u8 },
+    /// A host scan nobody waited for delivers results.
+    ScanResults,
+    /// Scans answer synchronously or asynchronously.
+    ScanMode { mode: ScanMode },
+}
+
+/// One request line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ControlRequest {
+    /// Which guest's service to act on; `None` for a single-guest service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<String>,
+    #[serde(flatten)]
+    pub command: ControlCommand,
+}
+
+/// One response line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ControlResponse {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ControlResponse {
+    pub fn ok() -> ControlResponse {
+        ControlResponse {
+            ok: true,
+            error: None,
+        }
+    }
+    pub fn error(message: impl Into<String>) -> ControlResponse {
+        ControlResponse {
+            ok: false,
+            error: Some(message.into()),
+        }
+    }
+}
+
+/// Carries out control requests.
+#[async_trait]
+pub trait ControlHandler: Send + Sync + 'static {
+    async fn handle(&self, request: ControlRequest) -> ControlResponse;
+}
+
+/// Control of a single-guest service: simulated events only, and only when
+/// the backend is simulated.
+pub struct SimulatedControl {
+    wifi: Option<Arc<SimulatedWifi>>,
+}
+
+impl SimulatedControl {
+    pub fn new(wifi: Option<Arc<SimulatedWifi>>) -> SimulatedControl {
+        SimulatedControl { wifi }
+    }
+
+    /// Applies a command to a simulated backend.
+    pub fn apply(wifi: &SimulatedWifi, command: &ControlCommand) -> Result<(), String> {
+        match command {
+            ControlCommand::HostConnect { ssid } => {
+                let ssid = Ssid::new(ssid.as_bytes()).map_err(|e| e.to_string())?;
+                wifi.host_connect(&ssid).map_err(|e| e.to_string())
+            }
+            ControlCommand::HostDisconnect => wifi.host_disconnect().map_err(|e| e.to_string()),
+            ControlCommand::Signal { percent } => wifi.signal(*percent).map_err(|e| e.to_string()),
+            ControlCommand::ScanResults => {
+                wifi.scan_results();
+                Ok(())
+            }
+            ControlCommand::ScanMode { mode } => {
+                wifi.set_scan_mode(*mode);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ControlHandler for SimulatedControl {
+    async fn handle(&self, request: ControlRequest) -> ControlResponse {
+        if let Some(guest) = &request.guest {
+            return ControlResponse::error(format!(
+                "this service serves a single guest; there is no guest named {guest:?}"
+            ));
+        }
+        let Some(wifi) = &self.wifi else {
+            return ControlResponse::error("the service is not in simulated mode");
+        };
+        match SimulatedControl::apply(wifi, &request.command) {
+            Ok(()) => ControlResponse::ok(),
+            Err(e) => ControlResponse::error(e),
+        }
+    }
+}
+
+/// Why the control socket could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("another service is already using the control socket {0}")]
+    InUse(PathBuf),
+    #[error("cannot set up the control socket {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot reach the service at {path}: {source}")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the service did not answer: {0}")]
+    Exchange(String),
+    #[error("control sockets are not available on this platform")]
+    Unsupported,
+}
+
+#[cfg(unix)]
+mod unix {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::{UnixListener, UnixStream};
+    use tokio::task::JoinHandle;
+
+    /// A listening control socket. Dropping it (or [`ControlServer::stop`])
+    /// stops serving and removes the socket file.
+    pub struct ControlServer {
+        path: PathBuf,
+        task: Option<JoinHandle<()>>,
+    }
+
+    impl ControlServer {
+        /// Listens on `path`: a stale socket file (nobody answering) is
+        /// replaced, a live one is refused; the socket is owner-only.
+        pub async fn bind(
+            path: &Path,
+            handler: Arc<dyn ControlHandler>,
+        ) -> Result<ControlServer, ControlError> {
+            let bind_err = |source| ControlError::Bind {
+                path: path.to_path_buf(),
+                source,
+            };
+            if path.exists() {
+                if UnixStream::connect(path).await.is_ok() {
+                    return Err(ControlError::InUse(path.to_path_buf()));
+                }
+                std::fs::remove_file(path).map_err(bind_err)?;
+            }
+            let listener = UnixListener::bind(path).map_err(bind_err)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(bind_err)?;
+            tracing::info!("control socket at {}", path.display());
+            let task = tokio::spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) => {
+                            tokio::spawn(serve(stream, handler.clone()));
+                        }
+                        Err(e) => {
+                            tracing::warn!("control socket accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            });
+            Ok(ControlServer {
+                path: path.to_path_buf(),
+                task: Some(task),
+            })
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.path
+        }
+
+        /// Stops serving and removes the socket file.
+        pub async fn stop(mut self) {
+            if let Some(task) = self.task.take() {
+                task.abort();
+                let _ = task.await;
+            }
+            self.remove();
+        }
+
+        fn remove(&self) {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!("cannot remove {}: {e}", self.path.display());
+                }
+            }
+        }
+    }
+
+    impl Drop for ControlServer {
+        fn drop(&mut self) {
+            if let Some(task) = self.task.take() {
+                task.abort();
+                self.remove();
+            }
+        }
+    }
+
+    async fn serve(stream: UnixStream, handler: Arc<dyn ControlHandler>) {
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read.take(MAX_LINE as u64 * 64));
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match lines.read_line(&mut line).await {
+                Ok(0) => return,
+                Ok(_) if line.len() > MAX_LINE => {
+                    let _ = write
+                        .write_all(b"{\"ok\":false,\"error\":\"request too long\"}\n")
+                        .await;
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("control connection: {e}");
+                    return;
+                }
+            }
+            let text = line.trim();
+            if text.is_empty() {
+                continue;
+            }
+            let response = match serde_json::from_str::<ControlRequest>(text) {
+                Ok(request) => {
+                    tracing::info!(command = ?request.command, guest = ?request.guest, "control request");
+                    handler.handle(request).await
+                }
+                Err(e) => ControlResponse::error(format!("bad request: {e}")),
+            };
+            let mut out = serde_json::to_string(&response)
+                .unwrap_or_else(|_| "{\"ok\":false,\"error\":\"internal error\"}".into());
+            out.push('\n');
+            if write.write_all(out.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Sends one request to the service at `path` and returns its answer.
+    pub async fn request(
+        path: &Path,
+        request: &ControlRequest,
+    ) -> Result<ControlResponse, ControlError> {
+        let exchange = async {
+            let stream =
+                UnixStream::connect(path)
+                    .await
+                    .map_err(|source| ControlError::Connect {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+            let (read, mut write) = stream.into_split();
+            let mut line = serde_json::to_string(request)
+                .map_err(|e| ControlError::Exchange(e.to_string()))?;
+            line.push('\n');
+            write
+                .write_all(line.as_bytes())
+                .await
+                .map_err(|e| ControlError::Exchange(e.to_string()))?;
+            let mut answer = String::new();
+            BufReader::new(read.take(MAX_LINE as u64))
+                .read_line(&mut answer)
+                .await
+                .map_err(|e| ControlError::Exchange(e.to_string()))?;
+            serde_json::from_str(answer.trim())
+                .map_err(|e| ControlError::Exchange(format!("unreadable answer {answer:?}: {e}")))
+        };
+        tokio::time::timeout(CONTROL_TIMEOUT, exchange)
+            .await
+            .map_err(|_| ControlError::Exchange("timed out".into()))?
+    }
+}
+
+#[cfg(unix)]
+pub use unix::{request, ControlServer};
+
+/// Sends one request (unavailable on this platform).
+#[cfg(not(unix))]
+pub async fn request(
+    _path: &Path,
+    _request: &ControlRequest,
+) -> Result<ControlResponse, ControlError> {
+    Err(ControlError::Unsupported)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use crate::wifi::HostWifi;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn wire_format_is_pinned() {
+        let r = ControlRequest {
+            guest: None,
+            command: ControlCommand::HostConnect {
+                ssid: "FakeOpen".into(),
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"command":"host-connect","ssid":"FakeOpen"}"#
+        );
+        let r: ControlRequest =
+            serde_json::from_str(r#"{"command":"scan-mode","mode":"async","guest":"vm1"}"#)
+                .unwrap();
+        assert_eq!(r.guest.as_deref(), Some("vm1"));
+        assert_eq!(
+            r.command,
+            ControlCommand::ScanMode {
+                mode: ScanMode::Async
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&ControlResponse::error("x")).unwrap(),
+            r#"{"ok":false,"error":"x"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ControlResponse::ok()).unwrap(),
+            r#"{"ok":true}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn socket_serves_requests_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctl.sock");
+        // A stale file is replaced.
+        std::fs::write(&path, b"stale").unwrap();
+        let wifi = SimulatedWifi::reference();
+        let mut events = wifi.subscribe();
+        let server =
+            ControlServer::bind(&path, Arc::new(SimulatedControl::new(Some(wifi.clone()))))
+                .await
+                .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A live one is refused.
+        assert!(matches!(
+            ControlServer::bind(&path, Arc::new(SimulatedControl::new(None))).await,
+            Err(ControlError::InUse(_))
+        ));
+        let ask = |command| ControlRequest {
+            guest: None,
+            command,
+        };
+        assert_eq!(
+            request(&path, &ask(ControlCommand::Signal { percent: 80 }))
+                .await
+                .unwrap(),
+            ControlResponse::ok()
+        );
+        assert!(matches!(
+            events.recv().await.unwrap(),
+            crate::wifi::InterfaceEvent::SignalQuality { percent: 80, .. }
+        ));
+        let r = request(&path, &ask(ControlCommand::HostDisconnect))
+            .await
+            .unwrap();
+        assert!(!r.ok && r.error.unwrap().contains("not connected"));
+        let r = request(
+            &path,
+            &ControlRequest {
+                guest: Some("vm1".into()),
+                command: ControlCommand::ScanResults,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(!r.ok);
+        request(
+            &path,
+            &ask(ControlCommand::ScanMode {
+                mode: ScanMode::Async,
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(wifi.scan_mode(), ScanMode::Async);
+        server.stop().await;
+        assert!(!path.exists());
+        assert!(matches!(
+            request(&path, &ask(ControlCommand::ScanResults)).await,
+            Err(ControlError::Connect { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn non_simulated_service_refuses() {
+        let r = SimulatedControl::new(None)
+            .handle(ControlRequest {
+                guest: None,
+                command: ControlCommand::ScanResults,
+            })
+            .await;
+        assert_eq!(
+            r,
+            ControlResponse::error("the service is not in simulated mode")
+        );
+    }
+}

@@ -1,1 +1,335 @@
-//! (in progress)
+//! The client application's view of the service: an [`Observer`] whose
+//! methods all default to no-ops, and the queue its calls run on.
+//!
+//! Observer calls never run on the guest path. The handler posts them to an
+//! [`ObserverQueue`]; one task delivers them in order, each call on tokio's
+//! blocking pool and inside `catch_unwind`. So a slow observer never delays a
+//! guest reply (except [`Observer::authorize_guest_connection`], whose answer
+//! the connect waits for, as in the reference), an observer may block or call
+//! back into the service from its methods, and an observer that panics is
+//! logged and contained: a panicking authorization counts as a denial.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::protocol::Ssid;
+use crate::wifi::{AuthAlgorithm, InterfaceId};
+
+/// How a guest connection relates to the host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectionKind {
+    /// The host was already connected to the network (or it is a fake
+    /// network): the guest shares that connection; nothing changes on the host.
+    HostMirroring,
+    /// The guest asked the host to connect to a network.
+    GuestDirected,
+}
+
+/// The observer's answer to a guest connection request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Authorization {
+    Approve,
+    Deny,
+}
+
+/// How a guest connection request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectOutcome {
+    Succeeded,
+    Failed,
+    /// The observer denied it.
+    Denied,
+}
+
+/// A host interface connected to a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConnection {
+    pub interface: InterfaceId,
+    pub ssid: Ssid,
+    /// The authentication as the guest sees it: algorithms the guest cannot
+    /// use read as WPA2-PSK.
+    pub auth: AuthAlgorithm,
+}
+
+/// The end of a guest connection request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestConnectCompletion {
+    pub kind: ConnectionKind,
+    pub outcome: ConnectOutcome,
+    /// The 802.11 status code the guest was answered with (0 on success).
+    pub status: u16,
+    /// The interface holding the connection, when it succeeded.
+    pub interface: Option<InterfaceId>,
+    pub ssid: Ssid,
+    /// The authentication as the guest sees it.
+    pub auth: AuthAlgorithm,
+}
+
+/// A guest disconnection (request or completion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestDisconnect {
+    pub kind: ConnectionKind,
+    pub interface: InterfaceId,
+    pub ssid: Ssid,
+}
+
+/// What the client application is told. Every method has a default, so an
+/// implementation overrides only what it cares about.
+///
+/// Methods run on tokio's blocking pool, one at a time, in the order the
+/// events happened. They may block, and may call back into the service.
+pub trait Observer: Send + Sync + 'static {
+    /// A host interface connected to a network (also reported at start for
+    /// interfaces already connected).
+    fn host_connected(&self, _connection: &HostConnection) {}
+
+    /// A host interface disconnected.
+    fn host_disconnected(&self, _interface: InterfaceId) {}
+
+    /// The guest asks to connect. The connection waits for the answer.
+    fn authorize_guest_connection(&self, _kind: ConnectionKind, _ssid: &Ssid) -> Authorization {
+        Authorization::Approve
+    }
+
+    /// A guest connection request ended; told before the guest is answered.
+    fn guest_connect_completed(&self, _completion: &GuestConnectCompletion) {}
+
+    /// The guest asked to disconnect.
+    fn guest_disconnect_requested(&self, _disconnect: &GuestDisconnect) {}
+
+    /// A guest disconnection finished.
+    fn guest_disconnect_completed(&self, _disconnect: &GuestDisconnect) {}
+
+    /// The guest asked for a scan.
+    fn guest_scan_requested(&self) {}
+
+    /// The guest's scan was answered.
+    fn guest_scan_completed(&self) {}
+}
+
+/// An observer call, as queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObserverEvent {
+    HostConnected(HostConnection),
+    HostDisconnected(InterfaceId),
+    GuestConnectCompleted(GuestConnectCompletion),
+    GuestDisconnectRequested(GuestDisconnect),
+    GuestDisconnectCompleted(GuestDisconnect),
+    GuestScanRequested,
+    GuestScanCompleted,
+}
+
+impl ObserverEvent {
+    fn deliver(&self, observer: &dyn Observer) {
+        match self {
+            ObserverEvent::HostConnected(c) => observer.host_connected(c),
+            ObserverEvent::HostDisconnected(i) => observer.host_disconnected(*i),
+            ObserverEvent::GuestConnectCompleted(c) => observer.guest_connect_completed(c),
+            ObserverEvent::GuestDisconnectRequested(d) => observer.guest_disconnect_requested(d),
+            ObserverEvent::GuestDisconnectCompleted(d) => observer.guest_disconnect_completed(d),
+            ObserverEvent::GuestScanRequested => observer.guest_scan_requested(),
+            ObserverEvent::GuestScanCompleted => observer.guest_scan_completed(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            ObserverEvent::HostConnected(_) => "host_connected",
+            ObserverEvent::HostDisconnected(_) => "host_disconnected",
+            ObserverEvent::GuestConnectCompleted(_) => "guest_connect_completed",
+            ObserverEvent::GuestDisconnectRequested(_) => "guest_disconnect_requested",
+            ObserverEvent::GuestDisconnectCompleted(_) => "guest_disconnect_completed",
+            ObserverEvent::GuestScanRequested => "guest_scan_requested",
+            ObserverEvent::GuestScanCompleted => "guest_scan_completed",
+        }
+    }
+}
+
+enum Item {
+    Event(ObserverEvent),
+    Authorize {
+        kind: ConnectionKind,
+        ssid: Ssid,
+        reply: oneshot::Sender<Authorization>,
+    },
+    Flush(oneshot::Sender<()>),
+}
+
+/// The sending end of the observer queue. Cheap to clone. Without an
+/// observer every event is dropped and every connection approved.
+#[derive(Clone, Default)]
+pub struct ObserverQueue {
+    tx: Option<mpsc::UnboundedSender<Item>>,
+}
+
+impl ObserverQueue {
+    /// Starts the delivery task for `observer` (none: a queue that drops
+    /// everything). The task ends when every queue handle is dropped.
+    pub fn start(observer: Option<Arc<dyn Observer>>) -> (ObserverQueue, Option<JoinHandle<()>>) {
+        let Some(observer) = observer else {
+            return (ObserverQueue { tx: None }, None);
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(deliver(observer, rx));
+        (ObserverQueue { tx: Some(tx) }, Some(task))
+    }
+
+    /// Queues an event; returns at once.
+    pub fn notify(&self, event: ObserverEvent) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Item::Event(event));
+        }
+    }
+
+    /// Asks the observer to authorize a guest connection, after every event
+    /// queued before. No observer: approved. An observer that panicked or a
+    /// queue that is gone: denied.
+    pub async fn authorize(&self, kind: ConnectionKind, ssid: Ssid) -> Authorization {
+        let Some(tx) = &self.tx else {
+            return Authorization::Approve;
+        };
+        let (reply, answer) = oneshot::channel();
+        if tx.send(Item::Authorize { kind, ssid, reply }).is_err() {
+            return Authorization::Deny;
+        }
+        answer.await.unwrap_or(Authorization::Deny)
+    }
+
+    /// Waits until every event queued before has been delivered.
+    pub async fn flush(&self) {
+        if let Some(tx) = &self.tx {
+            let (done, wait) = oneshot::channel();
+            if tx.send(Item::Flush(done)).is_ok() {
+                let _ = wait.await;
+            }
+        }
+    }
+}
+
+/// Runs one observer call on the blocking pool, containing a panic.
+async fn call<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    match tokio::task::spawn_blocking(move || catch_unwind(AssertUnwindSafe(f))).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(_)) | Err(_) => {
+            tracing::error!("the observer panicked in {what}; the service carries on");
+            None
+        }
+    }
+}
+
+async fn deliver(observer: Arc<dyn Observer>, mut rx: mpsc::UnboundedReceiver<Item>) {
+    while let Some(item) = rx.recv().await {
+        match item {
+            Item::Event(event) => {
+                let o = observer.clone();
+                let name = event.name();
+                call(name, move || event.deliver(&*o)).await;
+            }
+            Item::Authorize { kind, ssid, reply } => {
+                let o = observer.clone();
+                let answer = call("authorize_guest_connection", move || {
+                    o.authorize_guest_connection(kind, &ssid)
+                })
+                .await
+                .unwrap_or(Authorization::Deny);
+                let _ = reply.send(answer);
+            }
+            Item::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder {
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Observer for Recorder {
+        fn guest_scan_requested(&self) {
+            self.calls.lock().unwrap().push("scan".into());
+            panic!("observer bug");
+        }
+        fn guest_scan_completed(&self) {
+            self.calls.lock().unwrap().push("scan done".into());
+        }
+        fn authorize_guest_connection(&self, kind: ConnectionKind, ssid: &Ssid) -> Authorization {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("authorize {kind:?} {ssid}"));
+            if ssid.as_bytes() == b"boom" {
+                panic!("authorize bug");
+            }
+            if ssid.as_bytes() == b"no" {
+                Authorization::Deny
+            } else {
+                Authorization::Approve
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn events_are_delivered_in_order_and_panics_are_contained() {
+        let rec = Arc::new(Recorder::default());
+        let (q, task) = ObserverQueue::start(Some(rec.clone()));
+        assert!(task.is_some());
+        q.notify(ObserverEvent::GuestScanRequested);
+        q.notify(ObserverEvent::GuestScanCompleted);
+        let ssid = |s: &str| Ssid::new(s.as_bytes()).unwrap();
+        assert_eq!(
+            q.authorize(ConnectionKind::GuestDirected, ssid("yes"))
+                .await,
+            Authorization::Approve
+        );
+        assert_eq!(
+            q.authorize(ConnectionKind::HostMirroring, ssid("no")).await,
+            Authorization::Deny
+        );
+        assert_eq!(
+            q.authorize(ConnectionKind::GuestDirected, ssid("boom"))
+                .await,
+            Authorization::Deny
+        );
+        q.notify(ObserverEvent::GuestScanCompleted);
+        q.flush().await;
+        assert_eq!(
+            *rec.calls.lock().unwrap(),
+            vec![
+                "scan",
+                "scan done",
+                "authorize GuestDirected yes",
+                "authorize HostMirroring no",
+                "authorize GuestDirected boom",
+                "scan done"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn no_observer_approves_everything() {
+        let (q, task) = ObserverQueue::start(None);
+        assert!(task.is_none());
+        q.notify(ObserverEvent::GuestScanRequested);
+        q.flush().await;
+        assert_eq!(
+            q.authorize(ConnectionKind::GuestDirected, Ssid::default())
+                .await,
+            Authorization::Approve
+        );
+    }
+}

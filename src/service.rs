@@ -1,1 +1,666 @@
-//! (in progress)
+//! The service for one guest: a transport, a handler, the host's Wi-Fi, the
+//! client's fake networks and observer, started and stopped as one.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), proxy_wifi::service::ServiceError> {
+//! use proxy_wifi::service::{Backend, Service};
+//! use proxy_wifi::transport::TransportConfig;
+//! use proxy_wifi::wifi::simulated::SimulatedWifi;
+//!
+//! let service = Service::builder(
+//!     TransportConfig::tcp("127.0.0.1".parse().unwrap()),
+//!     Backend::Simulated(SimulatedWifi::reference()),
+//! )
+//! .build();
+//! service.start().await?;
+//! // ... serve until told to stop ...
+//! service.stop().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Per guest request connection a task reads one message (under a 1 s read
+//! deadline), hands it to the handler, writes the reply and closes, exactly
+//! as the driver expects. A request that cannot be read or decoded is
+//! answered INVALID and the service carries on. Notifications leave through
+//! one sender task: each is encoded first, then a connection is opened and
+//! the whole message written at once, with nothing awaited in between (the
+//! driver gives the connection 10 ms). Until the first guest request has
+//! arrived, notifications are dropped: the guest may not be listening yet.
+//!
+//! Many services (one per guest) may share one [`HostWifi`] backend.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{timeout, Instant};
+
+use crate::handler::{self, HandlerClient, HandlerSettings};
+use crate::observer::{Observer, ObserverQueue};
+use crate::protocol::{Header, MacAddr, Message, Request, ScanLayout, Ssid};
+use crate::transport::framing::{read_message, write_message, FrameError};
+use crate::transport::{
+    BoxStream, NotificationConnector, RequestListener, TransportConfig, TransportError,
+};
+use crate::wifi::fake::{FakeNetworkProvider, FakeWifi};
+use crate::wifi::simulated::SimulatedWifi;
+use crate::wifi::HostWifi;
+
+/// How long a guest connection may take to deliver its request.
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long writing a reply may take.
+pub const REPLY_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long opening a notification connection may take.
+pub const NOTIFICATION_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long writing a notification may take.
+pub const NOTIFICATION_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Notifications waiting for the sender; more are dropped with a warning.
+pub const NOTIFICATION_QUEUE: usize = 64;
+
+/// Where the host's Wi-Fi comes from.
+#[derive(Clone)]
+pub enum Backend {
+    /// Simulated mode; the handle drives host-side events.
+    Simulated(Arc<SimulatedWifi>),
+    /// Any backend (NetworkManager, WlanAPI, a test double), possibly shared
+    /// with other services.
+    Host(Arc<dyn HostWifi>),
+}
+
+impl Backend {
+    fn host(&self) -> Arc<dyn HostWifi> {
+        match self {
+            Backend::Simulated(s) => s.clone(),
+            Backend::Host(h) => h.clone(),
+        }
+    }
+}
+
+/// Why a service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("the service is already running")]
+    AlreadyRunning,
+}
+
+/// Counters, for status output and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// Guest requests received (including ones answered INVALID).
+    pub requests: u64,
+    /// Requests answered INVALID because they could not be read or decoded.
+    pub invalid_requests: u64,
+    pub notifications_sent: u64,
+    /// Dropped: before the first request, or the guest could not be reached.
+    pub notifications_dropped: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    invalid_requests: AtomicU64,
+    notifications_sent: AtomicU64,
+    notifications_dropped: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Builds a [`Service`].
+pub struct ServiceBuilder {
+    transport: TransportConfig,
+    backend: Backend,
+    fake: Option<FakeNetworkProvider>,
+    observer: Option<Arc<dyn Observer>>,
+    settings: HandlerSettings,
+}
+
+impl ServiceBuilder {
+    /// Fake networks: a closure returning (SSID, BSSID) pairs, called at
+    /// every scan and connect. They are shown as WPA2-PSK/CCMP on 5240 MHz
+    /// at -50 dBm and are always connected.
+    pub fn fake_networks(
+        mut self,
+        provider: impl Fn() -> Vec<(Ssid, MacAddr)> + Send + Sync + 'static,
+    ) -> ServiceBuilder {
+        self.fake = Some(Arc::new(provider));
+        self
+    }
+
+    /// The client application's observer.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> ServiceBuilder {
+        self.observer = Some(observer);
+        self
+    }
+
+    pub fn settings(mut self, settings: HandlerSettings) -> ServiceBuilder {
+        self.settings = settings;
+        self
+    }
+
+    pub fn build(self) -> Service {
+        Service {
+            transport: self.transport,
+            backend: self.backend,
+            fake: self.fake,
+            observer: self.observer,
+            settings: self.settings,
+            counters: Arc::new(Counters::default()),
+            running: Mutex::new(None),
+        }
+    }
+}
+
+struct Running {
+    tasks: Vec<JoinHandle<()>>,
+    local_description: String,
+    local_port: Option<u32>,
+}
+
+/// The host service for one guest. Start, stop, start again.
+pub struct Service {
+    transport: TransportConfig,
+    backend: Backend,
+    fake: Option<FakeNetworkProvider>,
+    observer: Option<Arc<dyn Observer>>,
+    settings: HandlerSettings,
+    counters: Arc<Counters>,
+    running: Mutex<Option<Running>>,
+}
+
+impl Service {
+    pub fn builder(transport: TransportConfig, backend: Backend) -> ServiceBuilder {
+        ServiceBuilder {
+            transport,
+            backend,
+            fake: None,
+            observer: None,
+            settings: HandlerSettings::default(),
+        }
+    }
+
+    pub fn transport(&self) -> &TransportConfig {
+        &self.transport
+    }
+
+    pub fn settings(&self) -> &HandlerSettings {
+        &self.settings
+    }
+
+    /// The simulated backend, in simulated mode.
+    pub fn simulated(&self) -> Option<&Arc<SimulatedWifi>> {
+        match &self.backend {
+            Backend::Simulated(s) => Some(s),
+            Backend::Host(_) => None,
+        }
+    }
+
+    /// Binds the transport and starts serving. Every start is a new guest
+    /// session: the session counter starts again at 1.
+    pub async fn start(&self) -> Result<(), ServiceError> {
+        let mut running = self.running.lock().await;
+        if running.is_some() {
+            return Err(ServiceError::AlreadyRunning);
+        }
+        let endpoint = self.transport.bind_host().await?;
+        let local_description = endpoint.listener.local_description();
+        let local_port = endpoint.listener.local_port();
+
+        let mut tasks = Vec::new();
+        let (observer, observer_task) = ObserverQueue::start(self.observer.clone());
+        tasks.extend(observer_task);
+        let (notify_tx, notify_rx) = mpsc::channel(NOTIFICATION_QUEUE);
+        let handler = handler::spawn(
+            self.backend.host(),
+            self.fake.clone().map(FakeWifi::new),
+            observer,
+            notify_tx,
+            self.settings.clone(),
+        );
+        let guest_seen = Arc::new(AtomicBool::new(false));
+        let layout = self.settings.scan_layout;
+        tasks.push(tokio::spawn(run_notifier(
+            notify_rx,
+            endpoint.notifier,
+            layout,
+            guest_seen.clone(),
+            self.counters.clone(),
+        )));
+        tasks.push(tokio::spawn(accept_loop(
+            endpoint.listener,
+            handler.client,
+            layout,
+            guest_seen,
+            self.counters.clone(),
+        )));
+        tasks.push(handler.task);
+        tracing::info!("listening for guest requests on {local_description}");
+        *running = Some(Running {
+            tasks,
+            local_description,
+            local_port,
+        });
+        Ok(())
+    }
+
+    /// Severs every connection, unbinds the transport and stops the tasks.
+    /// Stopping a stopped service does nothing.
+    pub async fn stop(&self) {
+        let Some(running) = self.running.lock().await.take() else {
+            return;
+        };
+        for task in &running.tasks {
+            task.abort();
+        }
+        for task in running.tasks {
+            let _ = task.await;
+        }
+        tracing::info!(
+            "stopped serving guest requests on {}",
+            running.local_description
+        );
+    }
+
+    pub async fn is_running(&self) -> bool {
+        self.running.lock().await.is_some()
+    }
+
+    /// The request port actually bound (useful with port 0), while running.
+    pub async fn request_port(&self) -> Option<u32> {
+        self.running
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|r| r.local_port)
+    }
+
+    /// Where requests are accepted, while running.
+    pub async fn local_description(&self) -> Option<String> {
+        self.running
+            .lock()
+            .await
+            .as_ref()
+            .map(|r| r.local_description.clone())
+    }
+
+    pub fn stats(&self) -> ServiceStats {
+        let c = &self.counters;
+        ServiceStats {
+            requests: c.requests.load(Ordering::Relaxed),
+            invalid_requests: c.invalid_requests.load(Ordering::Relaxed),
+            notifications_sent: c.notifications_sent.load(Ordering::Relaxed),
+            notifications_dropped: c.notifications_dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Encodes a message, falling back to INVALID if it cannot be encoded (the
+/// handler only builds encodable messages; this is the last guard).
+pub fn encode_or_invalid(message: &Message, layout: ScanLayout) -> Vec<u8> {
+    match message.encode(layout) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::error!(operation = %message.operation(), "cannot encode a reply ({e}); answering INVALID");
+            crate::protocol::Header::new(crate::protocol::Operation::Invalid, 0)
+                .encode()
+                .to_vec()
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: Box<dyn RequestListener>,
+    handler: HandlerClient,
+    layout: ScanLayout,
+    guest_seen: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+) {
+    // Dropping the set (when this task is aborted) aborts every connection.
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tracing::trace!(%peer, "guest request connection");
+                    connections.spawn(serve_connection(
+                        stream,
+                        handler.clone(),
+                        layout,
+                        guest_seen.clone(),
+                        counters.clone(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!("accepting a guest connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// One request connection: read one message, answer it, close.
+async fn serve_connection(
+    mut stream: BoxStream,
+    handler: HandlerClient,
+    layout: ScanLayout,
+    guest_seen: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+) {
+    let read = timeout(
+        REQUEST_READ_TIMEOUT,
+        read_message(&mut stream, Header::decode_request),
+    )
+    .await;
+    let arrived = Instant::now();
+    let reply = match read {
+        Ok(Ok((header, body))) => {
+            Counters::bump(&counters.requests);
+            guest_seen.store(true, Ordering::SeqCst);
+            match Request::decode_body(header.operation, &body) {
+                Ok(request) => {
+                    tracing::debug!(operation = %header.operation, "guest request");
+                    handler.request(request, arrived).await
+                }
+                Err(e) => {
+                    Counters::bump(&counters.invalid_requests);
+                    tracing::warn!(operation = %header.operation, "undecodable request ({e}); answering INVALID");
+                    Message::Invalid
+                }
+            }
+        }
+        Ok(Err(FrameError::Closed)) => {
+            tracing::debug!("a guest connection closed without a request");
+            return;
+        }
+        Ok(Err(e)) => {
+            Counters::bump(&counters.requests);
+            Counters::bump(&counters.invalid_requests);
+            guest_seen.store(true, Ordering::SeqCst);
+            tracing::warn!("unreadable request ({e}); answering INVALID");
+            Message::Invalid
+        }
+        Err(_) => {
+            Counters::bump(&counters.invalid_requests);
+            tracing::warn!(
+                "no complete request within {REQUEST_READ_TIMEOUT:?}; answering INVALID"
+            );
+            Message::Invalid
+        }
+    };
+    let bytes = encode_or_invalid(&reply, layout);
+    match timeout(REPLY_WRITE_TIMEOUT, write_message(&mut stream, &bytes)).await {
+        Ok(Ok(())) => {
+            tracing::debug!(operation = %reply.operation(), bytes = bytes.len(), "reply sent");
+            let _ = stream.shutdown().await;
+        }
+        Ok(Err(e)) => tracing::warn!("cannot write the reply: {e}"),
+        Err(_) => tracing::warn!("writing the reply timed out"),
+    }
+}
+
+async fn run_notifier(
+    mut queue: mpsc::Receiver<Message>,
+    connector: Arc<dyn NotificationConnector>,
+    layout: ScanLayout,
+    guest_seen: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+) {
+    while let Some(message) = queue.recv().await {
+        let operation = message.operation();
+        if !guest_seen.load(Ordering::SeqCst) {
+            Counters::bump(&counters.notifications_dropped);
+            tracing::info!(%operation, "no guest request yet; dropping a notification");
+            continue;
+        }
+        let bytes = encode_or_invalid(&message, layout);
+        match send_notification(&*connector, &bytes).await {
+            Ok(()) => {
+                Counters::bump(&counters.notifications_sent);
+                tracing::debug!(%operation, "notification sent");
+            }
+            Err(e) => {
+                Counters::bump(&counters.notifications_dropped);
+                tracing::warn!(%operation, to = %connector.describe(), "notification not delivered: {e}");
+            }
+        }
+    }
+}
+
+/// Opens a notification connection and writes `bytes` (a whole, already
+/// encoded message) at once: nothing else is awaited between the connect
+/// and the write, because the guest gives the connection 10 ms.
+pub async fn send_notification(
+    connector: &dyn NotificationConnector,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let mut stream = timeout(NOTIFICATION_CONNECT_TIMEOUT, connector.connect())
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    timeout(
+        NOTIFICATION_WRITE_TIMEOUT,
+        write_message(&mut stream, bytes),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))??;
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::pin::Pin;
+    use std::sync::Mutex as StdMutex;
+    use std::task::{Context, Poll};
+
+    use async_trait::async_trait;
+    use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+
+    /// A stream that records when, and how much, was written.
+    struct Recording {
+        log: Arc<StdMutex<Vec<(Instant, usize)>>>,
+    }
+
+    impl AsyncRead for Recording {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Recording {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.log.lock().unwrap().push((Instant::now(), buf.len()));
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A connector whose connect takes 30 ms of virtual time.
+    struct SlowConnector {
+        connected_at: Arc<StdMutex<Vec<Instant>>>,
+        writes: Arc<StdMutex<Vec<(Instant, usize)>>>,
+    }
+
+    #[async_trait]
+    impl NotificationConnector for SlowConnector {
+        async fn connect(&self) -> io::Result<BoxStream> {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            self.connected_at.lock().unwrap().push(Instant::now());
+            Ok(Box::new(Recording {
+                log: self.writes.clone(),
+            }))
+        }
+        fn describe(&self) -> String {
+            "recording".into()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn notifications_are_written_whole_the_moment_the_connection_is_up() {
+        let connector = Arc::new(SlowConnector {
+            connected_at: Arc::default(),
+            writes: Arc::default(),
+        });
+        let (tx, rx) = mpsc::channel(8);
+        let seen = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let task = tokio::spawn(run_notifier(
+            rx,
+            connector.clone(),
+            ScanLayout::Current,
+            seen.clone(),
+            counters.clone(),
+        ));
+        // Before the first request: dropped, no connection.
+        tx.send(Message::NotifSignalQuality { dbm: -60 })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(connector.connected_at.lock().unwrap().is_empty());
+        assert_eq!(counters.notifications_dropped.load(Ordering::Relaxed), 1);
+
+        seen.store(true, Ordering::SeqCst);
+        let big = Message::NotifDisconnected { session_id: 7 };
+        tx.send(Message::NotifSignalQuality { dbm: -60 })
+            .await
+            .unwrap();
+        tx.send(big.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let connected = connector.connected_at.lock().unwrap().clone();
+        let writes = connector.writes.lock().unwrap().clone();
+        assert_eq!(connected.len(), 2);
+        // One write per message, the whole message, at the very instant the
+        // connection came up (virtual time: any await in between that
+        // waited would show).
+        assert_eq!(
+            writes,
+            vec![
+                (connected[0], 8),
+                (connected[1], big.encode(ScanLayout::Current).unwrap().len())
+            ]
+        );
+        assert_eq!(counters.notifications_sent.load(Ordering::Relaxed), 2);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_driver_like_reader_with_a_10_ms_timeout_gets_the_notification() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let connector = crate::transport::tcp::TcpConnector::new(address);
+        let reader = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 8];
+            // The driver's receive timeout, counted from accept.
+            timeout(Duration::from_millis(10), s.read_exact(&mut buf))
+                .await
+                .expect("the notification came late")
+                .unwrap();
+            buf
+        });
+        let bytes = Message::NotifSignalQuality { dbm: -60 }
+            .encode(ScanLayout::Current)
+            .unwrap();
+        send_notification(&connector, &bytes).await.unwrap();
+        assert_eq!(reader.await.unwrap(), bytes);
+    }
+
+    #[test]
+    fn unencodable_messages_become_invalid() {
+        use crate::protocol::{ScanBss, ScanResponse};
+        let bad = Message::ScanResponse(ScanResponse {
+            scan_complete: true,
+            bss: vec![ScanBss {
+                bssid: MacAddr([1; 6]),
+                capabilities: 1,
+                rssi_dbm: -50,
+                beacon_interval: 100,
+                freq_khz: 1,
+                ies: vec![0, 1, b'x'],
+            }],
+        });
+        assert_eq!(
+            encode_or_invalid(&bad, ScanLayout::Current),
+            vec![0, 0, 0, 0, 0, 1, 0]
+        );
+    }
+
+    #[tokio::test]
+    async fn start_stop_start_and_port_in_use() {
+        let config = TransportConfig::Tcp {
+            address: "127.0.0.1".parse().unwrap(),
+            request_port: 0,
+            notification_port: 9,
+        };
+        let service =
+            Service::builder(config, Backend::Simulated(SimulatedWifi::reference())).build();
+        service.start().await.unwrap();
+        assert!(matches!(
+            service.start().await,
+            Err(ServiceError::AlreadyRunning)
+        ));
+        let port = service.request_port().await.unwrap();
+        let scan = crate::protocol::Request::Scan(Default::default())
+            .encode()
+            .unwrap();
+        let ask = |port: u32| {
+            let scan = scan.clone();
+            async move {
+                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port as u16)).await?;
+                s.write_all(&scan).await?;
+                let mut out = Vec::new();
+                s.read_to_end(&mut out).await?;
+                io::Result::Ok(out)
+            }
+        };
+        let reply = ask(port).await.unwrap();
+        assert!(matches!(
+            Message::decode(&reply, ScanLayout::Current).unwrap(),
+            Message::ScanResponse(s) if s.bss.len() == 3
+        ));
+        // Another service on the same port cannot start.
+        let clash = Service::builder(
+            TransportConfig::Tcp {
+                address: "127.0.0.1".parse().unwrap(),
+                request_port: port as u16,
+                notification_port: 9,
+            },
+            Backend::Simulated(SimulatedWifi::reference()),
+        )
+        .build();
+        let err = clash.start().await.unwrap_err();
+        assert!(err.to_string().contains("cannot listen"), "{err}");
+
+        service.stop().await;
+        assert!(ask(port).await.is_err(), "still listening after stop");
+        service.start().await.unwrap();
+        let port = service.request_port().await.unwrap();
+        assert!(!ask(port).await.unwrap().is_empty());
+        assert_eq!(service.stats().requests, 2);
+        service.stop().await;
+    }
+}

@@ -1,1 +1,767 @@
-//! (in progress)
+//! The operation handler: the rules of the reference host as a state machine
+//! over a set of Wi-Fi interfaces, for one guest.
+//!
+//! One task owns the state and processes one input at a time: a guest
+//! request (answered through a oneshot), or an event of the host's Wi-Fi.
+//! Its outputs are guest notifications (a channel of [`Message`]s that the
+//! service's notification sender drains) and observer events (the
+//! [`ObserverQueue`], delivered on their own task). Nothing here touches a
+//! socket, and every duration is a [`HandlerSettings`] field, so tests drive
+//! the handler with scripted interfaces under tokio's virtual time.
+//!
+//! Because the task is the only place that produces replies and
+//! notifications, and it finishes one input (reply sent) before the next, a
+//! notification caused by a later input can never be queued before a reply.
+//! The scan minimum latency is applied here, before the reply leaves, for
+//! that reason.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, Instant};
+
+use crate::observer::{
+    Authorization, ConnectOutcome, ConnectionKind, GuestConnectCompletion, GuestDisconnect,
+    HostConnection, ObserverEvent, ObserverQueue,
+};
+use crate::protocol::{
+    channel_for_freq_khz, ConnectRequest, ConnectResponse, DisconnectRequest, MacAddr, Message,
+    Request, ScanBss, ScanLayout, ScanRequest, ScanResponse, Ssid, BSS_ENTRY_LEN,
+    MAX_SCAN_RESPONSE_LEN, STATUS_SUCCESS, STATUS_UNSPECIFIED_FAILURE,
+};
+use crate::wifi::fake::FakeWifi;
+use crate::wifi::{
+    guest_bss, AuthAlgorithm, ConnectParams, ConnectedNetwork, HostWifi, InterfaceError,
+    InterfaceEvent, InterfaceId, ScannedBss, Security, WifiInterface,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// How long the handler waits for an interface to say what it is connected
+/// to (at start, on arrival, when looking for a connection to mirror).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the handler behaves for one guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerSettings {
+    /// Which SCAN_RESPONSE layout the guest speaks.
+    pub scan_layout: ScanLayout,
+    /// A scan reply never leaves earlier than this after the request
+    /// arrived. `iw dev wlan0 scan` subscribes to scan events only after its
+    /// trigger returns, so a reply within a few ms completes the scan before
+    /// `iw` listens and it hangs. Zero turns it off. Only scans are delayed.
+    pub scan_min_latency: Duration,
+    /// How long every interface gets to answer a scan.
+    pub scan_timeout: Duration,
+    /// How long each interface gets to connect (they are tried in order).
+    pub connect_timeout: Duration,
+    /// How long the guest's interface gets to disconnect.
+    pub disconnect_timeout: Duration,
+    /// Send NOTIF_DISCONNECTED (with the current session id) when the host
+    /// interface holding the guest's connection disconnects. The reference
+    /// never does; off by default.
+    pub notify_guest_on_host_disconnect: bool,
+}
+
+impl Default for HandlerSettings {
+    fn default() -> Self {
+        HandlerSettings {
+            scan_layout: ScanLayout::Current,
+            scan_min_latency: Duration::from_millis(150),
+            scan_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            disconnect_timeout: Duration::from_secs(5),
+            notify_guest_on_host_disconnect: false,
+        }
+    }
+}
+
+/// How long the guest waits for the rest of a scan answered "still running"
+/// (its own timer); results after that are spontaneous.
+const GUEST_SCAN_WAIT: Duration = Duration::from_secs(10);
+
+enum Input {
+    Request {
+        request: Request,
+        arrived: Instant,
+        reply: oneshot::Sender<Message>,
+    },
+    Sync(oneshot::Sender<()>),
+}
+
+/// Sends requests to a running handler. Cheap to clone.
+#[derive(Clone)]
+pub struct HandlerClient {
+    tx: mpsc::Sender<Input>,
+}
+
+impl HandlerClient {
+    /// Hands a request to the handler and waits for its reply. `arrived` is
+    /// when the request reached the host (the scan minimum latency counts
+    /// from it). A handler that is gone answers INVALID.
+    pub async fn request(&self, request: Request, arrived: Instant) -> Message {
+        let (reply, answer) = oneshot::channel();
+        let input = Input::Request {
+            request,
+            arrived,
+            reply,
+        };
+        if self.tx.send(input).await.is_err() {
+            return Message::Invalid;
+        }
+        answer.await.unwrap_or(Message::Invalid)
+    }
+
+    /// Waits until the handler has processed every input and host event
+    /// that was pending when called.
+    pub async fn sync(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Input::Sync(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// A running handler: its client and its task.
+pub struct HandlerHandle {
+    pub client: HandlerClient,
+    pub task: JoinHandle<()>,
+}
+
+/// Spawns the handler for one guest.
+///
+/// `host` supplies the interfaces and their events, `fake` the client's fake
+/// networks (first in every scan), `notifications` receives guest
+/// notifications (a full channel drops them with a warning: the guest path
+/// never waits for the notification sender).
+pub fn spawn(
+    host: Arc<dyn HostWifi>,
+    fake: Option<FakeWifi>,
+    observer: ObserverQueue,
+    notifications: mpsc::Sender<Message>,
+    settings: HandlerSettings,
+) -> HandlerHandle {
+    // Subscribe before listing, so no arrival falls in between.
+    let events = host.subscribe();
+    let interfaces = host.interfaces();
+    let (tx, rx) = mpsc::channel(16);
+    let state = State {
+        settings,
+        host,
+        fake,
+        interfaces,
+        host_connections: HashMap::new(),
+        session_id: 0,
+        guest: None,
+        pending_scan: None,
+        observer,
+        notifications,
+    };
+    let task = tokio::spawn(state.run(rx, events));
+    HandlerHandle {
+        client: HandlerClient { tx },
+        task,
+    }
+}
+
+/// The guest's connection, as the handler remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GuestConnection {
+    interface: InterfaceId,
+    ssid: Ssid,
+    kind: ConnectionKind,
+}
+
+/// A scan the guest was told is still running.
+struct PendingScan {
+    waiting: HashSet<InterfaceId>,
+    expires: Instant,
+}
+
+struct State {
+    settings: HandlerSettings,
+    host: Arc<dyn HostWifi>,
+    fake: Option<FakeWifi>,
+    /// Host interfaces, in the order connects try them.
+    interfaces: Vec<Arc<dyn WifiInterface>>,
+    /// What each host interface is connected to, as last known.
+    host_connections: HashMap<InterfaceId, ConnectedNetwork>,
+    /// The value carried by the last connect response (0: none yet).
+    session_id: u64,
+    guest: Option<GuestConnection>,
+    pending_scan: Option<PendingScan>,
+    observer: ObserverQueue,
+    notifications: mpsc::Sender<Message>,
+}
+
+fn guest_auth(security: &Security) -> AuthAlgorithm {
+    security.as_seen_by_guest().auth
+}
+
+/// Builds the BSS list of a scan response: drops BSSs on unknown channels,
+/// keeps the first of every BSSID, stays under the response size limit.
+struct Merger {
+    seen: HashSet<MacAddr>,
+    size: usize,
+    bss: Vec<ScanBss>,
+}
+
+impl Merger {
+    fn new(layout: ScanLayout) -> Merger {
+        Merger {
+            seen: HashSet::new(),
+            size: layout.fixed_len(),
+            bss: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, scanned: &ScannedBss) {
+        if channel_for_freq_khz(scanned.freq_khz).is_none() {
+            tracing::debug!(
+                bssid = %scanned.bssid,
+                freq_khz = scanned.freq_khz,
+                "dropping a BSS on a frequency the guest does not know"
+            );
+            return;
+        }
+        if self.seen.contains(&scanned.bssid) {
+            return;
+        }
+        let bss = guest_bss(scanned);
+        let size = BSS_ENTRY_LEN + bss.ies.len();
+        if self.size + size > MAX_SCAN_RESPONSE_LEN {
+            tracing::warn!(bssid = %scanned.bssid, "scan response full; dropping a BSS");
+            return;
+        }
+        self.seen.insert(scanned.bssid);
+        self.size += size;
+        self.bss.push(bss);
+    }
+
+    fn response(self, scan_complete: bool) -> ScanResponse {
+        ScanResponse {
+            scan_complete,
+            bss: self.bss,
+        }
+    }
+}
+
+impl State {
+    async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<Input>,
+        mut events: broadcast::Receiver<InterfaceEvent>,
+    ) {
+        self.report_initial_connections().await;
+        let mut events_open = true;
+        loop {
+            // Host events first: a request is then handled with the host's
+            // state as fresh as it can be.
+            tokio::select! {
+                biased;
+                event = events.recv(), if events_open => match event {
+                    Ok(event) => self.on_event(event).await,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "missed host Wi-Fi events; re-reading the interfaces");
+                        self.resync().await;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        tracing::debug!("host Wi-Fi events closed");
+                        events_open = false;
+                    }
+                },
+                input = inputs.recv() => match input {
+                    Some(Input::Request { request, arrived, reply }) => {
+                        let answer = self.on_request(request, arrived).await;
+                        if reply.send(answer).is_err() {
+                            tracing::debug!("the guest connection went away before its reply");
+                        }
+                    }
+                    Some(Input::Sync(done)) => {
+                        let _ = done.send(());
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+
+    async fn query_connection(iface: &Arc<dyn WifiInterface>) -> Option<ConnectedNetwork> {
+        match timeout(QUERY_TIMEOUT, iface.connected_network()).await {
+            Ok(Ok(network)) => network,
+            Ok(Err(e)) => {
+                tracing::warn!(interface = %iface.name(), "cannot read the connection state: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(interface = %iface.name(), "timed out reading the connection state");
+                None
+            }
+        }
+    }
+
+    async fn report_initial_connections(&mut self) {
+        for iface in self.interfaces.clone() {
+            tracing::info!(interface = %iface.name(), id = %iface.id(), "Wi-Fi interface present");
+            if let Some(network) = Self::query_connection(&iface).await {
+                self.host_connected(iface.id(), network);
+            }
+        }
+    }
+
+    /// Records a host connection and tells the observer, unless it is the
+    /// connection already known.
+    fn host_connected(&mut self, iface: InterfaceId, network: ConnectedNetwork) {
+        let same = self
+            .host_connections
+            .get(&iface)
+            .is_some_and(|known| known.ssid == network.ssid && known.bssid == network.bssid);
+        if same {
+            return;
+        }
+        tracing::info!(interface = %iface, ssid = %network.ssid, bssid = %network.bssid, "host connected");
+        if let Some(guest) = &self.guest {
+            if guest.interface == iface && guest.ssid != network.ssid {
+                self.guest_connection_lost(iface);
+            }
+        }
+        self.observer
+            .notify(ObserverEvent::HostConnected(HostConnection {
+                interface: iface,
+                ssid: network.ssid,
+                auth: guest_auth(&network.security),
+            }));
+        self.host_connections.insert(iface, network);
+    }
+
+    fn host_disconnected(&mut self, iface: InterfaceId) {
+        if self.host_connections.remove(&iface).is_some() {
+            tracing::info!(interface = %iface, "host disconnected");
+            self.observer.notify(ObserverEvent::HostDisconnected(iface));
+        }
+        if self.guest.as_ref().is_some_and(|g| g.interface == iface) {
+            self.guest_connection_lost(iface);
+        }
+    }
+
+    /// The interface holding the guest's connection left that network.
+    fn guest_connection_lost(&mut self, iface: InterfaceId) {
+        self.guest = None;
+        if self.settings.notify_guest_on_host_disconnect {
+            tracing::info!(interface = %iface, "the guest's connection is gone; telling the guest");
+            self.notify_guest(Message::NotifDisconnected {
+                session_id: self.session_id,
+            });
+        } else {
+            tracing::info!(interface = %iface, "the guest's connection is gone on the host");
+        }
+    }
+
+    fn notify_guest(&self, message: Message) {
+        match self.notifications.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(m)) => {
+                tracing::warn!(operation = %m.operation(), "notification queue full; dropping a notification");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("no notification sender; dropping a notification");
+            }
+        }
+    }
+
+    fn interface(&self, id: InterfaceId) -> Option<Arc<dyn WifiInterface>> {
+        self.interfaces.iter().find(|i| i.id() == id).cloned()
+    }
+
+    async fn on_event(&mut self, event: InterfaceEvent) {
+        tracing::trace!(?event, "host Wi-Fi event");
+        match event {
+            InterfaceEvent::Arrived(iface) => {
+                let id = iface.id();
+                if let Some(slot) = self.interfaces.iter_mut().find(|i| i.id() == id) {
+                    *slot = iface;
+                    return;
+                }
+                tracing::info!(interface = %iface.name(), %id, "Wi-Fi interface arrived");
+                self.interfaces.push(iface.clone());
+                if let Some(network) = Self::query_connection(&iface).await {
+                    self.host_connected(id, network);
+                }
+            }
+            InterfaceEvent::Removed(id) => {
+                let before = self.interfaces.len();
+                self.interfaces.retain(|i| i.id() != id);
+                if self.interfaces.len() != before {
+                    tracing::info!(%id, "Wi-Fi interface removed");
+                }
+                self.host_disconnected(id);
+                self.scan_source_gone(id);
+            }
+            InterfaceEvent::Connected { iface, network } => self.host_connected(iface, network),
+            InterfaceEvent::Disconnected { iface } => self.host_disconnected(iface),
+            InterfaceEvent::SignalQuality { iface, percent } => {
+                if self.guest.as_ref().is_some_and(|g| g.interface == iface) {
+                    let dbm = crate::protocol::quality_percent_to_dbm(i32::from(percent));
+                    tracing::debug!(%iface, percent, dbm, "forwarding signal quality");
+                    self.notify_guest(Message::NotifSignalQuality { dbm });
+                } else {
+                    tracing::trace!(%iface, percent, "signal quality of an interface the guest does not use");
+                }
+            }
+            InterfaceEvent::ScanResults { iface, result } => {
+                let mut scan_complete = false;
+                if let Some(pending) = &mut self.pending_scan {
+                    if pending.expires <= Instant::now() {
+                        self.pending_scan = None;
+                    } else if result.complete && pending.waiting.remove(&iface) {
+                        scan_complete = pending.waiting.is_empty();
+                        if scan_complete {
+                            self.pending_scan = None;
+                        }
+                    }
+                }
+                if self.settings.scan_layout == ScanLayout::Legacy {
+                    tracing::debug!(%iface, "legacy guests drop scan notifications; not sending");
+                    return;
+                }
+                let mut merger = Merger::new(self.settings.scan_layout);
+                for bss in &result.bss {
+                    merger.add(bss);
+                }
+                let response = merger.response(scan_complete);
+                if response.bss.is_empty() && !scan_complete {
+                    return;
+                }
+                tracing::debug!(%iface, bss = response.bss.len(), scan_complete, "scan results for the guest");
+                self.notify_guest(Message::ScanResponse(response));
+            }
+        }
+    }
+
+    /// An interface that was still scanning for the guest is gone: if it was
+    /// the last one, finish the guest's scan now rather than at its timeout.
+    fn scan_source_gone(&mut self, id: InterfaceId) {
+        let finished = match &mut self.pending_scan {
+            Some(p) => p.waiting.remove(&id) && p.waiting.is_empty(),
+            None => false,
+        };
+        if finished {
+            self.pending_scan = None;
+            if self.settings.scan_layout == ScanLayout::Current {
+                self.notify_guest(Message::ScanResponse(ScanResponse {
+                    scan_complete: true,
+                    bss: Vec::new(),
+                }));
+            }
+        }
+    }
+
+    /// After missing events: reconcile the interface list and connections.
+    async fn resync(&mut self) {
+        let now = self.host.interfaces();
+        let gone: Vec<InterfaceId> = self
+            .interfaces
+            .iter()
+            .map(|i| i.id())
+            .filter(|id| !now.iter().any(|n| n.id() == *id))
+            .collect();
+        for id in gone {
+            self.on_event(InterfaceEvent::Removed(id)).await;
+        }
+        self.interfaces = now;
+        for iface in self.interfaces.clone() {
+            match Self::query_connection(&iface).await {
+                Some(network) => self.host_connected(iface.id(), network),
+                None => self.host_disconnected(iface.id()),
+            }
+        }
+    }
+
+    async fn on_request(&mut self, request: Request, arrived: Instant) -> Message {
+        match request {
+            Request::Scan(scan) => {
+                let reply = self.scan(scan).await;
+                // Inside the serialized path: nothing produced after this
+                // reply can be queued before it.
+                tokio::time::sleep_until(arrived + self.settings.scan_min_latency).await;
+                reply
+            }
+            Request::Connect(connect) => self.connect(connect).await,
+            Request::Disconnect(disconnect) => self.disconnect(disconnect).await,
+        }
+    }
+
+    async fn scan(&mut self, request: ScanRequest) -> Message {
+        tracing::debug!(target_ssid = ?request.ssid, "guest scan");
+        self.observer.notify(ObserverEvent::GuestScanRequested);
+        let mut sources: Vec<Arc<dyn WifiInterface>> = Vec::new();
+        if let Some(fake) = &self.fake {
+            sources.push(Arc::new(fake.clone()));
+        }
+        sources.extend(self.interfaces.iter().cloned());
+        let limit = self.settings.scan_timeout;
+        let target = request.ssid;
+        let results = join_all(sources.iter().map(|iface| async move {
+            let r = timeout(limit, iface.scan(target.as_ref())).await;
+            (iface, r)
+        }))
+        .await;
+
+        let mut merger = Merger::new(self.settings.scan_layout);
+        let mut still_scanning = HashSet::new();
+        for (iface, result) in results {
+            match result {
+                Ok(Ok(result)) => {
+                    tracing::debug!(interface = %iface.name(), bss = result.bss.len(), complete = result.complete, "scan answer");
+                    if !result.complete {
+                        still_scanning.insert(iface.id());
+                    }
+                    for bss in &result.bss {
+                        merger.add(bss);
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(interface = %iface.name(), "scan failed: {e}"),
+                Err(_) => {
+                    tracing::warn!(interface = %iface.name(), "no scan answer within {limit:?}")
+                }
+            }
+        }
+        let complete = still_scanning.is_empty() || self.settings.scan_layout == ScanLayout::Legacy;
+        self.pending_scan = (!complete).then(|| PendingScan {
+            waiting: still_scanning,
+            expires: Instant::now() + GUEST_SCAN_WAIT,
+        });
+        self.observer.notify(ObserverEvent::GuestScanCompleted);
+        let response = merger.response(complete);
+        tracing::info!(
+            bss = response.bss.len(),
+            scan_complete = complete,
+            "answering guest scan"
+        );
+        Message::ScanResponse(response)
+    }
+
+    /// The first interface (fake networks first) connected to `ssid`.
+    async fn find_mirror(&self, ssid: &Ssid) -> Option<(InterfaceId, ConnectedNetwork)> {
+        if let Some(network) = self.fake.as_ref().and_then(|f| f.find(ssid)) {
+            return Some((crate::wifi::fake::FAKE_INTERFACE_ID, network));
+        }
+        for iface in &self.interfaces {
+            if let Some(network) = Self::query_connection(iface).await {
+                if network.ssid == *ssid {
+                    return Some((iface.id(), network));
+                }
+            }
+        }
+        None
+    }
+
+    fn connect_answer(&mut self, result_code: u16, bssid: MacAddr) -> Message {
+        self.session_id += 1;
+        Message::ConnectResponse(ConnectResponse {
+            result_code,
+            bssid,
+            session_id: self.session_id,
+        })
+    }
+
+    fn completion(
+        &self,
+        kind: ConnectionKind,
+        outcome: ConnectOutcome,
+        status: u16,
+        interface: Option<InterfaceId>,
+        ssid: Ssid,
+        auth: AuthAlgorithm,
+    ) {
+        self.observer.notify(ObserverEvent::GuestConnectCompleted(
+            GuestConnectCompletion {
+                kind,
+                outcome,
+                status,
+                interface,
+                ssid,
+                auth,
+            },
+        ));
+    }
+
+    async fn connect(&mut self, request: ConnectRequest) -> Message {
+        let ssid = request.ssid;
+        let requested = Security::from_connect_request(&request);
+        let requested_auth = requested.map_or(AuthAlgorithm::Wpa2Psk, |s| s.auth);
+        tracing::info!(ssid = %ssid, security = ?requested.map(|s| s.label()), "guest connect");
+
+        if let Some((iface, network)) = self.find_mirror(&ssid).await {
+            let kind = ConnectionKind::HostMirroring;
+            let auth = guest_auth(&network.security);
+            return match self.observer.authorize(kind, ssid).await {
+                Authorization::Approve => {
+                    tracing::info!(ssid = %ssid, interface = %iface, "mirroring the host's connection");
+                    self.guest = Some(GuestConnection {
+                        interface: iface,
+                        ssid,
+                        kind,
+                    });
+                    self.completion(
+                        kind,
+                        ConnectOutcome::Succeeded,
+                        STATUS_SUCCESS,
+                        Some(iface),
+                        ssid,
+                        auth,
+                    );
+                    self.connect_answer(STATUS_SUCCESS, network.bssid)
+                }
+                Authorization::Deny => {
+                    tracing::info!(ssid = %ssid, "the observer denied mirroring");
+                    self.completion(
+                        kind,
+                        ConnectOutcome::Denied,
+                        STATUS_UNSPECIFIED_FAILURE,
+                        None,
+                        ssid,
+                        auth,
+                    );
+                    self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default())
+                }
+            };
+        }
+
+        let kind = ConnectionKind::GuestDirected;
+        if self.observer.authorize(kind, ssid).await == Authorization::Deny {
+            tracing::info!(ssid = %ssid, "the observer denied the connection");
+            self.completion(
+                kind,
+                ConnectOutcome::Denied,
+                STATUS_UNSPECIFIED_FAILURE,
+                None,
+                ssid,
+                requested_auth,
+            );
+            return self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default());
+        }
+        let Some(security) = requested else {
+            tracing::info!(ssid = %ssid, "the guest asks for a security the host cannot honour");
+            self.completion(
+                kind,
+                ConnectOutcome::Failed,
+                STATUS_UNSPECIFIED_FAILURE,
+                None,
+                ssid,
+                requested_auth,
+            );
+            return self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default());
+        };
+        let params = ConnectParams {
+            ssid,
+            bssid: request.bssid,
+            security,
+            key: (security != Security::OPEN).then(|| request.key.clone()),
+        };
+        let mut rejected: Option<u16> = None;
+        for iface in self.interfaces.clone() {
+            match timeout(self.settings.connect_timeout, iface.connect(&params)).await {
+                Ok(Ok(network)) => {
+                    let id = iface.id();
+                    tracing::info!(ssid = %ssid, interface = %iface.name(), bssid = %network.bssid, "guest connection up");
+                    let bssid = network.bssid;
+                    // The new connection supersedes the guest's previous one:
+                    // it is not "lost" when the interface changes network.
+                    self.guest = None;
+                    self.host_connected(id, network);
+                    self.guest = Some(GuestConnection {
+                        interface: id,
+                        ssid,
+                        kind,
+                    });
+                    self.completion(
+                        kind,
+                        ConnectOutcome::Succeeded,
+                        STATUS_SUCCESS,
+                        Some(id),
+                        ssid,
+                        security.auth,
+                    );
+                    return self.connect_answer(STATUS_SUCCESS, bssid);
+                }
+                Ok(Err(InterfaceError::Rejected { status })) => {
+                    tracing::info!(interface = %iface.name(), status, "connection rejected");
+                    rejected.get_or_insert(status);
+                }
+                Ok(Err(e)) => tracing::info!(interface = %iface.name(), "cannot connect: {e}"),
+                Err(_) => tracing::warn!(
+                    interface = %iface.name(),
+                    "no connection within {:?}",
+                    self.settings.connect_timeout
+                ),
+            }
+        }
+        let status = rejected.unwrap_or(STATUS_UNSPECIFIED_FAILURE);
+        tracing::info!(ssid = %ssid, status, "guest connection failed");
+        self.completion(
+            kind,
+            ConnectOutcome::Failed,
+            status,
+            None,
+            ssid,
+            security.auth,
+        );
+        self.connect_answer(status, MacAddr::default())
+    }
+
+    async fn disconnect(&mut self, request: DisconnectRequest) -> Message {
+        if request.session_id < self.session_id {
+            tracing::info!(
+                session = request.session_id,
+                current = self.session_id,
+                "stale disconnect; nothing to do"
+            );
+            return Message::DisconnectResponse;
+        }
+        let Some(guest) = self.guest.take() else {
+            tracing::info!("disconnect while not connected; nothing to do");
+            return Message::DisconnectResponse;
+        };
+        let event = GuestDisconnect {
+            kind: guest.kind,
+            interface: guest.interface,
+            ssid: guest.ssid,
+        };
+        self.observer
+            .notify(ObserverEvent::GuestDisconnectRequested(event.clone()));
+        if guest.kind == ConnectionKind::GuestDirected {
+            match self.interface(guest.interface) {
+                Some(iface) => {
+                    match timeout(self.settings.disconnect_timeout, iface.disconnect()).await {
+                        Ok(Ok(())) => {
+                            tracing::info!(interface = %iface.name(), "guest disconnected the host");
+                            self.host_disconnected(guest.interface);
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(interface = %iface.name(), "disconnect failed: {e}")
+                        }
+                        Err(_) => tracing::warn!(
+                            interface = %iface.name(),
+                            "no disconnection within {:?}",
+                            self.settings.disconnect_timeout
+                        ),
+                    }
+                }
+                None => {
+                    tracing::info!(interface = %guest.interface, "the guest's interface is gone")
+                }
+            }
+        } else {
+            tracing::info!(ssid = %guest.ssid, "guest left a mirrored connection; the host stays connected");
+        }
+        self.observer
+            .notify(ObserverEvent::GuestDisconnectCompleted(event));
+        Message::DisconnectResponse
+    }
+}
