@@ -252,13 +252,14 @@ impl NetworkManagerWifi {
         if let Some(s) = supervisor {
             s.abort();
         }
-        if let Some(session) = self.session.lock().await.take() {
-            stop_session(&self.shared, session);
-        }
+        // Take the profiles before stopping the session, which forgets them.
         let profiles: Vec<OwnedObjectPath> =
             self.shared.profiles().drain().map(|(_, p)| p).collect();
         for profile in profiles {
             device::delete_profile(&self.shared.conn, &profile).await;
+        }
+        if let Some(session) = self.session.lock().await.take() {
+            stop_session(&self.shared, session);
         }
     }
 }
