@@ -663,6 +663,9 @@ impl WifiInterface for NmDevice {
             // A new guest connection replaces the proxy's earlier one.
             me.delete_profile().await;
             let result = me.activate(&params).await;
+            if let Err(e) = &result {
+                warn!(iface = %me.name, ssid = %params.ssid, "guest connection failed: {e}");
+            }
             if let Err(result) = tx.send(result) {
                 if result.is_ok() {
                     info!(iface = %me.name, "connect finished after the caller gave up; undoing it");
