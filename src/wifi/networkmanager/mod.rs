@@ -1,1 +1,496 @@
-//! (in progress)
+//! The host's Wi-Fi through NetworkManager, over the system D-Bus.
+//!
+//! [`NetworkManagerWifi`] is a [`HostWifi`] backend: every NetworkManager
+//! device of type Wi-Fi is a [`WifiInterface`](crate::wifi::WifiInterface),
+//! added and removed as NetworkManager reports devices (`DeviceAdded`,
+//! `DeviceRemoved`) and as NetworkManager itself comes and goes on the bus
+//! (`NameOwnerChanged`). While NetworkManager is absent the backend has no
+//! interfaces and keeps waiting for it.
+//!
+//! All NetworkManager signals reach the backend through one ordered message
+//! stream (a match rule on NetworkManager's unique bus name), which a
+//! dispatcher task routes to the devices: state changes, `LastScan` and
+//! `ActiveAccessPoint` of a device, `Strength` of its access point.
+//!
+//! Guest-directed connections become NetworkManager profiles that the proxy
+//! owns: named `proxy-wifi-<ssid>`, marked in their `user` setting
+//! (`org.proxy-wifi.managed=1`), never autoconnecting, added with
+//! `AddAndActivateConnection2` as volatile (NetworkManager drops them on
+//! deactivation) and bound to the service's bus connection (NetworkManager
+//! deactivates them if the service dies). The backend deletes them itself on
+//! guest disconnect, failure and shutdown, and deletes leftovers bearing its
+//! marker when NetworkManager appears. Profiles of the host are never
+//! touched.
+
+pub mod convert;
+mod device;
+mod proxies;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+use zbus::message::Type as MessageType;
+use zbus::names::{BusName, OwnedUniqueName};
+use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
+use zbus::{MatchRule, MessageStream};
+
+use crate::wifi::{EventHub, HostWifi, InterfaceEvent, WifiInterface};
+
+use device::{DeviceInfo, NmDevice};
+use proxies::{
+    DeviceProxy, NetworkManagerProxy, NmSettingsProxy, SettingsConnectionProxy, WirelessProxy,
+    AP_IFACE, DEVICE_IFACE, NM_BUS_NAME, NM_IFACE, NM_PATH, PROPERTIES_IFACE,
+};
+
+/// Which D-Bus bus to find NetworkManager on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusAddress {
+    /// The system bus (`DBUS_SYSTEM_BUS_ADDRESS` when set, else the standard
+    /// socket).
+    System,
+    /// An explicit bus address, e.g. `unix:path=/tmp/test-bus`.
+    Address(String),
+}
+
+/// Time bounds of the backend. The defaults suit real hosts; tests shorten
+/// them.
+#[derive(Debug, Clone)]
+pub struct NmConfig {
+    /// How long a host scan may take before its results are taken as they
+    /// are (its `LastScan` did not change). Below the handler's 10 s bound,
+    /// so a `scan()` that waits for a running scan still answers in time.
+    pub scan_timeout: Duration,
+    /// How long a host scan is given when the device has no `LastScan`
+    /// property (NetworkManager older than 1.12).
+    pub scan_fallback_wait: Duration,
+    /// How long a guest-directed connection may take to activate. Below the
+    /// handler's 10 s bound, so the backend itself cleans up a failure.
+    pub connect_timeout: Duration,
+    /// Bound of every D-Bus call.
+    pub call_timeout: Duration,
+}
+
+impl Default for NmConfig {
+    fn default() -> Self {
+        NmConfig {
+            scan_timeout: Duration::from_secs(8),
+            scan_fallback_wait: Duration::from_secs(4),
+            connect_timeout: Duration::from_millis(9500),
+            call_timeout: Duration::from_secs(8),
+        }
+    }
+}
+
+/// Why the backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NmError {
+    /// The bus could not be reached.
+    #[error("cannot connect to the D-Bus bus: {0}")]
+    Bus(#[source] zbus::Error),
+    /// The bus refused a request every client may make.
+    #[error("D-Bus request failed: {0}")]
+    DBus(#[source] zbus::Error),
+}
+
+/// State shared by the backend and its devices.
+pub(crate) struct Shared {
+    pub(crate) conn: zbus::Connection,
+    pub(crate) hub: EventHub,
+    pub(crate) config: NmConfig,
+    /// The proxy's profile on each device (device path -> profile path).
+    profiles: Mutex<HashMap<OwnedObjectPath, OwnedObjectPath>>,
+}
+
+impl Shared {
+    fn profiles(&self) -> MutexGuard<'_, HashMap<OwnedObjectPath, OwnedObjectPath>> {
+        self.profiles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_profile(&self, device: &OwnedObjectPath, profile: OwnedObjectPath) {
+        self.profiles().insert(device.clone(), profile);
+    }
+
+    pub(crate) fn take_profile(&self, device: &OwnedObjectPath) -> Option<OwnedObjectPath> {
+        self.profiles().remove(device)
+    }
+}
+
+type Devices = Arc<Mutex<Vec<Arc<NmDevice>>>>;
+
+fn lock(devices: &Devices) -> MutexGuard<'_, Vec<Arc<NmDevice>>> {
+    devices.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// NetworkManager as seen while it owns its bus name.
+struct Session {
+    owner: OwnedUniqueName,
+    dispatcher: JoinHandle<()>,
+    devices: Devices,
+}
+
+/// The host's Wi-Fi through NetworkManager. See the module documentation.
+pub struct NetworkManagerWifi {
+    shared: Arc<Shared>,
+    session: Arc<tokio::sync::Mutex<Option<Session>>>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl NetworkManagerWifi {
+    /// Connects to the bus and starts following NetworkManager. Succeeds when
+    /// NetworkManager is absent (it is then picked up when it appears); fails
+    /// only when the bus cannot be reached.
+    pub async fn start(bus: BusAddress) -> Result<Arc<NetworkManagerWifi>, NmError> {
+        NetworkManagerWifi::start_with(bus, NmConfig::default()).await
+    }
+
+    /// [`NetworkManagerWifi::start`] with explicit time bounds.
+    pub async fn start_with(
+        bus: BusAddress,
+        config: NmConfig,
+    ) -> Result<Arc<NetworkManagerWifi>, NmError> {
+        let builder = match &bus {
+            BusAddress::System => zbus::connection::Builder::system(),
+            BusAddress::Address(a) => zbus::connection::Builder::address(a.as_str()),
+        }
+        .map_err(NmError::Bus)?;
+        // Signals queue here while the dispatcher works; a scan on a busy
+        // site changes hundreds of properties at once.
+        let conn = builder
+            .max_queued(4096)
+            .method_timeout(config.call_timeout)
+            .build()
+            .await
+            .map_err(NmError::Bus)?;
+        let shared = Arc::new(Shared {
+            conn,
+            hub: EventHub::new(),
+            config,
+            profiles: Mutex::new(HashMap::new()),
+        });
+        let dbus = zbus::fdo::DBusProxy::new(&shared.conn)
+            .await
+            .map_err(NmError::DBus)?;
+        // Follow the name before asking for its owner, so no change falls
+        // between the two.
+        let mut owners = dbus
+            .receive_name_owner_changed_with_args(&[(0, NM_BUS_NAME)])
+            .await
+            .map_err(NmError::DBus)?;
+        let session: Arc<tokio::sync::Mutex<Option<Session>>> = Arc::default();
+        match dbus
+            .get_name_owner(BusName::from(
+                zbus::names::WellKnownName::from_static_str_unchecked(NM_BUS_NAME),
+            ))
+            .await
+        {
+            Ok(owner) => {
+                *session.lock().await = start_session(&shared, owner).await;
+            }
+            Err(e) => {
+                warn!("NetworkManager is not running ({e}); serving without host Wi-Fi until it appears");
+            }
+        }
+
+        let sup_shared = shared.clone();
+        let sup_session = session.clone();
+        let supervisor = tokio::spawn(async move {
+            while let Some(signal) = owners.next().await {
+                let Ok(args) = signal.args() else { continue };
+                let new_owner: Option<OwnedUniqueName> =
+                    args.new_owner().as_ref().map(|o| o.to_owned().into());
+                let mut current = sup_session.lock().await;
+                match new_owner {
+                    Some(owner) => {
+                        if current.as_ref().is_some_and(|s| s.owner == owner) {
+                            continue;
+                        }
+                        if let Some(old) = current.take() {
+                            stop_session(&sup_shared, old);
+                        }
+                        info!("NetworkManager appeared on the bus");
+                        *current = start_session(&sup_shared, owner).await;
+                    }
+                    None => {
+                        if let Some(old) = current.take() {
+                            warn!("NetworkManager went away; host Wi-Fi interfaces are gone until it returns");
+                            stop_session(&sup_shared, old);
+                        }
+                    }
+                }
+            }
+            warn!("lost the D-Bus connection; no longer following NetworkManager");
+            if let Some(old) = sup_session.lock().await.take() {
+                stop_session(&sup_shared, old);
+            }
+        });
+
+        Ok(Arc::new(NetworkManagerWifi {
+            shared,
+            session,
+            supervisor: Mutex::new(Some(supervisor)),
+        }))
+    }
+
+    /// Whether NetworkManager is on the bus now.
+    pub async fn is_available(&self) -> bool {
+        self.session.lock().await.is_some()
+    }
+
+    /// Stops following NetworkManager, removes the interfaces and deletes
+    /// every profile the proxy created.
+    pub async fn shutdown(&self) {
+        let supervisor = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(s) = supervisor {
+            s.abort();
+        }
+        // Take the profiles before stopping the session, which forgets them.
+        let profiles: Vec<OwnedObjectPath> =
+            self.shared.profiles().drain().map(|(_, p)| p).collect();
+        for profile in profiles {
+            device::delete_profile(&self.shared.conn, &profile).await;
+        }
+        if let Some(session) = self.session.lock().await.take() {
+            stop_session(&self.shared, session);
+        }
+    }
+}
+
+impl Drop for NetworkManagerWifi {
+    fn drop(&mut self) {
+        if let Some(s) = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            s.abort();
+        }
+        if let Ok(mut session) = self.session.try_lock() {
+            if let Some(session) = session.take() {
+                session.dispatcher.abort();
+            }
+        }
+    }
+}
+
+impl HostWifi for NetworkManagerWifi {
+    fn subscribe(&self) -> broadcast::Receiver<InterfaceEvent> {
+        self.shared.hub.subscribe()
+    }
+
+    fn interfaces(&self) -> Vec<Arc<dyn WifiInterface>> {
+        self.shared.hub.interfaces()
+    }
+}
+
+/// Starts following NetworkManager at `owner`; `None` (logged) if it does
+/// not answer.
+async fn start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> Option<Session> {
+    const ATTEMPTS: u32 = 3;
+    for attempt in 1..=ATTEMPTS {
+        match try_start_session(shared, owner.clone()).await {
+            Ok(session) => return Some(session),
+            Err(e) if attempt < ATTEMPTS => {
+                debug!("NetworkManager not ready ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => warn!("cannot follow NetworkManager: {e}"),
+        }
+    }
+    None
+}
+
+async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus::Result<Session> {
+    // Every signal NetworkManager sends, in order, from before the device
+    // list is read.
+    let rule = MatchRule::builder()
+        .msg_type(MessageType::Signal)
+        .sender(owner.clone())?
+        .path_namespace(NM_PATH)?
+        .build();
+    let stream = MessageStream::for_match_rule(rule, &shared.conn, Some(4096)).await?;
+
+    delete_leftover_profiles(shared).await;
+
+    let nm = NetworkManagerProxy::builder(&shared.conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    let devices: Devices = Arc::default();
+    for path in nm.get_devices().await? {
+        add_device(shared, &devices, path).await;
+    }
+    info!(
+        "following NetworkManager: {} Wi-Fi device(s)",
+        lock(&devices).len()
+    );
+    let dispatcher = tokio::spawn(dispatch(shared.clone(), devices.clone(), stream));
+    Ok(Session {
+        owner,
+        dispatcher,
+        devices,
+    })
+}
+
+fn stop_session(shared: &Shared, session: Session) {
+    session.dispatcher.abort();
+    let devices = std::mem::take(&mut *lock(&session.devices));
+    for device in devices {
+        device.mark_gone();
+        shared.hub.remove(device.id());
+    }
+    // The proxy's profiles went with NetworkManager (they are volatile);
+    // any that survived are deleted as leftovers when it returns.
+    shared.profiles().clear();
+}
+
+/// Deletes profiles the proxy left behind (a crash, or NetworkManager
+/// stopping while a guest was connected). Only profiles with the proxy's
+/// name prefix and marker are touched.
+async fn delete_leftover_profiles(shared: &Shared) {
+    let work = async {
+        let settings = NmSettingsProxy::builder(&shared.conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await?;
+        for path in settings.list_connections().await? {
+            let profile: SettingsConnectionProxy<'_> = proxies::at(&shared.conn, &path).await?;
+            match profile.get_settings().await {
+                Ok(s) if convert::is_proxy_profile(&s) => {
+                    info!(profile = %path.as_str(), "deleting a leftover proxy-wifi profile");
+                    device::delete_profile(&shared.conn, &path).await;
+                }
+                Ok(_) => {}
+                Err(e) => debug!(profile = %path.as_str(), "cannot read profile: {e}"),
+            }
+        }
+        Ok::<(), zbus::Error>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(10), work).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!("cannot list NetworkManager profiles: {e}"),
+        Err(_) => warn!("listing NetworkManager profiles took too long; leftovers kept"),
+    }
+}
+
+/// Reads a device and adds it if it is a Wi-Fi device.
+async fn add_device(shared: &Arc<Shared>, devices: &Devices, path: OwnedObjectPath) {
+    let info = async {
+        let device: DeviceProxy<'_> = proxies::at(&shared.conn, &path).await?;
+        if device.device_type().await? != convert::DEVICE_TYPE_WIFI {
+            return Ok(None);
+        }
+        let wireless: WirelessProxy<'_> = proxies::at(&shared.conn, &path).await?;
+        let interface = device.interface().await?;
+        let state = device.state().await?;
+        Ok::<_, zbus::Error>(Some(DeviceInfo {
+            path: path.clone(),
+            interface,
+            perm_hw_address: wireless.perm_hw_address().await.ok(),
+            state,
+            active_ap: wireless
+                .active_access_point()
+                .await
+                .ok()
+                .filter(|p| p.as_str() != "/"),
+            last_scan: wireless.last_scan().await.ok(),
+        }))
+    };
+    let info = match info.await {
+        Ok(Some(info)) => info,
+        Ok(None) => return,
+        Err(e) => {
+            debug!(device = %path.as_str(), "cannot read device: {e}");
+            return;
+        }
+    };
+    let device = NmDevice::new(shared.clone(), info);
+    {
+        let mut list = lock(devices);
+        if list.iter().any(|d| d.path() == device.path()) {
+            return;
+        }
+        list.push(device.clone());
+    }
+    info!(iface = %device.name(), id = %device.id(), "Wi-Fi device added");
+    shared.hub.add(device);
+}
+
+fn remove_device(shared: &Shared, devices: &Devices, path: &ObjectPath<'_>) {
+    let removed = {
+        let mut list = lock(devices);
+        let pos = list.iter().position(|d| d.path().as_ref() == *path);
+        pos.map(|i| list.remove(i))
+    };
+    if let Some(device) = removed {
+        info!(iface = %device.name(), "Wi-Fi device removed");
+        device.mark_gone();
+        shared.profiles().remove(device.path());
+        shared.hub.remove(device.id());
+    }
+}
+
+fn find(devices: &Devices, path: &ObjectPath<'_>) -> Option<Arc<NmDevice>> {
+    lock(devices)
+        .iter()
+        .find(|d| d.path().as_ref() == *path)
+        .cloned()
+}
+
+/// Routes NetworkManager's signals to the devices, in order.
+async fn dispatch(shared: Arc<Shared>, devices: Devices, mut stream: MessageStream) {
+    while let Some(msg) = stream.next().await {
+        let Ok(msg) = msg else { continue };
+        let header = msg.header();
+        let (Some(path), Some(interface), Some(member)) =
+            (header.path(), header.interface(), header.member())
+        else {
+            continue;
+        };
+        match (interface.as_str(), member.as_str()) {
+            (NM_IFACE, "DeviceAdded") if path.as_str() == NM_PATH => {
+                if let Ok(device) = msg.body().deserialize::<OwnedObjectPath>() {
+                    add_device(&shared, &devices, device).await;
+                }
+            }
+            (NM_IFACE, "DeviceRemoved") if path.as_str() == NM_PATH => {
+                if let Ok(device) = msg.body().deserialize::<ObjectPath<'_>>() {
+                    remove_device(&shared, &devices, &device);
+                }
+            }
+            (DEVICE_IFACE, "StateChanged") => {
+                if let (Some(device), Ok((new, old, reason))) = (
+                    find(&devices, path),
+                    msg.body().deserialize::<(u32, u32, u32)>(),
+                ) {
+                    device.on_state_changed(new, old, reason);
+                }
+            }
+            (PROPERTIES_IFACE, "PropertiesChanged") => {
+                type Changed = (String, HashMap<String, OwnedValue>, Vec<String>);
+                let Ok((iface, changed, _)) = msg.body().deserialize::<Changed>() else {
+                    continue;
+                };
+                if let Some(device) = find(&devices, path) {
+                    device.on_properties_changed(&iface, &changed);
+                } else if iface == AP_IFACE {
+                    let all = lock(&devices).clone();
+                    for device in all {
+                        device.on_ap_properties_changed(path, &changed);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    debug!("NetworkManager signal stream ended");
+}
