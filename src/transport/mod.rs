@@ -12,7 +12,6 @@
 
 pub mod framing;
 pub mod hybrid;
-#[cfg(windows)]
 pub mod hyperv;
 pub mod tcp;
 #[cfg(target_os = "linux")]
@@ -161,6 +160,12 @@ impl TransportConfig {
                 request_port,
                 notification_port,
             } => tcp::bind_host(*address, *request_port, *notification_port).await,
+            #[cfg(windows)]
+            TransportConfig::HyperV {
+                vm_id,
+                request_port,
+                notification_port,
+            } => hyperv::bind_host(*vm_id, *request_port, *notification_port).await,
             other => Err(TransportError::Unsupported(other.kind())),
         }
     }

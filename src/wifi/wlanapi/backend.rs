@@ -425,8 +425,8 @@ impl HostWifi for WlanApiWifi {
 mod tests {
     use super::*;
     use crate::protocol::{Key, MacAddr};
-    use crate::wifi::wlanapi::convert::tests::{bss_list, wpa2_ies, EntrySpec};
     use crate::wifi::wlanapi::convert::parse_bss_list;
+    use crate::wifi::wlanapi::convert::tests::{bss_list, wpa2_ies, EntrySpec};
     use crate::wifi::wlanapi::ParsedBssList;
     use crate::wifi::Security;
 
@@ -604,13 +604,15 @@ mod tests {
         };
         tokio::task::yield_now().await;
         sys.st().bss_block.insert(IFACE, fresh_block());
-        tx.send(Notification::ScanComplete { iface: IFACE }).unwrap();
+        tx.send(Notification::ScanComplete { iface: IFACE })
+            .unwrap();
         let second = waiting.await.unwrap().unwrap();
         assert_eq!(second.bss.len(), 2);
         assert_eq!(sys.st().scans.len(), 1);
 
         // A completion nobody waited for is published.
-        tx.send(Notification::ScanComplete { iface: IFACE }).unwrap();
+        tx.send(Notification::ScanComplete { iface: IFACE })
+            .unwrap();
         match next_event(&mut events).await {
             InterfaceEvent::ScanResults { iface: id, result } => {
                 assert_eq!(id, IFACE);
@@ -710,7 +712,11 @@ mod tests {
             cipher: crate::wifi::CipherAlgorithm::Ccmp,
         };
         assert!(iface.connect(&params).await.is_err());
-        assert_eq!(sys.st().connects.len(), 1, "an unsupported network is never tried");
+        assert_eq!(
+            sys.st().connects.len(),
+            1,
+            "an unsupported network is never tried"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -762,13 +768,15 @@ mod tests {
             id,
             description: "USB adapter".into(),
         });
-        tx.send(Notification::InterfaceArrival { iface: id }).unwrap();
+        tx.send(Notification::InterfaceArrival { iface: id })
+            .unwrap();
         match next_event(&mut events).await {
             InterfaceEvent::Arrived(i) => assert_eq!(i.name(), "USB adapter"),
             other => panic!("unexpected {other:?}"),
         }
         // A repeated arrival is ignored.
-        tx.send(Notification::InterfaceArrival { iface: id }).unwrap();
+        tx.send(Notification::InterfaceArrival { iface: id })
+            .unwrap();
         tx.send(Notification::SignalQuality {
             iface: id,
             percent: 80,
@@ -792,7 +800,8 @@ mod tests {
         };
         tokio::task::yield_now().await;
         sys.st().ifaces.clear();
-        tx.send(Notification::InterfaceRemoval { iface: id }).unwrap();
+        tx.send(Notification::InterfaceRemoval { iface: id })
+            .unwrap();
         assert!(matches!(
             next_event(&mut events).await,
             InterfaceEvent::Removed(r) if r == id

@@ -235,7 +235,12 @@ fn parse_entry(list: &[u8], start: usize) -> Option<ScannedBss> {
         return None;
     }
     let ssid = Ssid::new(entry.get(layout::SSID..layout::SSID + ssid_len)?).ok()?;
-    let bssid = MacAddr(entry.get(layout::BSSID..layout::BSSID + 6)?.try_into().ok()?);
+    let bssid = MacAddr(
+        entry
+            .get(layout::BSSID..layout::BSSID + 6)?
+            .try_into()
+            .ok()?,
+    );
     if i32_at(entry, layout::BSS_TYPE)? != DOT11_BSS_TYPE_INFRASTRUCTURE {
         return None;
     }
@@ -505,7 +510,10 @@ pub(crate) mod tests {
             security_from_ies(CAPABILITY_ESS | CAPABILITY_PRIVACY, &[0, 1, b'x']).cipher,
             CipherAlgorithm::Wep
         );
-        assert_eq!(security_from_ies(CAPABILITY_ESS, &[0, 1, b'x']), Security::OPEN);
+        assert_eq!(
+            security_from_ies(CAPABILITY_ESS, &[0, 1, b'x']),
+            Security::OPEN
+        );
     }
 
     #[test]
@@ -569,7 +577,11 @@ pub(crate) mod tests {
         block[4..8].copy_from_slice(&2u32.to_le_bytes());
         assert!(matches!(
             parse_bss_list(&block),
-            Err(BssListError::TooManyEntries { items: 2, fit: 1, .. })
+            Err(BssListError::TooManyEntries {
+                items: 2,
+                fit: 1,
+                ..
+            })
         ));
         // dwTotalSize smaller than the data: only what it announces is read.
         let mut block = bss_list(&[EntrySpec::new(b"a", 1, vec![])]);

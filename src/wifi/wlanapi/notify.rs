@@ -188,7 +188,12 @@ mod tests {
             Some(Notification::InterfaceRemoval { iface: id })
         );
         assert_eq!(
-            decode(SOURCE_MSM, msm::SIGNAL_QUALITY_CHANGE, id, &80u32.to_le_bytes()),
+            decode(
+                SOURCE_MSM,
+                msm::SIGNAL_QUALITY_CHANGE,
+                id,
+                &80u32.to_le_bytes()
+            ),
             Some(Notification::SignalQuality {
                 iface: id,
                 percent: 80

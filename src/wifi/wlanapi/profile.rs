@@ -117,7 +117,10 @@ pub fn profile_xml(
             if pmk.len() != PMK_LEN {
                 return Err(ProfileError::PmkLength(pmk.len()));
             }
-            Some(("networkKey", Zeroizing::new(hex::encode_upper(pmk.expose()))))
+            Some((
+                "networkKey",
+                Zeroizing::new(hex::encode_upper(pmk.expose())),
+            ))
         }
         (_, Some(ProfileKey::Passphrase(p))) => {
             let n = p.chars().count();
@@ -139,7 +142,11 @@ pub fn profile_xml(
     xml_escape(&profile_name(ssid), out);
     out.push_str("</name>\n");
     out.push_str("  <SSIDConfig>\n    <SSID>\n");
-    let _ = writeln!(out, "      <hex>{}</hex>", hex::encode_upper(ssid.as_bytes()));
+    let _ = writeln!(
+        out,
+        "      <hex>{}</hex>",
+        hex::encode_upper(ssid.as_bytes())
+    );
     if let Some(text) = xml_safe_text(ssid) {
         out.push_str("      <name>");
         xml_escape(text, out);
@@ -267,10 +274,7 @@ mod tests {
         let xml = profile_xml(&ssid(b"<a&b>\"'"), &Security::OPEN, None).unwrap();
         assert_eq!(
             between(&xml, "<name>", "</name>"),
-            vec![
-                "&lt;a&amp;b&gt;&quot;&apos;",
-                "&lt;a&amp;b&gt;&quot;&apos;"
-            ]
+            vec!["&lt;a&amp;b&gt;&quot;&apos;", "&lt;a&amp;b&gt;&quot;&apos;"]
         );
         // Not UTF-8, or with control characters: hex only, and the profile
         // is named by the hex form.
