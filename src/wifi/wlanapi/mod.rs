@@ -52,7 +52,6 @@ pub mod win32 {
     pub const ERROR_SERVICE_NOT_ACTIVE: u32 = 1062;
     pub const ERROR_NOT_FOUND: u32 = 1168;
     pub const ERROR_INVALID_STATE: u32 = 5023;
-    pub const ERROR_NDIS_DOT11_POWER_STATE_INVALID: u32 = 0x8034_2002;
 }
 
 /// Why a WlanAPI operation failed.

@@ -127,14 +127,15 @@ pub fn profile_xml(
             if !(8..=63).contains(&n) || !p.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
                 return Err(ProfileError::Passphrase);
             }
-            let mut escaped = Zeroizing::new(String::with_capacity(p.len() + 16));
+            // Escaping at most sextuples a character: no reallocation copies the key.
+            let mut escaped = Zeroizing::new(String::with_capacity(p.len() * 6));
             xml_escape(p, &mut escaped);
             Some(("passPhrase", escaped))
         }
     };
 
     // Sized up front so the key is never copied by a reallocation.
-    let mut xml = Zeroizing::new(String::with_capacity(1024));
+    let mut xml = Zeroizing::new(String::with_capacity(4096));
     let out: &mut String = &mut xml;
     out.push_str("<?xml version=\"1.0\"?>\n");
     out.push_str("<WLANProfile xmlns=\"http://www.microsoft.com/networking/WLAN/profile/v1\">\n");
@@ -232,6 +233,28 @@ mod tests {
         assert_eq!(material.len(), 1);
         assert_eq!(material[0].len(), 64);
         assert_eq!(material[0], hex::encode_upper(pmk.expose()));
+    }
+
+    #[test]
+    fn the_key_is_never_moved_by_a_reallocation() {
+        // Worst case: every SSID byte escaped (twice), and a passphrase of
+        // 63 characters that all need escaping. The buffer is sized up front,
+        // so no copy of the key is left behind in freed memory.
+        let xml = profile_xml(
+            &ssid(&[b'&'; 32]),
+            &Security::WPA2_PSK_CCMP,
+            Some(ProfileKey::Passphrase(&"<".repeat(63))),
+        )
+        .unwrap();
+        assert_eq!(xml.capacity(), 4096);
+        let pmk = Key::new(vec![0xff; 32]);
+        let xml = profile_xml(
+            &ssid(&[b'&'; 32]),
+            &Security::WPA2_PSK_CCMP,
+            Some(ProfileKey::Pmk(&pmk)),
+        )
+        .unwrap();
+        assert_eq!(xml.capacity(), 4096);
     }
 
     #[test]
