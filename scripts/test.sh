@@ -26,3 +26,4 @@ cargo clippy --all-targets -- -D warnings
 
 log "cargo test"
 cargo test --all-targets
+scripts/windows-check.sh

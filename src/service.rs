@@ -39,8 +39,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{timeout, Instant};
 
 use crate::handler::{self, HandlerClient, HandlerSettings};
+use crate::metrics::Metrics;
 use crate::observer::{Observer, ObserverQueue};
-use crate::protocol::{Header, MacAddr, Message, Request, ScanLayout, Ssid};
+use crate::protocol::{Header, MacAddr, Message, Operation, Request, ScanLayout, Ssid};
 use crate::transport::framing::{read_message, write_message, FrameError};
 use crate::transport::{
     BoxStream, NotificationConnector, RequestListener, TransportConfig, TransportError,
@@ -59,6 +60,10 @@ pub const NOTIFICATION_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const NOTIFICATION_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Notifications waiting for the sender; more are dropped with a warning.
 pub const NOTIFICATION_QUEUE: usize = 64;
+/// How long [`Service::stop`] lets in-flight requests finish before it
+/// severs them. A request is bounded by the read deadline and the handler's
+/// 10 s rules, so most finish well within it.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Where the host's Wi-Fi comes from.
 #[derive(Clone)]
@@ -106,11 +111,40 @@ struct Counters {
     invalid_requests: AtomicU64,
     notifications_sent: AtomicU64,
     notifications_dropped: AtomicU64,
+    /// Prometheus metrics and this guest's name in them, when a daemon runs
+    /// the service.
+    metrics: Option<(Arc<Metrics>, String)>,
 }
 
 impl Counters {
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn answered(&self, operation: Option<Operation>, reply: &Message, arrived: Instant) {
+        if let Some((metrics, guest)) = &self.metrics {
+            let result = match reply {
+                Message::Invalid => "invalid",
+                Message::ConnectResponse(r) if r.result_code != 0 => "failed",
+                _ => "ok",
+            };
+            let operation = operation.map_or("unreadable", Operation::name);
+            metrics.request(guest, operation, result, arrived.elapsed());
+        }
+    }
+
+    fn notification_sent(&self) {
+        Counters::bump(&self.notifications_sent);
+        if let Some((metrics, guest)) = &self.metrics {
+            metrics.notification_sent(guest);
+        }
+    }
+
+    fn notification_dropped(&self, reason: &str) {
+        Counters::bump(&self.notifications_dropped);
+        if let Some((metrics, guest)) = &self.metrics {
+            metrics.notification_dropped(guest, reason);
+        }
     }
 }
 
@@ -121,9 +155,16 @@ pub struct ServiceBuilder {
     fake: Option<FakeNetworkProvider>,
     observer: Option<Arc<dyn Observer>>,
     settings: HandlerSettings,
+    metrics: Option<(Arc<Metrics>, String)>,
 }
 
 impl ServiceBuilder {
+    /// Records requests and notifications in `metrics` under `guest`.
+    pub fn metrics(mut self, metrics: Arc<Metrics>, guest: impl Into<String>) -> ServiceBuilder {
+        self.metrics = Some((metrics, guest.into()));
+        self
+    }
+
     /// Fake networks: a closure returning (SSID, BSSID) pairs, called at
     /// every scan and connect. They are shown as WPA2-PSK/CCMP on 5240 MHz
     /// at -50 dBm and are always connected.
@@ -153,13 +194,20 @@ impl ServiceBuilder {
             fake: self.fake,
             observer: self.observer,
             settings: self.settings,
-            counters: Arc::new(Counters::default()),
+            counters: Arc::new(Counters {
+                metrics: self.metrics,
+                ..Counters::default()
+            }),
             running: Mutex::new(None),
         }
     }
 }
 
 struct Running {
+    /// Tells the accept loop to stop accepting and drain.
+    stop: tokio::sync::watch::Sender<bool>,
+    /// The accept loop: it owns the listener and the in-flight connections.
+    acceptor: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
     local_description: String,
     local_port: Option<u32>,
@@ -184,6 +232,7 @@ impl Service {
             fake: None,
             observer: None,
             settings: HandlerSettings::default(),
+            metrics: None,
         }
     }
 
@@ -234,16 +283,20 @@ impl Service {
             guest_seen.clone(),
             self.counters.clone(),
         )));
-        tasks.push(tokio::spawn(accept_loop(
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let acceptor = tokio::spawn(accept_loop(
             endpoint.listener,
             handler.client,
             layout,
             guest_seen,
             self.counters.clone(),
-        )));
+            stop_rx,
+        ));
         tasks.push(handler.task);
         tracing::info!("listening for guest requests on {local_description}");
         *running = Some(Running {
+            stop,
+            acceptor,
             tasks,
             local_description,
             local_port,
@@ -251,12 +304,19 @@ impl Service {
         Ok(())
     }
 
-    /// Severs every connection, unbinds the transport and stops the tasks.
-    /// Stopping a stopped service does nothing.
+    /// Stops the service gracefully: stops accepting (a hybrid socket file
+    /// is removed at once), lets in-flight requests finish for up to
+    /// [`STOP_GRACE`], then severs what is left and stops the tasks.
+    /// Stopping a stopped service does nothing; `start` may be called again.
     pub async fn stop(&self) {
-        let Some(running) = self.running.lock().await.take() else {
+        let Some(mut running) = self.running.lock().await.take() else {
             return;
         };
+        let _ = running.stop.send(true);
+        if timeout(STOP_GRACE, &mut running.acceptor).await.is_err() {
+            running.acceptor.abort();
+            let _ = running.acceptor.await;
+        }
         for task in &running.tasks {
             task.abort();
         }
@@ -322,11 +382,13 @@ async fn accept_loop(
     layout: ScanLayout,
     guest_seen: Arc<AtomicBool>,
     counters: Arc<Counters>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     // Dropping the set (when this task is aborted) aborts every connection.
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
+            _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     tracing::trace!(%peer, "guest request connection");
@@ -346,6 +408,12 @@ async fn accept_loop(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+    // Stop accepting before draining, so a hybrid socket file disappears now.
+    drop(listener);
+    if !connections.is_empty() {
+        tracing::info!("finishing {} in-flight request(s)", connections.len());
+    }
+    while connections.join_next().await.is_some() {}
 }
 
 /// One request connection: read one message, answer it, close.
@@ -362,10 +430,12 @@ async fn serve_connection(
     )
     .await;
     let arrived = Instant::now();
+    let mut operation = None;
     let reply = match read {
         Ok(Ok((header, body))) => {
             Counters::bump(&counters.requests);
             guest_seen.store(true, Ordering::SeqCst);
+            operation = Some(header.operation);
             match Request::decode_body(header.operation, &body) {
                 Ok(request) => {
                     tracing::debug!(operation = %header.operation, "guest request");
@@ -398,7 +468,9 @@ async fn serve_connection(
         }
     };
     let bytes = encode_or_invalid(&reply, layout);
-    match timeout(REPLY_WRITE_TIMEOUT, write_message(&mut stream, &bytes)).await {
+    let written = timeout(REPLY_WRITE_TIMEOUT, write_message(&mut stream, &bytes)).await;
+    counters.answered(operation, &reply, arrived);
+    match written {
         Ok(Ok(())) => {
             tracing::debug!(operation = %reply.operation(), bytes = bytes.len(), "reply sent");
             let _ = stream.shutdown().await;
@@ -418,18 +490,18 @@ async fn run_notifier(
     while let Some(message) = queue.recv().await {
         let operation = message.operation();
         if !guest_seen.load(Ordering::SeqCst) {
-            Counters::bump(&counters.notifications_dropped);
+            counters.notification_dropped("no_guest_request_yet");
             tracing::info!(%operation, "no guest request yet; dropping a notification");
             continue;
         }
         let bytes = encode_or_invalid(&message, layout);
         match send_notification(&*connector, &bytes).await {
             Ok(()) => {
-                Counters::bump(&counters.notifications_sent);
+                counters.notification_sent();
                 tracing::debug!(%operation, "notification sent");
             }
             Err(e) => {
-                Counters::bump(&counters.notifications_dropped);
+                counters.notification_dropped("undeliverable");
                 tracing::warn!(%operation, to = %connector.describe(), "notification not delivered: {e}");
             }
         }

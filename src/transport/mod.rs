@@ -13,7 +13,6 @@
 pub mod framing;
 #[cfg(target_os = "linux")]
 pub mod hybrid;
-#[cfg(windows)]
 pub mod hyperv;
 pub mod tcp;
 #[cfg(target_os = "linux")]
@@ -190,6 +189,12 @@ impl TransportConfig {
                 request_port,
                 notification_port,
             } => hybrid::bind_host(path, *request_port, *notification_port).await,
+            #[cfg(windows)]
+            TransportConfig::HyperV {
+                vm_id,
+                request_port,
+                notification_port,
+            } => hyperv::bind_host(*vm_id, *request_port, *notification_port).await,
             other => Err(TransportError::Unsupported(other.kind())),
         }
     }

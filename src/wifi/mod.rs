@@ -11,7 +11,6 @@ mod hub;
 pub mod networkmanager;
 mod security;
 pub mod simulated;
-#[cfg(windows)]
 pub mod wlanapi;
 
 use std::fmt;
