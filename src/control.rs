@@ -27,6 +27,7 @@ use crate::wifi::simulated::{ScanMode, SimulatedWifi};
 /// How long a client waits for the service's answer.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest request line accepted.
+#[cfg(unix)]
 const MAX_LINE: usize = 64 * 1024;
 
 /// What to do.
