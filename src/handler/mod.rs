@@ -488,7 +488,13 @@ impl State {
                 let reply = self.scan(scan).await;
                 // Inside the serialized path: nothing produced after this
                 // reply can be queued before it.
-                tokio::time::sleep_until(arrived + self.settings.scan_min_latency).await;
+                // Only sleep when the deadline is ahead: tokio's timer
+                // rounds up to its next 1 ms tick, so even a sleep until a
+                // past instant costs about a millisecond.
+                let ready_at = arrived + self.settings.scan_min_latency;
+                if ready_at > Instant::now() {
+                    tokio::time::sleep_until(ready_at).await;
+                }
                 reply
             }
             Request::Connect(connect) => self.connect(connect).await,

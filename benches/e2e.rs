@@ -1,0 +1,590 @@
+//! End-to-end request latency against the physical floor, in one run.
+//!
+//! ```text
+//! cargo bench --bench e2e -- --requests 20000
+//! ```
+//!
+//! Does what the guest driver does, a new connection per request (connect,
+//! write the request, read the reply until the host closes), against
+//! (a) proxy-wifi's `Service` in simulated mode and (b) a floor server with
+//! the same framing that does no work: it reads the request frame, writes
+//! a pre-encoded reply captured from proxy-wifi for that operation (same
+//! bytes, same size) and closes. Over TCP loopback and over Unix sockets
+//! (hybrid vsock: the guest side connects to `<uds>_<port>`).
+//!
+//! Fairness: both servers run in this process, each on its own tokio
+//! runtime built the same way (multi-thread with as many workers as CPUs,
+//! like the `proxy-wifi` binary; `--runtime current` for a current-thread
+//! runtime on its own thread), both accept and spawn one task per
+//! connection and set TCP_NODELAY; one client thread with blocking std
+//! sockets and the same code drives both. After a warm-up, blocks of
+//! requests alternate between proxy and floor (which goes first alternates
+//! too), so drift and other load on the machine hit both alike. Scan,
+//! connect and disconnect are measured separately (connect and disconnect
+//! alternate: connect, then disconnect of the session it returned); "all"
+//! is the three together.
+//!
+//! Scan minimum latency is 0 here: the product's 150 ms default exists so
+//! `iw` does not hang, and would otherwise be all this measured.
+//!
+//! Run by `cargo test --all-targets` (without cargo bench's `--bench`
+//! argument) it does a smoke run of a few requests.
+
+#[cfg(unix)]
+mod imp {
+    use std::io::{self, Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::os::unix::net::UnixStream;
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use proxy_wifi::handler::HandlerSettings;
+    use proxy_wifi::protocol::{
+        akm, cipher, ConnectRequest, DisconnectRequest, Key, Message, Operation, Request,
+        ScanLayout, ScanRequest, Ssid, HEADER_LEN,
+    };
+    use proxy_wifi::service::{Backend, Service};
+    use proxy_wifi::transport::TransportConfig;
+    use proxy_wifi::wifi::simulated::SimulatedWifi;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::runtime::Runtime;
+
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    const REQUEST_PORT: u32 = 12345;
+    const KINDS: [&str; 3] = ["scan", "connect", "disconnect"];
+
+    struct Options {
+        requests: usize,
+        block: usize,
+        warmup: usize,
+        runtime: RuntimeKind,
+        smoke: bool,
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum RuntimeKind {
+        Multi,
+        Current,
+    }
+
+    impl RuntimeKind {
+        fn describe(self) -> String {
+            match self {
+                RuntimeKind::Multi => format!(
+                    "multi-thread, {} workers (as the proxy-wifi binary)",
+                    workers()
+                ),
+                RuntimeKind::Current => "current-thread, on its own thread".to_string(),
+            }
+        }
+    }
+
+    fn workers() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    fn parse_args() -> Result<Options, Error> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let smoke = !args.iter().any(|a| a == "--bench");
+        let mut options = Options {
+            requests: if smoke { 40 } else { 20_000 },
+            block: 500,
+            warmup: if smoke { 10 } else { 2_000 },
+            runtime: RuntimeKind::Multi,
+            smoke,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = || -> Result<usize, Error> {
+                Ok(it
+                    .next()
+                    .ok_or_else(|| format!("{arg} needs a value"))?
+                    .parse()?)
+            };
+            match arg.as_str() {
+                "--requests" => options.requests = value()?,
+                "--block" => options.block = value()?.max(1),
+                "--warmup" => options.warmup = value()?,
+                "--runtime" => {
+                    options.runtime = match it.next().map(String::as_str) {
+                        Some("multi") => RuntimeKind::Multi,
+                        Some("current") => RuntimeKind::Current,
+                        other => {
+                            return Err(format!("--runtime multi|current, not {other:?}").into())
+                        }
+                    }
+                }
+                "--help" | "-h" => {
+                    println!(
+                        "cargo bench --bench e2e -- [--requests N] [--block N] [--warmup N] [--runtime multi|current]"
+                    );
+                    std::process::exit(0);
+                }
+                // cargo's own arguments (--bench, filters) are ignored.
+                _ => {}
+            }
+        }
+        if options.smoke {
+            options.block = options.block.min(options.requests.max(1));
+        }
+        Ok(options)
+    }
+
+    /// A runtime for one server, kept alive (with its thread, for the
+    /// current-thread flavour) until dropped.
+    struct ServerRuntime {
+        handle: tokio::runtime::Handle,
+        _rt: Option<Runtime>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl ServerRuntime {
+        fn new(kind: RuntimeKind, name: &str) -> Result<ServerRuntime, Error> {
+            match kind {
+                RuntimeKind::Multi => {
+                    let rt = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(workers())
+                        .thread_name(name)
+                        .enable_all()
+                        .build()?;
+                    Ok(ServerRuntime {
+                        handle: rt.handle().clone(),
+                        _rt: Some(rt),
+                        stop: None,
+                        thread: None,
+                    })
+                }
+                RuntimeKind::Current => {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    let handle = rt.handle().clone();
+                    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                    let thread =
+                        std::thread::Builder::new()
+                            .name(name.to_string())
+                            .spawn(move || {
+                                let _ = rt.block_on(stopped);
+                            })?;
+                    Ok(ServerRuntime {
+                        handle,
+                        _rt: None,
+                        stop: Some(stop),
+                        thread: Some(thread),
+                    })
+                }
+            }
+        }
+    }
+
+    impl Drop for ServerRuntime {
+        fn drop(&mut self) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// Where a client connects.
+    #[derive(Clone)]
+    enum Target {
+        Tcp(SocketAddr),
+        Unix(PathBuf),
+    }
+
+    /// The client: one request on a new connection, reply read until the
+    /// server closes. The same code for both servers.
+    fn exchange(target: &Target, request: &[u8], reply: &mut Vec<u8>) -> io::Result<()> {
+        reply.clear();
+        match target {
+            Target::Tcp(address) => {
+                let mut s = TcpStream::connect(address)?;
+                s.set_nodelay(true)?;
+                s.write_all(request)?;
+                s.read_to_end(reply)?;
+            }
+            Target::Unix(path) => {
+                let mut s = UnixStream::connect(path)?;
+                s.write_all(request)?;
+                s.read_to_end(reply)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn connect_request() -> Result<Vec<u8>, Error> {
+        Ok(Request::Connect(ConnectRequest {
+            ssid: Ssid::new(b"FakeWpa2Psk")?,
+            bssid: None,
+            auth_type: 0,
+            wpa_versions: 2,
+            akm_suites: vec![akm::PSK],
+            pairwise_ciphers: vec![cipher::CCMP],
+            group_cipher: cipher::CCMP,
+            key: Key::new(vec![0x5a; 32]),
+        })
+        .encode()?)
+    }
+
+    fn disconnect_request(session_id: u64) -> Result<Vec<u8>, Error> {
+        Ok(Request::Disconnect(DisconnectRequest { session_id }).encode()?)
+    }
+
+    fn session_of(reply: &[u8]) -> Result<u64, Error> {
+        match Message::decode(reply, ScanLayout::Current)? {
+            Message::ConnectResponse(r) if r.result_code == 0 => Ok(r.session_id),
+            other => Err(format!("unexpected connect reply {:?}", other.operation()).into()),
+        }
+    }
+
+    /// One server under test: where it listens, per transport.
+    struct Server {
+        tcp: Target,
+        unix: Target,
+    }
+
+    impl Server {
+        fn target(&self, transport: &str) -> &Target {
+            if transport == "tcp" {
+                &self.tcp
+            } else {
+                &self.unix
+            }
+        }
+    }
+
+    /// Latencies in nanoseconds, per kind.
+    #[derive(Default)]
+    struct Samples {
+        by_kind: [Vec<u64>; 3],
+    }
+
+    /// `count` scans and `count` connect/disconnect pairs against `target`.
+    fn run_block(
+        target: &Target,
+        count: usize,
+        scan: &[u8],
+        connect: &[u8],
+        expect: &Replies,
+        mut samples: Option<&mut Samples>,
+    ) -> Result<(), Error> {
+        let mut reply = Vec::with_capacity(expect.scan.len());
+        for _ in 0..count {
+            let t = Instant::now();
+            exchange(target, scan, &mut reply)?;
+            let scan_ns = t.elapsed().as_nanos() as u64;
+            if reply.len() != expect.scan.len() {
+                return Err(format!("scan reply of {} bytes", reply.len()).into());
+            }
+
+            let t = Instant::now();
+            exchange(target, connect, &mut reply)?;
+            let connect_ns = t.elapsed().as_nanos() as u64;
+            let disconnect = disconnect_request(session_of(&reply)?)?;
+
+            let t = Instant::now();
+            exchange(target, &disconnect, &mut reply)?;
+            let disconnect_ns = t.elapsed().as_nanos() as u64;
+            if reply != expect.disconnect {
+                return Err("unexpected disconnect reply".into());
+            }
+            if let Some(s) = samples.as_deref_mut() {
+                s.by_kind[0].push(scan_ns);
+                s.by_kind[1].push(connect_ns);
+                s.by_kind[2].push(disconnect_ns);
+            }
+        }
+        Ok(())
+    }
+
+    /// proxy-wifi's replies, captured once; the floor sends these bytes.
+    #[derive(Clone)]
+    struct Replies {
+        scan: Vec<u8>,
+        connect: Vec<u8>,
+        disconnect: Vec<u8>,
+    }
+
+    async fn floor_reply<S>(mut stream: S, replies: Arc<Replies>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let mut header = [0u8; HEADER_LEN];
+        if stream.read_exact(&mut header).await.is_err() {
+            return;
+        }
+        let size = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut body = vec![0u8; size.min(4096)];
+        if stream.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let reply = match Operation::from_u8(header[0]) {
+            Some(Operation::ScanRequest) => &replies.scan,
+            Some(Operation::ConnectRequest) => &replies.connect,
+            _ => &replies.disconnect,
+        };
+        if stream.write_all(reply).await.is_ok() {
+            let _ = stream.flush().await;
+            let _ = stream.shutdown().await;
+        }
+    }
+
+    /// The floor: same framing, no work.
+    fn start_floor(rt: &ServerRuntime, dir: &Path, replies: Replies) -> Result<Server, Error> {
+        let replies = Arc::new(replies);
+        let unix_path = dir.join(format!("floor.sock_{REQUEST_PORT}"));
+        let (tcp, unix) = rt.handle.block_on(async {
+            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let unix = tokio::net::UnixListener::bind(&unix_path)?;
+            io::Result::Ok((tcp, unix))
+        })?;
+        let tcp_address = tcp.local_addr()?;
+        let r = replies.clone();
+        rt.handle.spawn(async move {
+            while let Ok((stream, _)) = tcp.accept().await {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(floor_reply(stream, r.clone()));
+            }
+        });
+        rt.handle.spawn(async move {
+            while let Ok((stream, _)) = unix.accept().await {
+                tokio::spawn(floor_reply(stream, replies.clone()));
+            }
+        });
+        Ok(Server {
+            tcp: Target::Tcp(tcp_address),
+            unix: Target::Unix(unix_path),
+        })
+    }
+
+    /// proxy-wifi: two `Service`s (TCP and hybrid vsock) on one simulated
+    /// backend, scan minimum latency 0.
+    fn start_proxy(rt: &ServerRuntime, dir: &Path) -> Result<(Server, Vec<Service>), Error> {
+        let wifi = SimulatedWifi::reference();
+        let settings = HandlerSettings {
+            scan_min_latency: Duration::ZERO,
+            ..HandlerSettings::default()
+        };
+        let uds = dir.join("proxy.sock");
+        let tcp = Service::builder(
+            TransportConfig::Tcp {
+                address: "127.0.0.1".parse()?,
+                request_port: 0,
+                notification_port: 9,
+            },
+            Backend::Simulated(wifi.clone()),
+        )
+        .settings(settings.clone())
+        .build();
+        let hybrid = Service::builder(
+            TransportConfig::HybridVsock {
+                path: uds.clone(),
+                request_port: REQUEST_PORT,
+                notification_port: 12346,
+            },
+            Backend::Simulated(wifi),
+        )
+        .settings(settings)
+        .build();
+        let port = rt.handle.block_on(async {
+            tcp.start().await?;
+            hybrid.start().await?;
+            Result::<_, Error>::Ok(tcp.request_port().await)
+        })?;
+        let port = port.ok_or("the TCP service has no port")?;
+        let server = Server {
+            tcp: Target::Tcp(SocketAddr::from(([127, 0, 0, 1], port as u16))),
+            unix: Target::Unix(PathBuf::from(format!("{}_{REQUEST_PORT}", uds.display()))),
+        };
+        Ok((server, vec![tcp, hybrid]))
+    }
+
+    fn capture_replies(proxy: &Server) -> Result<Replies, Error> {
+        let target = &proxy.tcp;
+        let mut scan = Vec::new();
+        exchange(
+            target,
+            &Request::Scan(ScanRequest::default()).encode()?,
+            &mut scan,
+        )?;
+        let mut connect = Vec::new();
+        exchange(target, &connect_request()?, &mut connect)?;
+        let mut disconnect = Vec::new();
+        exchange(
+            target,
+            &disconnect_request(session_of(&connect)?)?,
+            &mut disconnect,
+        )?;
+        match Message::decode(&scan, ScanLayout::Current)? {
+            Message::ScanResponse(s) if !s.bss.is_empty() => {}
+            _ => return Err("proxy-wifi's scan reply is not a scan response".into()),
+        }
+        Ok(Replies {
+            scan,
+            connect,
+            disconnect,
+        })
+    }
+
+    fn percentile(sorted: &[u64], p: f64) -> f64 {
+        if sorted.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
+    }
+
+    fn machine() -> String {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        format!("{} x {cpu}, kernel {kernel}", workers())
+    }
+
+    pub fn main() -> Result<(), Error> {
+        let options = parse_args()?;
+        let dir = tempfile::tempdir()?;
+        let proxy_rt = ServerRuntime::new(options.runtime, "proxy")?;
+        let floor_rt = ServerRuntime::new(options.runtime, "floor")?;
+        let (proxy, services) = start_proxy(&proxy_rt, dir.path())?;
+        let replies = capture_replies(&proxy)?;
+        let floor = start_floor(&floor_rt, dir.path(), replies.clone())?;
+
+        println!("proxy-wifi end-to-end latency vs the floor (same framing, no work)");
+        println!("machine: {}", machine());
+        println!(
+            "server runtimes: {}; client: one thread, blocking std sockets, a new connection per request",
+            options.runtime.describe()
+        );
+        println!("scan min latency: 0 (the product's default is 150 ms, for iw; it is off here)");
+        println!(
+            "replies: scan {} B ({} simulated BSSs), connect {} B, disconnect {} B (the floor sends the same bytes)",
+            replies.scan.len(),
+            match Message::decode(&replies.scan, ScanLayout::Current)? {
+                Message::ScanResponse(s) => s.bss.len(),
+                _ => 0,
+            },
+            replies.connect.len(),
+            replies.disconnect.len()
+        );
+        println!(
+            "{} requests per kind, server and transport; blocks of {} alternating proxy/floor; warm-up {}",
+            options.requests, options.block, options.warmup
+        );
+        if options.smoke {
+            println!("(smoke run: not invoked by cargo bench; numbers are meaningless)");
+        }
+
+        let scan = Request::Scan(ScanRequest::default()).encode()?;
+        let connect = connect_request()?;
+        let servers = [&proxy, &floor];
+        let transports = ["tcp", "unix"];
+        let mut results: Vec<Vec<Samples>> = transports
+            .iter()
+            .map(|_| servers.iter().map(|_| Samples::default()).collect())
+            .collect();
+
+        for (ti, transport) in transports.iter().enumerate() {
+            for server in servers {
+                run_block(
+                    server.target(transport),
+                    options.warmup,
+                    &scan,
+                    &connect,
+                    &replies,
+                    None,
+                )?;
+            }
+            let mut done = 0;
+            let mut round = 0;
+            while done < options.requests {
+                let count = options.block.min(options.requests - done);
+                for k in 0..servers.len() {
+                    let si = (k + round) % servers.len();
+                    let server = servers[si];
+                    run_block(
+                        server.target(transport),
+                        count,
+                        &scan,
+                        &connect,
+                        &replies,
+                        Some(&mut results[ti][si]),
+                    )?;
+                }
+                done += count;
+                round += 1;
+            }
+        }
+
+        println!();
+        println!(
+            "{:<6} {:<11} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
+            "", "", "proxy", "proxy", "floor", "floor", "ratio", "ratio"
+        );
+        println!(
+            "{:<6} {:<11} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
+            "trans.", "request", "p50 µs", "p99 µs", "p50 µs", "p99 µs", "p50", "p99"
+        );
+        for (ti, transport) in transports.iter().enumerate() {
+            for k in 0..=KINDS.len() {
+                let stats: Vec<(f64, f64)> = results[ti]
+                    .iter()
+                    .map(|s| {
+                        let mut v: Vec<u64> = if k < KINDS.len() {
+                            s.by_kind[k].clone()
+                        } else {
+                            s.by_kind.concat()
+                        };
+                        v.sort_unstable();
+                        (percentile(&v, 50.0), percentile(&v, 99.0))
+                    })
+                    .collect();
+                let (pp50, pp99) = stats[0];
+                let (fp50, fp99) = stats[1];
+                println!(
+                    "{:<6} {:<11} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9.2} {:>9.2}",
+                    transport,
+                    if k < KINDS.len() { KINDS[k] } else { "all" },
+                    pp50,
+                    pp99,
+                    fp50,
+                    fp99,
+                    pp50 / fp50,
+                    pp99 / fp99
+                );
+            }
+        }
+        proxy_rt.handle.block_on(async {
+            for service in &services {
+                service.stop().await;
+            }
+        });
+        drop(services);
+        Ok(())
+    }
+}
+
+fn main() {
+    #[cfg(unix)]
+    if let Err(e) = imp::main() {
+        eprintln!("e2e benchmark failed: {e}");
+        std::process::exit(1);
+    }
+    #[cfg(not(unix))]
+    eprintln!("SKIPPED: the e2e benchmark uses TCP and Unix sockets on Unix hosts only");
+}
