@@ -30,7 +30,7 @@
 //! Run by `cargo test --all-targets` (without cargo bench's `--bench`
 //! argument) it does a smoke run of a few requests.
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 mod imp {
     use std::io::{self, Read, Write};
     use std::net::{SocketAddr, TcpStream};
@@ -60,29 +60,34 @@ mod imp {
         block: usize,
         warmup: usize,
         runtime: RuntimeKind,
+        placements: Vec<Placement>,
         smoke: bool,
     }
 
     #[derive(Clone, Copy, PartialEq, Eq)]
     enum RuntimeKind {
-        Multi,
+        /// Multi-thread with this many workers.
+        Multi(usize),
         Current,
     }
 
     impl RuntimeKind {
         fn describe(self) -> String {
             match self {
-                RuntimeKind::Multi => format!(
-                    "multi-thread, {} workers (as the proxy-wifi binary)",
-                    workers()
-                ),
+                RuntimeKind::Multi(n) if n == workers() => {
+                    format!("multi-thread, {n} workers (as the proxy-wifi binary)")
+                }
+                RuntimeKind::Multi(n) => format!("multi-thread, {n} workers"),
                 RuntimeKind::Current => "current-thread, on its own thread".to_string(),
             }
         }
     }
 
+    /// CPUs available at start (before any pinning, which would change
+    /// what `available_parallelism` says).
     fn workers() -> usize {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     fn parse_args() -> Result<Options, Error> {
@@ -92,7 +97,8 @@ mod imp {
             requests: if smoke { 40 } else { 20_000 },
             block: 500,
             warmup: if smoke { 10 } else { 2_000 },
-            runtime: RuntimeKind::Multi,
+            runtime: RuntimeKind::Multi(workers()),
+            placements: Vec::new(),
             smoke,
         };
         let mut it = args.iter();
@@ -109,16 +115,33 @@ mod imp {
                 "--warmup" => options.warmup = value()?,
                 "--runtime" => {
                     options.runtime = match it.next().map(String::as_str) {
-                        Some("multi") => RuntimeKind::Multi,
+                        Some("multi") => RuntimeKind::Multi(workers()),
+                        Some(m) if m.starts_with("multi") && m[5..].parse::<usize>().is_ok() => {
+                            RuntimeKind::Multi(m[5..].parse::<usize>()?.max(1))
+                        }
                         Some("current") => RuntimeKind::Current,
                         other => {
                             return Err(format!("--runtime multi|current, not {other:?}").into())
                         }
                     }
                 }
+                "--placement" => {
+                    for p in it.next().map(String::as_str).unwrap_or("").split(',') {
+                        options.placements.push(match p {
+                            "free" => Placement::Free,
+                            "same" => Placement::Same,
+                            "split" => Placement::Split,
+                            other => {
+                                return Err(
+                                    format!("--placement free,same,split: not {other:?}").into()
+                                )
+                            }
+                        });
+                    }
+                }
                 "--help" | "-h" => {
                     println!(
-                        "cargo bench --bench e2e -- [--requests N] [--block N] [--warmup N] [--runtime multi|current]"
+                        "cargo bench --bench e2e -- [--requests N] [--block N] [--warmup N] [--runtime multi|multiN|current] [--placement free,same,split]"
                     );
                     std::process::exit(0);
                 }
@@ -144,9 +167,9 @@ mod imp {
     impl ServerRuntime {
         fn new(kind: RuntimeKind, name: &str) -> Result<ServerRuntime, Error> {
             match kind {
-                RuntimeKind::Multi => {
+                RuntimeKind::Multi(n) => {
                     let rt = tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(workers())
+                        .worker_threads(n)
                         .thread_name(name)
                         .enable_all()
                         .build()?;
@@ -245,6 +268,8 @@ mod imp {
 
     /// One server under test: where it listens, per transport.
     struct Server {
+        /// The name of its runtime's threads.
+        thread_name: &'static str,
         tcp: Target,
         unix: Target,
     }
@@ -259,10 +284,35 @@ mod imp {
         }
     }
 
-    /// Latencies in nanoseconds, per kind.
+    /// Latencies in nanoseconds, per kind, and the server threads' context
+    /// switches while they were taken.
     #[derive(Default)]
     struct Samples {
         by_kind: [Vec<u64>; 3],
+        switches: u64,
+    }
+
+    /// Context switches (voluntary and not) of this process's threads
+    /// named `name` (a server runtime's threads).
+    fn thread_switches(name: &str) -> u64 {
+        let mut total = 0;
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return 0;
+        };
+        for task in tasks.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() != name {
+                continue;
+            }
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            total += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        total
     }
 
     /// `count` scans and `count` connect/disconnect pairs against `target`.
@@ -358,6 +408,7 @@ mod imp {
             }
         });
         Ok(Server {
+            thread_name: "floor",
             tcp: Target::Tcp(tcp_address),
             unix: Target::Unix(unix_path),
         })
@@ -399,6 +450,7 @@ mod imp {
         })?;
         let port = port.ok_or("the TCP service has no port")?;
         let server = Server {
+            thread_name: "proxy",
             tcp: Target::Tcp(SocketAddr::from(([127, 0, 0, 1], port as u16))),
             unix: Target::Unix(PathBuf::from(format!("{}_{REQUEST_PORT}", uds.display()))),
         };
@@ -456,57 +508,98 @@ mod imp {
         format!("{} x {cpu}, kernel {kernel}", workers())
     }
 
-    pub fn main() -> Result<(), Error> {
-        let options = parse_args()?;
-        let dir = tempfile::tempdir()?;
-        let proxy_rt = ServerRuntime::new(options.runtime, "proxy")?;
-        let floor_rt = ServerRuntime::new(options.runtime, "floor")?;
-        let (proxy, services) = start_proxy(&proxy_rt, dir.path())?;
-        let replies = capture_replies(&proxy)?;
-        let floor = start_floor(&floor_rt, dir.path(), replies.clone())?;
+    const TRANSPORTS: [&str; 2] = ["tcp", "unix"];
 
-        println!("proxy-wifi end-to-end latency vs the floor (same framing, no work)");
-        println!("machine: {}", machine());
-        println!(
-            "server runtimes: {}; client: one thread, blocking std sockets, a new connection per request",
-            options.runtime.describe()
-        );
-        println!("scan min latency: 0 (the product's default is 150 ms, for iw; it is off here)");
-        println!(
-            "replies: scan {} B ({} simulated BSSs), connect {} B, disconnect {} B (the floor sends the same bytes)",
-            replies.scan.len(),
-            match Message::decode(&replies.scan, ScanLayout::Current)? {
-                Message::ScanResponse(s) => s.bss.len(),
-                _ => 0,
-            },
-            replies.connect.len(),
-            replies.disconnect.len()
-        );
-        println!(
-            "{} requests per kind, server and transport; blocks of {} alternating proxy/floor; warm-up {}",
-            options.requests, options.block, options.warmup
-        );
-        if options.smoke {
-            println!("(smoke run: not invoked by cargo bench; numbers are meaningless)");
+    /// Where the client and server threads run.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Placement {
+        /// Wherever the kernel puts them.
+        Free,
+        /// All on CPU 0: a request is a direct switch between threads.
+        Same,
+        /// Client on CPU 0, both servers' threads on CPU 1: every request
+        /// crosses CPUs, like a guest vCPU talking to a host thread.
+        Split,
+    }
+
+    impl Placement {
+        fn name(self) -> &'static str {
+            match self {
+                Placement::Free => "free",
+                Placement::Same => "same",
+                Placement::Split => "split",
+            }
         }
 
-        let scan = Request::Scan(ScanRequest::default()).encode()?;
-        let connect = connect_request()?;
-        let servers = [&proxy, &floor];
-        let transports = ["tcp", "unix"];
+        fn describe(self) -> &'static str {
+            match self {
+                Placement::Free => "free: threads wherever the kernel schedules them",
+                Placement::Same => "same: client and servers pinned to CPU 0",
+                Placement::Split => "split: client pinned to CPU 0, servers pinned to CPU 1",
+            }
+        }
+    }
+
+    fn set_affinity(tid: libc::pid_t, cpus: &[usize]) -> bool {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes
+        // inside it; sched_setaffinity reads it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for &cpu in cpus {
+                libc::CPU_SET(cpu, &mut set);
+            }
+            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+        }
+    }
+
+    /// Pins this thread (the client) and the server runtimes' threads.
+    fn place(placement: Placement) -> bool {
+        let all: Vec<usize> = (0..workers()).collect();
+        if placement != Placement::Free && all.len() < 2 {
+            return false;
+        }
+        let (client, servers): (&[usize], &[usize]) = match placement {
+            Placement::Free => (&all, &all),
+            Placement::Same => (&[0], &[0]),
+            Placement::Split => (&[0], &[1]),
+        };
+        let mut ok = set_affinity(0, client);
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for task in tasks.flatten() {
+                let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                if matches!(comm.trim_end(), "proxy" | "floor") {
+                    if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) {
+                        ok &= set_affinity(tid, servers);
+                    }
+                }
+            }
+        }
+        ok
+    }
+
+    fn measure(
+        options: &Options,
+        servers: &[&Server; 2],
+        scan: &[u8],
+        connect: &[u8],
+        replies: &Replies,
+    ) -> Result<Vec<Vec<Samples>>, Error> {
+        let scan = scan.to_vec();
+        let connect = connect.to_vec();
+        let (scan, connect) = (&scan[..], &connect[..]);
+        let transports = TRANSPORTS;
         let mut results: Vec<Vec<Samples>> = transports
             .iter()
             .map(|_| servers.iter().map(|_| Samples::default()).collect())
             .collect();
-
         for (ti, transport) in transports.iter().enumerate() {
             for server in servers {
                 run_block(
                     server.target(transport),
                     options.warmup,
-                    &scan,
-                    &connect,
-                    &replies,
+                    scan,
+                    connect,
+                    replies,
                     None,
                 )?;
             }
@@ -517,20 +610,28 @@ mod imp {
                 for k in 0..servers.len() {
                     let si = (k + round) % servers.len();
                     let server = servers[si];
+                    let switches = thread_switches(server.thread_name);
                     run_block(
                         server.target(transport),
                         count,
-                        &scan,
-                        &connect,
-                        &replies,
+                        scan,
+                        connect,
+                        replies,
                         Some(&mut results[ti][si]),
                     )?;
+                    results[ti][si].switches +=
+                        thread_switches(server.thread_name).saturating_sub(switches);
                 }
                 done += count;
                 round += 1;
             }
         }
 
+        Ok(results)
+    }
+
+    fn report(results: &[Vec<Samples>]) {
+        let transports = TRANSPORTS;
         println!();
         println!(
             "{:<6} {:<11} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
@@ -569,6 +670,80 @@ mod imp {
                 );
             }
         }
+        println!();
+        for (ti, transport) in transports.iter().enumerate() {
+            let per = |si: usize| {
+                let s: &Samples = &results[ti][si];
+                s.switches as f64 / s.by_kind.iter().map(Vec::len).sum::<usize>().max(1) as f64
+            };
+            println!(
+                "{transport}: server-thread context switches per request: proxy {:.2}, floor {:.2}",
+                per(0),
+                per(1)
+            );
+        }
+    }
+
+    pub fn main() -> Result<(), Error> {
+        let options = parse_args()?;
+        workers();
+        let dir = tempfile::tempdir()?;
+        let proxy_rt = ServerRuntime::new(options.runtime, "proxy")?;
+        let floor_rt = ServerRuntime::new(options.runtime, "floor")?;
+        let (proxy, services) = start_proxy(&proxy_rt, dir.path())?;
+        let replies = capture_replies(&proxy)?;
+        let floor = start_floor(&floor_rt, dir.path(), replies.clone())?;
+
+        println!("proxy-wifi end-to-end latency vs the floor (same framing, no work)");
+        println!("machine: {}", machine());
+        println!(
+            "server runtimes: {}; client: one thread, blocking std sockets, a new connection per request",
+            options.runtime.describe()
+        );
+        println!("scan min latency: 0 (the product's default is 150 ms, for iw; it is off here)");
+        println!(
+            "replies: scan {} B ({} simulated BSSs), connect {} B, disconnect {} B (the floor sends the same bytes)",
+            replies.scan.len(),
+            match Message::decode(&replies.scan, ScanLayout::Current)? {
+                Message::ScanResponse(s) => s.bss.len(),
+                _ => 0,
+            },
+            replies.connect.len(),
+            replies.disconnect.len()
+        );
+        println!(
+            "{} requests per kind, server and transport; blocks of {} alternating proxy/floor; warm-up {}",
+            options.requests, options.block, options.warmup
+        );
+        if options.smoke {
+            println!("(smoke run: not invoked by cargo bench; numbers are meaningless)");
+        }
+
+        let scan = Request::Scan(ScanRequest::default()).encode()?;
+        let connect = connect_request()?;
+        let servers = [&proxy, &floor];
+        let placements = if options.smoke {
+            vec![Placement::Free]
+        } else if options.placements.is_empty() {
+            vec![Placement::Free, Placement::Same, Placement::Split]
+        } else {
+            options.placements.clone()
+        };
+        for placement in placements {
+            if !place(placement) {
+                println!();
+                println!(
+                    "placement {}: SKIPPED (needs 2 CPUs and sched_setaffinity)",
+                    placement.name()
+                );
+                continue;
+            }
+            println!();
+            println!("placement {}", placement.describe());
+            let results = measure(&options, &servers, &scan, &connect, &replies)?;
+            report(&results);
+        }
+        place(Placement::Free);
         proxy_rt.handle.block_on(async {
             for service in &services {
                 service.stop().await;
@@ -580,11 +755,11 @@ mod imp {
 }
 
 fn main() {
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     if let Err(e) = imp::main() {
         eprintln!("e2e benchmark failed: {e}");
         std::process::exit(1);
     }
-    #[cfg(not(unix))]
-    eprintln!("SKIPPED: the e2e benchmark uses TCP and Unix sockets on Unix hosts only");
+    #[cfg(not(target_os = "linux"))]
+    eprintln!("SKIPPED: the e2e benchmark runs on Linux only (Unix sockets, /proc, CPU affinity)");
 }

@@ -33,7 +33,7 @@
 //! Run by `cargo test --all-targets` (without cargo bench's `--bench`
 //! argument) it does a smoke run: 4 guests, a few requests, a short idle.
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 mod imp {
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
@@ -51,7 +51,22 @@ mod imp {
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
     const REQUEST_PORT: u32 = 12345;
-    const DAEMON: &str = env!("CARGO_BIN_EXE_proxy-wifi");
+    /// The release binary cargo built with this benchmark.
+    const BUILT_DAEMON: &str = env!("CARGO_BIN_EXE_proxy-wifi");
+
+    /// The daemon binary: `--daemon-bin PATH` or `PROXY_WIFI_DAEMON`, else
+    /// the one cargo built alongside this benchmark.
+    fn daemon() -> PathBuf {
+        let args: Vec<String> = std::env::args().collect();
+        if let Some(i) = args.iter().position(|a| a == "--daemon-bin") {
+            if let Some(path) = args.get(i + 1) {
+                return PathBuf::from(path);
+            }
+        }
+        std::env::var_os("PROXY_WIFI_DAEMON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(BUILT_DAEMON))
+    }
 
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
     enum Mode {
@@ -62,7 +77,7 @@ mod imp {
     impl Mode {
         fn describe(self) -> &'static str {
             match self {
-                Mode::Daemon => "the proxy-wifi binary: proxy-wifi serve --config FILE",
+                Mode::Daemon => "the daemon binary: proxy-wifi serve --config FILE",
                 Mode::Library => {
                     "library setup: one Service per guest on one SimulatedWifi, in a child process"
                 }
@@ -81,7 +96,7 @@ mod imp {
     }
 
     fn daemon_has_config() -> bool {
-        Command::new(DAEMON)
+        Command::new(daemon())
             .args(["serve", "--help"])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).contains("--config"))
@@ -118,11 +133,14 @@ mod imp {
                 "--requests" => options.requests = value()?.parse()?,
                 "--idle-seconds" => options.idle = Duration::from_secs_f64(value()?.parse()?),
                 "--mode" => mode = value()?,
+                "--daemon-bin" => {
+                    value()?;
+                }
                 "--no-strace" => options.strace = false,
                 "--help" | "-h" => {
                     println!(
                         "cargo bench --bench guests -- [--guests N] [--clients N] [--requests N] \
-                         [--idle-seconds S] [--mode auto|daemon|library|both] [--no-strace]"
+                         [--idle-seconds S] [--mode auto|daemon|library|both] [--daemon-bin PATH] [--no-strace]"
                     );
                     std::process::exit(0);
                 }
@@ -138,8 +156,9 @@ mod imp {
                     vec![Mode::Daemon]
                 } else {
                     println!(
-                        "NOTE: {DAEMON} has no `serve --config` yet (the multi-guest daemon is \
-                         not merged); measuring the equivalent library setup instead"
+                        "NOTE: {} has no `serve --config` yet (the multi-guest daemon is \
+                         not merged); measuring the equivalent library setup instead",
+                        daemon().display()
                     );
                     vec![Mode::Library]
                 }
@@ -147,7 +166,11 @@ mod imp {
             other => return Err(format!("--mode auto|daemon|library|both, not {other}").into()),
         };
         if options.modes.contains(&Mode::Daemon) && !daemon_has_config() {
-            return Err(format!("{DAEMON} has no `serve --config`; use --mode library").into());
+            return Err(format!(
+                "{} has no `serve --config`; use --mode library",
+                daemon().display()
+            )
+            .into());
         }
         Ok(options)
     }
@@ -228,7 +251,7 @@ mod imp {
         fn start(mode: Mode, config: &Path, log: &Path) -> Result<Server, Error> {
             let mut command = match mode {
                 Mode::Daemon => {
-                    let mut c = Command::new(DAEMON);
+                    let mut c = Command::new(daemon());
                     c.arg("serve").arg("--config").arg(config);
                     c
                 }
@@ -478,7 +501,10 @@ mod imp {
         server.check_alive()?;
 
         println!();
-        println!("== {} (pid {pid})", mode.describe());
+        match mode {
+            Mode::Daemon => println!("== {} (pid {pid}, {})", mode.describe(), daemon().display()),
+            Mode::Library => println!("== {} (pid {pid})", mode.describe()),
+        }
         println!(
             "{} guests on hybrid vsock sockets ready {:.0} ms after start",
             options.guests,
@@ -592,11 +618,11 @@ mod imp {
 }
 
 fn main() {
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     if let Err(e) = imp::main() {
         eprintln!("guests benchmark failed: {e}");
         std::process::exit(1);
     }
-    #[cfg(not(unix))]
-    eprintln!("SKIPPED: the many-guests benchmark uses hybrid vsock (Unix sockets)");
+    #[cfg(not(target_os = "linux"))]
+    eprintln!("SKIPPED: the many-guests benchmark runs on Linux only (hybrid vsock, /proc)");
 }
