@@ -13,13 +13,18 @@
 //! (hybrid vsock: the guest side connects to `<uds>_<port>`).
 //!
 //! Fairness: both servers run in this process, each on its own tokio
-//! runtime built the same way (multi-thread with as many workers as CPUs,
-//! like the `proxy-wifi` binary; `--runtime current` for a current-thread
-//! runtime on its own thread), both accept and spawn one task per
+//! runtime built the same way (by default multi-thread with one worker,
+//! like the `proxy-wifi` binary; `--runtime multiN` for N workers,
+//! `--runtime current` for a current-thread runtime on its own thread),
+//! both accept and spawn one task per
 //! connection and set TCP_NODELAY; one client thread with blocking std
 //! sockets and the same code drives both. After a warm-up, blocks of
 //! requests alternate between proxy and floor (which goes first alternates
-//! too), so drift and other load on the machine hit both alike. Scan,
+//! too), so drift and other load on the machine hit both alike. The run is
+//! repeated per thread placement (`--placement free,same,split`): free,
+//! everything on CPU 0, and client on CPU 0 with servers on CPU 1, because
+//! where the kernel puts the threads changes the figures more than
+//! anything the servers do. Scan,
 //! connect and disconnect are measured separately (connect and disconnect
 //! alternate: connect, then disconnect of the session it returned); "all"
 //! is the three together.
@@ -53,6 +58,9 @@ mod imp {
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
     const REQUEST_PORT: u32 = 12345;
+    /// The `proxy-wifi` binary's runtime: multi-thread with one worker
+    /// (src/cli/mod.rs).
+    const BINARY_WORKERS: usize = 1;
     const KINDS: [&str; 3] = ["scan", "connect", "disconnect"];
 
     struct Options {
@@ -74,10 +82,10 @@ mod imp {
     impl RuntimeKind {
         fn describe(self) -> String {
             match self {
-                RuntimeKind::Multi(n) if n == workers() => {
-                    format!("multi-thread, {n} workers (as the proxy-wifi binary)")
+                RuntimeKind::Multi(n) if n == BINARY_WORKERS => {
+                    format!("multi-thread, {n} worker(s) (as the proxy-wifi binary)")
                 }
-                RuntimeKind::Multi(n) => format!("multi-thread, {n} workers"),
+                RuntimeKind::Multi(n) => format!("multi-thread, {n} worker(s)"),
                 RuntimeKind::Current => "current-thread, on its own thread".to_string(),
             }
         }
@@ -97,7 +105,7 @@ mod imp {
             requests: if smoke { 40 } else { 20_000 },
             block: 500,
             warmup: if smoke { 10 } else { 2_000 },
-            runtime: RuntimeKind::Multi(workers()),
+            runtime: RuntimeKind::Multi(BINARY_WORKERS),
             placements: Vec::new(),
             smoke,
         };
@@ -115,7 +123,7 @@ mod imp {
                 "--warmup" => options.warmup = value()?,
                 "--runtime" => {
                     options.runtime = match it.next().map(String::as_str) {
-                        Some("multi") => RuntimeKind::Multi(workers()),
+                        Some("multi") => RuntimeKind::Multi(BINARY_WORKERS),
                         Some(m) if m.starts_with("multi") && m[5..].parse::<usize>().is_ok() => {
                             RuntimeKind::Multi(m[5..].parse::<usize>()?.max(1))
                         }
@@ -642,14 +650,15 @@ mod imp {
             "trans.", "request", "p50 µs", "p99 µs", "p50 µs", "p99 µs", "p50", "p99"
         );
         for (ti, transport) in transports.iter().enumerate() {
-            for k in 0..=KINDS.len() {
+            // One row per kind (Some(index)), then all kinds together.
+            let rows = (0..KINDS.len()).map(Some).chain([None]);
+            for kind in rows {
                 let stats: Vec<(f64, f64)> = results[ti]
                     .iter()
                     .map(|s| {
-                        let mut v: Vec<u64> = if k < KINDS.len() {
-                            s.by_kind[k].clone()
-                        } else {
-                            s.by_kind.concat()
+                        let mut v: Vec<u64> = match kind {
+                            Some(k) => s.by_kind[k].clone(),
+                            None => s.by_kind.concat(),
                         };
                         v.sort_unstable();
                         (percentile(&v, 50.0), percentile(&v, 99.0))
@@ -660,7 +669,7 @@ mod imp {
                 println!(
                     "{:<6} {:<11} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9.2} {:>9.2}",
                     transport,
-                    if k < KINDS.len() { KINDS[k] } else { "all" },
+                    kind.map_or("all", |k| KINDS[k]),
                     pp50,
                     pp99,
                     fp50,

@@ -92,6 +92,9 @@ mod imp {
         idle: Duration,
         modes: Vec<Mode>,
         strace: bool,
+        /// Worker threads of the library setup's runtime (default 1, as the
+        /// binary; `None`: one per CPU).
+        library_workers: Option<usize>,
         smoke: bool,
     }
 
@@ -116,6 +119,8 @@ mod imp {
             },
             modes: Vec::new(),
             strace: !smoke,
+            // As the proxy-wifi binary (src/cli/mod.rs).
+            library_workers: Some(1),
             smoke,
         };
         let mut mode = "auto".to_string();
@@ -137,10 +142,11 @@ mod imp {
                     value()?;
                 }
                 "--no-strace" => options.strace = false,
+                "--library-workers" => options.library_workers = Some(value()?.parse()?),
                 "--help" | "-h" => {
                     println!(
                         "cargo bench --bench guests -- [--guests N] [--clients N] [--requests N] \
-                         [--idle-seconds S] [--mode auto|daemon|library|both] [--daemon-bin PATH] [--no-strace]"
+                         [--idle-seconds S] [--mode auto|daemon|library|both] [--daemon-bin PATH] [--library-workers N] [--no-strace]"
                     );
                     std::process::exit(0);
                 }
@@ -202,7 +208,7 @@ mod imp {
     }
 
     /// `--serve-library FILE`: the library equivalent of the daemon.
-    fn serve_library(config: &Path) -> Result<(), Error> {
+    fn serve_library(config: &Path, workers: Option<usize>) -> Result<(), Error> {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
         let _ = tracing_subscriber::fmt()
@@ -211,9 +217,11 @@ mod imp {
             .with_ansi(false)
             .try_init();
         let config = DaemonConfig::load(config)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = workers {
+            builder.worker_threads(n);
+        }
+        let runtime = builder.enable_all().build()?;
         runtime.block_on(async move {
             let wifi = SimulatedWifi::reference();
             let mut services = Vec::new();
@@ -248,7 +256,12 @@ mod imp {
     }
 
     impl Server {
-        fn start(mode: Mode, config: &Path, log: &Path) -> Result<Server, Error> {
+        fn start(
+            mode: Mode,
+            config: &Path,
+            log: &Path,
+            library_workers: Option<usize>,
+        ) -> Result<Server, Error> {
             let mut command = match mode {
                 Mode::Daemon => {
                     let mut c = Command::new(daemon());
@@ -258,6 +271,9 @@ mod imp {
                 Mode::Library => {
                     let mut c = Command::new(std::env::current_exe()?);
                     c.arg("--serve-library").arg(config);
+                    if let Some(n) = library_workers {
+                        c.arg("--library-workers").arg(n.to_string());
+                    }
                     c
                 }
             };
@@ -488,7 +504,7 @@ mod imp {
         let dir = tempfile::tempdir()?;
         let config = write_config(dir.path(), options.guests)?;
         let log = dir.path().join("server.log");
-        let mut server = Server::start(mode, &config, &log)?;
+        let mut server = Server::start(mode, &config, &log, options.library_workers)?;
         let pid = server.pid();
         let ready = wait_for_sockets(dir.path(), options.guests, &mut server).await?;
         // One scan per guest first: every guest then has a live session,
@@ -503,7 +519,13 @@ mod imp {
         println!();
         match mode {
             Mode::Daemon => println!("== {} (pid {pid}, {})", mode.describe(), daemon().display()),
-            Mode::Library => println!("== {} (pid {pid})", mode.describe()),
+            Mode::Library => println!(
+                "== {} (pid {pid}, runtime workers: {})",
+                mode.describe(),
+                options
+                    .library_workers
+                    .map_or("one per CPU".to_string(), |n| n.to_string())
+            ),
         }
         println!(
             "{} guests on hybrid vsock sockets ready {:.0} ms after start",
@@ -594,7 +616,11 @@ mod imp {
         let args: Vec<String> = std::env::args().skip(1).collect();
         if let Some(i) = args.iter().position(|a| a == "--serve-library") {
             let path = args.get(i + 1).ok_or("--serve-library FILE")?;
-            return serve_library(Path::new(path));
+            let workers = match args.iter().position(|a| a == "--library-workers") {
+                Some(w) => Some(args.get(w + 1).ok_or("--library-workers N")?.parse()?),
+                None => None,
+            };
+            return serve_library(Path::new(path), workers);
         }
         let options = parse_args(&args)?;
         println!("proxy-wifi with many guests: idle cost and concurrent scans");

@@ -45,7 +45,13 @@ fn init_logging() {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // One worker: a request's tasks (connection, handler) then hand off to
+    // each other on one thread instead of waking a second worker for each
+    // hop, which cost about a fifth of a request's latency in
+    // `cargo bench --bench e2e` (BENCHMARKS.md). The work per request is
+    // microseconds; one thread serves far more guests than a host runs.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {
