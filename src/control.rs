@@ -10,8 +10,10 @@
 //! {"ok":false,"error":"no guest named vm1"}
 //! ```
 //!
-//! Commands today drive simulated mode; every request may name a `guest`
-//! (for the multi-guest daemon). New commands are new [`ControlCommand`]
+//! Commands drive simulated mode's host events, and ask the daemon for
+//! `status` (the answer's `data`) or a `reload`. Every request may name a
+//! `guest`; the daemon's handler ([`crate::daemon::DaemonControl`]) says
+//! what that means per command. New commands are new [`ControlCommand`]
 //! variants.
 
 use std::io;

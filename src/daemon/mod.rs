@@ -565,3 +565,114 @@ impl ControlHandler for DaemonControl {
         }
     }
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn guest(name: &str, port: u16) -> String {
+        format!(
+            "[[guest]]\nname = \"{name}\"\ntcp = \"127.0.0.1\"\nrequest_port = {port}\nscan_min_latency_ms = 0\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_cannot_start_a_guest_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let write = |guests: &str| {
+            std::fs::write(&path, format!("backend = \"simulated\"\n{guests}")).unwrap()
+        };
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port_a = free.local_addr().unwrap().port();
+        drop(free);
+        write(&format!("{}{}", guest("a", port_a), guest("b", 0)));
+        let config = DaemonConfig::load(&path).unwrap();
+        let daemon = Daemon::start(config, Some(path.clone()), Overrides::default())
+            .await
+            .unwrap();
+        let before = daemon.status(None).await.unwrap();
+        let b_at = before[1].listening.clone();
+
+        // c's port is taken: nothing may change, b is not even touched.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port_c = taken.local_addr().unwrap().port();
+        write(&format!(
+            "{}{}{}",
+            guest("a", port_a).replace("scan_min_latency_ms = 0", "scan_min_latency_ms = 1"),
+            guest("b", 0),
+            guest("c", port_c)
+        ));
+        let err = daemon.reload().await.unwrap_err();
+        assert!(
+            matches!(err, DaemonError::Guest { ref guest, .. } if guest == "c"),
+            "{err}"
+        );
+        let after = daemon.status(None).await.unwrap();
+        let names: Vec<&str> = after.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(after[1].listening, b_at);
+        assert_eq!(
+            after[0].listening.as_deref(),
+            Some(format!("127.0.0.1:{port_a}").as_str()),
+            "a restored on its port"
+        );
+        assert!(daemon
+            .metrics()
+            .render()
+            .contains("proxy_wifi_guests_configured 2"));
+        // The configuration in force is still the old one: once the port is
+        // free, the same file goes through as a change from it.
+        drop(taken);
+        let summary = daemon.reload().await.unwrap();
+        assert_eq!(summary.added, ["c"]);
+        assert_eq!(summary.restarted, ["a"]);
+        assert_eq!(summary.unchanged, ["b"]);
+        daemon.stop().await;
+        assert!(daemon.status(None).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn control_checks_guest_names_and_backend() {
+        let config = DaemonConfig::parse(
+            "backend = \"simulated\"\n[[guest]]\nname = \"a\"\ntcp = \"127.0.0.1\"\nrequest_port = 0\n",
+            "t.toml",
+        )
+        .unwrap();
+        let daemon = Daemon::start(config, None, Overrides::default())
+            .await
+            .unwrap();
+        let control = DaemonControl::new(daemon.clone());
+        let ask = |guest: Option<&str>, command| ControlRequest {
+            guest: guest.map(String::from),
+            command,
+        };
+        let r = control
+            .handle(ask(
+                Some("zz"),
+                ControlCommand::HostConnect {
+                    ssid: "FakeOpen".into(),
+                },
+            ))
+            .await;
+        assert_eq!(r.error.as_deref(), Some("no guest named \"zz\""));
+        let r = control
+            .handle(ask(
+                Some("a"),
+                ControlCommand::HostConnect {
+                    ssid: "FakeOpen".into(),
+                },
+            ))
+            .await;
+        assert!(r.ok, "{r:?}");
+        let r = control.handle(ask(Some("a"), ControlCommand::Reload)).await;
+        assert!(!r.ok);
+        let r = control.handle(ask(None, ControlCommand::Reload)).await;
+        assert!(r.error.unwrap().contains("without a configuration file"));
+        let r = control.handle(ask(Some("a"), ControlCommand::Status)).await;
+        let list: Vec<GuestStatus> = serde_json::from_value(r.data.unwrap()).unwrap();
+        assert_eq!(list[0].name, "a");
+        assert_eq!(list[0].session_id, 0);
+        daemon.stop().await;
+    }
+}
