@@ -117,6 +117,8 @@ pub fn config_log_level(args: &ServeArgs) -> Option<String> {
 
 enum Stop {
     Shutdown,
+    /// SIGHUP (Unix only).
+    #[cfg_attr(not(unix), allow(dead_code))]
     Reload,
 }
 
