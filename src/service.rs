@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{timeout, Instant};
 
-use crate::handler::{self, HandlerClient, HandlerSettings};
+use crate::handler::{self, HandlerClient, HandlerSettings, HandlerStatus};
 use crate::metrics::Metrics;
 use crate::observer::{Observer, ObserverQueue};
 use crate::protocol::{Header, MacAddr, Message, Operation, Request, ScanLayout, Ssid};
@@ -211,6 +211,8 @@ struct Running {
     tasks: Vec<JoinHandle<()>>,
     local_description: String,
     local_port: Option<u32>,
+    /// The handler's view of the guest's connection.
+    status: tokio::sync::watch::Receiver<HandlerStatus>,
 }
 
 /// The host service for one guest. Start, stop, start again.
@@ -300,6 +302,7 @@ impl Service {
             tasks,
             local_description,
             local_port,
+            status: handler.status,
         });
         Ok(())
     }
@@ -349,6 +352,16 @@ impl Service {
             .await
             .as_ref()
             .map(|r| r.local_description.clone())
+    }
+
+    /// The guest's session id and connection, while running (never waits
+    /// for a request in progress).
+    pub async fn handler_status(&self) -> Option<HandlerStatus> {
+        self.running
+            .lock()
+            .await
+            .as_ref()
+            .map(|r| r.status.borrow().clone())
     }
 
     pub fn stats(&self) -> ServiceStats {

@@ -5,6 +5,9 @@
 //! Each test crate includes this with `mod common;` and uses a part of it.
 #![allow(dead_code)]
 
+#[cfg(target_os = "linux")]
+pub mod nm;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Stdio;
