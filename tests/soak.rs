@@ -358,7 +358,7 @@ async fn run(panics: Arc<AtomicU64>) {
     for (g, (_, port)) in services.iter().enumerate() {
         let mut workers = Vec::new();
         for w in 0..WORKERS_PER_GUEST {
-            let seed = 0x9e37_79b9_7f4a_7c15 ^ ((g * 16 + w) as u64 + 1) * 0x1234_5678_9abc;
+            let seed = 0x9e37_79b9_7f4a_7c15 ^ (((g * 16 + w) as u64 + 1) * 0x1234_5678_9abc);
             workers.push(tokio::spawn(worker(*port, seed, per_worker, tally.clone())));
         }
         guests.push(workers);
