@@ -40,9 +40,9 @@ use proxy_wifi::service::{
     REQUEST_READ_TIMEOUT,
 };
 use proxy_wifi::transport::TransportConfig;
-use proxy_wifi::wifi::simulated::{SimulatedNetwork, SimulatedWifi};
+use proxy_wifi::wifi::simulated::SimulatedWifi;
 use proxy_wifi::wifi::{
-    ConnectParams, ConnectedNetwork, EventHub, InterfaceError, InterfaceId, ScanResult, Security,
+    ConnectParams, ConnectedNetwork, EventHub, InterfaceError, InterfaceId, ScanResult,
     WifiInterface,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -202,6 +202,8 @@ async fn wait_for(service: &Service, what: &str, done: impl Fn(&ServiceStats) ->
 /// fill the 1 MiB a scan response may hold).
 #[cfg(target_os = "linux")]
 fn crowded_wifi(n: u32) -> Arc<SimulatedWifi> {
+    use proxy_wifi::wifi::simulated::SimulatedNetwork;
+    use proxy_wifi::wifi::Security;
     let networks = (0..n)
         .map(|i| SimulatedNetwork {
             ssid: ssid(&format!("crowd-{i:05}")),

@@ -4,6 +4,8 @@
 //! cargo test --release --test soak -- --ignored --nocapture
 //! ```
 //!
+//! (`SOAK_REQUESTS=400000` for a longer run.)
+//!
 //! Several guests (one [`Service`] each, all sharing one `SimulatedWifi`,
 //! each on its own TCP request port and with its own notification
 //! listener) get 100 000 requests between them from concurrent workers, one
@@ -39,11 +41,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 const GUESTS: usize = 4;
 const WORKERS_PER_GUEST: usize = 4;
-const TOTAL_REQUESTS: u64 = 100_000;
+/// Requests in all; `SOAK_REQUESTS` overrides it.
+const DEFAULT_REQUESTS: u64 = 100_000;
 /// RSS growth allowed between the end of warm-up and any later sample.
 const RSS_GROWTH_LIMIT_KIB: u64 = 64 * 1024;
-/// Requests done before the warm-up RSS is taken.
-const WARM_UP: u64 = TOTAL_REQUESTS / 10;
 const INVALID: [u8; 7] = [0, 0, 0, 0, 0, 1, 0];
 
 fn rss_kib() -> Option<u64> {
@@ -289,6 +290,12 @@ fn soak() {
 }
 
 async fn run(panics: Arc<AtomicU64>) {
+    let total: u64 = std::env::var("SOAK_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_REQUESTS);
+    // Requests done before the warm-up RSS is taken.
+    let warm_up = total / 10;
     let wifi = SimulatedWifi::reference();
     let tally = Arc::new(Tally::default());
     let mut services = Vec::new();
@@ -353,7 +360,7 @@ async fn run(panics: Arc<AtomicU64>) {
     };
 
     let start = Instant::now();
-    let per_worker = TOTAL_REQUESTS / (GUESTS * WORKERS_PER_GUEST) as u64;
+    let per_worker = total / (GUESTS * WORKERS_PER_GUEST) as u64;
     let mut guests = Vec::new();
     for (g, (_, port)) in services.iter().enumerate() {
         let mut workers = Vec::new();
@@ -405,7 +412,7 @@ async fn run(panics: Arc<AtomicU64>) {
     let first = samples.first().map_or(0, |s| s.1);
     let warm = samples
         .iter()
-        .find(|(done, _)| *done >= WARM_UP)
+        .find(|(done, _)| *done >= warm_up)
         .map_or(first, |s| s.1);
     let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
     let end = samples.last().map_or(0, |s| s.1);
@@ -434,10 +441,7 @@ async fn run(panics: Arc<AtomicU64>) {
     println!("soak: panics {}", panics.load(Ordering::SeqCst));
 
     assert_eq!(panics.load(Ordering::SeqCst), 0, "something panicked");
-    assert_eq!(
-        requests,
-        TOTAL_REQUESTS - TOTAL_REQUESTS % (GUESTS * WORKERS_PER_GUEST) as u64
-    );
+    assert_eq!(requests, per_worker * (GUESTS * WORKERS_PER_GUEST) as u64);
     assert_eq!(served, requests, "the services counted every request");
     assert_eq!(
         invalid, malformed,
