@@ -72,7 +72,7 @@ pub const NOTIFICATION_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long writing a notification may take.
 pub const NOTIFICATION_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Notifications waiting for the sender; past it, the least important
-/// waiting one is dropped with a warning (see [`Service`]'s notes).
+/// waiting one is dropped with a warning (see the module notes).
 pub const NOTIFICATION_QUEUE: usize = 64;
 /// Guest request connections served at once. A driver never has more than
 /// one request outstanding; past this, new connections are closed at once.
