@@ -637,3 +637,89 @@ async fn networkmanager_absent_then_restarting_is_followed() {
     assert!(result.bss.is_empty());
     backend.shutdown().await;
 }
+
+/// Collects log output in memory.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The PMK reaches NetworkManager as the profile's psk (64 hex digits), in
+/// a D-Bus call. At trace level, for every crate (zbus included, which
+/// logs each message it sends and receives), no log line may carry it.
+/// (zbus prints a message's header and body signature, never the body; this
+/// test keeps it that way.) The test runs on one thread so the thread-local
+/// subscriber sees zbus's tasks too.
+#[tokio::test(flavor = "current_thread")]
+async fn the_pmk_never_reaches_a_log_line_even_at_trace() {
+    require_tools!();
+    let capture = LogCapture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let bus = Bus::start().await;
+    let _nm = bus.start_nm().await;
+    let dev = bus
+        .add_wifi("wlan0", "wlan0", "02:00:00:00:00:70", true)
+        .await;
+    bus.add_ap(&dev, "ap1", "home", "AA:00:00:00:00:01", 2437, 80, WPA2)
+        .await;
+    let backend = bus.backend().await;
+    let iface = backend.interfaces()[0].clone();
+    let canary: Vec<u8> = (0..32u8).map(|i| 0xc0 ^ i.wrapping_mul(7)).collect();
+    let params = ConnectParams {
+        key: Some(Key::new(canary.clone())),
+        ..wpa2_params("home", Some("AA:00:00:00:00:01"))
+    };
+    iface.connect(&params).await.unwrap();
+    let calls = bus.method_calls(MANAGER, "AddAndActivateConnection2").await;
+    let settings = settings_of(&calls[0][0]);
+    assert_eq!(
+        text(&settings["802-11-wireless-security"]["psk"]),
+        hex::encode(&canary),
+        "the canary did go over D-Bus"
+    );
+    iface.disconnect().await.unwrap();
+    backend.shutdown().await;
+
+    let raw = capture.0.lock().unwrap().clone();
+    assert!(
+        !raw.windows(8).any(|w| w == &canary[..8]),
+        "the PMK appears raw in the log"
+    );
+    let log = String::from_utf8_lossy(&raw).to_string();
+    assert!(
+        log.contains("TRACE") && log.contains("AddAndActivateConnection2"),
+        "zbus's trace of the message carrying the PMK was not captured"
+    );
+    let forms = [
+        hex::encode(&canary),
+        hex::encode_upper(&canary),
+        hex::encode(&canary[..8]),
+        format!("{:?}", &canary[..8])
+            .trim_end_matches(']')
+            .to_string(),
+        format!("{:02x?}", &canary[..8])
+            .trim_end_matches(']')
+            .to_string(),
+    ];
+    for form in forms {
+        assert!(!log.contains(&form), "the PMK appears in the log as {form}");
+    }
+}
