@@ -10,8 +10,10 @@
 //! {"ok":false,"error":"no guest named vm1"}
 //! ```
 //!
-//! Commands today drive simulated mode; every request may name a `guest`
-//! (for the multi-guest daemon). New commands are new [`ControlCommand`]
+//! Commands drive simulated mode's host events, and ask the daemon for
+//! `status` (the answer's `data`) or a `reload`. Every request may name a
+//! `guest`; the daemon's handler ([`crate::daemon::DaemonControl`]) says
+//! what that means per command. New commands are new [`ControlCommand`]
 //! variants.
 
 use std::io;
@@ -44,6 +46,12 @@ pub enum ControlCommand {
     ScanResults,
     /// Scans answer synchronously or asynchronously.
     ScanMode { mode: ScanMode },
+    /// Per-guest status (daemon): the answer's `data` is a list of
+    /// [`GuestStatus`](crate::daemon::GuestStatus).
+    Status,
+    /// Re-read the daemon's configuration file; the answer's `data` is a
+    /// [`ReloadSummary`](crate::daemon::ReloadSummary).
+    Reload,
 }
 
 /// One request line.
@@ -62,6 +70,9 @@ pub struct ControlResponse {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the command answers (status, reload summary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 impl ControlResponse {
@@ -69,12 +80,21 @@ impl ControlResponse {
         ControlResponse {
             ok: true,
             error: None,
+            data: None,
+        }
+    }
+    pub fn ok_with(data: serde_json::Value) -> ControlResponse {
+        ControlResponse {
+            ok: true,
+            error: None,
+            data: Some(data),
         }
     }
     pub fn error(message: impl Into<String>) -> ControlResponse {
         ControlResponse {
             ok: false,
             error: Some(message.into()),
+            data: None,
         }
     }
 }
@@ -112,6 +132,9 @@ impl SimulatedControl {
             ControlCommand::ScanMode { mode } => {
                 wifi.set_scan_mode(*mode);
                 Ok(())
+            }
+            ControlCommand::Status | ControlCommand::Reload => {
+                Err("status and reload are daemon commands, not simulated host events".into())
             }
         }
     }
@@ -166,6 +189,49 @@ mod unix {
     use tokio::net::{UnixListener, UnixStream};
     use tokio::task::JoinHandle;
 
+    /// Binds a Unix socket at `path` that is owner-only from the moment it
+    /// appears there: it is bound inside a fresh 0700 directory beside
+    /// `path`, set to 0600, then renamed into place (a rename keeps the
+    /// listening socket), so no one else can ever reach it in between.
+    fn bind_private(path: &Path) -> io::Result<UnixListener> {
+        use std::os::unix::fs::DirBuilderExt;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
+        let mut staging = None;
+        for attempt in 0..16u32 {
+            let mut dir_name = std::ffi::OsString::from(".");
+            dir_name.push(name);
+            dir_name.push(format!(".{}.{attempt}", std::process::id()));
+            let dir = parent.join(dir_name);
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {
+                    staging = Some(dir);
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let dir = staging.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::AlreadyExists, "no free staging directory")
+        })?;
+        let inner = dir.join("socket");
+        let result = (|| {
+            let listener = UnixListener::bind(&inner)?;
+            std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::rename(&inner, path)?;
+            Ok(listener)
+        })();
+        let _ = std::fs::remove_file(&inner);
+        let _ = std::fs::remove_dir(&dir);
+        result
+    }
+
     /// A listening control socket. Dropping it (or [`ControlServer::stop`])
     /// stops serving and removes the socket file.
     pub struct ControlServer {
@@ -190,9 +256,7 @@ mod unix {
                 }
                 std::fs::remove_file(path).map_err(bind_err)?;
             }
-            let listener = UnixListener::bind(path).map_err(bind_err)?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(bind_err)?;
+            let listener = bind_private(path).map_err(bind_err)?;
             tracing::info!("control socket at {}", path.display());
             let task = tokio::spawn(async move {
                 loop {
@@ -284,10 +348,21 @@ mod unix {
         }
     }
 
-    /// Sends one request to the service at `path` and returns its answer.
+    /// Sends one request to the service at `path` and returns its answer
+    /// (waiting at most [`CONTROL_TIMEOUT`]).
     pub async fn request(
         path: &Path,
         request: &ControlRequest,
+    ) -> Result<ControlResponse, ControlError> {
+        request_within(path, request, CONTROL_TIMEOUT).await
+    }
+
+    /// [`request`] with another time limit (a reload may take longer: it
+    /// lets removed guests finish their requests).
+    pub async fn request_within(
+        path: &Path,
+        request: &ControlRequest,
+        limit: Duration,
     ) -> Result<ControlResponse, ControlError> {
         let exchange = async {
             let stream =
@@ -306,27 +381,37 @@ mod unix {
                 .await
                 .map_err(|e| ControlError::Exchange(e.to_string()))?;
             let mut answer = String::new();
-            BufReader::new(read.take(MAX_LINE as u64))
+            BufReader::new(read.take(MAX_LINE as u64 * 16))
                 .read_line(&mut answer)
                 .await
                 .map_err(|e| ControlError::Exchange(e.to_string()))?;
             serde_json::from_str(answer.trim())
                 .map_err(|e| ControlError::Exchange(format!("unreadable answer {answer:?}: {e}")))
         };
-        tokio::time::timeout(CONTROL_TIMEOUT, exchange)
+        tokio::time::timeout(limit, exchange)
             .await
             .map_err(|_| ControlError::Exchange("timed out".into()))?
     }
 }
 
 #[cfg(unix)]
-pub use unix::{request, ControlServer};
+pub use unix::{request, request_within, ControlServer};
 
 /// Sends one request (unavailable on this platform).
 #[cfg(not(unix))]
 pub async fn request(
     _path: &Path,
     _request: &ControlRequest,
+) -> Result<ControlResponse, ControlError> {
+    Err(ControlError::Unsupported)
+}
+
+/// Sends one request (unavailable on this platform).
+#[cfg(not(unix))]
+pub async fn request_within(
+    _path: &Path,
+    _request: &ControlRequest,
+    _limit: Duration,
 ) -> Result<ControlResponse, ControlError> {
     Err(ControlError::Unsupported)
 }
@@ -383,6 +468,12 @@ mod tests {
                 .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        // Nothing is left of the private directory it was bound in.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("ctl.sock")]);
         // A live one is refused.
         assert!(matches!(
             ControlServer::bind(&path, Arc::new(SimulatedControl::new(None))).await,

@@ -21,14 +21,27 @@
 //! Per guest request connection a task reads one message (under a 1 s read
 //! deadline), hands it to the handler, writes the reply and closes, exactly
 //! as the driver expects. A request that cannot be read or decoded is
-//! answered INVALID and the service carries on. Notifications leave through
-//! one sender task: each is encoded first, then a connection is opened and
-//! the whole message written at once, with nothing awaited in between (the
-//! driver gives the connection 10 ms). Until the first guest request has
-//! arrived, notifications are dropped: the guest may not be listening yet.
+//! answered INVALID and the service carries on. At most
+//! [`MAX_CONNECTIONS_IN_FLIGHT`] request connections are served at once;
+//! past that, new ones are closed at once (the guest reads that as INVALID)
+//! and a warning is logged at most once a second.
+//!
+//! Notifications leave through one sender task: each is encoded first, then
+//! a connection is opened and the whole message written at once, with
+//! nothing awaited in between (the driver gives the connection 10 ms). Until
+//! the first guest request has arrived, notifications are dropped: the guest
+//! may not be listening yet. While a notification is being delivered (up to
+//! the connect and write timeouts when the guest does not cooperate), the
+//! next ones wait in a bounded queue that keeps only the latest
+//! NOTIF_SIGNAL_QUALITY and, when full, gives up signal updates and partial
+//! scan results before anything else: a NOTIF_DISCONNECTED or a completing
+//! SCAN_RESPONSE is never dropped to make room for them.
 //!
 //! Many services (one per guest) may share one [`HostWifi`] backend.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +51,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{timeout, Instant};
 
-use crate::handler::{self, HandlerClient, HandlerSettings};
+use crate::handler::{self, HandlerClient, HandlerSettings, HandlerStatus};
 use crate::metrics::Metrics;
 use crate::observer::{Observer, ObserverQueue};
 use crate::protocol::{Header, MacAddr, Message, Operation, Request, ScanLayout, Ssid};
@@ -58,8 +71,14 @@ pub const REPLY_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const NOTIFICATION_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long writing a notification may take.
 pub const NOTIFICATION_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Notifications waiting for the sender; more are dropped with a warning.
+/// Notifications waiting for the sender; past it, the least important
+/// waiting one is dropped with a warning (see the module notes).
 pub const NOTIFICATION_QUEUE: usize = 64;
+/// Guest request connections served at once. A driver never has more than
+/// one request outstanding; past this, new connections are closed at once.
+pub const MAX_CONNECTIONS_IN_FLIGHT: usize = 32;
+/// At most one "too many connections" warning per interval.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// How long [`Service::stop`] lets in-flight requests finish before it
 /// severs them. A request is bounded by the read deadline and the handler's
 /// 10 s rules, so most finish well within it.
@@ -101,8 +120,13 @@ pub struct ServiceStats {
     /// Requests answered INVALID because they could not be read or decoded.
     pub invalid_requests: u64,
     pub notifications_sent: u64,
-    /// Dropped: before the first request, or the guest could not be reached.
+    /// Dropped: before the first request, the guest could not be reached,
+    /// or the queue was backed up (an older signal update replaced by a
+    /// newer one, or no room left).
     pub notifications_dropped: u64,
+    /// Request connections closed unanswered because
+    /// [`MAX_CONNECTIONS_IN_FLIGHT`] were already being served.
+    pub refused_connections: u64,
 }
 
 #[derive(Default)]
@@ -111,6 +135,7 @@ struct Counters {
     invalid_requests: AtomicU64,
     notifications_sent: AtomicU64,
     notifications_dropped: AtomicU64,
+    refused_connections: AtomicU64,
     /// Prometheus metrics and this guest's name in them, when a daemon runs
     /// the service.
     metrics: Option<(Arc<Metrics>, String)>,
@@ -211,6 +236,8 @@ struct Running {
     tasks: Vec<JoinHandle<()>>,
     local_description: String,
     local_port: Option<u32>,
+    /// The handler's view of the guest's connection.
+    status: tokio::sync::watch::Receiver<HandlerStatus>,
 }
 
 /// The host service for one guest. Start, stop, start again.
@@ -300,6 +327,7 @@ impl Service {
             tasks,
             local_description,
             local_port,
+            status: handler.status,
         });
         Ok(())
     }
@@ -351,6 +379,16 @@ impl Service {
             .map(|r| r.local_description.clone())
     }
 
+    /// The guest's session id and connection, while running (never waits
+    /// for a request in progress).
+    pub async fn handler_status(&self) -> Option<HandlerStatus> {
+        self.running
+            .lock()
+            .await
+            .as_ref()
+            .map(|r| r.status.borrow().clone())
+    }
+
     pub fn stats(&self) -> ServiceStats {
         let c = &self.counters;
         ServiceStats {
@@ -358,6 +396,7 @@ impl Service {
             invalid_requests: c.invalid_requests.load(Ordering::Relaxed),
             notifications_sent: c.notifications_sent.load(Ordering::Relaxed),
             notifications_dropped: c.notifications_dropped.load(Ordering::Relaxed),
+            refused_connections: c.refused_connections.load(Ordering::Relaxed),
         }
     }
 }
@@ -386,11 +425,20 @@ async fn accept_loop(
 ) {
     // Dropping the set (when this task is aborted) aborts every connection.
     let mut connections = JoinSet::new();
+    let mut refusals = RefusalLog::default();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Reap finished connections first, so only live ones count.
+                    while connections.try_join_next().is_some() {}
+                    if connections.len() >= MAX_CONNECTIONS_IN_FLIGHT {
+                        Counters::bump(&counters.refused_connections);
+                        refusals.refused(&peer);
+                        drop(stream);
+                        continue;
+                    }
                     tracing::trace!(%peer, "guest request connection");
                     connections.spawn(serve_connection(
                         stream,
@@ -414,6 +462,52 @@ async fn accept_loop(
         tracing::info!("finishing {} in-flight request(s)", connections.len());
     }
     while connections.join_next().await.is_some() {}
+}
+
+/// Logs refused connections, at most once per [`REFUSAL_LOG_INTERVAL`].
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, peer: &str) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < REFUSAL_LOG_INTERVAL)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            suppressed = self.suppressed,
+            "{MAX_CONNECTIONS_IN_FLIGHT} guest connections already in flight; closing a new one unanswered"
+        );
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+/// Serves one guest request connection exactly as a running service does
+/// (one request read under [`REQUEST_READ_TIMEOUT`], one reply, close), for
+/// a handler the caller spawned. Fuzz targets and property tests drive the
+/// request path through it over in-memory streams.
+pub async fn serve_request_connection(
+    stream: BoxStream,
+    handler: HandlerClient,
+    layout: ScanLayout,
+) {
+    serve_connection(
+        stream,
+        handler,
+        layout,
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Counters::default()),
+    )
+    .await;
 }
 
 /// One request connection: read one message, answer it, close.
@@ -480,6 +574,96 @@ async fn serve_connection(
     }
 }
 
+/// How much a waiting notification matters when the queue is full: the
+/// lowest goes first.
+fn importance(message: &Message) -> u8 {
+    match message {
+        Message::NotifSignalQuality { .. } => 0,
+        Message::ScanResponse(s) if !s.scan_complete => 1,
+        // NOTIF_DISCONNECTED, a SCAN_RESPONSE that completes the guest's
+        // scan, and anything else.
+        _ => 2,
+    }
+}
+
+/// Why a waiting notification was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueueDrop {
+    /// A newer signal quality replaced it.
+    Coalesced,
+    /// The queue was full and it was the least important.
+    Full,
+}
+
+impl QueueDrop {
+    fn reason(self) -> &'static str {
+        match self {
+            QueueDrop::Coalesced => "coalesced",
+            QueueDrop::Full => "queue_full",
+        }
+    }
+}
+
+/// The notifications waiting while one is being delivered: bounded, in
+/// order, with only the latest signal quality kept.
+struct PendingNotifications {
+    queue: VecDeque<Message>,
+    capacity: usize,
+}
+
+impl PendingNotifications {
+    fn new(capacity: usize) -> PendingNotifications {
+        PendingNotifications {
+            queue: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Queues `message`; returns what was dropped to keep the bound, if
+    /// anything (possibly `message` itself).
+    fn push(&mut self, message: Message) -> Option<(Message, QueueDrop)> {
+        let mut dropped = None;
+        if matches!(message, Message::NotifSignalQuality { .. }) {
+            // Only the latest value matters; it takes the place in line of
+            // the moment it was measured.
+            if let Some(i) = self
+                .queue
+                .iter()
+                .position(|m| matches!(m, Message::NotifSignalQuality { .. }))
+            {
+                dropped = self.queue.remove(i).map(|m| (m, QueueDrop::Coalesced));
+            }
+        }
+        if self.queue.len() >= self.capacity {
+            let rank = importance(&message);
+            // The oldest of the least important waiting ones, if it matters
+            // no more than the newcomer; otherwise the newcomer goes.
+            let victim = self
+                .queue
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| importance(m) <= rank)
+                .min_by_key(|(i, m)| (importance(m), *i))
+                .map(|(i, _)| i);
+            return match victim.and_then(|i| self.queue.remove(i)) {
+                Some(old) => {
+                    self.queue.push_back(message);
+                    Some((old, QueueDrop::Full))
+                }
+                None => Some((message, QueueDrop::Full)),
+            };
+        }
+        self.queue.push_back(message);
+        dropped
+    }
+
+    fn pop(&mut self) -> Option<Message> {
+        self.queue.pop_front()
+    }
+}
+
+type Delivery = Pin<Box<dyn Future<Output = (Operation, std::io::Result<()>)> + Send>>;
+
 async fn run_notifier(
     mut queue: mpsc::Receiver<Message>,
     connector: Arc<dyn NotificationConnector>,
@@ -487,22 +671,61 @@ async fn run_notifier(
     guest_seen: Arc<AtomicBool>,
     counters: Arc<Counters>,
 ) {
-    while let Some(message) = queue.recv().await {
-        let operation = message.operation();
-        if !guest_seen.load(Ordering::SeqCst) {
-            counters.notification_dropped("no_guest_request_yet");
-            tracing::info!(%operation, "no guest request yet; dropping a notification");
-            continue;
-        }
-        let bytes = encode_or_invalid(&message, layout);
-        match send_notification(&*connector, &bytes).await {
-            Ok(()) => {
-                counters.notification_sent();
-                tracing::debug!(%operation, "notification sent");
+    let mut pending = PendingNotifications::new(NOTIFICATION_QUEUE);
+    let mut delivering: Option<Delivery> = None;
+    let mut open = true;
+    loop {
+        if delivering.is_none() {
+            match pending.pop() {
+                Some(message) => {
+                    let operation = message.operation();
+                    let bytes = encode_or_invalid(&message, layout);
+                    let connector = connector.clone();
+                    delivering = Some(Box::pin(async move {
+                        (operation, send_notification(&*connector, &bytes).await)
+                    }));
+                }
+                None if !open => break,
+                None => {}
             }
-            Err(e) => {
-                counters.notification_dropped("undeliverable");
-                tracing::warn!(%operation, to = %connector.describe(), "notification not delivered: {e}");
+        }
+        // Keep taking notifications from the handler while one is being
+        // delivered, so a guest that does not cooperate never backs the
+        // handler up; the bounded queue decides what waits.
+        tokio::select! {
+            received = queue.recv(), if open => match received {
+                Some(message) => {
+                    let operation = message.operation();
+                    if !guest_seen.load(Ordering::SeqCst) {
+                        counters.notification_dropped("no_guest_request_yet");
+                        tracing::info!(%operation, "no guest request yet; dropping a notification");
+                    } else if let Some((old, why)) = pending.push(message) {
+                        counters.notification_dropped(why.reason());
+                        match why {
+                            QueueDrop::Coalesced => tracing::debug!("a newer signal quality replaces one still waiting"),
+                            QueueDrop::Full => tracing::warn!(operation = %old.operation(), "notification queue full; dropping a notification"),
+                        }
+                    }
+                }
+                None => open = false,
+            },
+            (operation, result) = async {
+                match delivering.as_mut() {
+                    Some(delivery) => delivery.await,
+                    None => std::future::pending().await,
+                }
+            }, if delivering.is_some() => {
+                delivering = None;
+                match result {
+                    Ok(()) => {
+                        counters.notification_sent();
+                        tracing::debug!(%operation, "notification sent");
+                    }
+                    Err(e) => {
+                        counters.notification_dropped("undeliverable");
+                        tracing::warn!(%operation, to = %connector.describe(), "notification not delivered: {e}");
+                    }
+                }
             }
         }
     }
@@ -637,6 +860,219 @@ mod tests {
         );
         assert_eq!(counters.notifications_sent.load(Ordering::Relaxed), 2);
         task.abort();
+    }
+
+    fn signal(dbm: i8) -> Message {
+        Message::NotifSignalQuality { dbm }
+    }
+
+    fn scan(complete: bool) -> Message {
+        Message::ScanResponse(crate::protocol::ScanResponse {
+            scan_complete: complete,
+            bss: Vec::new(),
+        })
+    }
+
+    fn gone(session_id: u64) -> Message {
+        Message::NotifDisconnected { session_id }
+    }
+
+    fn drain(p: &mut PendingNotifications) -> Vec<Message> {
+        std::iter::from_fn(|| p.pop()).collect()
+    }
+
+    #[test]
+    fn the_queue_keeps_only_the_latest_signal_in_order() {
+        let mut p = PendingNotifications::new(8);
+        assert_eq!(p.push(signal(-90)), None);
+        assert_eq!(p.push(gone(1)), None);
+        assert_eq!(
+            p.push(signal(-80)),
+            Some((signal(-90), QueueDrop::Coalesced))
+        );
+        assert_eq!(p.push(scan(false)), None);
+        assert_eq!(
+            p.push(signal(-70)),
+            Some((signal(-80), QueueDrop::Coalesced))
+        );
+        assert_eq!(p.push(scan(true)), None);
+        assert_eq!(
+            drain(&mut p),
+            vec![gone(1), scan(false), signal(-70), scan(true)]
+        );
+    }
+
+    #[test]
+    fn a_full_queue_gives_up_signal_and_partial_scans_first() {
+        let mut p = PendingNotifications::new(4);
+        for m in [gone(1), scan(true), gone(2), scan(true)] {
+            assert_eq!(p.push(m), None);
+        }
+        // Full of essential ones: a signal update is the one dropped.
+        assert_eq!(p.push(signal(-60)), Some((signal(-60), QueueDrop::Full)));
+        // So is a partial scan.
+        assert_eq!(p.push(scan(false)), Some((scan(false), QueueDrop::Full)));
+        assert_eq!(
+            drain(&mut p),
+            vec![gone(1), scan(true), gone(2), scan(true)]
+        );
+
+        let mut p = PendingNotifications::new(4);
+        for m in [scan(false), signal(-60), gone(1), scan(false)] {
+            assert_eq!(p.push(m), None);
+        }
+        // An essential newcomer evicts the signal first, then the oldest
+        // partial scan.
+        assert_eq!(p.push(gone(2)), Some((signal(-60), QueueDrop::Full)));
+        assert_eq!(p.push(scan(true)), Some((scan(false), QueueDrop::Full)));
+        // A partial newcomer may evict an older partial, never an essential.
+        assert_eq!(p.push(scan(false)), Some((scan(false), QueueDrop::Full)));
+        assert_eq!(
+            drain(&mut p),
+            vec![gone(1), gone(2), scan(true), scan(false)]
+        );
+        // A signal newcomer replaces a waiting signal even when full.
+        let mut p = PendingNotifications::new(2);
+        assert_eq!(p.push(gone(1)), None);
+        assert_eq!(p.push(signal(-90)), None);
+        assert_eq!(
+            p.push(signal(-50)),
+            Some((signal(-90), QueueDrop::Coalesced))
+        );
+        assert_eq!(drain(&mut p), vec![gone(1), signal(-50)]);
+    }
+
+    /// A stream that keeps what is written to it.
+    struct Capture(Arc<StdMutex<Vec<Vec<u8>>>>, Vec<u8>);
+
+    impl AsyncRead for Capture {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Capture {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.1.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let bytes = std::mem::take(&mut self.1);
+            self.0.lock().unwrap().push(bytes);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A guest whose first notification connection never completes.
+    struct StallsOnce {
+        connects: AtomicU64,
+        delivered: Arc<StdMutex<Vec<Vec<u8>>>>,
+    }
+
+    #[async_trait]
+    impl NotificationConnector for StallsOnce {
+        async fn connect(&self) -> io::Result<BoxStream> {
+            if self.connects.fetch_add(1, Ordering::SeqCst) == 0 {
+                std::future::pending::<()>().await;
+            }
+            Ok(Box::new(Capture(self.delivered.clone(), Vec::new())))
+        }
+        fn describe(&self) -> String {
+            "stalls once".into()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_guest_backs_up_signal_updates_but_never_loses_a_disconnect() {
+        let connector = Arc::new(StallsOnce {
+            connects: AtomicU64::new(0),
+            delivered: Arc::default(),
+        });
+        let (tx, rx) = mpsc::channel(NOTIFICATION_QUEUE);
+        let counters = Arc::new(Counters::default());
+        let task = tokio::spawn(run_notifier(
+            rx,
+            connector.clone(),
+            ScanLayout::Current,
+            Arc::new(AtomicBool::new(true)),
+            counters.clone(),
+        ));
+        // The first one stalls in connect; meanwhile the handler keeps
+        // producing far more than the queue holds, and never finds the
+        // channel full.
+        tx.try_send(signal(-100)).unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for i in 0..500u32 {
+            tx.try_send(signal(-100 + (i % 50) as i8)).unwrap();
+            if i == 100 {
+                tx.try_send(gone(4)).unwrap();
+            }
+            if i == 200 {
+                tx.try_send(scan(true)).unwrap();
+            }
+            tokio::task::yield_now().await;
+        }
+        tx.try_send(signal(-55)).unwrap();
+        // The stalled delivery gives up at the connect timeout; the rest go.
+        tokio::time::sleep(NOTIFICATION_CONNECT_TIMEOUT * 2).await;
+        let delivered: Vec<Message> = connector
+            .delivered
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| Message::decode(b, ScanLayout::Current).unwrap())
+            .collect();
+        assert_eq!(delivered, vec![gone(4), scan(true), signal(-55)]);
+        let stats = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!(stats(&counters.notifications_sent), 3);
+        // 1 undeliverable, 500 signal updates replaced by a newer one.
+        assert_eq!(stats(&counters.notifications_dropped), 501);
+        drop(tx);
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_header_announcing_4_gib_is_refused_before_any_wait() {
+        let wifi = SimulatedWifi::reference();
+        let (notify, _rx) = mpsc::channel(4);
+        let handler = handler::spawn(
+            wifi,
+            None,
+            ObserverQueue::default(),
+            notify,
+            HandlerSettings::default(),
+        );
+        let (mut guest, host) = tokio::io::duplex(64);
+        let started = Instant::now();
+        let served = tokio::spawn(serve_request_connection(
+            Box::new(host),
+            handler.client.clone(),
+            ScanLayout::Current,
+        ));
+        // CONNECT_REQUEST, size u32::MAX; the connection stays open.
+        guest
+            .write_all(&[3, 0xff, 0xff, 0xff, 0xff, 1, 0])
+            .await
+            .unwrap();
+        let mut reply = [0u8; crate::protocol::HEADER_LEN];
+        guest.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply, [0, 0, 0, 0, 0, 1, 0]);
+        // Virtual time: had it waited for a body, the read deadline would
+        // have passed.
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        served.await.unwrap();
+        handler.task.abort();
     }
 
     #[tokio::test]

@@ -8,54 +8,19 @@
 //! (`CI` set), where it fails.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::nm::*;
 use proxy_wifi::protocol::{Key, MacAddr, Ssid};
-use proxy_wifi::wifi::networkmanager::convert::{interface_id, sec};
-use proxy_wifi::wifi::networkmanager::{BusAddress, NetworkManagerWifi, NmConfig};
+use proxy_wifi::wifi::networkmanager::convert::interface_id;
+use proxy_wifi::wifi::networkmanager::NetworkManagerWifi;
 use proxy_wifi::wifi::{ConnectParams, HostWifi, InterfaceError, InterfaceEvent, Security};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::broadcast;
-use zbus::zvariant::{DynamicType, OwnedObjectPath, OwnedValue, Value};
-
-const NM: &str = "org.freedesktop.NetworkManager";
-const MOCK_IFACE: &str = "org.freedesktop.DBus.Mock";
-const MAIN: &str = "/org/freedesktop";
-const MANAGER: &str = "/org/freedesktop/NetworkManager";
-const SETTINGS: &str = "/org/freedesktop/NetworkManager/Settings";
-const AP_IFACE: &str = "org.freedesktop.NetworkManager.AccessPoint";
-const WIRELESS_IFACE: &str = "org.freedesktop.NetworkManager.Device.Wireless";
-const WPA2: u32 = sec::KEY_MGMT_PSK | sec::PAIR_CCMP | sec::GROUP_CCMP;
-/// The stock template's AddWiFiConnection only knows this flag value.
-const PSK_ONLY: u32 = sec::KEY_MGMT_PSK;
-const DISCONNECTED: i32 = 30;
-const WAIT: Duration = Duration::from_secs(10);
-
-fn missing_tools() -> Option<String> {
-    let daemon = std::process::Command::new("dbus-daemon")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !daemon.is_ok_and(|s| s.success()) {
-        return Some("dbus-daemon is not installed (Debian package dbus-daemon)".into());
-    }
-    let mock = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import dbusmock, gi.repository.GLib"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !mock.is_ok_and(|s| s.success()) {
-        return Some(
-            "/usr/bin/python3 cannot import dbusmock (Debian package python3-dbusmock)".into(),
-        );
-    }
-    None
-}
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 
 /// Returns early (SKIPPED) when the tools are missing, fails under CI.
 macro_rules! require_tools {
@@ -68,208 +33,6 @@ macro_rules! require_tools {
             return;
         }
     };
-}
-
-/// A private dbus-daemon.
-struct Bus {
-    dir: tempfile::TempDir,
-    _daemon: Child,
-    address: String,
-    conn: zbus::Connection,
-}
-
-/// A running mock NetworkManager.
-struct Mock {
-    child: Child,
-}
-
-impl Mock {
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
-}
-
-impl Bus {
-    async fn start() -> Bus {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("bus");
-        let config = dir.path().join("bus.conf");
-        std::fs::write(
-            &config,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"#,
-                socket.display()
-            ),
-        )
-        .unwrap();
-        let mut daemon = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config.display()))
-            .args(["--nofork", "--print-address"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stdout = daemon.stdout.take().unwrap();
-        let mut line = String::new();
-        tokio::time::timeout(WAIT, BufReader::new(stdout).read_line(&mut line))
-            .await
-            .expect("dbus-daemon prints its address")
-            .unwrap();
-        let address = line.trim().to_string();
-        let conn = zbus::connection::Builder::address(address.as_str())
-            .unwrap()
-            .build()
-            .await
-            .unwrap();
-        Bus {
-            dir,
-            _daemon: daemon,
-            address,
-            conn,
-        }
-    }
-
-    /// Starts the mock NetworkManager and waits until it answers.
-    async fn start_nm(&self) -> Mock {
-        let template = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/networkmanager_mock.py");
-        let log = std::fs::File::create(self.dir.path().join("mock.log")).unwrap();
-        let child = Command::new("/usr/bin/python3")
-            .args(["-m", "dbusmock", "--system", "--template", template])
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let ready = self
-                .conn
-                .call_method(Some(NM), MANAGER, Some(NM), "GetDevices", &())
-                .await
-                .is_ok();
-            if ready {
-                return Mock { child };
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "mock NetworkManager did not start: {}",
-                std::fs::read_to_string(self.dir.path().join("mock.log")).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn call<B, R>(&self, path: &str, iface: &str, method: &str, body: &B) -> R
-    where
-        B: serde::Serialize + DynamicType,
-        R: for<'d> serde::Deserialize<'d> + zbus::zvariant::Type,
-    {
-        let reply = self
-            .conn
-            .call_method(Some(NM), path, Some(iface), method, body)
-            .await
-            .unwrap_or_else(|e| panic!("{method}: {e}"));
-        reply.body().deserialize::<R>().unwrap()
-    }
-
-    async fn mock<B, R>(&self, method: &str, body: &B) -> R
-    where
-        B: serde::Serialize + DynamicType,
-        R: for<'d> serde::Deserialize<'d> + zbus::zvariant::Type,
-    {
-        self.call(MAIN, MOCK_IFACE, method, body).await
-    }
-
-    async fn add_wifi(&self, name: &str, iface: &str, mac: &str, last_scan: bool) -> String {
-        self.mock(
-            "AddWiFiDeviceFull",
-            &(name, iface, mac, DISCONNECTED, last_scan),
-        )
-        .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn add_ap(
-        &self,
-        dev: &str,
-        name: &str,
-        ssid: &str,
-        mac: &str,
-        freq: u32,
-        strength: u8,
-        security: u32,
-    ) -> String {
-        self.mock(
-            "AddAccessPoint",
-            &(
-                dev, name, ssid, mac, 2u32, freq, 54000u32, strength, security,
-            ),
-        )
-        .await
-    }
-
-    async fn set_property(&self, path: &str, iface: &str, name: &str, value: Value<'_>) {
-        let _: () = self.mock("SetProperty", &(path, iface, name, value)).await;
-    }
-
-    async fn method_calls(&self, path: &str, method: &str) -> Vec<Vec<OwnedValue>> {
-        let calls: Vec<(u64, Vec<OwnedValue>)> = self
-            .call(path, MOCK_IFACE, "GetMethodCalls", &(method,))
-            .await;
-        calls.into_iter().map(|(_, args)| args).collect()
-    }
-
-    /// The calls of `method` once there are `n` of them (the backend makes
-    /// some in the background).
-    async fn wait_calls(&self, path: &str, method: &str, n: usize) -> Vec<Vec<OwnedValue>> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let calls = self.method_calls(path, method).await;
-            if calls.len() >= n || tokio::time::Instant::now() >= deadline {
-                assert_eq!(calls.len(), n, "calls of {method}");
-                return calls;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn profiles(&self) -> Vec<OwnedObjectPath> {
-        self.call(
-            SETTINGS,
-            "org.freedesktop.NetworkManager.Settings",
-            "ListConnections",
-            &(),
-        )
-        .await
-    }
-
-    async fn backend(&self) -> Arc<NetworkManagerWifi> {
-        NetworkManagerWifi::start_with(
-            BusAddress::Address(self.address.clone()),
-            NmConfig {
-                scan_timeout: Duration::from_secs(3),
-                scan_fallback_wait: Duration::from_millis(300),
-                connect_timeout: Duration::from_secs(2),
-                call_timeout: Duration::from_secs(5),
-            },
-        )
-        .await
-        .unwrap()
-    }
 }
 
 async fn next_event(
@@ -874,4 +637,90 @@ async fn networkmanager_absent_then_restarting_is_followed() {
     let result = backend.interfaces()[0].scan(None).await.unwrap();
     assert!(result.bss.is_empty());
     backend.shutdown().await;
+}
+
+/// Collects log output in memory.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The PMK reaches NetworkManager as the profile's psk (64 hex digits), in
+/// a D-Bus call. At trace level, for every crate (zbus included, which
+/// logs each message it sends and receives), no log line may carry it.
+/// (zbus prints a message's header and body signature, never the body; this
+/// test keeps it that way.) The test runs on one thread so the thread-local
+/// subscriber sees zbus's tasks too.
+#[tokio::test(flavor = "current_thread")]
+async fn the_pmk_never_reaches_a_log_line_even_at_trace() {
+    require_tools!();
+    let capture = LogCapture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let bus = Bus::start().await;
+    let _nm = bus.start_nm().await;
+    let dev = bus
+        .add_wifi("wlan0", "wlan0", "02:00:00:00:00:70", true)
+        .await;
+    bus.add_ap(&dev, "ap1", "home", "AA:00:00:00:00:01", 2437, 80, WPA2)
+        .await;
+    let backend = bus.backend().await;
+    let iface = backend.interfaces()[0].clone();
+    let canary: Vec<u8> = (0..32u8).map(|i| 0xc0 ^ i.wrapping_mul(7)).collect();
+    let params = ConnectParams {
+        key: Some(Key::new(canary.clone())),
+        ..wpa2_params("home", Some("AA:00:00:00:00:01"))
+    };
+    iface.connect(&params).await.unwrap();
+    let calls = bus.method_calls(MANAGER, "AddAndActivateConnection2").await;
+    let settings = settings_of(&calls[0][0]);
+    assert_eq!(
+        text(&settings["802-11-wireless-security"]["psk"]),
+        hex::encode(&canary),
+        "the canary did go over D-Bus"
+    );
+    iface.disconnect().await.unwrap();
+    backend.shutdown().await;
+
+    let raw = capture.0.lock().unwrap().clone();
+    assert!(
+        !raw.windows(8).any(|w| w == &canary[..8]),
+        "the PMK appears raw in the log"
+    );
+    let log = String::from_utf8_lossy(&raw).to_string();
+    assert!(
+        log.contains("TRACE") && log.contains("AddAndActivateConnection2"),
+        "zbus's trace of the message carrying the PMK was not captured"
+    );
+    let forms = [
+        hex::encode(&canary),
+        hex::encode_upper(&canary),
+        hex::encode(&canary[..8]),
+        format!("{:?}", &canary[..8])
+            .trim_end_matches(']')
+            .to_string(),
+        format!("{:02x?}", &canary[..8])
+            .trim_end_matches(']')
+            .to_string(),
+    ];
+    for form in forms {
+        assert!(!log.contains(&form), "the PMK appears in the log as {form}");
+    }
 }

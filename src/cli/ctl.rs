@@ -1,18 +1,26 @@
-//! `proxy-wifi ctl`: sends one event to a running service's control socket.
+//! `proxy-wifi ctl`: sends one command to a running service's control socket.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use proxy_wifi::control::{ControlCommand, ControlRequest};
+use proxy_wifi::control::{ControlCommand, ControlRequest, ControlResponse};
+use proxy_wifi::daemon::{GuestStatus, ReloadSummary};
 use proxy_wifi::wifi::simulated::ScanMode;
+
+/// How long `reload` may take: removed guests finish their requests first.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Args)]
 pub struct CtlArgs {
-    /// The service's control socket (`serve --control PATH`).
+    /// The service's control socket (`serve --control PATH` or
+    /// `control_socket` in the configuration).
     #[arg(long, value_name = "PATH")]
     pub control: PathBuf,
-    /// Which guest's service to act on (multi-guest daemon).
+    /// Which guest to act on. Simulated host events affect the one shared
+    /// simulated host (every guest sees them); the name is checked. With
+    /// `status`: only that guest.
     #[arg(long, value_name = "NAME")]
     pub guest: Option<String>,
     #[command(subcommand)]
@@ -43,13 +51,116 @@ pub enum CtlCommand {
         #[arg(value_enum)]
         mode: ScanModeArg,
     },
+    /// Per guest: transport, connection, session id, counters.
+    Status {
+        /// JSON (a list of guests) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the configuration file: add, remove and restart guests.
+    Reload,
+}
+
+fn cell(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or("-")
+}
+
+/// The status table, one guest per line.
+pub fn status_table(guests: &[GuestStatus]) -> String {
+    let header = [
+        "GUEST",
+        "LISTENING",
+        "SSID",
+        "CONNECTION",
+        "SESSION",
+        "REQUESTS",
+        "INVALID",
+        "NOTIF-SENT",
+        "NOTIF-DROPPED",
+    ];
+    let rows: Vec<Vec<String>> = guests
+        .iter()
+        .map(|g| {
+            vec![
+                g.name.clone(),
+                g.listening.clone().unwrap_or_else(|| g.transport.clone()),
+                cell(&g.connected_ssid).to_string(),
+                cell(&g.connection).to_string(),
+                g.session_id.to_string(),
+                g.requests.to_string(),
+                g.invalid_requests.to_string(),
+                g.notifications_sent.to_string(),
+                g.notifications_dropped.to_string(),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                let pad = widths[i] - c.chars().count();
+                out.push_str(c);
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(header.to_vec());
+    for r in &rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn print_answer(command: &CtlCommand, response: &ControlResponse) -> Result<(), String> {
+    let data = response.data.clone().unwrap_or(serde_json::Value::Null);
+    match command {
+        CtlCommand::Status { json: true } => {
+            let text = serde_json::to_string_pretty(&data).map_err(|e| e.to_string())?;
+            println!("{text}");
+        }
+        CtlCommand::Status { json: false } => {
+            let guests: Vec<GuestStatus> = serde_json::from_value(data)
+                .map_err(|e| format!("unreadable status from the service: {e}"))?;
+            print!("{}", status_table(&guests));
+        }
+        CtlCommand::Reload => {
+            let s: ReloadSummary = serde_json::from_value(data)
+                .map_err(|e| format!("unreadable reload summary from the service: {e}"))?;
+            let list = |v: &[String]| {
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    v.join(", ")
+                }
+            };
+            println!("added: {}", list(&s.added));
+            println!("removed: {}", list(&s.removed));
+            println!("restarted: {}", list(&s.restarted));
+            println!("unchanged: {}", list(&s.unchanged));
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 pub async fn run(args: CtlArgs) -> ExitCode {
-    let command = match args.command {
-        CtlCommand::HostConnect { ssid } => ControlCommand::HostConnect { ssid },
+    let command = match &args.command {
+        CtlCommand::HostConnect { ssid } => ControlCommand::HostConnect { ssid: ssid.clone() },
         CtlCommand::HostDisconnect => ControlCommand::HostDisconnect,
-        CtlCommand::Signal { percent } => ControlCommand::Signal { percent },
+        CtlCommand::Signal { percent } => ControlCommand::Signal { percent: *percent },
         CtlCommand::ScanResults => ControlCommand::ScanResults,
         CtlCommand::ScanMode { mode } => ControlCommand::ScanMode {
             mode: match mode {
@@ -57,13 +168,25 @@ pub async fn run(args: CtlArgs) -> ExitCode {
                 ScanModeArg::Async => ScanMode::Async,
             },
         },
+        CtlCommand::Status { .. } => ControlCommand::Status,
+        CtlCommand::Reload => ControlCommand::Reload,
+    };
+    let limit = match command {
+        ControlCommand::Reload => RELOAD_TIMEOUT,
+        _ => proxy_wifi::control::CONTROL_TIMEOUT,
     };
     let request = ControlRequest {
-        guest: args.guest,
+        guest: args.guest.clone(),
         command,
     };
-    match proxy_wifi::control::request(&args.control, &request).await {
-        Ok(response) if response.ok => ExitCode::SUCCESS,
+    match proxy_wifi::control::request_within(&args.control, &request, limit).await {
+        Ok(response) if response.ok => match print_answer(&args.command, &response) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("proxy-wifi ctl: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Ok(response) => {
             eprintln!(
                 "proxy-wifi ctl: {}",
@@ -75,5 +198,35 @@ pub async fn run(args: CtlArgs) -> ExitCode {
             eprintln!("proxy-wifi ctl: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table_aligns_columns() {
+        let g = |name: &str, ssid: Option<&str>| GuestStatus {
+            name: name.into(),
+            transport: "tcp 127.0.0.1 ports 0/1".into(),
+            listening: Some("127.0.0.1:4000".into()),
+            connected_ssid: ssid.map(String::from),
+            connection: ssid.map(|_| "guest-directed".into()),
+            session_id: 3,
+            requests: 12,
+            invalid_requests: 0,
+            notifications_sent: 1,
+            notifications_dropped: 2,
+        };
+        let t = status_table(&[g("vm1", Some("Home Net")), g("a-longer-name", None)]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("GUEST          LISTENING"), "{t}");
+        assert!(lines[1].contains("Home Net  guest-directed  3"), "{t}");
+        assert!(lines[2].contains("  -     "), "{t}");
+        let col = lines[0].find("SESSION").unwrap();
+        assert_eq!(&lines[1][col..col + 1], "3");
+        assert_eq!(&lines[2][col..col + 1], "3");
     }
 }

@@ -31,10 +31,11 @@ enum Command {
     Ctl(ctl::CtlArgs),
 }
 
-/// Logs go to stderr, level from RUST_LOG (default info).
-fn init_logging() {
+/// Logs go to stderr, level from RUST_LOG, else `default` (the daemon
+/// configuration's `log_level`), else info.
+fn init_logging(default: Option<&str>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default.unwrap_or("info")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -44,7 +45,11 @@ fn init_logging() {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let level = match &cli.command {
+        Command::Serve(args) => serve::config_log_level(args),
+        _ => None,
+    };
+    init_logging(level.as_deref());
     // One worker: a request's tasks (connection, handler) then hand off to
     // each other on one thread instead of waking a second worker for each
     // hop, which cost about a fifth of a request's latency in

@@ -1,16 +1,20 @@
 //! `proxy-wifi serve`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+#[cfg(unix)]
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use proxy_wifi::control::SimulatedControl;
-use proxy_wifi::handler::HandlerSettings;
+#[cfg(unix)]
+use proxy_wifi::daemon::DaemonControl;
+use proxy_wifi::daemon::{
+    notify_ready, notify_stopping, BackendKind as DaemonBackend, Daemon, DaemonConfig, GuestConfig,
+    Overrides, PolicyConfig,
+};
 use proxy_wifi::protocol::{MacAddr, ScanLayout, Ssid};
-use proxy_wifi::service::{Backend, Service};
-use proxy_wifi::wifi::simulated::SimulatedWifi;
 
 use super::transport_args::TransportArgs;
 
@@ -23,24 +27,6 @@ pub enum BackendKind {
     Networkmanager,
     /// The host's Wi-Fi through WlanAPI (Windows).
     Wlanapi,
-}
-
-impl BackendKind {
-    fn name(self) -> &'static str {
-        match self {
-            BackendKind::Simulated => "simulated",
-            BackendKind::Networkmanager => "networkmanager",
-            BackendKind::Wlanapi => "wlanapi",
-        }
-    }
-
-    fn platform_default() -> BackendKind {
-        if cfg!(windows) {
-            BackendKind::Wlanapi
-        } else {
-            BackendKind::Networkmanager
-        }
-    }
 }
 
 /// SCAN_RESPONSE layout the guest speaks.
@@ -72,8 +58,27 @@ pub fn parse_fake_network(text: &str) -> Result<FakeNetworkArg, String> {
     Ok(FakeNetworkArg { ssid, bssid })
 }
 
+/// The transport and per-guest flags: the single-VM shortcut, which
+/// `--config` replaces.
+const SINGLE_VM_FLAGS: [&str; 10] = [
+    "tcp",
+    "hybrid_vsock",
+    "vsock_cid",
+    "hyperv_vm_id",
+    "simulated",
+    "backend",
+    "fake_networks",
+    "scan_layout",
+    "scan_min_latency_ms",
+    "notify_host_disconnect",
+];
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Serve the guests of this TOML file (see docs/daemon.md) instead of
+    /// one guest described by flags.
+    #[arg(long, value_name = "FILE", conflicts_with_all = SINGLE_VM_FLAGS)]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub transport: TransportArgs,
     /// Simulated mode (same as --backend simulated).
@@ -85,37 +90,65 @@ pub struct ServeArgs {
     /// A fake network shown to the guest, always connected (repeatable).
     #[arg(long = "fake-network", value_name = "SSID=BSSID", value_parser = parse_fake_network)]
     pub fake_networks: Vec<FakeNetworkArg>,
-    /// Control socket for `proxy-wifi ctl`.
+    /// Control socket for `proxy-wifi ctl` (overrides the file's).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+    /// Serve Prometheus metrics on ADDR:PORT at /metrics (overrides the
+    /// file's).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// SCAN_RESPONSE layout of the guest driver.
     #[arg(long, value_enum, default_value = "current")]
     pub scan_layout: LayoutArg,
     /// Minimum time between a scan request and its reply (0: off).
     #[arg(long, value_name = "N", default_value_t = 150)]
     pub scan_min_latency_ms: u64,
+    /// Tell the guest (NOTIF_DISCONNECTED) when the host leaves its network.
+    #[arg(long)]
+    pub notify_host_disconnect: bool,
 }
 
-async fn shutdown_signal() {
+/// The log level a configuration file asks for, if it can be read (errors
+/// are reported when `serve` loads it).
+pub fn config_log_level(args: &ServeArgs) -> Option<String> {
+    let path = args.config.as_deref()?;
+    DaemonConfig::load(path).ok()?.log_level
+}
+
+enum Stop {
+    Shutdown,
+    /// SIGHUP (Unix only).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    Reload,
+}
+
+/// Waits for SIGTERM or SIGINT (stop) or SIGHUP (reload).
+async fn next_signal() -> Stop {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(mut term), Ok(mut hup)) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => Stop::Shutdown,
+                    _ = term.recv() => Stop::Shutdown,
+                    _ = hup.recv() => Stop::Reload,
                 }
             }
-            Err(e) => {
-                tracing::warn!("cannot watch SIGTERM: {e}");
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("cannot watch SIGTERM/SIGHUP: {e}");
                 let _ = tokio::signal::ctrl_c().await;
+                Stop::Shutdown
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        Stop::Shutdown
     }
 }
 
@@ -124,88 +157,157 @@ fn usage_error(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-pub async fn run(args: ServeArgs) -> ExitCode {
-    if !args.transport.is_set() {
-        return usage_error(
-            "a transport is required: --tcp ADDR, --hybrid-vsock PATH, --vsock-cid CID or --hyperv-vm-id GUID",
-        );
-    }
-    let transport = match args.transport.to_config() {
-        Ok(t) => t,
-        Err(e) => return usage_error(&e),
-    };
-    let kind = if args.simulated {
-        BackendKind::Simulated
+/// EX_CONFIG: the unit file keeps systemd from restarting on it.
+const EXIT_CONFIG: u8 = 78;
+
+/// The single-VM flags as a one-guest configuration.
+fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
+    let transport = args.transport.to_config()?;
+    let backend = if args.simulated {
+        DaemonBackend::Simulated
     } else {
-        args.backend.unwrap_or_else(BackendKind::platform_default)
+        match args.backend {
+            Some(BackendKind::Simulated) => DaemonBackend::Simulated,
+            Some(BackendKind::Networkmanager) => DaemonBackend::NetworkManager,
+            Some(BackendKind::Wlanapi) => DaemonBackend::WlanApi,
+            None => DaemonBackend::platform_default(),
+        }
     };
-    let backend = match kind {
-        BackendKind::Simulated => Backend::Simulated(SimulatedWifi::reference()),
-        other => {
-            eprintln!(
-                "proxy-wifi: the {} backend is not in this build (use --simulated)",
-                other.name()
-            );
+    for f in &args.fake_networks {
+        tracing::info!(ssid = %f.ssid, bssid = %f.bssid, "fake network");
+    }
+    Ok(DaemonConfig {
+        backend,
+        log_level: None,
+        control_socket: None,
+        metrics: None,
+        simulated_networks: Vec::new(),
+        guests: vec![GuestConfig {
+            name: SINGLE_GUEST.into(),
+            transport,
+            scan_layout: match args.scan_layout {
+                LayoutArg::Current => ScanLayout::Current,
+                LayoutArg::Legacy => ScanLayout::Legacy,
+            },
+            scan_min_latency: Some(Duration::from_millis(args.scan_min_latency_ms)),
+            notify_host_disconnect: args.notify_host_disconnect,
+            fake_networks: args
+                .fake_networks
+                .iter()
+                .map(|f| (f.ssid, f.bssid))
+                .collect(),
+            policy: PolicyConfig::default(),
+        }],
+    })
+}
+
+/// The guest's name in single-VM mode (status, metrics, `ctl --guest`).
+pub const SINGLE_GUEST: &str = "default";
+
+pub async fn run(args: ServeArgs) -> ExitCode {
+    let (config, path) = match &args.config {
+        Some(path) => match DaemonConfig::load(path) {
+            Ok(config) => (config, Some(path.clone())),
+            Err(e) => {
+                eprintln!("proxy-wifi: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => {
+            if !args.transport.is_set() {
+                return usage_error(
+                    "a transport is required: --tcp ADDR, --hybrid-vsock PATH, --vsock-cid CID or --hyperv-vm-id GUID (or --config FILE)",
+                );
+            }
+            match single_vm_config(&args) {
+                Ok(c) => (c, None),
+                Err(e) => return usage_error(&e),
+            }
+        }
+    };
+    if config.guests.is_empty() {
+        tracing::warn!("no guests configured; add [[guest]] tables and reload");
+    }
+    let overrides = Overrides {
+        control_socket: args.control.clone(),
+        metrics: args.metrics,
+    };
+    #[cfg(not(unix))]
+    if overrides.control_socket.is_some() || config.control_socket.is_some() {
+        eprintln!("proxy-wifi: control sockets are not available on this platform");
+        return ExitCode::FAILURE;
+    }
+    let daemon = match Daemon::start(config, path, overrides).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("proxy-wifi: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let settings = HandlerSettings {
-        scan_layout: match args.scan_layout {
-            LayoutArg::Current => ScanLayout::Current,
-            LayoutArg::Legacy => ScanLayout::Legacy,
-        },
-        scan_min_latency: Duration::from_millis(args.scan_min_latency_ms),
-        ..HandlerSettings::default()
-    };
-    let mut builder = Service::builder(transport, backend).settings(settings);
-    if !args.fake_networks.is_empty() {
-        let list: Vec<(Ssid, MacAddr)> = args
-            .fake_networks
-            .iter()
-            .map(|f| (f.ssid, f.bssid))
-            .collect();
-        for (ssid, bssid) in &list {
-            tracing::info!(%ssid, %bssid, "fake network");
-        }
-        builder = builder.fake_networks(move || list.clone());
-    }
-    let service = builder.build();
-    tracing::info!(backend = kind.name(), transport = %service.transport(), "starting");
-    if let Err(e) = service.start().await {
-        eprintln!("proxy-wifi: {e}");
-        return ExitCode::FAILURE;
-    }
+    let config = daemon.config().await;
 
     #[cfg(unix)]
-    let control = match &args.control {
+    let control = match &config.control_socket {
         Some(path) => {
-            let handler = Arc::new(SimulatedControl::new(service.simulated().cloned()));
+            let handler = Arc::new(DaemonControl::new(daemon.clone()));
             match proxy_wifi::control::ControlServer::bind(path, handler).await {
                 Ok(server) => Some(server),
                 Err(e) => {
                     eprintln!("proxy-wifi: {e}");
-                    service.stop().await;
+                    daemon.stop().await;
                     return ExitCode::FAILURE;
                 }
             }
         }
         None => None,
     };
-    #[cfg(not(unix))]
-    if args.control.is_some() {
-        let _ = Arc::new(SimulatedControl::new(None));
-        eprintln!("proxy-wifi: --control is not available on this platform");
-        service.stop().await;
-        return ExitCode::FAILURE;
-    }
 
-    shutdown_signal().await;
+    let metrics_task = match config.metrics {
+        Some(address) => match proxy_wifi::metrics::bind(address).await {
+            Ok(listener) => {
+                let bound = listener.local_addr().map_or(address, |a| a);
+                tracing::info!("metrics on http://{bound}/metrics");
+                Some(tokio::spawn(proxy_wifi::metrics::serve(
+                    listener,
+                    daemon.metrics().clone(),
+                )))
+            }
+            Err(e) => {
+                eprintln!("proxy-wifi: {e}");
+                #[cfg(unix)]
+                if let Some(control) = control {
+                    control.stop().await;
+                }
+                daemon.stop().await;
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+
+    notify_ready();
+    tracing::info!("ready");
+    loop {
+        match next_signal().await {
+            Stop::Shutdown => break,
+            Stop::Reload => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                if let Err(e) = daemon.reload().await {
+                    tracing::error!("reload failed: {e}");
+                }
+            }
+        }
+    }
     tracing::info!("shutting down");
+    notify_stopping();
     #[cfg(unix)]
     if let Some(control) = control {
         control.stop().await;
     }
-    service.stop().await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    daemon.stop().await;
     ExitCode::SUCCESS
 }
 

@@ -1,7 +1,678 @@
 //! One daemon for many VMs: a configuration file with one `[[guest]]` per
 //! VM, one shared host backend, per-guest policy, a control socket and
 //! metrics.
+//!
+//! Each guest is one [`Service`]: its own listener, notification sender,
+//! handler (session counter, connection state) and observer queue. Only the
+//! host backend is shared, so one guest's slow or hostile traffic never
+//! waits in front of another guest's requests. Policy is a per-guest
+//! [`GuestPolicy`] observer over a daemon-wide [`Registry`] (see
+//! [`policy`]).
+//!
+//! [`Daemon::reload`] re-reads the configuration file: guests that are gone
+//! are stopped, new ones started, changed ones restarted; unchanged guests
+//! keep running untouched (listener, session counter, connection). A file
+//! with an error, or a change to a global setting, changes nothing.
 
 pub mod config;
+pub mod policy;
+mod sd;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
 
 pub use config::{BackendKind, ConfigError, DaemonConfig, GuestConfig, PolicyConfig};
+pub use policy::{GuestPolicy, Policy, Registry};
+pub use sd::{notify_ready, notify_reloading, notify_stopping};
+
+use crate::control::{ControlCommand, ControlHandler, ControlRequest, ControlResponse};
+use crate::handler::HandlerSettings;
+use crate::metrics::Metrics;
+use crate::observer::ConnectionKind;
+use crate::service::{Backend, Service, ServiceError};
+use crate::wifi::simulated::{SimulatedNetwork, SimulatedWifi};
+use crate::wifi::Security;
+
+/// Why the daemon could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("the {0} backend is not available on this platform")]
+    BackendUnavailable(&'static str),
+    #[error("cannot start the {backend} backend: {message}")]
+    Backend {
+        backend: &'static str,
+        message: String,
+    },
+    #[error("guest {guest}: {source}")]
+    Guest {
+        guest: String,
+        #[source]
+        source: ServiceError,
+    },
+    #[error("{0}: restart the daemon to apply it; nothing was changed")]
+    GlobalChanged(String),
+    #[error("the daemon was started without a configuration file; there is nothing to reload")]
+    NoConfigFile,
+}
+
+/// The host backend, with what stopping it takes.
+enum Host {
+    Simulated(Arc<SimulatedWifi>),
+    #[cfg(target_os = "linux")]
+    NetworkManager(Arc<crate::wifi::networkmanager::NetworkManagerWifi>),
+    #[cfg(windows)]
+    WlanApi(Arc<crate::wifi::wlanapi::WlanApiWifi>),
+}
+
+impl Host {
+    async fn start(config: &DaemonConfig) -> Result<Host, DaemonError> {
+        match config.backend {
+            BackendKind::Simulated => Ok(Host::Simulated(simulated_backend(config))),
+            #[cfg(target_os = "linux")]
+            BackendKind::NetworkManager => {
+                use crate::wifi::networkmanager::{BusAddress, NetworkManagerWifi};
+                NetworkManagerWifi::start(BusAddress::System)
+                    .await
+                    .map(Host::NetworkManager)
+                    .map_err(|e| DaemonError::Backend {
+                        backend: "networkmanager",
+                        message: e.to_string(),
+                    })
+            }
+            #[cfg(windows)]
+            BackendKind::WlanApi => crate::wifi::wlanapi::WlanApiWifi::start()
+                .map(Host::WlanApi)
+                .map_err(|e| DaemonError::Backend {
+                    backend: "wlanapi",
+                    message: e.to_string(),
+                }),
+            #[allow(unreachable_patterns)]
+            other => Err(DaemonError::BackendUnavailable(other.name())),
+        }
+    }
+
+    fn backend(&self) -> Backend {
+        match self {
+            Host::Simulated(s) => Backend::Simulated(s.clone()),
+            #[cfg(target_os = "linux")]
+            Host::NetworkManager(nm) => Backend::Host(nm.clone()),
+            #[cfg(windows)]
+            Host::WlanApi(w) => Backend::Host(w.clone()),
+        }
+    }
+
+    fn simulated(&self) -> Option<&Arc<SimulatedWifi>> {
+        match self {
+            Host::Simulated(s) => Some(s),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    async fn shutdown(&self) {
+        match self {
+            Host::Simulated(_) => {}
+            #[cfg(target_os = "linux")]
+            Host::NetworkManager(nm) => nm.shutdown().await,
+            #[cfg(windows)]
+            Host::WlanApi(_) => {}
+        }
+    }
+}
+
+/// The shared simulated radio: the configured networks, or the reference's
+/// three when none are configured.
+pub fn simulated_backend(config: &DaemonConfig) -> Arc<SimulatedWifi> {
+    if config.simulated_networks.is_empty() {
+        return SimulatedWifi::reference();
+    }
+    let networks = config
+        .simulated_networks
+        .iter()
+        .filter_map(|n| {
+            Some(SimulatedNetwork {
+                ssid: crate::protocol::Ssid::new(n.ssid.as_bytes()).ok()?,
+                bssid: n.bssid,
+                freq_khz: n.freq_khz,
+                rssi_dbm: n.rssi_dbm,
+                security: match n.security {
+                    config::SimulatedSecurity::Open => Security::OPEN,
+                    config::SimulatedSecurity::Wpa2Psk => Security::WPA2_PSK_CCMP,
+                },
+                passphrase: n.passphrase.clone(),
+            })
+        })
+        .collect();
+    SimulatedWifi::new(networks)
+}
+
+/// One guest's line of `status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GuestStatus {
+    pub name: String,
+    /// The configured transport.
+    pub transport: String,
+    /// Where requests are accepted (the bound port with port 0).
+    pub listening: Option<String>,
+    /// The network the guest is connected to.
+    pub connected_ssid: Option<String>,
+    /// `host-mirroring` or `guest-directed`, when connected.
+    pub connection: Option<String>,
+    /// The session id of the last connect response (0: none yet).
+    pub session_id: u64,
+    pub requests: u64,
+    pub invalid_requests: u64,
+    pub notifications_sent: u64,
+    pub notifications_dropped: u64,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReloadSummary {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub restarted: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+struct Guest {
+    config: GuestConfig,
+    service: Service,
+}
+
+struct State {
+    config: DaemonConfig,
+    /// In configuration order.
+    guests: Vec<Guest>,
+}
+
+/// Settings given on the command line that override the file's (and keep
+/// overriding it across reloads).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub control_socket: Option<PathBuf>,
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Overrides {
+    fn apply(&self, mut config: DaemonConfig) -> DaemonConfig {
+        if let Some(c) = &self.control_socket {
+            config.control_socket = Some(c.clone());
+        }
+        if let Some(m) = self.metrics {
+            config.metrics = Some(m);
+        }
+        config
+    }
+}
+
+/// The running daemon: the host backend and one service per guest.
+pub struct Daemon {
+    config_path: Option<PathBuf>,
+    overrides: Overrides,
+    host: Host,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    state: tokio::sync::Mutex<State>,
+}
+
+impl Daemon {
+    /// Starts the backend and every guest (all or nothing). `config_path`
+    /// is what [`Daemon::reload`] re-reads.
+    pub async fn start(
+        config: DaemonConfig,
+        config_path: Option<PathBuf>,
+        overrides: Overrides,
+    ) -> Result<Arc<Daemon>, DaemonError> {
+        let config = overrides.apply(config);
+        let host = Host::start(&config).await?;
+        let daemon = Daemon {
+            config_path,
+            overrides,
+            host,
+            metrics: Arc::new(Metrics::new()),
+            registry: Registry::new(),
+            state: tokio::sync::Mutex::new(State {
+                config: config.clone(),
+                guests: Vec::new(),
+            }),
+        };
+        tracing::info!(
+            backend = config.backend.name(),
+            guests = config.guests.len(),
+            "starting"
+        );
+        let mut started = Vec::new();
+        for g in &config.guests {
+            match daemon.start_guest(g).await {
+                Ok(guest) => started.push(guest),
+                Err(e) => {
+                    daemon.stop_guests(started).await;
+                    daemon.host.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+        daemon.metrics.set_guests(started.len());
+        daemon.state.lock().await.guests = started;
+        Ok(Arc::new(daemon))
+    }
+
+    fn build_service(&self, g: &GuestConfig) -> Service {
+        let defaults = HandlerSettings::default();
+        let settings = HandlerSettings {
+            scan_layout: g.scan_layout,
+            scan_min_latency: g.scan_min_latency.unwrap_or(defaults.scan_min_latency),
+            notify_guest_on_host_disconnect: g.notify_host_disconnect,
+            ..defaults
+        };
+        let observer = GuestPolicy::new(
+            g.name.clone(),
+            Policy::from_config(&g.policy),
+            self.registry.clone(),
+        );
+        let mut builder = Service::builder(g.transport.clone(), self.host.backend())
+            .settings(settings)
+            .observer(Arc::new(observer))
+            .metrics(self.metrics.clone(), g.name.clone());
+        if !g.fake_networks.is_empty() {
+            let list = g.fake_networks.clone();
+            builder = builder.fake_networks(move || list.clone());
+        }
+        builder.build()
+    }
+
+    async fn start_guest(&self, g: &GuestConfig) -> Result<Guest, DaemonError> {
+        let service = self.build_service(g);
+        service.start().await.map_err(|source| DaemonError::Guest {
+            guest: g.name.clone(),
+            source,
+        })?;
+        let at = service.local_description().await.unwrap_or_default();
+        tracing::info!(guest = %g.name, transport = %g.transport, "guest {} listening on {at}", g.name);
+        Ok(Guest {
+            config: g.clone(),
+            service,
+        })
+    }
+
+    async fn stop_guest(&self, guest: Guest) {
+        guest.service.stop().await;
+        self.registry.forget(&guest.config.name);
+        tracing::info!(guest = %guest.config.name, "guest stopped");
+    }
+
+    async fn stop_guests(&self, guests: Vec<Guest>) {
+        futures::future::join_all(guests.into_iter().map(|g| self.stop_guest(g))).await;
+    }
+
+    /// The shared Prometheus registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The configuration in force (with command-line overrides).
+    pub async fn config(&self) -> DaemonConfig {
+        self.state.lock().await.config.clone()
+    }
+
+    /// The shared simulated radio, with backend `simulated`.
+    pub fn simulated(&self) -> Option<&Arc<SimulatedWifi>> {
+        self.host.simulated()
+    }
+
+    /// Names of the guests, in configuration order.
+    pub async fn guest_names(&self) -> Vec<String> {
+        let state = self.state.lock().await;
+        state.guests.iter().map(|g| g.config.name.clone()).collect()
+    }
+
+    /// Status of every guest, or of the one named.
+    pub async fn status(&self, only: Option<&str>) -> Result<Vec<GuestStatus>, String> {
+        let state = self.state.lock().await;
+        if let Some(name) = only {
+            if !state.guests.iter().any(|g| g.config.name == name) {
+                return Err(unknown_guest(name));
+            }
+        }
+        let mut out = Vec::new();
+        for g in state
+            .guests
+            .iter()
+            .filter(|g| only.map_or(true, |n| n == g.config.name))
+        {
+            let stats = g.service.stats();
+            let handler = g.service.handler_status().await.unwrap_or_default();
+            let link = handler.connection;
+            out.push(GuestStatus {
+                name: g.config.name.clone(),
+                transport: g.config.transport.to_string(),
+                listening: g.service.local_description().await,
+                connected_ssid: link.as_ref().map(|l| l.ssid.to_string_lossy()),
+                connection: link.as_ref().map(|l| {
+                    match l.kind {
+                        ConnectionKind::HostMirroring => "host-mirroring",
+                        ConnectionKind::GuestDirected => "guest-directed",
+                    }
+                    .to_string()
+                }),
+                session_id: handler.session_id,
+                requests: stats.requests,
+                invalid_requests: stats.invalid_requests,
+                notifications_sent: stats.notifications_sent,
+                notifications_dropped: stats.notifications_dropped,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Re-reads the configuration file and applies the guest changes; see
+    /// the module documentation. Tells the service manager RELOADING=1 and
+    /// READY=1 around it.
+    pub async fn reload(&self) -> Result<ReloadSummary, DaemonError> {
+        let path = self.config_path.clone().ok_or(DaemonError::NoConfigFile)?;
+        notify_reloading();
+        let result = self.reload_from(&path).await;
+        notify_ready();
+        match &result {
+            Ok(summary) => tracing::info!(?summary, "configuration reloaded"),
+            Err(e) => tracing::warn!("reload refused: {e}"),
+        }
+        result
+    }
+
+    async fn reload_from(&self, path: &std::path::Path) -> Result<ReloadSummary, DaemonError> {
+        let new = self.overrides.apply(DaemonConfig::load(path)?);
+        let mut state = self.state.lock().await;
+        let old = &state.config;
+        let mut changed = Vec::new();
+        if new.backend != old.backend {
+            changed.push("backend");
+        }
+        if new.simulated_networks != old.simulated_networks {
+            changed.push("simulated_network");
+        }
+        if new.control_socket != old.control_socket {
+            changed.push("control_socket");
+        }
+        if new.metrics != old.metrics {
+            changed.push("metrics");
+        }
+        if new.log_level != old.log_level {
+            changed.push("log_level");
+        }
+        if !changed.is_empty() {
+            return Err(DaemonError::GlobalChanged(format!(
+                "global setting(s) changed ({})",
+                changed.join(", ")
+            )));
+        }
+
+        let wanted: HashMap<&str, &GuestConfig> =
+            new.guests.iter().map(|g| (g.name.as_str(), g)).collect();
+        let mut summary = ReloadSummary::default();
+        let mut keep: HashMap<String, Guest> = HashMap::new();
+        let mut retired: Vec<Guest> = Vec::new();
+        for guest in std::mem::take(&mut state.guests) {
+            match wanted.get(guest.config.name.as_str()) {
+                Some(g) if **g == guest.config => {
+                    summary.unchanged.push(guest.config.name.clone());
+                    keep.insert(guest.config.name.clone(), guest);
+                }
+                Some(_) => {
+                    summary.restarted.push(guest.config.name.clone());
+                    retired.push(guest);
+                }
+                None => {
+                    summary.removed.push(guest.config.name.clone());
+                    retired.push(guest);
+                }
+            }
+        }
+        // Stop first: a new or changed guest may take over an endpoint.
+        let retired_configs: Vec<GuestConfig> = retired.iter().map(|g| g.config.clone()).collect();
+        self.stop_guests(retired).await;
+        let mut started: Vec<Guest> = Vec::new();
+        let mut failure = None;
+        for g in new.guests.iter().filter(|g| !keep.contains_key(&g.name)) {
+            match self.start_guest(g).await {
+                Ok(guest) => started.push(guest),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            // Put back what was there (the restarted ones start afresh).
+            self.stop_guests(started).await;
+            let mut restored = Vec::new();
+            for g in &retired_configs {
+                match self.start_guest(g).await {
+                    Ok(guest) => restored.push(guest),
+                    Err(e) => tracing::error!("cannot restore guest {}: {e}", g.name),
+                }
+            }
+            let mut by_name: HashMap<String, Guest> = keep;
+            by_name.extend(restored.into_iter().map(|g| (g.config.name.clone(), g)));
+            state.guests = state
+                .config
+                .guests
+                .iter()
+                .filter_map(|g| by_name.remove(&g.name))
+                .collect();
+            self.metrics.set_guests(state.guests.len());
+            return Err(e);
+        }
+        for g in &started {
+            if !summary.restarted.contains(&g.config.name) {
+                summary.added.push(g.config.name.clone());
+            }
+        }
+        let mut by_name = keep;
+        by_name.extend(started.into_iter().map(|g| (g.config.name.clone(), g)));
+        state.guests = new
+            .guests
+            .iter()
+            .filter_map(|g| by_name.remove(&g.name))
+            .collect();
+        self.metrics.set_guests(state.guests.len());
+        state.config = new;
+        Ok(summary)
+    }
+
+    /// Stops every guest (gracefully, all at once) and the backend (the
+    /// NetworkManager backend deletes the profiles it created).
+    pub async fn stop(&self) {
+        let guests = std::mem::take(&mut self.state.lock().await.guests);
+        self.stop_guests(guests).await;
+        self.host.shutdown().await;
+        self.metrics.set_guests(0);
+    }
+}
+
+fn unknown_guest(name: &str) -> String {
+    format!("no guest named {name:?}")
+}
+
+/// The daemon's control socket handler.
+///
+/// Events of the simulated host (`host-connect`, `host-disconnect`,
+/// `signal`, `scan-results`, `scan-mode`) act on the one simulated radio
+/// that every guest shares, so every guest sees them, with or without
+/// `--guest`: a host connection changes the host for all guests, and a
+/// signal change or spontaneous scan results reach each guest for which
+/// they are relevant (signal only to guests connected through the
+/// simulated interface, as the handler's rules say). `--guest NAME` is
+/// checked (an unknown name is an error) and restricts `status`; `reload`
+/// acts on the whole daemon and refuses `--guest`.
+pub struct DaemonControl {
+    daemon: Arc<Daemon>,
+}
+
+impl DaemonControl {
+    pub fn new(daemon: Arc<Daemon>) -> DaemonControl {
+        DaemonControl { daemon }
+    }
+}
+
+#[async_trait]
+impl ControlHandler for DaemonControl {
+    async fn handle(&self, request: ControlRequest) -> ControlResponse {
+        let guest = request.guest.as_deref();
+        match &request.command {
+            ControlCommand::Status => match self.daemon.status(guest).await {
+                Ok(list) => match serde_json::to_value(list) {
+                    Ok(v) => ControlResponse::ok_with(v),
+                    Err(e) => ControlResponse::error(e.to_string()),
+                },
+                Err(e) => ControlResponse::error(e),
+            },
+            ControlCommand::Reload => {
+                if guest.is_some() {
+                    return ControlResponse::error(
+                        "reload applies to the whole daemon; leave out --guest",
+                    );
+                }
+                match self.daemon.reload().await {
+                    Ok(summary) => match serde_json::to_value(summary) {
+                        Ok(v) => ControlResponse::ok_with(v),
+                        Err(e) => ControlResponse::error(e.to_string()),
+                    },
+                    Err(e) => ControlResponse::error(e.to_string()),
+                }
+            }
+            event => {
+                if let Some(name) = guest {
+                    if !self.daemon.guest_names().await.iter().any(|n| n == name) {
+                        return ControlResponse::error(unknown_guest(name));
+                    }
+                }
+                let Some(wifi) = self.daemon.simulated() else {
+                    return ControlResponse::error("the daemon's backend is not simulated");
+                };
+                match crate::control::SimulatedControl::apply(wifi, event) {
+                    Ok(()) => ControlResponse::ok(),
+                    Err(e) => ControlResponse::error(e),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn guest(name: &str, port: u16) -> String {
+        format!(
+            "[[guest]]\nname = \"{name}\"\ntcp = \"127.0.0.1\"\nrequest_port = {port}\nscan_min_latency_ms = 0\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_cannot_start_a_guest_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let write = |guests: &str| {
+            std::fs::write(&path, format!("backend = \"simulated\"\n{guests}")).unwrap()
+        };
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port_a = free.local_addr().unwrap().port();
+        drop(free);
+        write(&format!("{}{}", guest("a", port_a), guest("b", 0)));
+        let config = DaemonConfig::load(&path).unwrap();
+        let daemon = Daemon::start(config, Some(path.clone()), Overrides::default())
+            .await
+            .unwrap();
+        let before = daemon.status(None).await.unwrap();
+        let b_at = before[1].listening.clone();
+
+        // c's port is taken: nothing may change, b is not even touched.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port_c = taken.local_addr().unwrap().port();
+        write(&format!(
+            "{}{}{}",
+            guest("a", port_a).replace("scan_min_latency_ms = 0", "scan_min_latency_ms = 1"),
+            guest("b", 0),
+            guest("c", port_c)
+        ));
+        let err = daemon.reload().await.unwrap_err();
+        assert!(
+            matches!(err, DaemonError::Guest { ref guest, .. } if guest == "c"),
+            "{err}"
+        );
+        let after = daemon.status(None).await.unwrap();
+        let names: Vec<&str> = after.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(after[1].listening, b_at);
+        assert_eq!(
+            after[0].listening.as_deref(),
+            Some(format!("127.0.0.1:{port_a}").as_str()),
+            "a restored on its port"
+        );
+        assert!(daemon
+            .metrics()
+            .render()
+            .contains("proxy_wifi_guests_configured 2"));
+        // The configuration in force is still the old one: once the port is
+        // free, the same file goes through as a change from it.
+        drop(taken);
+        let summary = daemon.reload().await.unwrap();
+        assert_eq!(summary.added, ["c"]);
+        assert_eq!(summary.restarted, ["a"]);
+        assert_eq!(summary.unchanged, ["b"]);
+        daemon.stop().await;
+        assert!(daemon.status(None).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn control_checks_guest_names_and_backend() {
+        let config = DaemonConfig::parse(
+            "backend = \"simulated\"\n[[guest]]\nname = \"a\"\ntcp = \"127.0.0.1\"\nrequest_port = 0\n",
+            "t.toml",
+        )
+        .unwrap();
+        let daemon = Daemon::start(config, None, Overrides::default())
+            .await
+            .unwrap();
+        let control = DaemonControl::new(daemon.clone());
+        let ask = |guest: Option<&str>, command| ControlRequest {
+            guest: guest.map(String::from),
+            command,
+        };
+        let r = control
+            .handle(ask(
+                Some("zz"),
+                ControlCommand::HostConnect {
+                    ssid: "FakeOpen".into(),
+                },
+            ))
+            .await;
+        assert_eq!(r.error.as_deref(), Some("no guest named \"zz\""));
+        let r = control
+            .handle(ask(
+                Some("a"),
+                ControlCommand::HostConnect {
+                    ssid: "FakeOpen".into(),
+                },
+            ))
+            .await;
+        assert!(r.ok, "{r:?}");
+        let r = control.handle(ask(Some("a"), ControlCommand::Reload)).await;
+        assert!(!r.ok);
+        let r = control.handle(ask(None, ControlCommand::Reload)).await;
+        assert!(r.error.unwrap().contains("without a configuration file"));
+        let r = control.handle(ask(Some("a"), ControlCommand::Status)).await;
+        let list: Vec<GuestStatus> = serde_json::from_value(r.data.unwrap()).unwrap();
+        assert_eq!(list[0].name, "a");
+        assert_eq!(list[0].session_id, 0);
+        daemon.stop().await;
+    }
+}

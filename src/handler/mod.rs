@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
@@ -127,10 +127,30 @@ impl HandlerClient {
     }
 }
 
-/// A running handler: its client and its task.
+/// The guest's connection as the handler sees it, for status output. The
+/// handler publishes it before answering the request that changed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HandlerStatus {
+    /// The value carried by the last connect response (0: none yet).
+    pub session_id: u64,
+    /// The guest's connection, if it has one.
+    pub connection: Option<GuestLink>,
+}
+
+/// The network the guest is connected to, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestLink {
+    pub ssid: Ssid,
+    pub kind: ConnectionKind,
+    pub interface: InterfaceId,
+}
+
+/// A running handler: its client, its task and its status.
 pub struct HandlerHandle {
     pub client: HandlerClient,
     pub task: JoinHandle<()>,
+    /// Read-only view of the guest's connection (never waits for the task).
+    pub status: watch::Receiver<HandlerStatus>,
 }
 
 /// Spawns the handler for one guest.
@@ -150,7 +170,9 @@ pub fn spawn(
     let events = host.subscribe();
     let interfaces = host.interfaces();
     let (tx, rx) = mpsc::channel(16);
+    let (status_tx, status) = watch::channel(HandlerStatus::default());
     let state = State {
+        status: status_tx,
         settings,
         host,
         fake,
@@ -166,6 +188,7 @@ pub fn spawn(
     HandlerHandle {
         client: HandlerClient { tx },
         task,
+        status,
     }
 }
 
@@ -197,6 +220,7 @@ struct State {
     pending_scan: Option<PendingScan>,
     observer: ObserverQueue,
     notifications: mpsc::Sender<Message>,
+    status: watch::Sender<HandlerStatus>,
 }
 
 fn guest_auth(security: &Security) -> AuthAlgorithm {
@@ -265,10 +289,14 @@ impl State {
             tokio::select! {
                 biased;
                 event = events.recv(), if events_open => match event {
-                    Ok(event) => self.on_event(event).await,
+                    Ok(event) => {
+                        self.on_event(event).await;
+                        self.publish_status();
+                    }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "missed host Wi-Fi events; re-reading the interfaces");
                         self.resync().await;
+                        self.publish_status();
                     }
                     Err(broadcast::error::RecvError::Closed) => {
                         tracing::debug!("host Wi-Fi events closed");
@@ -278,6 +306,7 @@ impl State {
                 input = inputs.recv() => match input {
                     Some(Input::Request { request, arrived, reply }) => {
                         let answer = self.on_request(request, arrived).await;
+                        self.publish_status();
                         if reply.send(answer).is_err() {
                             tracing::debug!("the guest connection went away before its reply");
                         }
@@ -289,6 +318,24 @@ impl State {
                 },
             }
         }
+    }
+
+    fn publish_status(&self) {
+        let now = HandlerStatus {
+            session_id: self.session_id,
+            connection: self.guest.as_ref().map(|g| GuestLink {
+                ssid: g.ssid,
+                kind: g.kind,
+                interface: g.interface,
+            }),
+        };
+        self.status.send_if_modified(|current| {
+            let changed = *current != now;
+            if changed {
+                *current = now;
+            }
+            changed
+        });
     }
 
     async fn query_connection(iface: &Arc<dyn WifiInterface>) -> Option<ConnectedNetwork> {

@@ -177,6 +177,7 @@ struct Harness {
     notes: mpsc::Receiver<Message>,
     recorder: Arc<Recorder>,
     observer: ObserverQueue,
+    status: watch::Receiver<HandlerStatus>,
     _task: JoinHandle<()>,
 }
 
@@ -244,6 +245,7 @@ fn harness(
         notes,
         recorder,
         observer,
+        status: handle.status,
         _task: handle.task,
     }
 }
@@ -1123,4 +1125,52 @@ async fn a_new_guest_connection_on_the_same_interface_is_not_a_loss() {
         h.notes().await,
         vec![Message::NotifDisconnected { session_id: 2 }]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_follows_session_and_connection_before_the_reply() {
+    let a = TestIface::new(1);
+    a.s().connects.push_back(Ok(network(1, "Net")));
+    let h = harness(vec![a.clone()], vec![("Fake", mac(9))], no_latency());
+    assert_eq!(*h.status.borrow(), HandlerStatus::default());
+    let s = h.connect(open_request("Net")).await.session_id;
+    // Published before the reply left: no sync needed.
+    assert_eq!(
+        *h.status.borrow(),
+        HandlerStatus {
+            session_id: s,
+            connection: Some(GuestLink {
+                ssid: ssid("Net"),
+                kind: ConnectionKind::GuestDirected,
+                interface: a.id,
+            }),
+        }
+    );
+    h.disconnect(s).await;
+    assert_eq!(h.status.borrow().connection, None);
+    let s = h.connect(open_request("Fake")).await.session_id;
+    assert_eq!(s, 2);
+    let now = h.status.borrow().clone();
+    assert_eq!(now.session_id, 2);
+    assert_eq!(
+        now.connection.map(|c| (c.ssid, c.kind)),
+        Some((ssid("Fake"), ConnectionKind::HostMirroring))
+    );
+    // A failed connect still counts a session; the mirror stays.
+    assert_eq!(h.connect(open_request("Nowhere")).await.result_code, 1);
+    assert_eq!(h.status.borrow().session_id, 3);
+    assert!(h.status.borrow().connection.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_clears_when_the_host_drops_the_guests_network() {
+    let a = TestIface::new(1);
+    a.s().connects.push_back(Ok(network(1, "Net")));
+    let h = harness(vec![a.clone()], vec![], no_latency());
+    h.connect(open_request("Net")).await;
+    assert!(h.status.borrow().connection.is_some());
+    h.hub.publish(InterfaceEvent::Disconnected { iface: a.id });
+    h.client.sync().await;
+    assert_eq!(h.status.borrow().connection, None);
+    assert_eq!(h.status.borrow().session_id, 1);
 }

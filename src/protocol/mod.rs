@@ -177,29 +177,26 @@ impl Header {
     /// operation is one a guest sends and its size is at most the largest
     /// legal body, so a reader can refuse it before reading the body.
     pub fn decode_request(bytes: &[u8; HEADER_LEN]) -> Result<Header, DecodeError> {
-        let header = Header::decode(bytes)?;
-        let max = header
-            .operation
-            .max_request_body()
-            .ok_or(DecodeError::NotARequest(header.operation))?;
-        if header.size as usize > max {
-            return Err(DecodeError::BodyTooLarge {
-                operation: header.operation,
-                size: header.size,
-                max,
-            });
-        }
-        Ok(header)
+        Header::decode_within(bytes, Operation::max_request_body, DecodeError::NotARequest)
     }
 
     /// Decodes the header of a message from a host (reply or notification)
     /// and checks its size against the largest legal body of its operation.
     pub fn decode_host(bytes: &[u8; HEADER_LEN]) -> Result<Header, DecodeError> {
+        Header::decode_within(
+            bytes,
+            Operation::max_host_body,
+            DecodeError::NotAHostMessage,
+        )
+    }
+
+    fn decode_within(
+        bytes: &[u8; HEADER_LEN],
+        max_body: fn(Operation) -> Option<usize>,
+        not_allowed: fn(Operation) -> DecodeError,
+    ) -> Result<Header, DecodeError> {
         let header = Header::decode(bytes)?;
-        let max = header
-            .operation
-            .max_host_body()
-            .ok_or(DecodeError::NotAHostMessage(header.operation))?;
+        let max = max_body(header.operation).ok_or(not_allowed(header.operation))?;
         if header.size as usize > max {
             return Err(DecodeError::BodyTooLarge {
                 operation: header.operation,

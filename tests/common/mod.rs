@@ -5,6 +5,9 @@
 //! Each test crate includes this with `mod common;` and uses a part of it.
 #![allow(dead_code)]
 
+#[cfg(target_os = "linux")]
+pub mod nm;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Stdio;
@@ -296,4 +299,189 @@ impl Watch {
 pub fn host_header(bytes: &[u8]) -> Header {
     let head: [u8; HEADER_LEN] = bytes[..HEADER_LEN].try_into().expect("7 bytes");
     Header::decode_host(&head).expect("a host header")
+}
+
+/// Parses the port at the end of a listening description: `127.0.0.1:4000`
+/// (TCP) or `/tmp/x/vm.sock port 12346` (hybrid vsock, vsock).
+pub fn trailing_port(description: &str) -> Option<u32> {
+    description
+        .trim()
+        .rsplit([':', ' '])
+        .next()
+        .and_then(|p| p.parse().ok())
+}
+
+impl Watch {
+    /// Like [`Watch::start`] for any transport: returns the watch and where
+    /// it says it listens (`127.0.0.1:PORT`, or `PATH port N` for hybrid
+    /// vsock). `port` is the trailing port of that description (for hybrid
+    /// vsock, the guest notification port it answers `CONNECT` for).
+    pub async fn start_described(transport: &[String], args: &[&str]) -> (Watch, String) {
+        let mut child = Command::new(bin())
+            .arg("guest")
+            .args(transport)
+            .arg("watch")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn proxy-wifi guest watch");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let description = tokio::time::timeout(COMMAND_LIMIT, async {
+            while let Some(line) = stderr.next_line().await.expect("read stderr") {
+                if let Some(addr) = line.split("listening for notifications on ").nth(1) {
+                    return addr.trim().to_string();
+                }
+            }
+            panic!("watch exited before listening");
+        })
+        .await
+        .expect("watch never said where it listens");
+        let port = trailing_port(&description)
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(0);
+        (
+            Watch {
+                child,
+                port,
+                stdout,
+                stderr,
+            },
+            description,
+        )
+    }
+
+    /// The next stdout line parsed as JSON (`watch --json`).
+    pub async fn next_json(&mut self) -> serde_json::Value {
+        let line = self.next_line().await.expect("watch ended early");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+}
+
+/// A running `proxy-wifi serve --simulated ... --control <tempdir>/control.sock`,
+/// killed when dropped.
+pub struct Serve {
+    pub child: Child,
+    /// Where it listens for guest requests, as it logged it
+    /// (`127.0.0.1:PORT`, or the hybrid vsock request socket's path).
+    pub listening_on: String,
+    /// The control socket, for `proxy-wifi ctl --control`.
+    pub control: std::path::PathBuf,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Serve {
+    /// Starts `proxy-wifi serve --simulated <args...>` and waits until it
+    /// logs `listening for guest requests on ...` and its control socket
+    /// exists. Everything it logs is kept (see [`Serve::log`]).
+    pub async fn start(args: &[String]) -> Serve {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let control = dir.path().join("control.sock");
+        let mut child = Command::new(bin())
+            .args(["serve", "--simulated"])
+            .args(args)
+            .arg("--control")
+            .arg(&control)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn proxy-wifi serve");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let kept = log.clone();
+        tokio::spawn(async move {
+            let mut tx = Some(tx);
+            while let Ok(Some(line)) = stderr.next_line().await {
+                if let Some(rest) = line.split("listening for guest requests on ").nth(1) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.trim().to_string());
+                    }
+                }
+                if let Ok(mut log) = kept.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        let listening_on = match tokio::time::timeout(COMMAND_LIMIT, rx).await {
+            Ok(Ok(description)) => description,
+            _ => {
+                let _ = child.start_kill();
+                let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+                panic!("proxy-wifi serve did not start:\n{log}");
+            }
+        };
+        // The control socket is bound right after the service starts.
+        let deadline = tokio::time::Instant::now() + COMMAND_LIMIT;
+        while !control.exists() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no control socket at {}",
+                control.display()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Serve {
+            child,
+            listening_on,
+            control,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The TCP request port (the trailing port of `listening_on`).
+    pub fn request_port(&self) -> u16 {
+        trailing_port(&self.listening_on)
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or_else(|| panic!("no TCP port in {:?}", self.listening_on))
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Runs `proxy-wifi ctl --control <control> <args...>`.
+    pub async fn ctl(&self, args: &[&str]) -> Run {
+        let output = tokio::time::timeout(
+            COMMAND_LIMIT,
+            Command::new(bin())
+                .arg("ctl")
+                .arg("--control")
+                .arg(&self.control)
+                .args(args)
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("proxy-wifi ctl hung")
+        .expect("run proxy-wifi ctl");
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Runs `proxy-wifi ctl` and panics (with the service's log) unless it
+    /// succeeds.
+    pub async fn ctl_ok(&self, args: &[&str]) {
+        let run = self.ctl(args).await;
+        assert_eq!(
+            run.code,
+            Some(0),
+            "ctl {args:?} failed: {run:#?}\nservice log:\n{}",
+            self.log()
+        );
+    }
 }
