@@ -24,7 +24,8 @@
 //! - `library`: this very executable re-run with `--serve-library FILE`,
 //!   which reads the same file with `DaemonConfig::load` and starts one
 //!   `Service` per guest on one shared `SimulatedWifi`, on a multi-thread
-//!   runtime with an info-level log to stderr, as the binary does;
+//!   runtime (one worker; `--library-workers N`) with an info-level log to
+//!   stderr, as the binary does;
 //! - `auto` (default): `daemon` when `proxy-wifi serve --help` offers
 //!   `--config`, else `library`;
 //! - `both`: one after the other.
