@@ -211,40 +211,53 @@ impl ObserverQueue {
     }
 }
 
-/// Runs one observer call on the blocking pool, containing a panic.
-async fn call<T: Send + 'static>(
-    what: &'static str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    match tokio::task::spawn_blocking(move || catch_unwind(AssertUnwindSafe(f))).await {
-        Ok(Ok(value)) => Some(value),
-        Ok(Err(_)) | Err(_) => {
-            tracing::error!("the observer panicked in {what}; the service carries on");
-            None
-        }
+/// Most queued items handed to the observer in one go.
+const BATCH: usize = 64;
+
+/// Delivers queued items in order. Whatever is queued is handed to the
+/// blocking pool as one batch: one hand-off per batch rather than per event
+/// keeps a busy guest (two observer events per scan) from growing the pool
+/// thread by thread, while a blocking or re-entrant observer still never
+/// holds up the async workers.
+async fn deliver(observer: Arc<dyn Observer>, mut rx: mpsc::UnboundedReceiver<Item>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let items = std::mem::take(&mut batch);
+        let o = observer.clone();
+        // Each item contains its own panics; an error here means the pool
+        // is shutting down, and dropped authorization replies read as Deny.
+        let _ = tokio::task::spawn_blocking(move || {
+            for item in items {
+                deliver_one(&*o, item);
+            }
+        })
+        .await;
     }
 }
 
-async fn deliver(observer: Arc<dyn Observer>, mut rx: mpsc::UnboundedReceiver<Item>) {
-    while let Some(item) = rx.recv().await {
-        match item {
-            Item::Event(event) => {
-                let o = observer.clone();
-                let name = event.name();
-                call(name, move || event.deliver(&*o)).await;
+/// Delivers one item, containing a panic of the observer.
+fn deliver_one(observer: &dyn Observer, item: Item) {
+    match item {
+        Item::Event(event) => {
+            let name = event.name();
+            if catch_unwind(AssertUnwindSafe(|| event.deliver(observer))).is_err() {
+                tracing::error!("the observer panicked in {name}; the service carries on");
             }
-            Item::Authorize { kind, ssid, reply } => {
-                let o = observer.clone();
-                let answer = call("authorize_guest_connection", move || {
-                    o.authorize_guest_connection(kind, &ssid)
-                })
-                .await
-                .unwrap_or(Authorization::Deny);
-                let _ = reply.send(answer);
-            }
-            Item::Flush(done) => {
-                let _ = done.send(());
-            }
+        }
+        Item::Authorize { kind, ssid, reply } => {
+            let answer = catch_unwind(AssertUnwindSafe(|| {
+                observer.authorize_guest_connection(kind, &ssid)
+            }))
+            .unwrap_or_else(|_| {
+                tracing::error!(
+                    "the observer panicked in authorize_guest_connection; denying, the service carries on"
+                );
+                Authorization::Deny
+            });
+            let _ = reply.send(answer);
+        }
+        Item::Flush(done) => {
+            let _ = done.send(());
         }
     }
 }
