@@ -591,7 +591,9 @@ impl State {
         });
         self.observer.notify(ObserverEvent::GuestScanCompleted);
         let response = merger.response(complete);
-        tracing::info!(
+        // Debug, not info: guests scan every few seconds (wpa_supplicant,
+        // NetworkManager), which would bury the connects an operator looks for.
+        tracing::debug!(
             bss = response.bss.len(),
             scan_complete = complete,
             "answering guest scan"
