@@ -81,6 +81,14 @@ impl Default for HandlerSettings {
     }
 }
 
+/// The guest waits 20 s for a connect's reply, its own connect included;
+/// past that it reports failure, and a host connection made later would not
+/// be the one the guest believes in. So a connect is answered within this
+/// budget from the request's arrival (2 s left for queueing and transport),
+/// however many interfaces there are: each still gets its 10 s, but never
+/// more than what is left.
+pub const CONNECT_BUDGET: Duration = Duration::from_secs(18);
+
 /// How long the guest waits for the rest of a scan answered "still running"
 /// (its own timer); results after that are spontaneous.
 const GUEST_SCAN_WAIT: Duration = Duration::from_secs(10);
@@ -544,7 +552,7 @@ impl State {
                 }
                 reply
             }
-            Request::Connect(connect) => self.connect(connect).await,
+            Request::Connect(connect) => self.connect(connect, arrived + CONNECT_BUDGET).await,
             Request::Disconnect(disconnect) => self.disconnect(disconnect).await,
         }
     }
@@ -606,14 +614,34 @@ impl State {
         if let Some(network) = self.fake.as_ref().and_then(|f| f.find(ssid)) {
             return Some((crate::wifi::fake::FAKE_INTERFACE_ID, network));
         }
-        for iface in &self.interfaces {
-            if let Some(network) = Self::query_connection(iface).await {
-                if network.ssid == *ssid {
-                    return Some((iface.id(), network));
-                }
+        // Asked all at once (each bounded), then taken in interface order:
+        // one slow interface costs its query timeout once, not once per
+        // interface before it.
+        let states =
+            futures::future::join_all(self.interfaces.iter().map(Self::query_connection)).await;
+        self.interfaces
+            .iter()
+            .zip(states)
+            .find_map(|(iface, network)| match network {
+                Some(network) if network.ssid == *ssid => Some((iface.id(), network)),
+                _ => None,
+            })
+    }
+
+    /// Asks the observer, but only for as long as the guest still waits.
+    async fn authorize_within(
+        &self,
+        kind: ConnectionKind,
+        ssid: Ssid,
+        deadline: Instant,
+    ) -> Authorization {
+        match tokio::time::timeout_at(deadline, self.observer.authorize(kind, ssid)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                tracing::warn!(ssid = %ssid, "the observer did not authorize within the guest's wait; denying");
+                Authorization::Deny
             }
         }
-        None
     }
 
     fn connect_answer(&mut self, result_code: u16, bssid: MacAddr) -> Message {
@@ -646,7 +674,7 @@ impl State {
         ));
     }
 
-    async fn connect(&mut self, request: ConnectRequest) -> Message {
+    async fn connect(&mut self, request: ConnectRequest, deadline: Instant) -> Message {
         let ssid = request.ssid;
         let requested = Security::from_connect_request(&request);
         let requested_auth = requested.map_or(AuthAlgorithm::Wpa2Psk, |s| s.auth);
@@ -655,7 +683,7 @@ impl State {
         if let Some((iface, network)) = self.find_mirror(&ssid).await {
             let kind = ConnectionKind::HostMirroring;
             let auth = guest_auth(&network.security);
-            return match self.observer.authorize(kind, ssid).await {
+            return match self.authorize_within(kind, ssid, deadline).await {
                 Authorization::Approve => {
                     tracing::info!(ssid = %ssid, interface = %iface, "mirroring the host's connection");
                     self.guest = Some(GuestConnection {
@@ -689,7 +717,7 @@ impl State {
         }
 
         let kind = ConnectionKind::GuestDirected;
-        if self.observer.authorize(kind, ssid).await == Authorization::Deny {
+        if self.authorize_within(kind, ssid, deadline).await == Authorization::Deny {
             tracing::info!(ssid = %ssid, "the observer denied the connection");
             self.completion(
                 kind,
@@ -721,7 +749,13 @@ impl State {
         };
         let mut rejected: Option<u16> = None;
         for iface in self.interfaces.clone() {
-            match timeout(self.settings.connect_timeout, iface.connect(&params)).await {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(interface = %iface.name(), "the guest's wait is over; not trying further interfaces");
+                break;
+            }
+            let limit = self.settings.connect_timeout.min(left);
+            match timeout(limit, iface.connect(&params)).await {
                 Ok(Ok(network)) => {
                     let id = iface.id();
                     tracing::info!(ssid = %ssid, interface = %iface.name(), bssid = %network.bssid, "guest connection up");
@@ -752,8 +786,7 @@ impl State {
                 Ok(Err(e)) => tracing::info!(interface = %iface.name(), "cannot connect: {e}"),
                 Err(_) => tracing::warn!(
                     interface = %iface.name(),
-                    "no connection within {:?}",
-                    self.settings.connect_timeout
+                    "no connection within {limit:?}"
                 ),
             }
         }

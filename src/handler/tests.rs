@@ -22,6 +22,8 @@ struct Script {
     scan_delay: Duration,
     scan_fails: bool,
     connected: Option<ConnectedNetwork>,
+    /// How long `connected_network` takes to answer.
+    query_delay: Duration,
     /// Outcomes of the next connects; empty: "not found".
     connects: VecDeque<Result<ConnectedNetwork, InterfaceError>>,
     connect_delay: Duration,
@@ -67,6 +69,8 @@ impl WifiInterface for TestIface {
         self.name.clone()
     }
     async fn connected_network(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
+        let delay = self.s().query_delay;
+        tokio::time::sleep(delay).await;
         Ok(self.s().connected.clone())
     }
     async fn scan(&self, _target: Option<&Ssid>) -> Result<ScanResult, InterfaceError> {
@@ -1173,4 +1177,44 @@ async fn status_clears_when_the_host_drops_the_guests_network() {
     h.client.sync().await;
     assert_eq!(h.status.borrow().connection, None);
     assert_eq!(h.status.borrow().session_id, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_is_answered_within_the_guests_20_s_wait() {
+    // Three interfaces that never connect: the first gets its 10 s, the
+    // second what is left of the 18 s budget, the third is not tried, and
+    // the guest hears back before its own 20 s run out.
+    let ifaces: Vec<_> = (1..=3).map(TestIface::new).collect();
+    for i in &ifaces {
+        i.s().connect_delay = Duration::from_secs(60);
+        i.s().connects.push_back(Ok(network(9, "Net")));
+    }
+    let h = harness(ifaces.clone(), vec![], no_latency());
+    let start = Instant::now();
+    let c = h.connect(psk_request("Net")).await;
+    assert_eq!(start.elapsed(), CONNECT_BUDGET);
+    assert_eq!(
+        (c.result_code, c.session_id),
+        (STATUS_UNSPECIFIED_FAILURE, 1)
+    );
+    assert_eq!(ifaces[0].calls().len(), 1);
+    assert_eq!(ifaces[1].calls().len(), 1);
+    assert!(ifaces[2].calls().is_empty(), "{:?}", ifaces[2].calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_connection_queries_cost_one_query_timeout_not_one_per_interface() {
+    // Looking for a connection to mirror asks every interface at once.
+    let a = TestIface::new(1);
+    let b = TestIface::new(2);
+    a.s().query_delay = Duration::from_secs(60);
+    b.s().query_delay = Duration::from_secs(60);
+    b.s().connects.push_back(Ok(network(2, "Net")));
+    let h = harness(vec![a.clone(), b.clone()], vec![], no_latency());
+    h.client.sync().await;
+    let start = Instant::now();
+    let c = h.connect(psk_request("Net")).await;
+    // 5 s for the (concurrent) queries, then b connects at once.
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+    assert_eq!((c.result_code, c.bssid), (0, mac(2)));
 }
