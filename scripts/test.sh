@@ -26,4 +26,7 @@ cargo clippy --all-targets -- -D warnings
 
 log "cargo test"
 cargo test --all-targets
+
+log "cargo test --doc"
+cargo test --doc
 scripts/windows-check.sh
