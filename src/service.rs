@@ -525,6 +525,9 @@ async fn serve_connection(
     .await;
     let arrived = Instant::now();
     let mut operation = None;
+    // Held until the reply is written: the handler takes nothing else
+    // meanwhile, so no notification can overtake this reply.
+    let mut written_guard = None;
     let reply = match read {
         Ok(Ok((header, body))) => {
             Counters::bump(&counters.requests);
@@ -533,7 +536,9 @@ async fn serve_connection(
             match Request::decode_body(header.operation, &body) {
                 Ok(request) => {
                     tracing::debug!(operation = %header.operation, "guest request");
-                    handler.request(request, arrived).await
+                    let (reply, guard) = handler.request_until_written(request, arrived).await;
+                    written_guard = Some(guard);
+                    reply
                 }
                 Err(e) => {
                     Counters::bump(&counters.invalid_requests);
@@ -572,6 +577,7 @@ async fn serve_connection(
         Ok(Err(e)) => tracing::warn!("cannot write the reply: {e}"),
         Err(_) => tracing::warn!("writing the reply timed out"),
     }
+    drop(written_guard);
 }
 
 /// How much a waiting notification matters when the queue is full: the

@@ -57,7 +57,8 @@ pub enum SimulatedSecurity {
 }
 
 /// A simulated network (`[[simulated_network]]`, backend `simulated` only).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Its `Debug` hides the passphrase.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimulatedNetworkConfig {
     pub ssid: String,
@@ -69,6 +70,22 @@ pub struct SimulatedNetworkConfig {
     /// For `wpa2-psk`: the guest's PMK must derive from this passphrase,
     /// else the connect is refused as a wrong key. Absent: any key accepted.
     pub passphrase: Option<String>,
+}
+
+impl std::fmt::Debug for SimulatedNetworkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatedNetworkConfig")
+            .field("ssid", &self.ssid)
+            .field("bssid", &self.bssid)
+            .field("freq_khz", &self.freq_khz)
+            .field("rssi_dbm", &self.rssi_dbm)
+            .field("security", &self.security)
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 fn default_rssi() -> i32 {

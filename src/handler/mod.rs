@@ -98,9 +98,18 @@ enum Input {
         request: Request,
         arrived: Instant,
         reply: oneshot::Sender<Message>,
+        /// Resolves (with an error) when the reply has been written.
+        written: oneshot::Receiver<()>,
     },
     Sync(oneshot::Sender<()>),
 }
+
+/// How long the handler holds its next input while a reply is being
+/// written (the service bounds a reply write at 5 s).
+pub const REPLY_WRITE_WAIT: Duration = Duration::from_secs(6);
+
+/// Held while a reply is written; dropping it lets the handler go on.
+pub struct ReplyWritten(#[allow(dead_code)] Option<oneshot::Sender<()>>);
 
 /// Sends requests to a running handler. Cheap to clone.
 #[derive(Clone)]
@@ -113,16 +122,32 @@ impl HandlerClient {
     /// when the request reached the host (the scan minimum latency counts
     /// from it). A handler that is gone answers INVALID.
     pub async fn request(&self, request: Request, arrived: Instant) -> Message {
+        self.request_until_written(request, arrived).await.0
+    }
+
+    /// Like [`HandlerClient::request`], and the handler takes no further
+    /// input or host event until the returned guard is dropped (or
+    /// [`REPLY_WRITE_WAIT`] passes). A transport drops it once the reply is
+    /// written, so a notification caused by a later event can never reach
+    /// the guest before the reply that precedes it.
+    pub async fn request_until_written(
+        &self,
+        request: Request,
+        arrived: Instant,
+    ) -> (Message, ReplyWritten) {
         let (reply, answer) = oneshot::channel();
+        let (written_tx, written) = oneshot::channel();
         let input = Input::Request {
             request,
             arrived,
             reply,
+            written,
         };
+        let guard = ReplyWritten(Some(written_tx));
         if self.tx.send(input).await.is_err() {
-            return Message::Invalid;
+            return (Message::Invalid, guard);
         }
-        answer.await.unwrap_or(Message::Invalid)
+        (answer.await.unwrap_or(Message::Invalid), guard)
     }
 
     /// Waits until the handler has processed every input and host event
@@ -312,11 +337,16 @@ impl State {
                     }
                 },
                 input = inputs.recv() => match input {
-                    Some(Input::Request { request, arrived, reply }) => {
+                    Some(Input::Request { request, arrived, reply, written }) => {
                         let answer = self.on_request(request, arrived).await;
                         self.publish_status();
                         if reply.send(answer).is_err() {
                             tracing::debug!("the guest connection went away before its reply");
+                        } else {
+                            // Replies and notifications travel on different
+                            // connections: hold every later event until this
+                            // reply is out.
+                            let _ = timeout(REPLY_WRITE_WAIT, written).await;
                         }
                     }
                     Some(Input::Sync(done)) => {
@@ -404,6 +434,24 @@ impl State {
         }
     }
 
+    /// A Disconnected event. An interface that changes network (a
+    /// guest-directed connect on one that was on another network) reports
+    /// leaving the old one while the connect runs, and the handler reads
+    /// that event only after the connect was answered. So the interface is
+    /// asked what it is on now: still connected means the event is stale,
+    /// and the current network is recorded instead.
+    async fn on_host_disconnected(&mut self, iface: InterfaceId) {
+        let known = self.interfaces.iter().find(|i| i.id() == iface).cloned();
+        if let Some(i) = known {
+            if let Some(now) = Self::query_connection(&i).await {
+                tracing::debug!(interface = %iface, ssid = %now.ssid, "disconnect event, but the interface is connected: stale");
+                self.host_connected(iface, now);
+                return;
+            }
+        }
+        self.host_disconnected(iface);
+    }
+
     /// The interface holding the guest's connection left that network.
     fn guest_connection_lost(&mut self, iface: InterfaceId) {
         self.guest = None;
@@ -458,7 +506,7 @@ impl State {
                 self.scan_source_gone(id);
             }
             InterfaceEvent::Connected { iface, network } => self.host_connected(iface, network),
-            InterfaceEvent::Disconnected { iface } => self.host_disconnected(iface),
+            InterfaceEvent::Disconnected { iface } => self.on_host_disconnected(iface).await,
             InterfaceEvent::SignalQuality { iface, percent } => {
                 if self.guest.as_ref().is_some_and(|g| g.interface == iface) {
                     let dbm = crate::protocol::quality_percent_to_dbm(i32::from(percent));
@@ -501,6 +549,16 @@ impl State {
     /// An interface that was still scanning for the guest is gone: if it was
     /// the last one, finish the guest's scan now rather than at its timeout.
     fn scan_source_gone(&mut self, id: InterfaceId) {
+        // A pending scan past the guest's own timer is over for the guest:
+        // completing it now could finish the guest's next scan with stale
+        // results (the hazard in the protocol notes).
+        if self
+            .pending_scan
+            .as_ref()
+            .is_some_and(|p| p.expires <= Instant::now())
+        {
+            self.pending_scan = None;
+        }
         let finished = match &mut self.pending_scan {
             Some(p) => p.waiting.remove(&id) && p.waiting.is_empty(),
             None => false,

@@ -28,6 +28,10 @@ struct Script {
     connects: VecDeque<Result<ConnectedNetwork, InterfaceError>>,
     connect_delay: Duration,
     disconnect_delay: Duration,
+    /// When set, a successful connect publishes what a real backend does
+    /// when the interface changes network: Disconnected (from the old
+    /// network), then Connected, before the connect returns.
+    publish_on_connect: Option<Arc<EventHub>>,
     calls: Vec<String>,
 }
 
@@ -103,7 +107,18 @@ impl WifiInterface for TestIface {
         };
         tokio::time::sleep(delay).await;
         if let Ok(n) = &outcome {
-            self.s().connected = Some(n.clone());
+            let hub = {
+                let mut s = self.s();
+                s.connected = Some(n.clone());
+                s.publish_on_connect.clone()
+            };
+            if let Some(hub) = hub {
+                hub.publish(InterfaceEvent::Disconnected { iface: self.id });
+                hub.publish(InterfaceEvent::Connected {
+                    iface: self.id,
+                    network: n.clone(),
+                });
+            }
         }
         outcome
     }
@@ -974,6 +989,7 @@ async fn host_disconnect_of_the_guests_interface() {
         );
         let s = h.connect(open_request("Net")).await.session_id;
         h.events().await;
+        a.s().connected = None;
         h.hub.publish(InterfaceEvent::Disconnected { iface: a.id });
         let expected = if notify {
             vec![Message::NotifDisconnected { session_id: s }]
@@ -1173,6 +1189,7 @@ async fn status_clears_when_the_host_drops_the_guests_network() {
     let h = harness(vec![a.clone()], vec![], no_latency());
     h.connect(open_request("Net")).await;
     assert!(h.status.borrow().connection.is_some());
+    a.s().connected = None;
     h.hub.publish(InterfaceEvent::Disconnected { iface: a.id });
     h.client.sync().await;
     assert_eq!(h.status.borrow().connection, None);
@@ -1217,4 +1234,98 @@ async fn slow_connection_queries_cost_one_query_timeout_not_one_per_interface() 
     // 5 s for the (concurrent) queries, then b connects at once.
     assert_eq!(start.elapsed(), Duration::from_secs(5));
     assert_eq!((c.result_code, c.bssid), (0, mac(2)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn leaving_the_old_network_during_a_connect_does_not_drop_the_guest() {
+    // The interface is on "Home"; the guest directs it to "Net". Like
+    // NetworkManager, it reports leaving "Home" while the connect runs; the
+    // handler reads that only after answering, and must not take it for the
+    // loss of the guest's new connection.
+    let a = TestIface::new(1);
+    a.s().connected = Some(network(1, "Home"));
+    a.s().connects.push_back(Ok(network(4, "Net")));
+    let mut h = harness(
+        vec![a.clone()],
+        vec![],
+        HandlerSettings {
+            notify_guest_on_host_disconnect: true,
+            ..no_latency()
+        },
+    );
+    a.s().publish_on_connect = Some(h.hub.clone());
+    h.client.sync().await;
+    let _ = h.events().await;
+    let c = h.connect(psk_request("Net")).await;
+    assert_eq!((c.result_code, c.session_id), (0, 1));
+    h.client.sync().await;
+    assert_eq!(
+        h.notes().await,
+        vec![],
+        "no NOTIF_DISCONNECTED for a live connection"
+    );
+    let status = h.status.borrow().clone();
+    assert_eq!(status.session_id, 1);
+    assert!(
+        status.connection.is_some(),
+        "the guest's connection was forgotten"
+    );
+    // Signal quality of that interface still reaches the guest.
+    h.hub.publish(InterfaceEvent::SignalQuality {
+        iface: a.id,
+        percent: 80,
+    });
+    assert_eq!(
+        h.notes().await,
+        vec![Message::NotifSignalQuality { dbm: -60 }]
+    );
+    // And a real host disconnect still counts.
+    a.s().connected = None;
+    h.hub.publish(InterfaceEvent::Disconnected { iface: a.id });
+    assert_eq!(
+        h.notes().await,
+        vec![Message::NotifDisconnected { session_id: 1 }]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_notification_overtakes_a_reply_still_being_written() {
+    let a = TestIface::new(1);
+    a.s().connected = Some(network(1, "Home"));
+    let mut h = harness(vec![a.clone()], vec![], no_latency());
+    assert_eq!(h.connect(open_request("Home")).await.result_code, 0);
+    // The transport holds the guard while it writes the reply.
+    let (reply, guard) = h
+        .client
+        .request_until_written(Request::Scan(ScanRequest::default()), Instant::now())
+        .await;
+    assert!(matches!(reply, Message::ScanResponse(_)));
+    h.hub.publish(InterfaceEvent::SignalQuality {
+        iface: a.id,
+        percent: 80,
+    });
+    // The handler takes nothing else until the reply is out.
+    assert!(timeout(Duration::from_secs(1), h.client.sync())
+        .await
+        .is_err());
+    assert!(h.notes.try_recv().is_err());
+    drop(guard);
+    assert_eq!(
+        h.notes().await,
+        vec![Message::NotifSignalQuality { dbm: -60 }]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn removing_the_last_scanning_interface_after_the_guests_timer_sends_nothing() {
+    let a = TestIface::new(1);
+    a.s().scan = ScanResult {
+        bss: vec![],
+        complete: false,
+    };
+    let mut h = harness(vec![a.clone()], vec![], no_latency());
+    assert!(!h.scan().await.scan_complete);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    h.hub.remove(a.id);
+    assert_eq!(h.notes().await, vec![], "the guest's scan is long over");
 }

@@ -145,23 +145,38 @@ fn rsn_element_for(cipher: CipherAlgorithm) -> Vec<u8> {
     rsn
 }
 
-fn has_ssid_element(ies: &[u8]) -> bool {
-    let mut ok = false;
+/// The host's own IEs with their SSID element made to carry `ssid`: a
+/// hidden network's beacon has an empty or zeroed SSID element, and the
+/// guest's cfg80211 must find the requested SSID in the BSS it joins. The
+/// other elements are kept in order. `None` when the IEs are malformed.
+fn ies_with_ssid(ies: &[u8], ssid: &crate::protocol::Ssid) -> Option<Vec<u8>> {
+    let mut first_ssid = None;
     for e in parse_elements(ies) {
-        match e {
-            Ok(e) if e.id == element_ids::SSID => ok = true,
-            Ok(_) => {}
-            Err(_) => return false,
+        let e = e.ok()?;
+        if e.id == element_ids::SSID && first_ssid.is_none() {
+            first_ssid = Some(e.data);
         }
     }
-    ok
+    if first_ssid == Some(ssid.as_bytes()) {
+        return Some(ies.to_vec());
+    }
+    let mut out = ssid_element(ssid);
+    for e in parse_elements(ies).flatten() {
+        if e.id != element_ids::SSID {
+            out.push(e.id);
+            out.push(e.data.len() as u8);
+            out.extend_from_slice(e.data);
+        }
+    }
+    Some(out)
 }
 
 /// Shapes a BSS for the guest: networks the guest cannot use are shown as
 /// WPA2-PSK/CCMP with ESS|Privacy and rebuilt IEs (an SSID element and the
 /// reference RSN element); a usable network keeps its own IEs when they are
-/// well formed and carry an SSID, else gets SSID (+ RSN) built here. An
-/// unknown beacon interval is reported as 100 TU.
+/// well formed, with the SSID element set to the BSS's SSID (a hidden
+/// network's beacon carries an empty one), else gets SSID (+ RSN) built
+/// here. An unknown beacon interval is reported as 100 TU.
 pub fn guest_bss(bss: &ScannedBss) -> ScanBss {
     let supported = bss.security.guest_supported();
     let secured = bss.security.auth != AuthAlgorithm::Open;
@@ -175,15 +190,16 @@ pub fn guest_bss(bss: &ScannedBss) -> ScanBss {
         } else {
             CAPABILITY_ESS
         });
-        let ies = if !bss.ies.is_empty() && has_ssid_element(&bss.ies) {
-            bss.ies.clone()
-        } else {
+        let own = (!bss.ies.is_empty())
+            .then(|| ies_with_ssid(&bss.ies, &bss.ssid))
+            .flatten();
+        let ies = own.unwrap_or_else(|| {
             let mut ies = ssid_element(&bss.ssid);
             if secured {
                 ies.extend_from_slice(&rsn_element_for(bss.security.cipher));
             }
             ies
-        };
+        });
         (caps, ies)
     };
     ScanBss {
@@ -261,6 +277,18 @@ mod tests {
         let g = guest_bss(&own);
         assert_eq!(g.ies, own.ies);
         assert_eq!(g.beacon_interval, 200);
+
+        // A hidden network's beacon: an empty SSID element. The guest must
+        // see the real SSID, and the other elements stay.
+        let mut hidden = scanned(Security::OPEN);
+        hidden.ies = vec![0, 0, 1, 1, 0x82, 0, 3, 0, 0, 0];
+        assert_eq!(
+            guest_bss(&hidden).ies,
+            vec![0, 3, b'n', b'e', b't', 1, 1, 0x82]
+        );
+        // Malformed host IEs are rebuilt.
+        hidden.ies = vec![0, 9, b'n'];
+        assert_eq!(guest_bss(&hidden).ies, vec![0, 3, b'n', b'e', b't']);
     }
 
     fn request(auth: u8, wpa: u8, akms: Vec<u32>, ciphers: Vec<u32>) -> ConnectRequest {
