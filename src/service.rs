@@ -51,7 +51,9 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{timeout, Instant};
 
-use crate::handler::{self, HandlerClient, HandlerSettings, HandlerStatus};
+use crate::handler::{
+    self, HandlerClient, HandlerSettings, HandlerStatus, ReplyGate, REPLY_WRITE_WAIT,
+};
 use crate::metrics::Metrics;
 use crate::observer::{Observer, ObserverQueue};
 use crate::protocol::{Header, MacAddr, Message, Operation, Request, ScanLayout, Ssid};
@@ -309,6 +311,7 @@ impl Service {
             layout,
             guest_seen.clone(),
             self.counters.clone(),
+            Some(handler.reply_gate.clone()),
         )));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let acceptor = tokio::spawn(accept_loop(
@@ -525,8 +528,8 @@ async fn serve_connection(
     .await;
     let arrived = Instant::now();
     let mut operation = None;
-    // Held until the reply is written: the handler takes nothing else
-    // meanwhile, so no notification can overtake this reply.
+    // Held until the reply is written: the notification sender waits for
+    // it, so no notification can overtake this reply.
     let mut written_guard = None;
     let reply = match read {
         Ok(Ok((header, body))) => {
@@ -676,6 +679,7 @@ async fn run_notifier(
     layout: ScanLayout,
     guest_seen: Arc<AtomicBool>,
     counters: Arc<Counters>,
+    reply_gate: Option<Arc<ReplyGate>>,
 ) {
     let mut pending = PendingNotifications::new(NOTIFICATION_QUEUE);
     let mut delivering: Option<Delivery> = None;
@@ -687,7 +691,15 @@ async fn run_notifier(
                     let operation = message.operation();
                     let bytes = encode_or_invalid(&message, layout);
                     let connector = connector.clone();
+                    let gate = reply_gate.clone();
                     delivering = Some(Box::pin(async move {
+                        // A reply handed over before this notification was
+                        // produced goes out first (they use different
+                        // connections). Encoding happened above; nothing
+                        // is awaited between connect and write.
+                        if let Some(gate) = gate {
+                            gate.wait_clear(REPLY_WRITE_WAIT).await;
+                        }
                         (operation, send_notification(&*connector, &bytes).await)
                     }));
                 }
@@ -835,6 +847,7 @@ mod tests {
             ScanLayout::Current,
             seen.clone(),
             counters.clone(),
+            None,
         ));
         // Before the first request: dropped, no connection.
         tx.send(Message::NotifSignalQuality { dbm: -60 })
@@ -1013,6 +1026,7 @@ mod tests {
             ScanLayout::Current,
             Arc::new(AtomicBool::new(true)),
             counters.clone(),
+            None,
         ));
         // The first one stalls in connect; meanwhile the handler keeps
         // producing far more than the queue holds, and never finds the

@@ -16,11 +16,12 @@
 //! that reason.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
@@ -97,19 +98,61 @@ enum Input {
     Request {
         request: Request,
         arrived: Instant,
-        reply: oneshot::Sender<Message>,
-        /// Resolves (with an error) when the reply has been written.
-        written: oneshot::Receiver<()>,
+        reply: oneshot::Sender<(Message, ReplyWritten)>,
     },
     Sync(oneshot::Sender<()>),
 }
 
-/// How long the handler holds its next input while a reply is being
-/// written (the service bounds a reply write at 5 s).
+/// How long a notification waits for replies still being written (the
+/// service bounds a reply write at 5 s).
 pub const REPLY_WRITE_WAIT: Duration = Duration::from_secs(6);
 
-/// Held while a reply is written; dropping it lets the handler go on.
-pub struct ReplyWritten(#[allow(dead_code)] Option<oneshot::Sender<()>>);
+/// Counts replies handed over by the handler and not yet written. Replies
+/// and notifications travel on different connections: the notification
+/// sender waits for the gate to clear, so a notification produced after a
+/// reply can never reach the guest first. The request path itself never
+/// waits on it.
+#[derive(Default)]
+pub struct ReplyGate {
+    in_flight: AtomicUsize,
+    cleared: Notify,
+}
+
+impl ReplyGate {
+    /// Waits until no reply is being written, or `limit` passed.
+    pub async fn wait_clear(&self, limit: Duration) {
+        let _ = timeout(limit, async {
+            loop {
+                let cleared = self.cleared.notified();
+                tokio::pin!(cleared);
+                cleared.as_mut().enable();
+                if self.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                cleared.await;
+            }
+        })
+        .await;
+    }
+
+    fn open(self: &Arc<Self>) -> ReplyWritten {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        ReplyWritten(Some(self.clone()))
+    }
+}
+
+/// Held while a reply is written; dropping it clears it from the gate.
+pub struct ReplyWritten(Option<Arc<ReplyGate>>);
+
+impl Drop for ReplyWritten {
+    fn drop(&mut self) {
+        if let Some(gate) = self.0.take() {
+            if gate.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+                gate.cleared.notify_waiters();
+            }
+        }
+    }
+}
 
 /// Sends requests to a running handler. Cheap to clone.
 #[derive(Clone)]
@@ -125,29 +168,28 @@ impl HandlerClient {
         self.request_until_written(request, arrived).await.0
     }
 
-    /// Like [`HandlerClient::request`], and the handler takes no further
-    /// input or host event until the returned guard is dropped (or
-    /// [`REPLY_WRITE_WAIT`] passes). A transport drops it once the reply is
-    /// written, so a notification caused by a later event can never reach
-    /// the guest before the reply that precedes it.
+    /// Like [`HandlerClient::request`], with a guard that keeps the
+    /// handler's [`ReplyGate`] closed until it is dropped. A transport drops
+    /// it once the reply is written, and the notification sender waits on
+    /// the gate, so no notification reaches the guest before a reply that
+    /// was handed over earlier.
     pub async fn request_until_written(
         &self,
         request: Request,
         arrived: Instant,
     ) -> (Message, ReplyWritten) {
         let (reply, answer) = oneshot::channel();
-        let (written_tx, written) = oneshot::channel();
         let input = Input::Request {
             request,
             arrived,
             reply,
-            written,
         };
-        let guard = ReplyWritten(Some(written_tx));
         if self.tx.send(input).await.is_err() {
-            return (Message::Invalid, guard);
+            return (Message::Invalid, ReplyWritten(None));
         }
-        (answer.await.unwrap_or(Message::Invalid), guard)
+        answer
+            .await
+            .unwrap_or((Message::Invalid, ReplyWritten(None)))
     }
 
     /// Waits until the handler has processed every input and host event
@@ -181,6 +223,8 @@ pub struct GuestLink {
 /// A running handler: its client, its task and its status.
 pub struct HandlerHandle {
     pub client: HandlerClient,
+    /// Replies not yet written; the notification sender waits on it.
+    pub reply_gate: Arc<ReplyGate>,
     pub task: JoinHandle<()>,
     /// Read-only view of the guest's connection (never waits for the task).
     pub status: watch::Receiver<HandlerStatus>,
@@ -204,7 +248,9 @@ pub fn spawn(
     let interfaces = host.interfaces();
     let (tx, rx) = mpsc::channel(16);
     let (status_tx, status) = watch::channel(HandlerStatus::default());
+    let reply_gate = Arc::new(ReplyGate::default());
     let state = State {
+        reply_gate: reply_gate.clone(),
         status: status_tx,
         settings,
         host,
@@ -220,6 +266,7 @@ pub fn spawn(
     let task = tokio::spawn(state.run(rx, events));
     HandlerHandle {
         client: HandlerClient { tx },
+        reply_gate,
         task,
         status,
     }
@@ -240,6 +287,8 @@ struct PendingScan {
 }
 
 struct State {
+    /// Replies handed over and not yet written.
+    reply_gate: Arc<ReplyGate>,
     settings: HandlerSettings,
     host: Arc<dyn HostWifi>,
     fake: Option<FakeWifi>,
@@ -337,16 +386,14 @@ impl State {
                     }
                 },
                 input = inputs.recv() => match input {
-                    Some(Input::Request { request, arrived, reply, written }) => {
+                    Some(Input::Request { request, arrived, reply }) => {
                         let answer = self.on_request(request, arrived).await;
                         self.publish_status();
-                        if reply.send(answer).is_err() {
+                        // The gate closes before anything later can be
+                        // queued for the notification sender.
+                        let guard = self.reply_gate.open();
+                        if reply.send((answer, guard)).is_err() {
                             tracing::debug!("the guest connection went away before its reply");
-                        } else {
-                            // Replies and notifications travel on different
-                            // connections: hold every later event until this
-                            // reply is out.
-                            let _ = timeout(REPLY_WRITE_WAIT, written).await;
                         }
                     }
                     Some(Input::Sync(done)) => {

@@ -197,6 +197,7 @@ struct Harness {
     recorder: Arc<Recorder>,
     observer: ObserverQueue,
     status: watch::Receiver<HandlerStatus>,
+    gate: Arc<ReplyGate>,
     _task: JoinHandle<()>,
 }
 
@@ -265,6 +266,7 @@ fn harness(
         recorder,
         observer,
         status: handle.status,
+        gate: handle.reply_gate,
         _task: handle.task,
     }
 }
@@ -1289,31 +1291,47 @@ async fn leaving_the_old_network_during_a_connect_does_not_drop_the_guest() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn no_notification_overtakes_a_reply_still_being_written() {
+async fn the_reply_gate_stays_closed_until_the_reply_is_written() {
     let a = TestIface::new(1);
-    a.s().connected = Some(network(1, "Home"));
-    let mut h = harness(vec![a.clone()], vec![], no_latency());
-    assert_eq!(h.connect(open_request("Home")).await.result_code, 0);
-    // The transport holds the guard while it writes the reply.
+    let h = harness(vec![a.clone()], vec![], no_latency());
+    // Open: nothing to wait for.
+    assert!(timeout(
+        Duration::from_millis(1),
+        h.gate.wait_clear(Duration::from_secs(60))
+    )
+    .await
+    .is_ok());
+    // The transport holds the guard while it writes the reply; the
+    // notification sender waits meanwhile, the handler does not.
     let (reply, guard) = h
         .client
         .request_until_written(Request::Scan(ScanRequest::default()), Instant::now())
         .await;
     assert!(matches!(reply, Message::ScanResponse(_)));
-    h.hub.publish(InterfaceEvent::SignalQuality {
-        iface: a.id,
-        percent: 80,
-    });
-    // The handler takes nothing else until the reply is out.
     assert!(timeout(Duration::from_secs(1), h.client.sync())
         .await
-        .is_err());
-    assert!(h.notes.try_recv().is_err());
+        .is_ok());
+    assert!(timeout(
+        Duration::from_secs(1),
+        h.gate.wait_clear(Duration::from_secs(60))
+    )
+    .await
+    .is_err());
     drop(guard);
-    assert_eq!(
-        h.notes().await,
-        vec![Message::NotifSignalQuality { dbm: -60 }]
-    );
+    assert!(timeout(
+        Duration::from_millis(1),
+        h.gate.wait_clear(Duration::from_secs(60))
+    )
+    .await
+    .is_ok());
+    // The plain request API clears at once.
+    h.scan().await;
+    assert!(timeout(
+        Duration::from_millis(1),
+        h.gate.wait_clear(Duration::from_secs(60))
+    )
+    .await
+    .is_ok());
 }
 
 #[tokio::test(start_paused = true)]
