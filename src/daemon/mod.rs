@@ -184,6 +184,8 @@ pub struct ReloadSummary {
 struct Guest {
     config: GuestConfig,
     service: Service,
+    /// Retires the guest's policy observer when the guest is removed.
+    retired: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct State {
@@ -264,7 +266,7 @@ impl Daemon {
         Ok(Arc::new(daemon))
     }
 
-    fn build_service(&self, g: &GuestConfig) -> Service {
+    fn build_service(&self, g: &GuestConfig) -> (Service, Arc<std::sync::atomic::AtomicBool>) {
         let defaults = HandlerSettings::default();
         let settings = HandlerSettings {
             scan_layout: g.scan_layout,
@@ -277,6 +279,7 @@ impl Daemon {
             Policy::from_config(&g.policy),
             self.registry.clone(),
         );
+        let retired = observer.retired_flag();
         let mut builder = Service::builder(g.transport.clone(), self.host.backend())
             .settings(settings)
             .observer(Arc::new(observer))
@@ -285,11 +288,11 @@ impl Daemon {
             let list = g.fake_networks.clone();
             builder = builder.fake_networks(move || list.clone());
         }
-        builder.build()
+        (builder.build(), retired)
     }
 
     async fn start_guest(&self, g: &GuestConfig) -> Result<Guest, DaemonError> {
-        let service = self.build_service(g);
+        let (service, retired) = self.build_service(g);
         service.start().await.map_err(|source| DaemonError::Guest {
             guest: g.name.clone(),
             source,
@@ -299,11 +302,17 @@ impl Daemon {
         Ok(Guest {
             config: g.clone(),
             service,
+            retired,
         })
     }
 
     async fn stop_guest(&self, guest: Guest) {
         guest.service.stop().await;
+        // Observer calls may still be running on the blocking pool: retire
+        // the policy first, so none of them re-creates a hold afterwards.
+        guest
+            .retired
+            .store(true, std::sync::atomic::Ordering::Release);
         self.registry.forget(&guest.config.name);
         tracing::info!(guest = %guest.config.name, "guest stopped");
     }

@@ -29,6 +29,7 @@
 //! denied. The window only ever errs towards denying.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::observer::{
@@ -153,14 +154,30 @@ pub struct GuestPolicy {
     guest: String,
     policy: Policy,
     registry: Arc<Registry>,
+    /// Set when the daemon removes the guest: observer calls still running
+    /// on the blocking pool then neither approve nor touch the registry, so
+    /// no hold outlives the guest.
+    retired: Arc<AtomicBool>,
 }
 
 impl GuestPolicy {
+    /// The flag that retires this policy (see the field).
+    pub fn retired_flag(&self) -> Arc<AtomicBool> {
+        self.retired.clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Entry)) {
+        if !self.retired.load(Ordering::Acquire) {
+            self.registry.update(&self.guest, f);
+        }
+    }
+
     pub fn new(guest: impl Into<String>, policy: Policy, registry: Arc<Registry>) -> GuestPolicy {
         GuestPolicy {
             guest: guest.into(),
             policy,
             registry,
+            retired: Arc::default(),
         }
     }
 }
@@ -168,6 +185,10 @@ impl GuestPolicy {
 impl Observer for GuestPolicy {
     fn authorize_guest_connection(&self, kind: ConnectionKind, ssid: &Ssid) -> Authorization {
         let guest = &self.guest;
+        if self.retired.load(Ordering::Acquire) {
+            tracing::info!(%guest, %ssid, "connection denied: the guest is being removed");
+            return Authorization::Deny;
+        }
         if let Err(why) = self.policy.check(kind, ssid) {
             tracing::info!(%guest, %ssid, ?kind, "connection denied: {why}");
             return Authorization::Deny;
@@ -185,7 +206,7 @@ impl Observer for GuestPolicy {
     }
 
     fn guest_connect_completed(&self, c: &GuestConnectCompletion) {
-        self.registry.update(&self.guest, |entry| {
+        self.update(|entry| {
             match (c.kind, c.outcome, c.interface) {
                 (ConnectionKind::GuestDirected, ConnectOutcome::Succeeded, Some(iface)) => {
                     entry.held = Some((c.ssid, iface));
@@ -203,11 +224,11 @@ impl Observer for GuestPolicy {
     }
 
     fn guest_disconnect_completed(&self, _d: &GuestDisconnect) {
-        self.registry.update(&self.guest, |entry| entry.held = None);
+        self.update(|entry| entry.held = None);
     }
 
     fn host_disconnected(&self, interface: InterfaceId) {
-        self.registry.update(&self.guest, |entry| {
+        self.update(|entry| {
             if entry.held.as_ref().is_some_and(|(_, i)| *i == interface) {
                 entry.held = None;
             }
@@ -215,7 +236,7 @@ impl Observer for GuestPolicy {
     }
 
     fn host_connected(&self, c: &HostConnection) {
-        self.registry.update(&self.guest, |entry| {
+        self.update(|entry| {
             if entry
                 .held
                 .as_ref()
@@ -373,6 +394,25 @@ mod tests {
         assert_eq!(registry.held_by("b"), None);
         assert_eq!(
             a.authorize_guest_connection(Directed, &ssid("X")),
+            Authorization::Approve
+        );
+    }
+
+    #[test]
+    fn a_retired_guest_neither_approves_nor_holds() {
+        let registry = Registry::new();
+        let a = GuestPolicy::new("a", Policy::default_for_tests(), registry.clone());
+        let b = GuestPolicy::new("b", Policy::default_for_tests(), registry.clone());
+        a.retired_flag().store(true, Ordering::Release);
+        // A call still running after the daemon removed the guest.
+        assert_eq!(
+            a.authorize_guest_connection(Directed, &ssid("X")),
+            Authorization::Deny
+        );
+        a.guest_connect_completed(&completion(Directed, ConnectOutcome::Succeeded, "X"));
+        assert_eq!(registry.held_by("a"), None);
+        assert_eq!(
+            b.authorize_guest_connection(Directed, &ssid("Y")),
             Authorization::Approve
         );
     }
