@@ -10,6 +10,7 @@
 //! logged and contained: a panicking authorization counts as a denial.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -165,24 +166,59 @@ enum Item {
 #[derive(Clone, Default)]
 pub struct ObserverQueue {
     tx: Option<mpsc::UnboundedSender<Item>>,
+    /// Items queued and not yet delivered.
+    backlog: Arc<AtomicUsize>,
 }
+
+/// Past this many undelivered items, scan events (two per guest scan, the
+/// only events a guest can cause faster than the observer's answers) are
+/// dropped: a slow observer must not let a scanning guest grow memory.
+/// Authorizations and connection events are never dropped.
+pub const OBSERVER_BACKLOG: usize = 1024;
 
 impl ObserverQueue {
     /// Starts the delivery task for `observer` (none: a queue that drops
     /// everything). The task ends when every queue handle is dropped.
     pub fn start(observer: Option<Arc<dyn Observer>>) -> (ObserverQueue, Option<JoinHandle<()>>) {
         let Some(observer) = observer else {
-            return (ObserverQueue { tx: None }, None);
+            return (ObserverQueue::default(), None);
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(deliver(observer, rx));
-        (ObserverQueue { tx: Some(tx) }, Some(task))
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(deliver(observer, rx, backlog.clone()));
+        (
+            ObserverQueue {
+                tx: Some(tx),
+                backlog,
+            },
+            Some(task),
+        )
+    }
+
+    fn send(&self, tx: &mpsc::UnboundedSender<Item>, item: Item) -> bool {
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        if tx.send(item).is_err() {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// Queues an event; returns at once.
     pub fn notify(&self, event: ObserverEvent) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Item::Event(event));
+            let droppable = matches!(
+                event,
+                ObserverEvent::GuestScanRequested | ObserverEvent::GuestScanCompleted
+            );
+            if droppable && self.backlog.load(Ordering::Relaxed) >= OBSERVER_BACKLOG {
+                tracing::debug!(
+                    event = event.name(),
+                    "observer backlog full; dropping a scan event"
+                );
+                return;
+            }
+            self.send(tx, Item::Event(event));
         }
     }
 
@@ -194,7 +230,7 @@ impl ObserverQueue {
             return Authorization::Approve;
         };
         let (reply, answer) = oneshot::channel();
-        if tx.send(Item::Authorize { kind, ssid, reply }).is_err() {
+        if !self.send(tx, Item::Authorize { kind, ssid, reply }) {
             return Authorization::Deny;
         }
         answer.await.unwrap_or(Authorization::Deny)
@@ -204,7 +240,7 @@ impl ObserverQueue {
     pub async fn flush(&self) {
         if let Some(tx) = &self.tx {
             let (done, wait) = oneshot::channel();
-            if tx.send(Item::Flush(done)).is_ok() {
+            if self.send(tx, Item::Flush(done)) {
                 let _ = wait.await;
             }
         }
@@ -219,16 +255,22 @@ const BATCH: usize = 64;
 /// keeps a busy guest (two observer events per scan) from growing the pool
 /// thread by thread, while a blocking or re-entrant observer still never
 /// holds up the async workers.
-async fn deliver(observer: Arc<dyn Observer>, mut rx: mpsc::UnboundedReceiver<Item>) {
+async fn deliver(
+    observer: Arc<dyn Observer>,
+    mut rx: mpsc::UnboundedReceiver<Item>,
+    backlog: Arc<AtomicUsize>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let items = std::mem::take(&mut batch);
         let o = observer.clone();
+        let backlog = backlog.clone();
         // Each item contains its own panics; an error here means the pool
         // is shutting down, and dropped authorization replies read as Deny.
         let _ = tokio::task::spawn_blocking(move || {
             for item in items {
                 deliver_one(&*o, item);
+                backlog.fetch_sub(1, Ordering::Relaxed);
             }
         })
         .await;
@@ -344,5 +386,42 @@ mod tests {
                 .await,
             Authorization::Approve
         );
+    }
+
+    struct Stuck {
+        release: Mutex<std::sync::mpsc::Receiver<()>>,
+        scans: AtomicUsize,
+    }
+
+    impl Observer for Stuck {
+        fn guest_scan_requested(&self) {
+            if self.scans.fetch_add(1, Ordering::SeqCst) == 0 {
+                let _ = self.release.lock().unwrap().recv();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stuck_observer_bounds_the_scan_events_it_is_owed() {
+        let (release, rx) = std::sync::mpsc::channel();
+        let stuck = Arc::new(Stuck {
+            release: Mutex::new(rx),
+            scans: AtomicUsize::new(0),
+        });
+        let (q, _task) = ObserverQueue::start(Some(stuck.clone()));
+        for _ in 0..3 * OBSERVER_BACKLOG {
+            q.notify(ObserverEvent::GuestScanRequested);
+        }
+        // Authorizations are never dropped, even with the backlog full.
+        let ssid = Ssid::new(b"x").unwrap();
+        let answer = tokio::spawn({
+            let q = q.clone();
+            async move { q.authorize(ConnectionKind::GuestDirected, ssid).await }
+        });
+        tokio::task::yield_now().await;
+        release.send(()).unwrap();
+        assert_eq!(answer.await.unwrap(), Authorization::Approve);
+        q.flush().await;
+        assert_eq!(stuck.scans.load(Ordering::SeqCst), OBSERVER_BACKLOG);
     }
 }
