@@ -237,36 +237,12 @@ impl Watch {
     /// it to report where it listens (give `--notification-port 0` to let it
     /// pick a port).
     pub async fn start(transport: &[String], args: &[&str]) -> Watch {
-        let mut child = Command::new(bin())
-            .arg("guest")
-            .args(transport)
-            .arg("watch")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn proxy-wifi guest watch");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let port = tokio::time::timeout(COMMAND_LIMIT, async {
-            while let Some(line) = stderr.next_line().await.expect("read stderr") {
-                if let Some(addr) = line.split("listening for notifications on ").nth(1) {
-                    let port = addr.rsplit(':').next().and_then(|p| p.trim().parse().ok());
-                    return port.expect("a port in the listening line");
-                }
-            }
-            panic!("watch exited before listening");
-        })
-        .await
-        .expect("watch never said where it listens");
-        Watch {
-            child,
-            port,
-            stdout,
-            stderr,
-        }
+        let (watch, description) = Watch::start_described(transport, args).await;
+        assert_ne!(
+            watch.port, 0,
+            "no port in the listening line: {description}"
+        );
+        watch
     }
 
     /// The next line of stdout (`None` at the end).
