@@ -36,8 +36,9 @@ use crate::protocol::{
 };
 use crate::wifi::fake::FakeWifi;
 use crate::wifi::{
-    guest_bss, AuthAlgorithm, ConnectParams, ConnectedNetwork, HostWifi, InterfaceError,
-    InterfaceEvent, InterfaceId, ScannedBss, Security, WifiInterface,
+    guest_bss, AuthAlgorithm, ConnectParams, ConnectRefusal, ConnectedNetwork, HostWifi,
+    InterfaceError, InterfaceEvent, InterfaceId, ScannedBss, Security, WifiInterface,
+    STATUS_UNSUPPORTED_AUTH_ALGORITHM,
 };
 
 #[cfg(test)]
@@ -783,7 +784,22 @@ impl State {
         let ssid = request.ssid;
         let requested = Security::from_connect_request(&request);
         let requested_auth = requested.map_or(AuthAlgorithm::Wpa2Psk, |s| s.auth);
-        tracing::info!(ssid = %ssid, security = ?requested.map(|s| s.label()), "guest connect");
+        tracing::info!(ssid = %ssid, security = ?requested.as_ref().ok().map(|s| s.label()), "guest connect");
+        if let Err(ConnectRefusal::UnsupportedAuthType(auth_type)) = requested {
+            // Shared key (WEP), FT, network EAP and unknown types: the host
+            // never joins with them, not even by mirroring; refused before
+            // anything else with the status an access point would give.
+            tracing::info!(ssid = %ssid, auth_type = %auth_type.name(), "refusing a connect: unsupported authentication algorithm");
+            self.completion(
+                ConnectionKind::GuestDirected,
+                ConnectOutcome::Failed,
+                STATUS_UNSUPPORTED_AUTH_ALGORITHM,
+                None,
+                ssid,
+                AuthAlgorithm::Other,
+            );
+            return self.connect_answer(STATUS_UNSUPPORTED_AUTH_ALGORITHM, MacAddr::default());
+        }
 
         if let Some((iface, network)) = self.find_mirror(&ssid).await {
             let kind = ConnectionKind::HostMirroring;
@@ -834,17 +850,20 @@ impl State {
             );
             return self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default());
         }
-        let Some(security) = requested else {
-            tracing::info!(ssid = %ssid, "the guest asks for a security the host cannot honour");
-            self.completion(
-                kind,
-                ConnectOutcome::Failed,
-                STATUS_UNSPECIFIED_FAILURE,
-                None,
-                ssid,
-                requested_auth,
-            );
-            return self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default());
+        let security = match requested {
+            Ok(security) => security,
+            Err(refusal) => {
+                tracing::info!(ssid = %ssid, ?refusal, "the guest asks for a security the host cannot honour");
+                self.completion(
+                    kind,
+                    ConnectOutcome::Failed,
+                    STATUS_UNSPECIFIED_FAILURE,
+                    None,
+                    ssid,
+                    requested_auth,
+                );
+                return self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default());
+            }
         };
         let params = ConnectParams {
             ssid,

@@ -380,7 +380,7 @@ async fn scan_merges_fake_networks_first_dedups_and_drops_unknown_channels() {
             "sae",
             5_180_000,
             Security {
-                auth: AuthAlgorithm::Wpa3Sae,
+                auth: AuthAlgorithm::Wpa3Enterprise,
                 cipher: CipherAlgorithm::Ccmp,
             },
         ),
@@ -840,17 +840,16 @@ async fn session_ids_count_every_connect_response() {
 #[tokio::test(start_paused = true)]
 async fn unsupported_security_fails_unless_mirrored() {
     let a = TestIface::new(1);
-    let sae = ConnectRequest {
-        auth_type: 4,
-        wpa_versions: 4,
-        akm_suites: vec![akm::SAE],
+    // WPA (version 1): nothing the host joins for a guest.
+    let wpa1 = ConnectRequest {
+        wpa_versions: 1,
         ..psk_request("Wpa3Net")
     };
     let h = harness(vec![a.clone()], vec![], no_latency());
-    let c = h.connect(sae.clone()).await;
+    let c = h.connect(wpa1.clone()).await;
     assert_eq!(c.result_code, 1);
     assert!(a.calls().is_empty());
-    // The host is on it (shown to the guest as WPA2-PSK): mirroring works.
+    // The host is on it: mirroring works whatever the guest asked for.
     a.s().connected = Some(ConnectedNetwork {
         ssid: ssid("Wpa3Net"),
         bssid: mac(3),
@@ -870,9 +869,54 @@ async fn unsupported_security_fails_unless_mirrored() {
             0,
             Some(a.id),
             "Wpa3Net",
-            AuthAlgorithm::Wpa2Psk
+            AuthAlgorithm::Wpa3Sae
         )
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn auth_types_automatic_sae_and_refused() {
+    let a = TestIface::new(1);
+    a.s().connects.push_back(Ok(network(1, "Cafe")));
+    a.s().connects.push_back(Ok(network(1, "Wpa3Net")));
+    let h = harness(vec![a.clone()], vec![], no_latency());
+    // `iw connect`: auth_type 8, nothing else: open.
+    let iw = ConnectRequest {
+        auth_type: 8,
+        wpa_versions: 0,
+        akm_suites: vec![],
+        pairwise_ciphers: vec![],
+        group_cipher: 0,
+        key: Key::default(),
+        ..psk_request("Cafe")
+    };
+    assert_eq!(h.connect(iw).await.result_code, 0);
+    // SAE: the password goes to the interface as the key.
+    let sae = ConnectRequest {
+        auth_type: 4,
+        wpa_versions: 4,
+        akm_suites: vec![akm::SAE],
+        key: Key::new(b"correct horse".to_vec()),
+        ..psk_request("Wpa3Net")
+    };
+    assert_eq!(h.connect(sae).await.result_code, 0);
+    assert_eq!(
+        a.calls(),
+        vec![
+            "connect Cafe open key=0".to_string(),
+            "connect Wpa3Net wpa3-sae/ccmp key=13".to_string()
+        ]
+    );
+    // Shared key: status 13 at once, even for a network the host is on
+    // (no mirroring), and the interface is not touched.
+    let before = a.calls().len();
+    let wep = ConnectRequest {
+        auth_type: 1,
+        ..psk_request("Wpa3Net")
+    };
+    let c = h.connect(wep).await;
+    assert_eq!((c.result_code, c.bssid), (13, MacAddr::default()));
+    assert_eq!(a.calls().len(), before);
 }
 
 // ---------------------------------------------------------------- disconnect

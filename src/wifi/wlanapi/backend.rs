@@ -18,8 +18,8 @@ use super::profile::{profile_xml, ProfileKey};
 use super::{InterfaceInfo, SysConnect, WlanError, WlanSys};
 use crate::protocol::Ssid;
 use crate::wifi::{
-    ConnectParams, ConnectedNetwork, EventHub, HostWifi, InterfaceError, InterfaceEvent,
-    InterfaceId, ScanResult, ScannedBss, WifiInterface,
+    AuthAlgorithm, ConnectParams, ConnectedNetwork, EventHub, HostWifi, InterfaceError,
+    InterfaceEvent, InterfaceId, ScanResult, ScannedBss, WifiInterface,
 };
 
 /// How long a connect waits for WlanAPI's connection-complete notification
@@ -144,12 +144,21 @@ impl WifiInterface for WlanInterface {
     }
 
     async fn connect(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
-        let xml = profile_xml(
-            &params.ssid,
-            &params.security,
-            params.key.as_ref().map(ProfileKey::Pmk),
-        )
-        .map_err(|e| InterfaceError::Failed(e.to_string()))?;
+        // WPA2-PSK: the guest's PMK; WPA3-SAE: the guest's SAE password,
+        // which the profile carries as a passphrase.
+        let password = match (params.security.auth, params.key.as_ref()) {
+            (AuthAlgorithm::Wpa3Sae, Some(key)) => Some(
+                std::str::from_utf8(key.expose())
+                    .map_err(|_| InterfaceError::Failed("the SAE password is not text".into()))?,
+            ),
+            _ => None,
+        };
+        let key = match password {
+            Some(p) => Some(ProfileKey::Passphrase(p)),
+            None => params.key.as_ref().map(ProfileKey::Pmk),
+        };
+        let xml = profile_xml(&params.ssid, &params.security, key)
+            .map_err(|e| InterfaceError::Failed(e.to_string()))?;
         let request = SysConnect {
             ssid: params.ssid,
             bssid: params.bssid,
