@@ -1391,3 +1391,80 @@ async fn removing_the_last_scanning_interface_after_the_guests_timer_sends_nothi
     h.hub.remove(a.id);
     assert_eq!(h.notes().await, vec![], "the guest's scan is long over");
 }
+
+// ------------------------------------------ connecting again to its own network
+
+#[tokio::test(start_paused = true)]
+async fn connecting_again_to_its_own_directed_network_keeps_it_directed() {
+    let a = TestIface::new(1);
+    a.s().connects.push_back(Ok(network(1, "Net")));
+    let h = harness(vec![a.clone()], vec![], no_latency());
+    let first = h.connect(psk_request("Net")).await;
+    assert_eq!(first.result_code, 0);
+    h.events().await;
+
+    // Same network, same key: kept as is, not mirrored, a new session.
+    let again = h.connect(psk_request("Net")).await;
+    assert_eq!((again.result_code, again.bssid), (0, mac(1)));
+    assert!(again.session_id > first.session_id);
+    assert_eq!(a.calls(), vec!["connect Net wpa2-psk/ccmp key=32"]);
+    assert_eq!(
+        h.events().await,
+        vec![
+            Ev::Authorize(ConnectionKind::GuestDirected, "Net".into()),
+            completed(
+                ConnectionKind::GuestDirected,
+                ConnectOutcome::Succeeded,
+                0,
+                Some(a.id),
+                "Net",
+                AuthAlgorithm::Wpa2Psk
+            ),
+        ]
+    );
+    let link = h.status.borrow().connection.clone().unwrap();
+    assert_eq!(link.kind, ConnectionKind::GuestDirected);
+    // The old session's disconnect is stale; the new one makes the host leave.
+    h.disconnect(first.session_id).await;
+    assert!(a.s().connected.is_some());
+    h.disconnect(again.session_id).await;
+    assert_eq!(a.calls().last().unwrap(), "disconnect");
+    assert!(a.s().connected.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn connecting_again_with_another_key_leaves_the_old_connection_first() {
+    let a = TestIface::new(1);
+    a.s().connects.push_back(Ok(network(1, "Net")));
+    a.s().connects.push_back(Ok(network(1, "Net")));
+    let h = harness(vec![a.clone()], vec![], no_latency());
+    assert_eq!(h.connect(psk_request("Net")).await.result_code, 0);
+    let other_key = ConnectRequest {
+        key: Key::new(vec![0x33; 32]),
+        ..psk_request("Net")
+    };
+    let r = h.connect(other_key).await;
+    assert_eq!(r.result_code, 0);
+    assert_eq!(
+        a.calls(),
+        vec![
+            "connect Net wpa2-psk/ccmp key=32",
+            "disconnect",
+            "connect Net wpa2-psk/ccmp key=32"
+        ]
+    );
+    let link = h.status.borrow().connection.clone().unwrap();
+    assert_eq!(link.kind, ConnectionKind::GuestDirected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_denied_connect_again_leaves_the_connection() {
+    let a = TestIface::new(1);
+    a.s().connects.push_back(Ok(network(1, "Net")));
+    let h = harness(vec![a.clone()], vec![], no_latency());
+    assert_eq!(h.connect(psk_request("Net")).await.result_code, 0);
+    *h.recorder.answer.lock().unwrap() = Authorization::Deny;
+    assert_eq!(h.connect(psk_request("Net")).await.result_code, 1);
+    assert_eq!(a.calls().last().unwrap(), "disconnect");
+    assert!(h.status.borrow().connection.is_none());
+}
