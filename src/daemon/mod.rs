@@ -283,6 +283,10 @@ impl Daemon {
         let retired = observer.retired_flag();
         let mut builder = Service::builder(g.transport.clone(), self.host.backend())
             .settings(settings)
+            .notification_deadline(
+                g.notification_deadline
+                    .unwrap_or(crate::service::DEFAULT_NOTIFICATION_DEADLINE),
+            )
             .observer(Arc::new(observer))
             .metrics(self.metrics.clone(), g.name.clone());
         if !g.fake_networks.is_empty() {
