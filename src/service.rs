@@ -33,8 +33,9 @@
 //! may not be listening yet. A delivery that fails (the VM is paused, being
 //! migrated, its VMM does not answer) is retried with a growing pause
 //! (250 ms, doubling, at most 2 s) until the notification's deadline (60 s
-//! after it was produced by default, [`ServiceBuilder::notification_deadline`]),
-//! then given up and counted. Order is kept: nothing overtakes a
+//! after it was produced by default, [`ServiceBuilder::notification_deadline`];
+//! at most 10 s for a SCAN_RESPONSE, the guest's own scan timer), then given
+//! up and counted. Order is kept: nothing overtakes a
 //! notification being retried. Before every attempt a notification that a
 //! newer state supersedes is dropped (and counted): a NOTIF_DISCONNECTED
 //! for a session older than the last connect answer (the guest connected
@@ -95,6 +96,11 @@ pub const DEFAULT_NOTIFICATION_DEADLINE: Duration = Duration::from_secs(60);
 pub const NOTIFICATION_RETRY_FIRST_PAUSE: Duration = Duration::from_millis(250);
 /// The longest pause between two delivery attempts.
 pub const NOTIFICATION_RETRY_MAX_PAUSE: Duration = Duration::from_secs(2);
+/// A SCAN_RESPONSE notification is retried for at most this long (the
+/// guest's own scan timer): delivered later, a completing one could finish
+/// a newer guest scan with stale results (the hazard in the protocol
+/// notes); dropped, the guest's timer finishes its scan.
+pub const SCAN_NOTIFICATION_DEADLINE: Duration = Duration::from_secs(10);
 /// Guest request connections served at once. A driver never has more than
 /// one request outstanding; past this, new connections are closed at once.
 pub const MAX_CONNECTIONS_IN_FLIGHT: usize = 32;
@@ -812,10 +818,14 @@ async fn run_notifier(
                 Some((message, queued)) => {
                     // Encoded once: every attempt writes the same bytes.
                     let bytes = encode_or_invalid(&message, layout);
+                    let deadline = match message {
+                        Message::ScanResponse(_) => retry.deadline.min(SCAN_NOTIFICATION_DEADLINE),
+                        _ => retry.deadline,
+                    };
                     current = Some(InFlight {
                         message,
                         bytes,
-                        give_up_at: queued + retry.deadline,
+                        give_up_at: queued + deadline,
                         attempts: 0,
                     });
                 }
@@ -1354,6 +1364,18 @@ mod tests {
         assert_eq!(stats(&counters.notification_retries), 3);
         assert_eq!(stats(&counters.notifications_dropped), 1);
         assert!(delivered(&guest).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scan_results_are_retried_only_within_the_guests_scan_wait() {
+        let guest = paused_for(Duration::from_secs(3600));
+        let (tx, counters, task) = start(guest.clone(), Duration::from_secs(60), None);
+        let started = Instant::now();
+        tx.send(scan(true)).await.unwrap();
+        drop(tx);
+        task.await.unwrap();
+        assert!(started.elapsed() <= SCAN_NOTIFICATION_DEADLINE + NOTIFICATION_CONNECT_TIMEOUT);
+        assert_eq!(counters.notifications_given_up.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test(start_paused = true)]
