@@ -29,5 +29,4 @@ cargo test --all-targets
 
 log "cargo test --doc"
 cargo test --doc
-scripts/test-guest-behaviour.sh
 scripts/windows-check.sh
