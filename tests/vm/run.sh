@@ -59,8 +59,15 @@ vng_bin="${VNG:-$(command -v vng || true)}"
 [ -n "$vng_bin" ] || skip "virtme-ng (vng) is not installed (pip install virtme-ng)"
 command -v qemu-system-x86_64 >/dev/null 2>&1 || skip "qemu-system-x86_64 is not installed"
 if [ -z "$kernel" ]; then
-  # Newest Debian kernel whose modules are installed (the guest loads them
-  # from the host's /lib/modules).
+  # Debian's kernel: the one the linux-image-amd64 package depends on, else
+  # the newest kernel whose modules are installed (the guest loads them from
+  # the host's /lib/modules).
+  meta=$(dpkg-query -W -f='${Depends}' linux-image-amd64 2>/dev/null | grep -o 'linux-image-[^ ,]*' | head -1)
+  if [ -n "$meta" ] && [ -r "/boot/vmlinuz-${meta#linux-image-}" ] && [ -d "/lib/modules/${meta#linux-image-}/kernel" ]; then
+    kernel="/boot/vmlinuz-${meta#linux-image-}"
+  fi
+fi
+if [ -z "$kernel" ]; then
   for k in $(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V -r); do
     if [ -d "/lib/modules/${k#/boot/vmlinuz-}/kernel" ]; then kernel="$k"; break; fi
   done

@@ -240,35 +240,10 @@ pub fn is_psk_sae_transition(rsn_flags: u32) -> bool {
     rsn_flags & sec::KEY_MGMT_PSK != 0 && rsn_flags & sec::KEY_MGMT_SAE != 0
 }
 
-/// `NMSettingWirelessSecurityPmf`: disable.
-pub const PMF_DISABLE: i32 = 1;
-
-/// Makes a WPA2-PSK profile join a WPA2/WPA3 transition network as
-/// WPA2-PSK.
-///
-/// The guest's key is a PMK, which SAE cannot use (SAE needs the password).
-/// For `key-mgmt=wpa-psk` NetworkManager 1.42 hands wpa_supplicant
-/// `key_mgmt=WPA-PSK WPA-PSK-SHA256 FT-PSK SAE FT-SAE` unless protected
-/// management frames are disabled for the profile; wpa_supplicant then
-/// prefers SAE on a transition network and fails without a password. With
-/// `pmf=disable` only the PSK suites are offered (shown by the VM test,
-/// tests/vm/nm.sh). A transition network allows clients without PMF (it must,
-/// for WPA2 clients), so nothing is lost on such a network. Only applied to
-/// a network that advertises SAE: a WPA2-only network requiring PMF keeps
-/// NetworkManager's default.
-pub fn join_transition_as_wpa2(
-    settings: &mut HashMap<&'static str, HashMap<&'static str, Value<'_>>>,
-) {
-    if let Some(security) = settings.get_mut("802-11-wireless-security") {
-        let psk = security
-            .get("key-mgmt")
-            .and_then(|v| <&str>::try_from(v).ok())
-            == Some("wpa-psk");
-        if psk {
-            security.insert("pmf", Value::from(PMF_DISABLE));
-        }
-    }
-}
+/// 802.11 status "invalid AKMP": what a guest gets when it asks to join a
+/// WPA2/WPA3 transition network with a PMK (see
+/// [`is_psk_sae_transition`] and docs/networkmanager.md).
+pub const STATUS_INVALID_AKMP: u16 = 43;
 
 /// The PMK as the 64 hex digits NetworkManager takes as a raw PSK. Wiped
 /// from memory when dropped; never log it.

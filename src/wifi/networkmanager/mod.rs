@@ -294,20 +294,30 @@ impl HostWifi for NetworkManagerWifi {
 }
 
 /// Starts following NetworkManager at `owner`; `None` (logged) if it does
-/// not answer.
+/// not answer within 30 s.
+///
+/// NetworkManager takes its bus name before it exports its objects; on a
+/// slow or loaded host the gap was seen (VM test) to last several seconds,
+/// so the attempts back off up to that bound rather than give up after a
+/// second and leave the backend without NetworkManager until it restarts.
 async fn start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> Option<Session> {
-    const ATTEMPTS: u32 = 3;
-    for attempt in 1..=ATTEMPTS {
+    const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + GIVE_UP_AFTER;
+    let mut delay = Duration::from_millis(250);
+    loop {
         match try_start_session(shared, owner.clone()).await {
             Ok(session) => return Some(session),
-            Err(e) if attempt < ATTEMPTS => {
-                debug!("NetworkManager not ready ({e}); retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                debug!("NetworkManager not ready ({e}); retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(4));
             }
-            Err(e) => warn!("cannot follow NetworkManager: {e}"),
+            Err(e) => {
+                warn!("cannot follow NetworkManager: {e}");
+                return None;
+            }
         }
     }
-    None
 }
 
 async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus::Result<Session> {
