@@ -724,3 +724,217 @@ async fn the_pmk_never_reaches_a_log_line_even_at_trace() {
         assert!(!log.contains(&form), "the PMK appears in the log as {form}");
     }
 }
+
+// --- defects found by the VM test (issue 15, tests/vm/nm.sh) ----------------
+
+/// Defect 3: a device NetworkManager does not manage (an access point's
+/// radio) is not offered to guests; it is picked up when it becomes
+/// managed and dropped when it stops being managed.
+#[tokio::test]
+async fn only_managed_devices_are_followed() {
+    require_tools!();
+    let bus = Bus::start().await;
+    let _nm = bus.start_nm().await;
+    bus.add_wifi("wlan0", "wlan0", "02:00:00:00:01:10", true)
+        .await;
+    let unmanaged: String = bus
+        .mock(
+            "AddWiFiDeviceFull",
+            &("wlan1", "wlan1", "02:00:00:00:01:11", 10i32, true),
+        )
+        .await;
+    let backend = bus.backend().await;
+    wait_for_interfaces(&backend, 1).await;
+    assert_eq!(backend.interfaces()[0].name(), "wlan0");
+
+    let _: () = bus
+        .mock("SetDeviceState", &(unmanaged.as_str(), 30u32, 2u32))
+        .await;
+    wait_for_interfaces(&backend, 2).await;
+    let _: () = bus
+        .mock("SetDeviceState", &(unmanaged.as_str(), 10u32, 2u32))
+        .await;
+    wait_for_interfaces(&backend, 1).await;
+    assert_eq!(backend.interfaces()[0].name(), "wlan0");
+    backend.shutdown().await;
+}
+
+/// Defect 2: a targeted scan that arrives while an untargeted host scan
+/// runs gets a host scan of its own (after the running one), so its SSID
+/// is probed.
+#[tokio::test]
+async fn targeted_scan_during_an_untargeted_one_is_queued() {
+    require_tools!();
+    let bus = Bus::start().await;
+    let _nm = bus.start_nm().await;
+    let dev = bus
+        .add_wifi("wlan0", "wlan0", "02:00:00:00:01:20", true)
+        .await;
+    let _: () = bus
+        .mock("SetScanBehaviour", &(dev.as_str(), "ok", 400u32))
+        .await;
+    let backend = bus.backend().await;
+    let iface = backend.interfaces()[0].clone();
+    iface.scan(None).await.unwrap();
+    let hidden = ssid("hidden-net");
+    let answer = iface.scan(Some(&hidden)).await.unwrap();
+    assert!(answer.complete);
+    let calls = bus.wait_calls(&dev, "RequestScan", 2).await;
+    let options = HashMap::<String, OwnedValue>::try_from(calls[1][0].try_clone().unwrap())
+        .expect("RequestScan options");
+    let ssids = options.get("ssids").expect("the second scan is targeted");
+    let ssids = <Vec<Vec<u8>>>::try_from(ssids.try_clone().unwrap()).unwrap();
+    assert_eq!(ssids, vec![b"hidden-net".to_vec()]);
+    backend.shutdown().await;
+}
+
+/// Defect 2: NetworkManager accepted a scan that wpa_supplicant dropped
+/// (LastScan never changes): the scan is retried once, and its results
+/// reach the guest.
+#[tokio::test]
+async fn a_dropped_host_scan_is_retried_once() {
+    require_tools!();
+    let bus = Bus::start().await;
+    let _nm = bus.start_nm().await;
+    let dev = bus
+        .add_wifi("wlan0", "wlan0", "02:00:00:00:01:30", true)
+        .await;
+    let _: () = bus
+        .mock("SetScanBehaviour", &(dev.as_str(), "drop-once", 100u32))
+        .await;
+    let backend = bus.backend().await;
+    let iface = backend.interfaces()[0].clone();
+    let mut events = backend.subscribe();
+    iface.scan(None).await.unwrap();
+    bus.wait_calls(&dev, "RequestScan", 1).await;
+    next_event(&mut events, "scan results of the retried scan", |e| {
+        matches!(e, InterfaceEvent::ScanResults { .. })
+    })
+    .await;
+    assert_eq!(bus.method_calls(&dev, "RequestScan").await.len(), 2);
+    backend.shutdown().await;
+}
+
+/// Defect 4: NetworkManager removing the volatile profile of a failed
+/// activation while the proxy deletes it is no failure, and no warning.
+#[tokio::test(flavor = "current_thread")]
+async fn a_profile_networkmanager_already_deleted_is_no_warning() {
+    require_tools!();
+    let capture = LogCapture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("proxy_wifi=debug"))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let bus = Bus::start().await;
+    let _nm = bus.start_nm().await;
+    let dev = bus
+        .add_wifi("wlan0", "wlan0", "02:00:00:00:01:40", true)
+        .await;
+    bus.add_ap(&dev, "ap1", "home", "AA:00:00:00:00:01", 2437, 80, WPA2)
+        .await;
+    let _: () = bus
+        .mock(
+            "SetActivationBehaviour",
+            &(dev.as_str(), "fail-racing-delete", 7u32),
+        )
+        .await;
+    let backend = bus.backend().await;
+    let iface = backend.interfaces()[0].clone();
+    iface.connect(&wpa2_params("home", None)).await.unwrap_err();
+    assert!(bus.profiles().await.is_empty());
+    backend.shutdown().await;
+    let log = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
+    assert!(
+        log.contains("already deleted"),
+        "the racing delete was not exercised: {log}"
+    );
+    assert!(
+        !log.contains("cannot delete the proxy's connection profile"),
+        "spurious warning: {log}"
+    );
+}
+
+/// Defect 5: a WPA2/WPA3 transition network cannot be joined with the
+/// guest's PMK through NetworkManager 1.42 (it always offers SAE, which
+/// needs the password): the connect is refused at once with status 43
+/// (invalid AKMP), without an activation. A WPA2-only network is joined.
+#[tokio::test]
+async fn transition_networks_are_refused_at_once() {
+    require_tools!();
+    let bus = Bus::start().await;
+    let _nm = bus.start_nm().await;
+    let dev = bus
+        .add_wifi("wlan0", "wlan0", "02:00:00:00:01:50", true)
+        .await;
+    let sae = proxy_wifi::wifi::networkmanager::convert::sec::KEY_MGMT_SAE;
+    bus.add_ap(
+        &dev,
+        "ap1",
+        "mixed",
+        "AA:00:00:00:00:01",
+        2437,
+        80,
+        WPA2 | sae,
+    )
+    .await;
+    bus.add_ap(&dev, "ap2", "home", "AA:00:00:00:00:02", 2412, 80, WPA2)
+        .await;
+    let backend = bus.backend().await;
+    let iface = backend.interfaces()[0].clone();
+    let err = iface
+        .connect(&wpa2_params("mixed", None))
+        .await
+        .unwrap_err();
+    assert_eq!(err, InterfaceError::Rejected { status: 43 });
+    assert!(bus
+        .method_calls(MANAGER, "AddAndActivateConnection2")
+        .await
+        .is_empty());
+    iface.connect(&wpa2_params("home", None)).await.unwrap();
+    iface.disconnect().await.unwrap();
+    assert_eq!(
+        bus.method_calls(MANAGER, "AddAndActivateConnection2")
+            .await
+            .len(),
+        1
+    );
+    backend.shutdown().await;
+}
+
+/// Defect 6: a guest connect succeeds once the link is up (NetworkManager
+/// in IP_CONFIG: associated, 4-way handshake done), without waiting for
+/// the host's DHCP; if the activation then fails, the guest is told.
+#[tokio::test]
+async fn connect_succeeds_when_the_link_is_up() {
+    require_tools!();
+    let bus = Bus::start().await;
+    let _nm = bus.start_nm().await;
+    let dev = bus
+        .add_wifi("wlan0", "wlan0", "02:00:00:00:01:60", true)
+        .await;
+    bus.add_ap(&dev, "ap1", "home", "AA:00:00:00:00:01", 2437, 80, WPA2)
+        .await;
+    let _: () = bus
+        .mock("SetActivationBehaviour", &(dev.as_str(), "link", 0u32))
+        .await;
+    let backend = bus.backend().await;
+    let iface = backend.interfaces()[0].clone();
+    let mut events = backend.subscribe();
+    let joined = iface.connect(&wpa2_params("home", None)).await.unwrap();
+    assert_eq!(joined.bssid, mac("AA:00:00:00:00:01"));
+    assert_eq!(bus.profiles().await.len(), 1, "the profile stays");
+    // DHCP fails: NetworkManager fails the activation.
+    let _: () = bus
+        .mock("SetDeviceState", &(dev.as_str(), 120u32, 5u32))
+        .await;
+    next_event(
+        &mut events,
+        "disconnected",
+        |e| matches!(e, InterfaceEvent::Disconnected { iface: i } if *i == iface.id()),
+    )
+    .await;
+    backend.shutdown().await;
+}

@@ -17,6 +17,15 @@ this adds, on the org.freedesktop.DBus.Mock interface of /org/freedesktop:
 - SetActivationBehaviour(path, mode, reason): how AddAndActivateConnection2
   ends on that device: "ok" (ACTIVATED, ActiveAccessPoint set), "fail"
   (FAILED with reason, then DISCONNECTED) or "hang" (stays in PREPARE).
+- SetDeviceState(path, state, reason): the device changes state (StateChanged),
+  e.g. to or from 10 (unmanaged).
+- SetActivationBehaviour modes "link" (the link comes up: IP_CONFIG with the
+  active connection and access point, and stays there, as while DHCP runs)
+  and "fail-racing-delete" (fails like "fail", and the profile's Delete
+  then fails with "connection was deleted" while removing it, as when
+  NetworkManager drops a volatile profile itself).
+- SetScanBehaviour mode "drop-once": the next RequestScan is accepted but
+  never finishes (wpa_supplicant rejected it), later ones are "ok".
 - AddAndActivateConnection2 on the manager object (the stock template only
   has the older AddAndActivateConnection), recording its arguments.
 '''
@@ -48,6 +57,9 @@ def _emit_state(dev, new, reason):
 
 
 def _request_scan(dev, options):
+    if dev.scan_mode == 'drop-once':
+        dev.scan_mode = 'ok'
+        return
     if dev.scan_mode == 'refuse':
         raise dbus.exceptions.DBusException(
             'Scanning not allowed immediately following previous scan',
@@ -121,6 +133,11 @@ def QueueAccessPoint(self, path, name, ssid, mac, mode, freq, rate, strength, se
         (name, ssid, mac, mode, freq, rate, strength, security))
 
 
+@dbus.service.method(MOCK_IFACE, in_signature='suu', out_signature='')
+def SetDeviceState(self, path, state, reason):
+    _emit_state(dbusmock.get_object(path), int(state), int(reason))
+
+
 @dbus.service.method(MOCK_IFACE, in_signature='ssu', out_signature='')
 def SetActivationBehaviour(self, path, mode, reason):
     dbusmock.get_object(path).activation = (str(mode), int(reason))
@@ -144,7 +161,17 @@ def _add_and_activate2(nm, settings, dev_path, specific, options):
         _emit_state(dev, PREPARE, 0)
         if mode == 'hang':
             return False
-        if mode == 'fail':
+        if mode in ('fail', 'fail-racing-delete'):
+            if mode == 'fail-racing-delete':
+                conn = dbusmock.get_object(conn_path)
+                original = conn.ConnectionDelete
+
+                def racing_delete(obj):
+                    original(obj)
+                    raise dbus.exceptions.DBusException(
+                        'connection was deleted',
+                        name='org.freedesktop.NetworkManager.Settings.Connection.Failed')
+                conn.ConnectionDelete = racing_delete
             _emit_state(dev, DeviceState.FAILED, reason)
             _emit_state(dev, DeviceState.DISCONNECTED, reason)
             return False
@@ -153,6 +180,19 @@ def _add_and_activate2(nm, settings, dev_path, specific, options):
             if bytes(dbusmock.get_object(candidate).Get(ACCESS_POINT_IFACE, 'Ssid')) == ssid:
                 ap = candidate
         dev.Set(WIRELESS_DEVICE_IFACE, 'ActiveAccessPoint', dbus.ObjectPath(ap))
+        if mode == 'link':
+            main.AddObject(active_path, 'org.freedesktop.NetworkManager.Connection.Active', {
+                'Devices': dbus.Array([dbus.ObjectPath(dev_path)], signature='o'),
+                'Connection': dbus.ObjectPath(conn_path),
+                'SpecificObject': dbus.ObjectPath(ap),
+                'State': dbus.UInt32(1),
+                'Id': str(settings['connection'].get('id', '')),
+                'Uuid': str(settings['connection'].get('uuid', '')),
+                'Type': '802-11-wireless',
+            }, [])
+            dev.Set(DEVICE_IFACE, 'ActiveConnection', dbus.ObjectPath(active_path))
+            _emit_state(dev, 70, 0)
+            return False
         main.AddActiveConnection([dev_path], conn_path, ap, str(count),
                                  dbus.UInt32(2))
         return False

@@ -315,17 +315,24 @@ fn guest_auth(security: &Security) -> AuthAlgorithm {
 }
 
 /// Builds the BSS list of a scan response: drops BSSs on unknown channels,
-/// keeps the first of every BSSID, stays under the response size limit.
+/// keeps one entry per BSSID (the first, unless a later one names the SSID
+/// the first hides), stays under the response size limit.
 struct Merger {
-    seen: HashSet<MacAddr>,
+    /// Index in `bss` of every BSSID taken, and whether its SSID is hidden.
+    seen: HashMap<MacAddr, (usize, bool)>,
     size: usize,
     bss: Vec<ScanBss>,
+}
+
+/// A hidden network's beacon carries an empty SSID, or one of zero bytes.
+fn ssid_hidden(ssid: &Ssid) -> bool {
+    ssid.as_bytes().iter().all(|b| *b == 0)
 }
 
 impl Merger {
     fn new(layout: ScanLayout) -> Merger {
         Merger {
-            seen: HashSet::new(),
+            seen: HashMap::new(),
             size: layout.fixed_len(),
             bss: Vec::new(),
         }
@@ -340,7 +347,21 @@ impl Merger {
             );
             return;
         }
-        if self.seen.contains(&scanned.bssid) {
+        let hidden = ssid_hidden(&scanned.ssid);
+        if let Some(&(index, taken_hidden)) = self.seen.get(&scanned.bssid) {
+            // A host lists a hidden BSS once as seen in its beacon (no SSID)
+            // and once as probed (the SSID): the guest can join it only
+            // with the SSID, so that entry wins.
+            if taken_hidden && !hidden {
+                let bss = guest_bss(scanned);
+                let new_size = BSS_ENTRY_LEN + bss.ies.len();
+                let old_size = BSS_ENTRY_LEN + self.bss[index].ies.len();
+                if self.size - old_size + new_size <= MAX_SCAN_RESPONSE_LEN {
+                    self.size = self.size - old_size + new_size;
+                    self.bss[index] = bss;
+                    self.seen.insert(scanned.bssid, (index, false));
+                }
+            }
             return;
         }
         let bss = guest_bss(scanned);
@@ -349,7 +370,7 @@ impl Merger {
             tracing::warn!(bssid = %scanned.bssid, "scan response full; dropping a BSS");
             return;
         }
-        self.seen.insert(scanned.bssid);
+        self.seen.insert(scanned.bssid, (self.bss.len(), hidden));
         self.size += size;
         self.bss.push(bss);
     }

@@ -451,6 +451,47 @@ async fn scan_collects_within_10_s_and_skips_failures() {
     );
 }
 
+/// Issue 15, defect 1: NetworkManager lists a hidden BSS twice with one
+/// BSSID, as beaconed (no SSID) and as probed (the SSID). The guest gets
+/// the entry with the SSID, whichever comes first, in the scan answer and
+/// in notifications; two different SSIDs on one BSSID keep the first.
+#[tokio::test(start_paused = true)]
+async fn a_hidden_bss_is_shown_with_its_probed_ssid() {
+    let a = TestIface::new(1);
+    a.s().scan.bss = vec![
+        scanned(7, "", 2_462_000, Security::WPA2_PSK_CCMP),
+        scanned(8, "visible", 2_412_000, Security::OPEN),
+        scanned(7, "hidden-net", 2_462_000, Security::WPA2_PSK_CCMP),
+        scanned(8, "other", 2_412_000, Security::OPEN),
+    ];
+    let mut h = harness(vec![a.clone()], vec![], no_latency());
+    let r = h.scan().await;
+    let seen: Vec<_> = r.bss.iter().map(|b| (b.bssid.0[5], b.ssid())).collect();
+    assert_eq!(
+        seen,
+        vec![(7, Some(ssid("hidden-net"))), (8, Some(ssid("visible")))]
+    );
+    assert!(Message::ScanResponse(r).encode(ScanLayout::Current).is_ok());
+
+    let mut zeros = scanned(9, "", 2_437_000, Security::OPEN);
+    zeros.ssid = Ssid::new(&[0, 0, 0]).unwrap();
+    h.hub.publish(InterfaceEvent::ScanResults {
+        iface: a.id,
+        result: ScanResult {
+            bss: vec![zeros, scanned(9, "probed", 2_437_000, Security::OPEN)],
+            complete: true,
+        },
+    });
+    let notes = h.notes().await;
+    match &notes[..] {
+        [Message::ScanResponse(s)] => {
+            let seen: Vec<_> = s.bss.iter().map(|b| b.ssid()).collect();
+            assert_eq!(seen, vec![Some(ssid("probed"))]);
+        }
+        other => panic!("unexpected notifications {other:?}"),
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn scan_complete_only_when_no_interface_is_still_scanning() {
     let a = TestIface::new(1);

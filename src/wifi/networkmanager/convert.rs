@@ -46,8 +46,12 @@ pub const DEVICE_TYPE_WIFI: u32 = 2;
 
 /// `NMDeviceState` values the backend acts on.
 pub mod state {
+    pub const UNMANAGED: u32 = 10;
     pub const DISCONNECTED: u32 = 30;
     pub const PREPARE: u32 = 40;
+    /// Associated (and authenticated): the link is up, IP configuration
+    /// starts.
+    pub const IP_CONFIG: u32 = 70;
     pub const ACTIVATED: u32 = 100;
     pub const FAILED: u32 = 120;
 }
@@ -224,6 +228,22 @@ pub fn bss_from_properties(props: &HashMap<String, OwnedValue>) -> Option<Scanne
         ies: vec![],
     })
 }
+
+/// The `RsnFlags` of an access point's properties (0 when absent).
+pub fn rsn_flags(props: &HashMap<String, OwnedValue>) -> u32 {
+    get::<u32>(props, "RsnFlags").unwrap_or(0)
+}
+
+/// Whether RSN flags offer both WPA2-PSK and WPA3-SAE: a WPA3 transition
+/// network, which a WPA2-PSK client may join.
+pub fn is_psk_sae_transition(rsn_flags: u32) -> bool {
+    rsn_flags & sec::KEY_MGMT_PSK != 0 && rsn_flags & sec::KEY_MGMT_SAE != 0
+}
+
+/// 802.11 status "invalid AKMP": what a guest gets when it asks to join a
+/// WPA2/WPA3 transition network with a PMK (see
+/// [`is_psk_sae_transition`] and docs/networkmanager.md).
+pub const STATUS_INVALID_AKMP: u16 = 43;
 
 /// The PMK as the 64 hex digits NetworkManager takes as a raw PSK. Wiped
 /// from memory when dropped; never log it.

@@ -30,6 +30,8 @@ type StateChange = (u32, u32, u32);
 
 /// A host scan the device is running.
 struct InFlightScan {
+    /// The SSID it probes, if it is a targeted scan.
+    target: Option<Ssid>,
     done: watch::Receiver<bool>,
     /// Set when a `scan()` call waits for this scan: its results then go to
     /// that caller, not out as a notification.
@@ -43,6 +45,9 @@ struct Inner {
     /// Whether observers were told (or, at start, the device was) connected,
     /// so a later disconnection is reported exactly once.
     connected: bool,
+    /// Whether the device is in a link-up state (`link_up`), so leaving it
+    /// is reported as a disconnection.
+    link_up: bool,
     /// Bumped on every state change, so a slow "connected" lookup can tell
     /// it has been overtaken.
     state_generation: u64,
@@ -73,6 +78,12 @@ pub(crate) struct NmDevice {
     states: broadcast::Sender<StateChange>,
     /// Serializes connects and disconnects of this device.
     op_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Whether a device state has the link up: associated and authenticated
+/// (IP configuration, IP check, secondaries, activated).
+fn link_up(st: u32) -> bool {
+    (state::IP_CONFIG..=state::ACTIVATED).contains(&st)
 }
 
 fn none_if_root(path: OwnedObjectPath) -> Option<OwnedObjectPath> {
@@ -124,6 +135,7 @@ impl NmDevice {
             inner: Mutex::new(Inner {
                 active_ap: info.active_ap,
                 connected: info.state == state::ACTIVATED,
+                link_up: link_up(info.state),
                 ..Inner::default()
             }),
             last_scan,
@@ -180,8 +192,14 @@ impl NmDevice {
         let generation = {
             let mut inner = self.inner();
             inner.state_generation += 1;
-            if new != state::ACTIVATED && inner.connected {
+            // A guest connect succeeds once the link is up (see
+            // `wait_link_up`): leaving the link-up states from there is a
+            // disconnection too, even if ACTIVATED was never reached.
+            if link_up(new) {
+                inner.link_up = true;
+            } else if inner.connected || inner.link_up {
                 inner.connected = false;
+                inner.link_up = false;
                 self.publish(InterfaceEvent::Disconnected { iface: self.id });
             }
             inner.state_generation
@@ -189,7 +207,7 @@ impl NmDevice {
         if new == state::ACTIVATED {
             let Some(me) = self.me.upgrade() else { return };
             tokio::spawn(async move {
-                let network = match me.connected_network().await {
+                let network = match me.current_network(false).await {
                     Ok(Some(n)) => n,
                     Ok(None) => return,
                     Err(e) => {
@@ -271,8 +289,10 @@ impl NmDevice {
     }
 
     /// Every access point NetworkManager knows for this device, with the
-    /// object path of each.
-    async fn access_points(&self) -> Result<Vec<(OwnedObjectPath, ScannedBss)>, InterfaceError> {
+    /// object path and the `RsnFlags` of each.
+    async fn access_points(
+        &self,
+    ) -> Result<Vec<(OwnedObjectPath, ScannedBss, u32)>, InterfaceError> {
         let wireless = self
             .wireless_proxy()
             .await
@@ -288,7 +308,10 @@ impl NmDevice {
             // An access point may vanish between the list and the read.
             match props {
                 Ok(props) => match convert::bss_from_properties(&props) {
-                    Some(bss) => out.push((path, bss)),
+                    Some(bss) => {
+                        let rsn = convert::rsn_flags(&props);
+                        out.push((path, bss, rsn))
+                    }
                     None => {
                         debug!(iface = %self.name, ap = %path.as_str(), "skipping malformed access point")
                     }
@@ -306,7 +329,7 @@ impl NmDevice {
             .access_points()
             .await?
             .into_iter()
-            .map(|(_, b)| b)
+            .map(|(_, b, _)| b)
             .collect())
     }
 
@@ -319,14 +342,68 @@ impl NmDevice {
         wireless.request_scan(options).await
     }
 
-    /// Runs one host scan to its end and hands out its results.
+    /// Makes a scan for `target` the device's running scan, unless one is
+    /// running already.
+    fn begin_scan(&self, target: Option<Ssid>) -> Option<(watch::Sender<bool>, Arc<AtomicBool>)> {
+        let mut inner = self.inner();
+        if inner.scan.is_some() {
+            return None;
+        }
+        let (done_tx, done_rx) = watch::channel(false);
+        let waited = Arc::new(AtomicBool::new(false));
+        inner.scan = Some(InFlightScan {
+            target,
+            done: done_rx,
+            waited: waited.clone(),
+        });
+        Some((done_tx, waited))
+    }
+
+    /// Runs a host scan for `target` as soon as no other scan runs (a queued
+    /// targeted scan, or the retry of a dropped one). Its results go out as
+    /// a notification.
+    ///
+    /// Boxed: it and `run_scan` start each other.
+    fn scan_when_idle(
+        self: Arc<Self>,
+        target: Option<Ssid>,
+        attempt: u32,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(async move { self.scan_when_idle_inner(target, attempt).await })
+    }
+
+    async fn scan_when_idle_inner(self: Arc<Self>, target: Option<Ssid>, attempt: u32) {
+        loop {
+            if self.gone.load(Ordering::SeqCst) {
+                return;
+            }
+            let running = self.inner().scan.as_ref().map(|s| s.done.clone());
+            match running {
+                Some(mut done) => {
+                    let _ = done.wait_for(|d| *d).await;
+                }
+                None => {
+                    if let Some((done, waited)) = self.begin_scan(target) {
+                        self.run_scan(target, done, waited, attempt).await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one host scan to its end and hands out its results. A scan
+    /// NetworkManager accepted but that never ends (wpa_supplicant may
+    /// refuse it: "one is already pending") is retried once.
     async fn run_scan(
         self: Arc<Self>,
         target: Option<Ssid>,
         done: watch::Sender<bool>,
         waited: Arc<AtomicBool>,
+        attempt: u32,
     ) {
         let config = &self.shared.config;
+        let mut dropped = false;
         let mut last_scan = self.last_scan.subscribe();
         let before = *last_scan.borrow_and_update();
         let fresh = match self.request_scan(target).await {
@@ -342,7 +419,8 @@ impl NmDevice {
                     match tokio::time::timeout(config.scan_timeout, changed).await {
                         Ok(Ok(_)) => true,
                         _ => {
-                            debug!(iface = %self.name, "host scan did not finish in time");
+                            debug!(iface = %self.name, attempt, "host scan did not finish in time");
+                            dropped = true;
                             false
                         }
                     }
@@ -357,6 +435,9 @@ impl NmDevice {
         // starts a new one rather than joining this one.
         self.inner().scan = None;
         let _ = done.send(true);
+        if dropped && attempt == 1 && !self.gone.load(Ordering::SeqCst) {
+            tokio::spawn(self.clone().scan_when_idle(target, 2));
+        }
         if fresh && !waited.load(Ordering::SeqCst) && !self.gone.load(Ordering::SeqCst) {
             match self.cached_bss().await {
                 Ok(bss) => self.publish(InterfaceEvent::ScanResults {
@@ -374,8 +455,14 @@ impl NmDevice {
     // --- connections -------------------------------------------------------
 
     /// The network the device is associated with, from its active access
-    /// point, or else from its active connection's SSID.
-    async fn current_network(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
+    /// point, or else from its active connection's SSID. With `link_is_enough`
+    /// a device whose link is up but whose IP configuration is not finished
+    /// counts (a guest connect); otherwise only an activated one does (the
+    /// host's own connections, for mirroring).
+    async fn current_network(
+        &self,
+        link_is_enough: bool,
+    ) -> Result<Option<ConnectedNetwork>, InterfaceError> {
         let device = self
             .device_proxy()
             .await
@@ -384,7 +471,12 @@ impl NmDevice {
             .state()
             .await
             .map_err(|e| iface_err("device state", e))?;
-        if st != state::ACTIVATED {
+        let up = if link_is_enough {
+            link_up(st)
+        } else {
+            st == state::ACTIVATED
+        };
+        if !up {
             return Ok(None);
         }
         let wireless = self
@@ -441,21 +533,28 @@ impl NmDevice {
         }))
     }
 
-    /// The access point to name as the activation's specific object: the one
-    /// with the requested BSSID and SSID, if NetworkManager sees it.
-    async fn specific_ap(&self, params: &ConnectParams) -> OwnedObjectPath {
-        let root = || OwnedObjectPath::from(ObjectPath::from_static_str_unchecked("/"));
-        let Some(bssid) = params.bssid.filter(|b| !b.is_zero()) else {
-            return root();
+    /// What the activation needs to know of the target network: the access
+    /// point to name as the activation's specific object (the one with the
+    /// requested BSSID and SSID, if NetworkManager sees it), and whether the
+    /// network offers WPA3-SAE besides WPA2-PSK (transition mode).
+    async fn target_network(&self, params: &ConnectParams) -> (OwnedObjectPath, bool) {
+        let root = OwnedObjectPath::from(ObjectPath::from_static_str_unchecked("/"));
+        let bssid = params.bssid.filter(|b| !b.is_zero());
+        let Ok(aps) = self.access_points().await else {
+            return (root, false);
         };
-        match self.access_points().await {
-            Ok(aps) => aps
-                .into_iter()
-                .find(|(_, b)| b.bssid == bssid && b.ssid == params.ssid)
-                .map(|(p, _)| p)
-                .unwrap_or_else(root),
-            Err(_) => root(),
+        let mut specific = None;
+        let mut transition = false;
+        for (path, bss, rsn_flags) in aps {
+            if bss.ssid != params.ssid || bssid.is_some_and(|b| b != bss.bssid) {
+                continue;
+            }
+            transition |= convert::is_psk_sae_transition(rsn_flags);
+            if bssid.is_some() && specific.is_none() {
+                specific = Some(path);
+            }
         }
+        (specific.unwrap_or(root), transition)
     }
 
     /// Adds the guest's profile and activates it, then waits for the device
@@ -474,7 +573,20 @@ impl NmDevice {
             )
             .map_err(|e| InterfaceError::Failed(e.to_string()))
         };
-        let specific = self.specific_ap(params).await;
+        let (specific, transition) = self.target_network(params).await;
+        // A WPA2/WPA3 transition network cannot be joined with the guest's
+        // PMK through NetworkManager 1.42: for `key-mgmt=wpa-psk` it always
+        // offers wpa_supplicant `SAE` too (even with `pmf=disable`, shown by
+        // the VM test), wpa_supplicant prefers SAE on such a network, and
+        // SAE needs the password, which the guest never sends. The
+        // activation would only fail after the connect bound; refuse at
+        // once with a status that says why.
+        if transition && params.key.is_some() {
+            warn!(iface = %self.name, ssid = %params.ssid, "WPA2/WPA3 transition networks cannot be joined with a PMK through NetworkManager; refusing");
+            return Err(InterfaceError::Rejected {
+                status: convert::STATUS_INVALID_AKMP,
+            });
+        }
         let nm = NetworkManagerProxy::builder(self.conn())
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
@@ -505,9 +617,9 @@ impl NmDevice {
         info!(iface = %self.name, ssid = %params.ssid, profile = %profile.as_str(), "activating a guest connection");
         self.shared.set_profile(&self.path, profile.clone());
 
-        let wait = self.wait_activated(&mut states, &active);
+        let wait = self.wait_link_up(&mut states, &active);
         let outcome = match tokio::time::timeout(self.shared.config.connect_timeout, wait).await {
-            Ok(Ok(())) => match self.current_network().await {
+            Ok(Ok(())) => match self.current_network(true).await {
                 Ok(Some(network)) => return Ok(network),
                 Ok(None) => Err(InterfaceError::Failed(
                     "activated, but the access point is unknown".into(),
@@ -525,9 +637,17 @@ impl NmDevice {
         outcome
     }
 
-    /// Waits until the device is activated with `active`, or fails. The
-    /// error is the device state reason.
-    async fn wait_activated(
+    /// Waits until the device's link is up with `active` (associated and
+    /// authenticated: state IP_CONFIG or later), or fails. The error is the
+    /// device state reason.
+    ///
+    /// Why not wait for ACTIVATED: the guest asked to join a Wi-Fi network,
+    /// which is done once the 4-way handshake completes. The host's IP
+    /// configuration (DHCP, then NetworkManager's IP check) comes on top, a
+    /// few seconds measured in the VM test, and took activations past the
+    /// connect bound. If it fails later, NetworkManager drops the
+    /// connection and the guest is told like for any host disconnection.
+    async fn wait_link_up(
         &self,
         states: &mut broadcast::Receiver<StateChange>,
         active: &OwnedObjectPath,
@@ -543,7 +663,7 @@ impl NmDevice {
                 return Err(0);
             }
             match new {
-                state::ACTIVATED => {
+                s if link_up(s) => {
                     let ours = match self.device_proxy().await {
                         Ok(d) => d.active_connection().await.ok(),
                         Err(_) => None,
@@ -554,7 +674,7 @@ impl NmDevice {
                 }
                 state::FAILED => return Err(reason),
                 state::DISCONNECTED if activating => return Err(reason),
-                s if (state::PREPARE..state::ACTIVATED).contains(&s) => activating = true,
+                s if (state::PREPARE..state::IP_CONFIG).contains(&s) => activating = true,
                 _ => {}
             }
         }
@@ -570,6 +690,11 @@ impl NmDevice {
 }
 
 /// Deletes one of the proxy's profiles, tolerating that it is already gone.
+///
+/// NetworkManager removes a volatile profile itself when its activation
+/// fails or ends; a `Delete` racing with that removal fails ("connection was
+/// deleted") although the outcome is the one wanted. So a failed `Delete` is
+/// only reported when the profile is still listed afterwards.
 pub(crate) async fn delete_profile(conn: &zbus::Connection, profile: &OwnedObjectPath) {
     let result = match proxies::at::<SettingsConnectionProxy<'_>>(conn, profile).await {
         Ok(p) => p.delete().await,
@@ -578,10 +703,24 @@ pub(crate) async fn delete_profile(conn: &zbus::Connection, profile: &OwnedObjec
     match result {
         Ok(()) => debug!(profile = %profile.as_str(), "deleted the proxy's connection profile"),
         Err(e) if is_unknown(&e) => {}
-        Err(e) => {
-            warn!(profile = %profile.as_str(), "cannot delete the proxy's connection profile: {e}")
-        }
+        Err(e) => match profile_listed(conn, profile).await {
+            Ok(false) => {
+                debug!(profile = %profile.as_str(), "the proxy's connection profile was already deleted ({e})")
+            }
+            Ok(true) | Err(_) => {
+                warn!(profile = %profile.as_str(), "cannot delete the proxy's connection profile: {e}")
+            }
+        },
     }
+}
+
+/// Whether NetworkManager still lists a profile.
+async fn profile_listed(conn: &zbus::Connection, profile: &OwnedObjectPath) -> zbus::Result<bool> {
+    let settings = proxies::NmSettingsProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?;
+    Ok(settings.list_connections().await?.contains(profile))
 }
 
 #[async_trait]
@@ -596,7 +735,7 @@ impl WifiInterface for NmDevice {
 
     async fn connected_network(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
         self.check()?;
-        self.current_network().await
+        self.current_network(false).await
     }
 
     async fn scan(&self, target: Option<&Ssid>) -> Result<ScanResult, InterfaceError> {
@@ -604,23 +743,36 @@ impl WifiInterface for NmDevice {
         enum Plan {
             Join(watch::Receiver<bool>),
             Start(watch::Sender<bool>, Arc<AtomicBool>),
+            /// A targeted scan while a scan that does not probe its SSID
+            /// runs: joining it would never probe the SSID.
+            Queue,
         }
+        let target = target.copied().filter(|s| !s.is_empty());
         let plan = {
-            let mut inner = self.inner();
-            match &inner.scan {
-                Some(running) => {
-                    running.waited.store(true, Ordering::SeqCst);
-                    Plan::Join(running.done.clone())
+            let running = self
+                .inner()
+                .scan
+                .as_ref()
+                .map(|running| (running.target, running.done.clone(), running.waited.clone()));
+            match running {
+                Some((running_target, _, _)) if target.is_some() && running_target != target => {
+                    Plan::Queue
                 }
-                None => {
-                    let (done_tx, done_rx) = watch::channel(false);
-                    let waited = Arc::new(AtomicBool::new(false));
-                    inner.scan = Some(InFlightScan {
-                        done: done_rx,
-                        waited: waited.clone(),
-                    });
-                    Plan::Start(done_tx, waited)
+                Some((_, done, waited)) => {
+                    waited.store(true, Ordering::SeqCst);
+                    Plan::Join(done)
                 }
+                None => match self.begin_scan(target) {
+                    Some((done, waited)) => Plan::Start(done, waited),
+                    // Another caller began one in between: wait for it.
+                    None => match self.inner().scan.as_ref() {
+                        Some(running) => {
+                            running.waited.store(true, Ordering::SeqCst);
+                            Plan::Join(running.done.clone())
+                        }
+                        None => Plan::Queue,
+                    },
+                },
             }
         };
         match plan {
@@ -637,11 +789,22 @@ impl WifiInterface for NmDevice {
                 let cached = self.cached_bss().await;
                 match self.me.upgrade() {
                     Some(me) => {
-                        tokio::spawn(me.run_scan(target.copied(), done, waited));
+                        tokio::spawn(me.run_scan(target, done, waited, 1));
                     }
                     None => {
                         self.inner().scan = None;
                     }
+                }
+                Ok(ScanResult {
+                    bss: cached?,
+                    complete: true,
+                })
+            }
+            Plan::Queue => {
+                debug!(iface = %self.name, "a targeted scan waits for the running host scan");
+                let cached = self.cached_bss().await;
+                if let Some(me) = self.me.upgrade() {
+                    tokio::spawn(me.scan_when_idle(target, 1));
                 }
                 Ok(ScanResult {
                     bss: cached?,

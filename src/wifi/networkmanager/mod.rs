@@ -1,10 +1,11 @@
 //! The host's Wi-Fi through NetworkManager, over the system D-Bus.
 //!
 //! [`NetworkManagerWifi`] is a [`HostWifi`] backend: every NetworkManager
-//! device of type Wi-Fi is a [`WifiInterface`](crate::wifi::WifiInterface),
-//! added and removed as NetworkManager reports devices (`DeviceAdded`,
-//! `DeviceRemoved`) and as NetworkManager itself comes and goes on the bus
-//! (`NameOwnerChanged`). While NetworkManager is absent the backend has no
+//! device of type Wi-Fi that NetworkManager manages is a
+//! [`WifiInterface`](crate::wifi::WifiInterface), added and removed as
+//! NetworkManager reports devices (`DeviceAdded`, `DeviceRemoved`, a device
+//! entering or leaving the `unmanaged` state) and as NetworkManager itself
+//! comes and goes on the bus (`NameOwnerChanged`). While NetworkManager is absent the backend has no
 //! interfaces and keeps waiting for it.
 //!
 //! All NetworkManager signals reach the backend through one ordered message
@@ -293,20 +294,30 @@ impl HostWifi for NetworkManagerWifi {
 }
 
 /// Starts following NetworkManager at `owner`; `None` (logged) if it does
-/// not answer.
+/// not answer within 30 s.
+///
+/// NetworkManager takes its bus name before it exports its objects; on a
+/// slow or loaded host the gap was seen (VM test) to last several seconds,
+/// so the attempts back off up to that bound rather than give up after a
+/// second and leave the backend without NetworkManager until it restarts.
 async fn start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> Option<Session> {
-    const ATTEMPTS: u32 = 3;
-    for attempt in 1..=ATTEMPTS {
+    const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + GIVE_UP_AFTER;
+    let mut delay = Duration::from_millis(250);
+    loop {
         match try_start_session(shared, owner.clone()).await {
             Ok(session) => return Some(session),
-            Err(e) if attempt < ATTEMPTS => {
-                debug!("NetworkManager not ready ({e}); retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                debug!("NetworkManager not ready ({e}); retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(4));
             }
-            Err(e) => warn!("cannot follow NetworkManager: {e}"),
+            Err(e) => {
+                warn!("cannot follow NetworkManager: {e}");
+                return None;
+            }
         }
     }
-    None
 }
 
 async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus::Result<Session> {
@@ -392,6 +403,14 @@ async fn add_device(shared: &Arc<Shared>, devices: &Devices, path: OwnedObjectPa
         let wireless: WirelessProxy<'_> = proxies::at(&shared.conn, &path).await?;
         let interface = device.interface().await?;
         let state = device.state().await?;
+        // An unmanaged device (an access point's radio, a device the admin
+        // keeps for something else) can neither scan nor connect through
+        // NetworkManager: offering it to guests only costs every connect and
+        // scan a failed call. It is added when it becomes managed.
+        if state == convert::state::UNMANAGED {
+            debug!(%interface, "ignoring an unmanaged Wi-Fi device");
+            return Ok(None);
+        }
         Ok::<_, zbus::Error>(Some(DeviceInfo {
             path: path.clone(),
             interface,
@@ -468,11 +487,20 @@ async fn dispatch(shared: Arc<Shared>, devices: Devices, mut stream: MessageStre
                 }
             }
             (DEVICE_IFACE, "StateChanged") => {
-                if let (Some(device), Ok((new, old, reason))) = (
-                    find(&devices, path),
-                    msg.body().deserialize::<(u32, u32, u32)>(),
-                ) {
-                    device.on_state_changed(new, old, reason);
+                let Ok((new, old, reason)) = msg.body().deserialize::<(u32, u32, u32)>() else {
+                    continue;
+                };
+                match find(&devices, path) {
+                    Some(_) if new == convert::state::UNMANAGED => {
+                        remove_device(&shared, &devices, path);
+                    }
+                    Some(device) => device.on_state_changed(new, old, reason),
+                    // A device NetworkManager starts managing: follow it if
+                    // it is a Wi-Fi device.
+                    None if old == convert::state::UNMANAGED => {
+                        add_device(&shared, &devices, path.to_owned().into()).await;
+                    }
+                    None => {}
                 }
             }
             (PROPERTIES_IFACE, "PropertiesChanged") => {
