@@ -255,6 +255,28 @@ static struct ieee80211_supported_band vw_band_5ghz = {
 	.n_bitrates = VW_N_OFDM_RATES,
 };
 
+/*
+ * cfg80211 accepts a 6 GHz band only with HE capabilities. The radio is the
+ * host's; this is the minimum (one stream, HE-MCS 0-7) that lets the band,
+ * hence the host's 6 GHz networks, be reported.
+ */
+static const struct ieee80211_sband_iftype_data vw_he_6ghz[] = {
+	{
+		.types_mask = BIT(NL80211_IFTYPE_STATION),
+		.he_cap = {
+			.has_he = true,
+			.he_mcs_nss_supp = {
+				.rx_mcs_80 = cpu_to_le16(0xfffc),
+				.tx_mcs_80 = cpu_to_le16(0xfffc),
+				.rx_mcs_160 = cpu_to_le16(0xffff),
+				.tx_mcs_160 = cpu_to_le16(0xffff),
+				.rx_mcs_80p80 = cpu_to_le16(0xffff),
+				.tx_mcs_80p80 = cpu_to_le16(0xffff),
+			},
+		},
+	},
+};
+
 static struct ieee80211_supported_band vw_band_6ghz = {
 	.band = NL80211_BAND_6GHZ,
 	.channels = vw_channels_6ghz,
@@ -463,6 +485,7 @@ static int vw_request(struct vsock_wifi *vw, u8 op, const void *body, u32 len,
 		ret = -EREMOTEIO;
 	}
 out:
+	pr_debug("request %u (%u bytes): %d\n", op, len, ret);
 	mutex_lock(&vw->inflight_lock);
 	vw->inflight = NULL;
 	mutex_unlock(&vw->inflight_lock);
@@ -811,7 +834,7 @@ static void vw_connect_done(struct vsock_wifi *vw, int ret, const u8 *reply)
 	cfg80211_connect_bss(netdev, bssid, cbss, NULL, 0, NULL, 0,
 			     WLAN_STATUS_SUCCESS, GFP_KERNEL,
 			     NL80211_TIMEOUT_UNSPECIFIED);
-	cfg80211_put_bss(vw->wiphy, cbss);
+	/* cfg80211 now owns the reference vw_inform() returned. */
 	/* The host ran the 4-way handshake or SAE for us. */
 	if (vw->conn.offloaded_auth)
 		vw_port_authorized(netdev, bssid);
@@ -907,7 +930,16 @@ static int vw_connect(struct wiphy *wiphy, struct net_device *netdev,
 	memcpy(p->ssid, sme->ssid, sme->ssid_len);
 	if (sme->bssid)
 		ether_addr_copy(p->bssid, sme->bssid);
-	p->auth_type = sme->auth_type;
+	/*
+	 * Resolve "automatic" here: with no WEP on offer it can only mean
+	 * SAE when wpa_supplicant handed over an SAE password, open system
+	 * otherwise. The host then never has to guess.
+	 */
+	if (sme->auth_type == NL80211_AUTHTYPE_AUTOMATIC)
+		p->auth_type = sme->crypto.sae_pwd ? NL80211_AUTHTYPE_SAE :
+						     NL80211_AUTHTYPE_OPEN_SYSTEM;
+	else
+		p->auth_type = sme->auth_type;
 	p->wpa_versions = sme->crypto.wpa_versions;
 	p->n_akm = min_t(int, sme->crypto.n_akm_suites, VW_WIRE_MAX_AKM);
 	for (i = 0; i < p->n_akm; i++)
@@ -1052,6 +1084,7 @@ static void vw_read_notification(struct vsock_wifi *vw, struct socket *conn)
 		return;
 	}
 	ret = vw_read_message(conn, jiffies + VW_NOTIFICATION_TIMEOUT, &op, &body, &len);
+	pr_debug("notification %u (%u bytes): %d\n", ret ? 0 : op, len, ret);
 	if (ret) {
 		pr_info_ratelimited("notification dropped: %d\n", ret);
 		return;
@@ -1180,8 +1213,18 @@ static int vw_ndo_init(struct net_device *dev)
 static int vw_ndo_open(struct net_device *dev)
 {
 	struct vw_netdev_priv *priv = netdev_priv(dev);
+	int ret;
 
 	netif_carrier_off(dev);
+	/*
+	 * The lower device is this interface's radio: bring it up with it,
+	 * or nothing would pass once the host reports a connection.
+	 */
+	if (!(priv->lowerdev->flags & IFF_UP)) {
+		ret = dev_open(priv->lowerdev, NULL);
+		if (ret)
+			return ret;
+	}
 	/* Frames for the interface's address, if it changed, must get in. */
 	return dev_set_promiscuity(priv->lowerdev, 1);
 }
@@ -1445,6 +1488,12 @@ static int vw_register_wiphy(struct vsock_wifi *vw)
 	wiphy->interface_modes = BIT(NL80211_IFTYPE_STATION);
 	wiphy->bands[NL80211_BAND_2GHZ] = &vw_band_2ghz;
 	wiphy->bands[NL80211_BAND_5GHZ] = &vw_band_5ghz;
+#ifdef VW_HAVE_SET_SBAND_IFTYPE_DATA
+	ieee80211_set_sband_iftype_data(&vw_band_6ghz, vw_he_6ghz);
+#else
+	vw_band_6ghz.iftype_data = vw_he_6ghz;
+	vw_band_6ghz.n_iftype_data = ARRAY_SIZE(vw_he_6ghz);
+#endif
 	wiphy->bands[NL80211_BAND_6GHZ] = &vw_band_6ghz;
 	wiphy->signal_type = CFG80211_SIGNAL_TYPE_MBM;
 	wiphy->max_scan_ssids = 1;
