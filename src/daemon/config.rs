@@ -54,6 +54,9 @@ impl BackendKind {
 pub enum SimulatedSecurity {
     Open,
     Wpa2Psk,
+    /// WPA3-Personal: SAE with CCMP and management frame protection
+    /// required; the guest connects with auth_type 4 and the password.
+    Wpa3Sae,
 }
 
 /// A simulated network (`[[simulated_network]]`, backend `simulated` only).
@@ -67,8 +70,10 @@ pub struct SimulatedNetworkConfig {
     #[serde(default = "default_rssi")]
     pub rssi_dbm: i32,
     pub security: SimulatedSecurity,
-    /// For `wpa2-psk`: the guest's PMK must derive from this passphrase,
-    /// else the connect is refused as a wrong key. Absent: any key accepted.
+    /// For `wpa2-psk`: the guest's PMK must derive from this passphrase;
+    /// for `wpa3-sae`: the guest's SAE password must be this one. Else the
+    /// connect is refused as a wrong key (status 15). Absent: any key
+    /// accepted.
     pub passphrase: Option<String>,
 }
 
@@ -293,12 +298,12 @@ impl DaemonConfig {
                 (SimulatedSecurity::Open, Some(_)) => {
                     return Err(err("passphrase: an open network has no passphrase".into()))
                 }
-                (SimulatedSecurity::Wpa2Psk, Some(p)) => {
+                (SimulatedSecurity::Wpa2Psk | SimulatedSecurity::Wpa3Sae, Some(p)) => {
                     let ok = (8..=63).contains(&p.len())
                         && p.bytes().all(|b| (0x20..=0x7e).contains(&b));
                     if !ok {
                         return Err(err(
-                            "passphrase: a WPA2 passphrase is 8 to 63 printable ASCII characters"
+                            "passphrase: a WPA2 passphrase or SAE password is 8 to 63 printable ASCII characters"
                                 .into(),
                         ));
                     }
@@ -616,6 +621,13 @@ hybrid_vsock = "/run/fc/vm2.vsock"
 
         let e = parse("backend = \"simulated\"\n[[simulated_network]]\nssid = \"x\"\nbssid = \"02:00:00:00:00:01\"\nfreq_khz = 2437000\nsecurity = \"wpa2-psk\"\npassphrase = \"short\"\n").unwrap_err();
         assert!(e.message.contains("8 to 63"), "{e}");
+        let e = parse("backend = \"simulated\"\n[[simulated_network]]\nssid = \"x\"\nbssid = \"02:00:00:00:00:01\"\nfreq_khz = 2437000\nsecurity = \"wpa3-sae\"\npassphrase = \"short\"\n").unwrap_err();
+        assert!(e.message.contains("SAE password"), "{e}");
+        let ok = parse("backend = \"simulated\"\n[[simulated_network]]\nssid = \"x\"\nbssid = \"02:00:00:00:00:01\"\nfreq_khz = 2437000\nsecurity = \"wpa3-sae\"\npassphrase = \"long enough\"\n").unwrap();
+        assert_eq!(
+            ok.simulated_networks[0].security,
+            SimulatedSecurity::Wpa3Sae
+        );
 
         let e = parse("[[guest]]\nname = \"a b\"\ntcp = \"127.0.0.1\"\n").unwrap_err();
         assert_eq!(e.line, Some(2));

@@ -144,6 +144,7 @@ pub fn simulated_backend(config: &DaemonConfig) -> Arc<SimulatedWifi> {
                 security: match n.security {
                     config::SimulatedSecurity::Open => Security::OPEN,
                     config::SimulatedSecurity::Wpa2Psk => Security::WPA2_PSK_CCMP,
+                    config::SimulatedSecurity::Wpa3Sae => Security::WPA3_SAE_CCMP,
                 },
                 passphrase: n.passphrase.clone(),
             })

@@ -11,10 +11,11 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{
-    ConnectParams, ConnectedNetwork, EventHub, HostWifi, InterfaceError, InterfaceEvent,
-    InterfaceId, ScanResult, ScannedBss, Security, WifiInterface, DEFAULT_BEACON_INTERVAL_TU,
+    AuthAlgorithm, ConnectParams, ConnectedNetwork, EventHub, HostWifi, InterfaceError,
+    InterfaceEvent, InterfaceId, ScanResult, ScannedBss, Security, WifiInterface,
+    DEFAULT_BEACON_INTERVAL_TU,
 };
-use crate::protocol::{pmk_from_passphrase, MacAddr, Ssid};
+use crate::protocol::{pmk_from_passphrase, Key, MacAddr, Ssid};
 
 /// The simulated interface's id.
 pub const SIMULATED_INTERFACE_ID: InterfaceId =
@@ -34,8 +35,10 @@ pub struct SimulatedNetwork {
     pub freq_khz: u32,
     pub rssi_dbm: i32,
     pub security: Security,
-    /// `None`: any key is accepted (as the reference). `Some`: the guest's
-    /// PMK must be the one derived from this passphrase and the SSID.
+    /// `None`: any key is accepted (as the reference). `Some`: for WPA2-PSK
+    /// the guest's PMK must be the one derived from this passphrase and the
+    /// SSID; for WPA3-SAE the guest's SAE password must be this one. A wrong
+    /// key is refused with status 15.
     pub passphrase: Option<String>,
 }
 
@@ -217,8 +220,13 @@ impl WifiInterface for SimulatedInterface {
             )));
         }
         if let Some(passphrase) = &network.passphrase {
-            let expected = pmk_from_passphrase(passphrase, &network.ssid)
-                .map_err(|_| InterfaceError::Failed("unusable simulated passphrase".into()))?;
+            // WPA2-PSK: the guest hands over the PMK derived from the
+            // passphrase; WPA3-SAE: the SAE password itself.
+            let expected = match network.security.auth {
+                AuthAlgorithm::Wpa3Sae => Key::new(passphrase.as_bytes().to_vec()),
+                _ => pmk_from_passphrase(passphrase, &network.ssid)
+                    .map_err(|_| InterfaceError::Failed("unusable simulated passphrase".into()))?,
+            };
             if params.key.as_ref() != Some(&expected) {
                 return Err(InterfaceError::Rejected {
                     status: STATUS_CHALLENGE_FAIL,
