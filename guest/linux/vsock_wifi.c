@@ -30,8 +30,13 @@
 #include <linux/version.h>
 #include <linux/vm_sockets.h>
 #include <linux/workqueue.h>
-#include <asm/unaligned.h>
 #include <net/cfg80211.h>
+/* linux/unaligned.h replaced asm/unaligned.h in 6.12. */
+#if __has_include(<linux/unaligned.h>)
+#include <linux/unaligned.h>
+#else
+#include <asm/unaligned.h>
+#endif
 #include <net/rtnetlink.h>
 #include <net/sock.h>
 

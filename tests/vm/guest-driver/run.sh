@@ -21,12 +21,11 @@ skip() {
 }
 
 # --- what the machine has ---------------------------------------------------
-KVER=""
-for img in /boot/vmlinuz-*-amd64; do
-	[ -e "$img" ] || continue
-	v=${img#/boot/vmlinuz-}
-	[ -d "/lib/modules/$v/build" ] && KVER=$v
-done
+# The kernel of Debian's linux-image-amd64 (VW_KERNEL=<version> for another
+# installed one with headers).
+KVER=${VW_KERNEL:-$(dpkg-query -W -f='${Depends}' linux-image-amd64 2>/dev/null |
+	sed -n 's/^linux-image-\([^ ,]*\).*/\1/p')}
+[ -d "/lib/modules/$KVER/build" ] || KVER=""
 [ -n "$KVER" ] || skip "no Debian kernel image with headers (linux-image-amd64, linux-headers-amd64)"
 [ -r "/boot/vmlinuz-$KVER" ] || skip "/boot/vmlinuz-$KVER is not readable"
 command -v qemu-system-x86_64 >/dev/null || skip "no qemu-system-x86_64"
