@@ -1509,6 +1509,13 @@ static int vw_register_wiphy(struct vsock_wifi *vw)
 	wiphy->flags |= WIPHY_FLAG_NETNS_OK;
 	wiphy_ext_feature_set(wiphy, NL80211_EXT_FEATURE_4WAY_HANDSHAKE_STA_PSK);
 	wiphy_ext_feature_set(wiphy, NL80211_EXT_FEATURE_SAE_OFFLOAD);
+	/*
+	 * wpa_supplicant before 2.11 (Debian 12, Ubuntu 22.04) picks the SAE
+	 * key management only with this flag, even for SAE offload. There is
+	 * no authenticate operation, so it still connects through .connect
+	 * with the SAE password.
+	 */
+	wiphy->features |= NL80211_FEATURE_SAE;
 	wiphy_ext_feature_set(wiphy, NL80211_EXT_FEATURE_MFP_OPTIONAL);
 
 	ret = wiphy_register(wiphy);
