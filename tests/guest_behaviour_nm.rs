@@ -157,10 +157,7 @@ async fn iw_connect_connect_again_and_sae_with_networkmanager() {
     // `iw dev wlan0 connect cafe`: auth_type 8, an open profile.
     let first = connect(&guest, request("cafe", 8, vec![], &[])).await;
     assert_eq!(first.result_code, 0, "iw connect to an open network");
-    assert_eq!(
-        first.bssid,
-        "AA:00:00:00:00:02".parse::<MacAddr>().unwrap()
-    );
+    assert_eq!(first.bssid, "AA:00:00:00:00:02".parse::<MacAddr>().unwrap());
     let calls = bus.method_calls(MANAGER, "AddAndActivateConnection2").await;
     assert_eq!(calls.len(), 1);
     assert_eq!(
