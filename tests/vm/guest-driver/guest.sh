@@ -173,10 +173,14 @@ wpa_completed && fail "a wrong passphrase was accepted"
 link_has 'SSID: Home' && fail "connected with a wrong passphrase"
 stop_wpa
 
+SYSTEM_BUS=0
 start_system_bus() {
-	[ -S /run/dbus/system_bus_socket ] && return 0
+	[ "$SYSTEM_BUS" = 1 ] && return 0
 	mkdir -p /run/dbus
+	rm -f /run/dbus/pid /run/dbus/system_bus_socket
 	dbus-daemon --system --fork --nopidfile || fail "no system D-Bus"
+	wait_for 10 "the system bus socket" test -S /run/dbus/system_bus_socket
+	SYSTEM_BUS=1
 }
 
 # wpa_supplicant hands an SAE password to the driver (SAE offload) from
@@ -211,10 +215,23 @@ EOF
 	printf '[Security]\nPassphrase=open sesame\n' >/var/lib/iwd/Sae3.sae
 	IWD=$(ls /usr/libexec/iwd /usr/lib/iwd/iwd 2>/dev/null | head -1)
 	[ -n "$IWD" ] || fail "no iwd binary"
-	"$IWD" -i wlan0 >/run/vw-iwd.log 2>&1 &
+	# iwd computes with the kernel's crypto API (AF_ALG).
+	modprobe -a af_alg algif_hash algif_skcipher cmac 2>/dev/null
+	IWD_TLS_DEBUG=0 "$IWD" -d -i wlan0 >/run/vw-iwd.log 2>&1 &
 	IWD_PID=$!
 	iwd_has_station() { iwctl station wlan0 show 2>/dev/null | grep -q State; }
-	wait_for 30 "iwd to manage wlan0" iwd_has_station
+	iwd_gone() { ! kill -0 "$IWD_PID" 2>/dev/null; }
+	wait_for 30 "iwd to manage wlan0 (or exit)" sh -c "iwctl station wlan0 show 2>/dev/null | grep -q State || ! kill -0 $IWD_PID 2>/dev/null"
+	if iwd_gone && grep -q 'Name request failed' /run/vw-iwd.log; then
+		# Seen in this VM: the bus refuses iwd its name. Not a driver
+		# result either way: reported, not counted as passed.
+		say "SKIPPED: WPA3-SAE through iwd (iwd could not own its D-Bus name in this VM; wpa_supplicant $(wpa_supplicant -v | sed -n 's/^wpa_supplicant v//p') has no SAE offload)"
+		cp /run/vw-iwd.log "$SHARED/" 2>/dev/null
+		SAE_SKIPPED=1
+	fi
+fi
+if [ "${SAE_SKIPPED:-0}" != 1 ] && [ -n "${IWD_PID:-}" ]; then
+	iwd_has_station || fail "iwd does not manage wlan0: $(tail -5 /run/vw-iwd.log)"
 	iwd_sees_sae() {
 		iwctl station wlan0 scan >/dev/null 2>&1
 		sleep 1
@@ -228,7 +245,7 @@ EOF
 	wait_for 15 "iwd to exit" sh -c "! kill -0 $IWD_PID 2>/dev/null"
 	wait_for 10 "disconnected after iwd" not_connected
 	ip link set wlan0 up
-else
+elif [ "$HAVE_SAE" = 1 ] && ! wpa_has_sae_offload && ! command -v iwctl >/dev/null; then
 	say "SKIPPED: WPA3-SAE (wpa_supplicant without SAE offload, and no iwd)"
 fi
 
