@@ -186,10 +186,15 @@ if [ "$rc" != 0 ]; then
 	echo "FAIL: guest-driver VM test"
 	exit 1
 fi
-grep -q 'SKIPPED' "$WORK/guest.log" && grep 'SKIPPED' "$WORK/guest.log"
+SKIPS=$(grep -c 'SKIPPED' "$WORK/guest.log" || true)
+grep 'SKIPPED' "$WORK/guest.log" || true
 grep -q '\] PASS$' "$WORK/guest.log" || { cat "$WORK/guest.log"; echo "FAIL: no PASS from the guest"; exit 1; }
 if grep -E 'correct horse|wrong horse|open sesame' "$WORK/serve.log"; then
 	echo "FAIL: a secret reached the host's log"
 	exit 1
 fi
-log "PASS (guest-driver VM test, $((SECONDS - START)) s)"
+if [ "$SKIPS" != 0 ]; then
+	log "PASS with $SKIPS step(s) SKIPPED, not passed (guest-driver VM test, $((SECONDS - START)) s)"
+else
+	log "PASS (guest-driver VM test, $((SECONDS - START)) s)"
+fi
