@@ -115,9 +115,14 @@ notify_host_disconnect = true
 scan_min_latency_ms = 1500
 EOF
 
-vhost-device-vsock --vm "guest-cid=3,socket=$WORK/vhost.sock,uds-path=$WORK/vm.vsock" \
-	>"$WORK/vhost-device-vsock.log" 2>&1 &
-PIDS+=($!)
+start_vhost_device_vsock() {
+	rm -f "$WORK/vhost.sock"
+	vhost-device-vsock --vm "guest-cid=3,socket=$WORK/vhost.sock,uds-path=$WORK/vm.vsock" \
+		>>"$WORK/vhost-device-vsock.log" 2>&1 &
+	VHOST_PID=$!
+	PIDS+=("$VHOST_PID")
+}
+start_vhost_device_vsock
 RUST_LOG=proxy_wifi=debug "$PROXY_WIFI" serve --config "$WORK/proxy-wifi.toml" >"$WORK/serve.log" 2>&1 &
 PIDS+=($!)
 
@@ -166,14 +171,29 @@ QEMU_OPTS+=" -chardev socket,id=vsock0,path=$WORK/vhost.sock -device vhost-user-
 QEMU_OPTS+=" -netdev user,id=net0,restrict=on -device virtio-net-pci,netdev=net0"
 
 log "booting $KVER (TCG: ${#ACCEL[@]})"
-set +e
-timeout 420 vng --run "/boot/vmlinuz-$KVER" "${ACCEL[@]}" --memory "$MEM" --cpus 2 --verbose \
-	--rwdir "$WORK" --qemu-opts="$QEMU_OPTS" \
-	--exec "VW_DEBUG_SCAN=${VW_DEBUG_SCAN:-0} bash $HERE/guest.sh $WORK/module/vsock_wifi.ko $WORK $HAVE_SAE" \
-	</dev/null >"$WORK/vng.log" 2>&1
-rc=$?
-set -e
-log "VM exited with $rc"
+# A VM that dies before the scenario starts (no guest.log: the module was
+# never loaded) is booted once more; any later failure counts.
+for attempt in 1 2; do
+	set +e
+	timeout 420 vng --run "/boot/vmlinuz-$KVER" "${ACCEL[@]}" --memory "$MEM" --cpus 2 --verbose \
+		--rwdir "$WORK" --qemu-opts="$QEMU_OPTS" \
+		--exec "VW_DEBUG_SCAN=${VW_DEBUG_SCAN:-0} bash $HERE/guest.sh $WORK/module/vsock_wifi.ko $WORK $HAVE_SAE" \
+		</dev/null >"$WORK/vng.log" 2>&1
+	rc=$?
+	set -e
+	log "VM exited with $rc"
+	[ "$rc" != 0 ] && [ ! -e "$WORK/guest.log" ] && [ "$attempt" = 1 ] || break
+	log "the VM died before the scenario started: booting again"
+	cp "$WORK/vng.log" "$WORK/vng-attempt1.log"
+	if ! kill -0 "$VHOST_PID" 2>/dev/null; then
+		start_vhost_device_vsock
+		deadline=$((SECONDS + 20))
+		until [ -S "$WORK/vhost.sock" ]; do
+			[ "$SECONDS" -lt "$deadline" ] || { echo "FAIL: vhost-device-vsock did not restart"; exit 1; }
+			sleep 0.2
+		done
+	fi
+done
 if [ "$rc" != 0 ]; then
 	echo "--- guest output"
 	cat "$WORK/guest.log" 2>/dev/null || cat "$WORK/vng.log"
