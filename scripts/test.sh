@@ -30,4 +30,4 @@ cargo test --all-targets
 log "cargo test --doc"
 cargo test --doc
 scripts/windows-check.sh
-scripts/test-vm-nm.sh
+scripts/test-guest-driver.sh

@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# Runs inside the VM (as root): the vsock_wifi scenario of issue 19.
+# Arguments: the module file, the shared directory (host <-> guest), and
+# whether the host knows WPA3-SAE networks (1/0).
+# Every step waits on a state change with a deadline; the first failure ends
+# the run with a message and a non-zero status.
+set -uo pipefail
+
+KO=$1
+SHARED=$2
+HAVE_SAE=${3:-0}
+LOG=$SHARED/guest.log
+STEP=none
+REQ_SEQ=0
+exec > >(tee -a "$LOG") 2>&1
+
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+say() { printf '[guest %5ss] %s\n' "$SECONDS" "$*"; }
+fail() {
+	say "FAIL ($STEP): $*"
+	for f in /run/vw-*.log; do
+		[ -e "$f" ] && cp "$f" "$SHARED/" 2>/dev/null
+	done
+	dmesg | grep -v -e 'SVM:' -e powernow | tail -60
+	exit 1
+}
+step() { STEP=$1; say "== $1"; }
+
+# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND until it succeeds.
+wait_for() {
+	local limit=$1 what=$2
+	shift 2
+	local end=$((SECONDS + limit))
+	until "$@" >/dev/null 2>&1; do
+		[ "$SECONDS" -lt "$end" ] || fail "timed out after ${limit}s waiting for $what"
+		sleep 0.3
+	done
+}
+
+# host CMD...: asks the host side to run `proxy-wifi ctl CMD...` and waits.
+host() {
+	REQ_SEQ=$((REQ_SEQ + 1))
+	local f=$SHARED/req/$REQ_SEQ
+	printf '%s\n' "$*" >"$f.cmd.tmp" && mv "$f.cmd.tmp" "$f.cmd"
+	wait_for 20 "host to run 'ctl $*'" test -e "$f.done"
+	[ "$(cat "$f.done")" = 0 ] || fail "host 'ctl $*' failed"
+}
+
+link_has() { iw dev wlan0 link | grep -q "$1"; }
+not_connected() { iw dev wlan0 link | grep -q 'Not connected'; }
+
+# iw refuses a scan while another one runs (EBUSY): retry those.
+scan_has() {
+	local out
+	out=$(timeout 12 iw dev wlan0 scan 2>&1) || return 1
+	for ssid in "$@"; do
+		grep -q "SSID: $ssid\$" <<<"$out" || return 1
+	done
+}
+
+dump_has() {
+	iw dev wlan0 scan trigger >/dev/null 2>&1 || return 1
+	local end=$((SECONDS + 15)) out
+	while [ "$SECONDS" -lt "$end" ]; do
+		out=$(iw dev wlan0 scan dump 2>&1)
+		local all=1
+		for ssid in "$@"; do
+			grep -q "SSID: $ssid\$" <<<"$out" || all=0
+		done
+		[ "$all" = 1 ] && return 0
+		sleep 0.3
+	done
+	return 1
+}
+
+wpa_state() { wpa_cli -p /run/vw-wpa -i wlan0 status 2>/dev/null | sed -n 's/^wpa_state=//p'; }
+wpa_completed() { [ "$(wpa_state)" = COMPLETED ]; }
+
+# run_wpa NAME CONF: starts wpa_supplicant on wlan0 with that network block.
+run_wpa() {
+	local conf=/run/vw-wpa-$1.conf
+	{
+		echo 'ctrl_interface=/run/vw-wpa'
+		echo 'update_config=0'
+		echo 'network={'
+		cat
+		echo '}'
+	} >"$conf"
+	rm -f "/run/vw-wpa-$1.log"
+	wpa_supplicant -B -D nl80211 -i wlan0 -c "$conf" -f "/run/vw-wpa-$1.log" \
+		-P /run/vw-wpa.pid || fail "wpa_supplicant did not start"
+	wait_for 10 "wpa_supplicant control socket" test -S /run/vw-wpa/wlan0
+}
+
+stop_wpa() {
+	[ -e /run/vw-wpa.pid ] || return 0
+	local pid
+	pid=$(cat /run/vw-wpa.pid)
+	kill "$pid" 2>/dev/null
+	wait_for 10 "wpa_supplicant to exit" sh -c "! kill -0 $pid 2>/dev/null"
+	rm -f /run/vw-wpa.pid
+	wait_for 10 "the interface to be disconnected" not_connected
+}
+
+# ---------------------------------------------------------------------------
+step "load"
+modprobe cfg80211 || fail "no cfg80211"
+modprobe vmw_vsock_virtio_transport || fail "no virtio vsock transport"
+# The VM's virtio-net NIC (udev may have renamed it from eth0).
+LOWER=
+for dev in /sys/class/net/*; do
+	[ "$(basename "$(readlink -f "$dev/device/driver")")" = virtio_net ] && LOWER=$(basename "$dev") && break
+done
+[ -n "$LOWER" ] || fail "no virtio-net NIC in the VM"
+insmod "$KO" lower=auto dyndbg=+p || fail "insmod failed"
+wait_for 10 "wlan0 created on the virtio-net device (lower=auto)" ip link show wlan0
+ip -d link show wlan0 | grep -q vsock_wifi || fail "wlan0 is not a vsock_wifi link"
+ip link set wlan0 up || fail "wlan0 does not come up"
+
+if [ "${VW_DEBUG_SCAN:-0}" = 1 ]; then
+	iw event -t >"$SHARED/iw-event.log" 2>&1 &
+	sleep 1
+	say "first scan: $(timeout 25 iw dev wlan0 scan 2>&1 | grep -c SSID) SSIDs, rc=$?"
+	say "second scan: $(timeout 25 iw dev wlan0 scan 2>&1 | grep -c SSID) SSIDs"
+fi
+step "iw scan"
+wait_for 30 "iw scan listing Home and Cafe" scan_has Home Cafe
+step "iw scan trigger + dump"
+wait_for 30 "scan trigger + dump listing Home and Cafe" dump_has Home Cafe
+
+step "iw connect (open)"
+iw dev wlan0 connect Cafe || fail "iw connect refused"
+wait_for 25 "iw link: connected to Cafe" link_has 'SSID: Cafe'
+link_has 'Connected to 02:00:00:00:00:02' || fail "wrong BSSID: $(iw dev wlan0 link)"
+ip link show wlan0 | grep -q LOWER_UP || fail "no carrier after connect"
+
+step "signal notification"
+host signal 30
+# 30 % is -85 dBm (quality / 2 - 100).
+wait_for 15 "iw link showing signal -85 dBm" link_has 'signal: -85 dBm'
+
+step "host disconnect"
+host host-disconnect
+wait_for 15 "the guest to see the host's disconnect" not_connected
+ip link show wlan0 | grep -q 'NO-CARRIER' || fail "carrier still on after disconnect"
+
+step "iw connect + disconnect"
+iw dev wlan0 connect Cafe || fail "iw connect refused"
+wait_for 25 "connected to Cafe again" link_has 'SSID: Cafe'
+iw dev wlan0 disconnect || fail "iw disconnect failed"
+wait_for 10 "disconnected" not_connected
+
+step "wpa_supplicant WPA2-PSK"
+run_wpa psk <<'EOF'
+ssid="Home"
+key_mgmt=WPA-PSK
+psk="correct horse"
+EOF
+wait_for 40 "wpa_supplicant COMPLETED on Home" wpa_completed
+link_has 'SSID: Home' || fail "iw link does not show Home"
+stop_wpa
+
+step "wpa_supplicant WPA2-PSK, wrong passphrase"
+run_wpa badpsk <<'EOF'
+ssid="Home"
+key_mgmt=WPA-PSK
+psk="wrong horse"
+EOF
+wait_for 40 "the host's refusal (status 15) in wpa_supplicant's log" \
+	grep -q 'CTRL-EVENT-ASSOC-REJECT.*status_code=15' /run/vw-wpa-badpsk.log
+wpa_completed && fail "a wrong passphrase was accepted"
+link_has 'SSID: Home' && fail "connected with a wrong passphrase"
+stop_wpa
+
+SYSTEM_BUS=0
+start_system_bus() {
+	[ "$SYSTEM_BUS" = 1 ] && return 0
+	mkdir -p /run/dbus
+	rm -f /run/dbus/pid /run/dbus/system_bus_socket
+	dbus-daemon --system --fork --nopidfile || fail "no system D-Bus"
+	wait_for 10 "the system bus socket" test -S /run/dbus/system_bus_socket
+	SYSTEM_BUS=1
+}
+
+# wpa_supplicant hands an SAE password to the driver (SAE offload) from
+# 2.11 on; 2.10 (Debian 12) connects with auth type SAE and no password.
+wpa_has_sae_offload() { strings "$(command -v wpa_supplicant)" | grep -q '\* SAE password'; }
+
+if [ "$HAVE_SAE" != 1 ]; then
+	say "SKIPPED: WPA3-SAE (the host side has no SAE networks on this branch)"
+elif wpa_has_sae_offload; then
+	step "wpa_supplicant WPA3-SAE"
+	run_wpa sae <<'EOF'
+ssid="Sae3"
+key_mgmt=SAE
+ieee80211w=2
+sae_password="open sesame"
+EOF
+	wait_for 40 "wpa_supplicant COMPLETED on Sae3" wpa_completed
+	link_has 'SSID: Sae3' || fail "iw link does not show Sae3"
+	stop_wpa
+elif command -v iwctl >/dev/null; then
+	say "wpa_supplicant $(wpa_supplicant -v | sed -n 's/^wpa_supplicant v//p') has no SAE offload: WPA3-SAE through iwd"
+	step "iwd WPA3-SAE"
+	start_system_bus
+	mkdir -p /etc/iwd /var/lib/iwd
+	cat >/etc/iwd/main.conf <<'EOF'
+[General]
+EnableNetworkConfiguration=false
+UseDefaultInterface=true
+[DriverQuirks]
+DefaultInterface=*
+EOF
+	printf '[Security]\nPassphrase=open sesame\n' >/var/lib/iwd/Sae3.sae
+	IWD=$(ls /usr/libexec/iwd /usr/lib/iwd/iwd 2>/dev/null | head -1)
+	[ -n "$IWD" ] || fail "no iwd binary"
+	# iwd computes with the kernel's crypto API (AF_ALG).
+	modprobe -a af_alg algif_hash algif_skcipher cmac 2>/dev/null
+	IWD_TLS_DEBUG=0 "$IWD" -d -i wlan0 >/run/vw-iwd.log 2>&1 &
+	IWD_PID=$!
+	iwd_has_station() { iwctl station wlan0 show 2>/dev/null | grep -q State; }
+	# (An exited iwd stays a zombie of this shell: watch its log, not kill -0.)
+	iwd_bus_refused() { grep -q 'Name request failed' /run/vw-iwd.log; }
+	wait_for 30 "iwd to manage wlan0 (or be refused its bus name)" \
+		sh -c "iwctl station wlan0 show 2>/dev/null | grep -q State || grep -q 'Name request failed' /run/vw-iwd.log"
+	if iwd_bus_refused; then
+		wait "$IWD_PID" 2>/dev/null
+		# Seen in this VM: the bus refuses iwd its name. Not a driver
+		# result either way: reported, not counted as passed.
+		say "SKIPPED: WPA3-SAE through iwd (iwd could not own its D-Bus name in this VM; wpa_supplicant $(wpa_supplicant -v | sed -n 's/^wpa_supplicant v//p') has no SAE offload)"
+		cp /run/vw-iwd.log "$SHARED/" 2>/dev/null
+		SAE_SKIPPED=1
+	fi
+fi
+if [ "${SAE_SKIPPED:-0}" != 1 ] && [ -n "${IWD_PID:-}" ]; then
+	iwd_has_station || fail "iwd does not manage wlan0: $(tail -5 /run/vw-iwd.log)"
+	iwd_sees_sae() {
+		iwctl station wlan0 scan >/dev/null 2>&1
+		sleep 1
+		iwctl station wlan0 get-networks 2>/dev/null | grep -q Sae3
+	}
+	wait_for 40 "iwd to list Sae3" iwd_sees_sae
+	iwctl station wlan0 connect Sae3 >/dev/null 2>&1 || true
+	wait_for 40 "iw link: connected to Sae3 through iwd (SAE offload)" link_has 'SSID: Sae3'
+	iwctl station wlan0 disconnect >/dev/null 2>&1
+	kill "$IWD_PID"
+	wait_for 15 "iwd to exit" sh -c "! kill -0 $IWD_PID 2>/dev/null"
+	wait_for 10 "disconnected after iwd" not_connected
+	ip link set wlan0 up
+elif [ "$HAVE_SAE" = 1 ] && ! wpa_has_sae_offload && ! command -v iwctl >/dev/null; then
+	say "SKIPPED: WPA3-SAE (wpa_supplicant without SAE offload, and no iwd)"
+fi
+
+# ---------------------------------------------------------------------------
+step "NetworkManager"
+mkdir -p /run/dbus /etc/NetworkManager/conf.d /run/NetworkManager
+cat >/etc/NetworkManager/conf.d/99-vw-test.conf <<'EOF'
+[main]
+plugins=keyfile
+dhcp=internal
+[keyfile]
+unmanaged-devices=except:interface-name:wlan0
+[device]
+wifi.scan-rand-mac-address=no
+[connectivity]
+enabled=false
+EOF
+start_system_bus
+wpa_supplicant -u -s -O /run/wpa_supplicant >/run/vw-wpa-dbus.log 2>&1 &
+NetworkManager --no-daemon >/run/vw-nm.log 2>&1 &
+NM_PID=$!
+nm_managed() { nmcli -t -f DEVICE,STATE dev | grep -Eq '^wlan0:(disconnected|connected)'; }
+wait_for 40 "NetworkManager to manage wlan0" nm_managed
+nm_lists() {
+	local out
+	out=$(nmcli -t -f SSID dev wifi list --rescan yes 2>/dev/null)
+	grep -qx Home <<<"$out" && grep -qx Cafe <<<"$out"
+}
+wait_for 60 "nmcli dev wifi list showing Home and Cafe" nm_lists
+nmcli --wait 60 dev wifi connect Home password "correct horse" ifname wlan0 ||
+	fail "nmcli connect failed: $(tail -20 /run/vw-nm.log)"
+nm_connected() { nmcli -t -f GENERAL.STATE dev show wlan0 | grep -q '^GENERAL.STATE:100'; }
+wait_for 30 "NetworkManager to report wlan0 connected" nm_connected
+link_has 'SSID: Home' || fail "iw link does not show Home under NetworkManager"
+# The DHCP lease came through the lower NIC (QEMU's user network): data path.
+ip -4 addr show wlan0 | grep -q 'inet 10\.0\.2\.' || fail "no DHCP address on wlan0: $(ip addr show wlan0)"
+if [ "$HAVE_SAE" = 1 ] && wpa_has_sae_offload; then
+	nmcli con add type wifi ifname wlan0 con-name sae3 ssid Sae3 \
+		wifi-sec.key-mgmt sae wifi-sec.psk "open sesame" >/dev/null ||
+		fail "nmcli con add (sae) failed"
+	nmcli --wait 60 con up sae3 || fail "nmcli SAE connect failed: $(tail -20 /run/vw-nm.log)"
+	wait_for 30 "iw link showing Sae3" link_has 'SSID: Sae3'
+fi
+nmcli dev disconnect wlan0 >/dev/null || fail "nmcli disconnect failed"
+wait_for 15 "disconnected after nmcli" not_connected
+kill "$NM_PID"
+wait_for 15 "NetworkManager to exit" sh -c "! kill -0 $NM_PID 2>/dev/null"
+pkill -x wpa_supplicant
+wait_for 10 "wpa_supplicant to exit" sh -c '! pgrep -x wpa_supplicant'
+
+# ---------------------------------------------------------------------------
+step "rmmod/insmod cycles"
+for cycle in 1 2 3; do
+	rmmod vsock_wifi || fail "rmmod failed (cycle $cycle)"
+	ip link show wlan0 >/dev/null 2>&1 && fail "wlan0 still exists after rmmod"
+	insmod "$KO" dyndbg=+p || fail "insmod failed (cycle $cycle)"
+	ip link add link "$LOWER" name wlan0 type vsock_wifi || fail "ip link add failed"
+	ip link add link "$LOWER" name wlan1 type vsock_wifi 2>/dev/null &&
+		fail "a second interface was accepted"
+	ip link set wlan0 up
+	wait_for 30 "scan after reload $cycle" scan_has Home Cafe
+	if [ "$cycle" = 2 ]; then
+		# Unload while connected: the host is told, nothing leaks.
+		iw dev wlan0 connect Cafe
+		wait_for 25 "connected before unload" link_has 'SSID: Cafe'
+	fi
+done
+rmmod vsock_wifi || fail "final rmmod failed"
+
+step "dmesg"
+if dmesg | grep -E 'WARNING:|BUG:|lockdep|possible recursive locking|circular locking|Call Trace:|general protection'; then
+	fail "the kernel log has a WARN/BUG/lockdep report"
+fi
+if grep -q '^CONFIG_PROVE_LOCKING=y' "/boot/config-$(uname -r)" 2>/dev/null; then
+	say "lockdep is on in this kernel"
+else
+	say "lockdep is not enabled in this kernel (CONFIG_PROVE_LOCKING off): WARN/BUG checked only"
+fi
+say "PASS"
