@@ -20,3 +20,5 @@ pub mod handler;
 pub mod metrics;
 pub mod observer;
 pub mod service;
+#[doc(hidden)]
+pub mod test_utils;
