@@ -16,6 +16,8 @@
 //! what that means per command. New commands are new [`ControlCommand`]
 //! variants.
 
+#![warn(missing_docs)]
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,15 +39,24 @@ const MAX_LINE: usize = 64 * 1024;
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum ControlCommand {
     /// The simulated host connects to a network.
-    HostConnect { ssid: String },
+    HostConnect {
+        /// The network's SSID.
+        ssid: String,
+    },
     /// The simulated host disconnects.
     HostDisconnect,
     /// The link quality of the simulated host's connection changes.
-    Signal { percent: u8 },
+    Signal {
+        /// Link quality, 0 to 100.
+        percent: u8,
+    },
     /// A host scan nobody waited for delivers results.
     ScanResults,
     /// Scans answer synchronously or asynchronously.
-    ScanMode { mode: ScanMode },
+    ScanMode {
+        /// The mode from now on.
+        mode: ScanMode,
+    },
     /// Per-guest status (daemon): the answer's `data` is a list of
     /// [`GuestStatus`](crate::daemon::GuestStatus).
     Status,
@@ -75,6 +86,7 @@ pub struct ControlRequest {
     /// Which guest's service to act on; `None` for a single-guest service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<String>,
+    /// What to do.
     #[serde(flatten)]
     pub command: ControlCommand,
 }
@@ -82,7 +94,9 @@ pub struct ControlRequest {
 /// One response line.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ControlResponse {
+    /// Whether the command was carried out.
     pub ok: bool,
+    /// Why not, when it was not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// What the command answers (status, reload summary).
@@ -91,6 +105,7 @@ pub struct ControlResponse {
 }
 
 impl ControlResponse {
+    /// Done, nothing to say.
     pub fn ok() -> ControlResponse {
         ControlResponse {
             ok: true,
@@ -98,6 +113,7 @@ impl ControlResponse {
             data: None,
         }
     }
+    /// Done, with an answer.
     pub fn ok_with(data: serde_json::Value) -> ControlResponse {
         ControlResponse {
             ok: true,
@@ -105,6 +121,7 @@ impl ControlResponse {
             data: Some(data),
         }
     }
+    /// Not done, and why.
     pub fn error(message: impl Into<String>) -> ControlResponse {
         ControlResponse {
             ok: false,
@@ -117,6 +134,7 @@ impl ControlResponse {
 /// Carries out control requests.
 #[async_trait]
 pub trait ControlHandler: Send + Sync + 'static {
+    /// Carries out one request.
     async fn handle(&self, request: ControlRequest) -> ControlResponse;
 }
 
@@ -166,22 +184,31 @@ pub fn apply_host_event(
 /// Why the control socket could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// A live service answers on the socket already.
     #[error("another service is already using the control socket {0}")]
     InUse(PathBuf),
+    /// The socket could not be created.
     #[error("cannot set up the control socket {path}: {source}")]
     Bind {
+        /// The socket's path.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: io::Error,
     },
+    /// A client could not reach the service.
     #[error("cannot reach the service at {path}: {source}")]
     Connect {
+        /// The socket's path.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: io::Error,
     },
+    /// The exchange failed after connecting (what went wrong).
     #[error("the service did not answer: {0}")]
     Exchange(String),
+    /// Control sockets are Unix sockets.
     #[error("control sockets are not available on this platform")]
     Unsupported,
 }

@@ -15,6 +15,8 @@
 //! The scan minimum latency is applied here, before the reply leaves, for
 //! that reason.
 
+#![warn(missing_docs)]
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -215,8 +217,11 @@ pub struct HandlerStatus {
 /// The network the guest is connected to, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestLink {
+    /// The network's SSID.
     pub ssid: Ssid,
+    /// Mirrored or guest-directed.
     pub kind: ConnectionKind,
+    /// The interface holding the connection.
     pub interface: InterfaceId,
 }
 

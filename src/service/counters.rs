@@ -16,6 +16,7 @@ pub struct ServiceStats {
     pub requests: u64,
     /// Requests answered INVALID because they could not be read or decoded.
     pub invalid_requests: u64,
+    /// Notifications delivered.
     pub notifications_sent: u64,
     /// Dropped: before the first request, the guest could not be reached,
     /// or the queue was backed up (an older signal update replaced by a

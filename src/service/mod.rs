@@ -46,6 +46,8 @@
 //! order (requests, handler, notifications, observer), so the observer gets
 //! every event the handler queued.
 
+#![warn(missing_docs)]
+
 mod counters;
 pub(crate) mod notifications;
 pub(crate) mod requests;
@@ -93,8 +95,10 @@ const DEFAULT_NAME: &str = "default";
 /// Why a service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    /// The transport could not be bound.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// `start` on a started service.
     #[error("the service is already running")]
     AlreadyRunning,
 }
