@@ -63,6 +63,8 @@ pub struct Metrics {
     latency: Family<OperationLabels, Histogram, fn() -> Histogram>,
     notifications_sent: Family<GuestLabels, Counter>,
     notifications_dropped: Family<DropLabels, Counter>,
+    notification_retries: Family<GuestLabels, Counter>,
+    notification_give_ups: Family<GuestLabels, Counter>,
     guests: Gauge<i64, AtomicI64>,
 }
 
@@ -82,6 +84,8 @@ impl Metrics {
         );
         let notifications_sent = Family::<GuestLabels, Counter>::default();
         let notifications_dropped = Family::<DropLabels, Counter>::default();
+        let notification_retries = Family::<GuestLabels, Counter>::default();
+        let notification_give_ups = Family::<GuestLabels, Counter>::default();
         let guests = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "requests",
@@ -103,6 +107,16 @@ impl Metrics {
             "Notifications not delivered, by reason",
             notifications_dropped.clone(),
         );
+        registry.register(
+            "notification_retries",
+            "Notification delivery attempts after a failed one (the guest could not be reached)",
+            notification_retries.clone(),
+        );
+        registry.register(
+            "notification_give_ups",
+            "Notifications given up at their retry deadline",
+            notification_give_ups.clone(),
+        );
         registry.register("guests_configured", "Guests configured", guests.clone());
         Metrics {
             registry,
@@ -110,6 +124,8 @@ impl Metrics {
             latency,
             notifications_sent,
             notifications_dropped,
+            notification_retries,
+            notification_give_ups,
             guests,
         }
     }
@@ -147,6 +163,24 @@ impl Metrics {
             .get_or_create(&DropLabels {
                 guest: guest.to_string(),
                 reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// One more delivery attempt for `guest` after a failed one.
+    pub fn notification_retry(&self, guest: &str) {
+        self.notification_retries
+            .get_or_create(&GuestLabels {
+                guest: guest.to_string(),
+            })
+            .inc();
+    }
+
+    /// One notification for `guest` given up at its deadline.
+    pub fn notification_given_up(&self, guest: &str) {
+        self.notification_give_ups
+            .get_or_create(&GuestLabels {
+                guest: guest.to_string(),
             })
             .inc();
     }

@@ -473,8 +473,12 @@ async fn connect_ok(port: u16, name: &str) -> ConnectResponse {
 #[tokio::test]
 async fn notifications_to_a_refusing_port_are_dropped() {
     let wifi = SimulatedWifi::reference();
-    let (service, port) =
-        tcp_service(wifi.clone(), dead_port().await, |b| b.settings(quick())).await;
+    // Retried for 2 s (from when each was produced), then given up.
+    let (service, port) = tcp_service(wifi.clone(), dead_port().await, |b| {
+        b.settings(quick())
+            .notification_deadline(Duration::from_secs(2))
+    })
+    .await;
     assert_eq!(scan(port).await.bss.len(), 3);
     for _ in 0..3 {
         wifi.scan_results();
@@ -484,7 +488,10 @@ async fn notifications_to_a_refusing_port_are_dropped() {
     })
     .await;
     assert_eq!(scan(port).await.bss.len(), 3);
-    assert_eq!(service.stats().notifications_sent, 0);
+    let stats = service.stats();
+    assert_eq!(stats.notifications_sent, 0);
+    assert_eq!(stats.notifications_given_up, 3);
+    assert!(stats.notification_retries >= 1, "{stats:?}");
     service.stop().await;
 }
 
@@ -566,8 +573,10 @@ mod hybrid {
             request_port: 12345,
             notification_port: 12346,
         };
+        // Retried for 3 s, then given up; requests are answered all along.
         let service = Service::builder(config, wifi.clone())
             .settings(quick())
+            .notification_deadline(Duration::from_secs(3))
             .build();
         service.start().await.unwrap();
         let requests = port_path(&path, 12345);
@@ -586,6 +595,8 @@ mod hybrid {
         );
         assert_eq!(lines.recv().await.unwrap(), "CONNECT 12346\n");
         assert_eq!(service.stats().notifications_sent, 0);
+        assert_eq!(service.stats().notifications_given_up, 1);
+        assert!(service.stats().notification_retries >= 1);
         service.stop().await;
         vmm.abort();
     }

@@ -43,7 +43,7 @@ pub fn parse_fake_network(text: &str) -> Result<FakeNetworkArg, String> {
 
 /// The transport and per-guest flags: the single-VM shortcut, which
 /// `--config` replaces.
-const SINGLE_VM_FLAGS: [&str; 10] = [
+const SINGLE_VM_FLAGS: [&str; 11] = [
     "tcp",
     "hybrid_vsock",
     "vsock_cid",
@@ -54,6 +54,7 @@ const SINGLE_VM_FLAGS: [&str; 10] = [
     "scan_layout",
     "scan_min_latency_ms",
     "notify_host_disconnect",
+    "notification_deadline_ms",
 ];
 
 #[derive(Debug, Args)]
@@ -90,6 +91,10 @@ pub struct ServeArgs {
     /// Tell the guest (NOTIF_DISCONNECTED) when the host leaves its network.
     #[arg(long)]
     pub notify_host_disconnect: bool,
+    /// How long a notification the guest cannot take (a paused VM) is
+    /// retried, from when it was produced (0: one attempt only).
+    #[arg(long, value_name = "N", default_value_t = 60_000)]
+    pub notification_deadline_ms: u64,
 }
 
 /// The log level a configuration file asks for, if it can be read (errors
@@ -127,6 +132,7 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
             scan_layout: args.scan_layout.into(),
             scan_min_latency: Some(Duration::from_millis(args.scan_min_latency_ms)),
             notify_host_disconnect: args.notify_host_disconnect,
+            notification_deadline: Some(Duration::from_millis(args.notification_deadline_ms)),
             fake_networks: args
                 .fake_networks
                 .iter()

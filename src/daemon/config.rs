@@ -73,6 +73,8 @@ pub struct GuestTable {
     pub scan_min_latency_ms: Option<u64>,
     #[serde(default)]
     pub notify_host_disconnect: bool,
+    /// How long an undeliverable notification is retried (default 60000).
+    pub notification_deadline_ms: Option<u64>,
     #[serde(default)]
     pub fake_network: Vec<Spanned<FakeNetworkConfig>>,
     #[serde(default)]
@@ -102,6 +104,9 @@ pub struct GuestConfig {
     /// `None`: the handler's default.
     pub scan_min_latency: Option<Duration>,
     pub notify_host_disconnect: bool,
+    /// How long an undeliverable notification is retried; `None`: the
+    /// service's default (60 s).
+    pub notification_deadline: Option<Duration>,
     pub fake_networks: Vec<(Ssid, MacAddr)>,
     pub policy: PolicyConfig,
 }
@@ -224,7 +229,7 @@ impl DaemonConfig {
                         && p.bytes().all(|b| (0x20..=0x7e).contains(&b));
                     if !ok {
                         return Err(err(
-                            "passphrase: a WPA2 passphrase is 8 to 63 printable ASCII characters"
+                            "passphrase: a WPA2 passphrase or SAE password is 8 to 63 printable ASCII characters"
                                 .into(),
                         ));
                     }
@@ -318,6 +323,7 @@ impl DaemonConfig {
                 scan_layout: g.scan_layout,
                 scan_min_latency: g.scan_min_latency_ms.map(Duration::from_millis),
                 notify_host_disconnect: g.notify_host_disconnect,
+                notification_deadline: g.notification_deadline_ms.map(Duration::from_millis),
                 fake_networks,
                 policy: g.policy.clone(),
             });
@@ -459,6 +465,7 @@ request_port = 0
 scan_layout = "legacy"
 scan_min_latency_ms = 0
 notify_host_disconnect = true
+notification_deadline_ms = 5000
 fake_network = [{ ssid = "Corp", bssid = "02:00:00:00:00:20" }]
 policy = { guest_directed = false, deny_ssids = ["Evil"] }
 
@@ -475,6 +482,8 @@ hybrid_vsock = "/run/fc/vm2.vsock"
         let g = &cfg.guests[0];
         assert_eq!(g.scan_layout, ScanLayout::Legacy);
         assert_eq!(g.scan_min_latency, Some(Duration::ZERO));
+        assert_eq!(g.notification_deadline, Some(Duration::from_secs(5)));
+        assert_eq!(cfg.guests[1].notification_deadline, None);
         assert!(!g.policy.guest_directed);
         assert_eq!(g.fake_networks[0].0, Ssid::new(b"Corp").unwrap());
         assert_eq!(
@@ -542,6 +551,10 @@ hybrid_vsock = "/run/fc/vm2.vsock"
 
         let e = parse("backend = \"simulated\"\n[[simulated_network]]\nssid = \"x\"\nbssid = \"02:00:00:00:00:01\"\nfreq_khz = 2437000\nsecurity = \"wpa2-psk\"\npassphrase = \"short\"\n").unwrap_err();
         assert!(e.message.contains("8 to 63"), "{e}");
+        let e = parse("backend = \"simulated\"\n[[simulated_network]]\nssid = \"x\"\nbssid = \"02:00:00:00:00:01\"\nfreq_khz = 2437000\nsecurity = \"wpa3-sae\"\npassphrase = \"short\"\n").unwrap_err();
+        assert!(e.message.contains("SAE password"), "{e}");
+        let ok = parse("backend = \"simulated\"\n[[simulated_network]]\nssid = \"x\"\nbssid = \"02:00:00:00:00:01\"\nfreq_khz = 2437000\nsecurity = \"wpa3-sae\"\npassphrase = \"long enough\"\n").unwrap();
+        assert_eq!(ok.simulated_networks[0].security, Security::WPA3_SAE_CCMP);
 
         let e = parse("[[guest]]\nname = \"a b\"\ntcp = \"127.0.0.1\"\n").unwrap_err();
         assert_eq!(e.line, Some(2));

@@ -294,6 +294,10 @@ impl Daemon {
         let retired = observer.retired_flag();
         let mut builder = Service::builder(g.transport.clone(), self.host.clone())
             .settings(settings)
+            .notification_deadline(
+                g.notification_deadline
+                    .unwrap_or(crate::service::DEFAULT_NOTIFICATION_DEADLINE),
+            )
             .observer(Arc::new(observer))
             .name(g.name.clone())
             .metrics(self.metrics.clone());

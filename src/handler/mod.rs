@@ -33,13 +33,14 @@ use crate::observer::{
     HostConnection, ObserverEvent, ObserverQueue,
 };
 use crate::protocol::{
-    channel_for_freq_khz, ConnectRequest, ConnectResponse, DisconnectRequest, MacAddr, Message,
-    Request, ScanBss, ScanLayout, ScanRequest, ScanResponse, Ssid, BSS_ENTRY_LEN,
+    channel_for_freq_khz, ConnectRequest, ConnectResponse, DisconnectRequest, Key, MacAddr,
+    Message, Request, ScanBss, ScanLayout, ScanRequest, ScanResponse, Ssid, BSS_ENTRY_LEN,
     MAX_SCAN_RESPONSE_LEN, STATUS_SUCCESS, STATUS_UNSPECIFIED_FAILURE,
 };
 use crate::wifi::{
-    guest_bss, AuthAlgorithm, ConnectParams, ConnectedNetwork, HostWifi, InterfaceError,
-    InterfaceEvent, InterfaceId, ScannedBss, Security, WifiInterface,
+    guest_bss, AuthAlgorithm, ConnectParams, ConnectRefusal, ConnectedNetwork, HostWifi,
+    InterfaceError, InterfaceEvent, InterfaceId, ScannedBss, Security, WifiInterface,
+    STATUS_UNSUPPORTED_AUTH_ALGORITHM,
 };
 
 #[cfg(test)]
@@ -283,6 +284,10 @@ struct GuestConnection {
     interface: InterfaceId,
     ssid: Ssid,
     kind: ConnectionKind,
+    /// For a guest-directed connection, what the host joined with: a new
+    /// connect to the same network with the same credentials keeps the
+    /// connection as it is. The key is zeroized on drop; never logged.
+    credentials: Option<(Security, Option<Key>)>,
 }
 
 /// A scan the guest was told is still running.
@@ -809,8 +814,32 @@ impl State {
         let ssid = request.ssid;
         let requested = Security::from_connect_request(&request);
         let requested_auth = requested.map_or(AuthAlgorithm::Wpa2Psk, |s| s.auth);
-        let security = requested.map_or_else(|| "unsupported".to_string(), |s| s.label());
+        let security = requested
+            .as_ref()
+            .map_or_else(|_| "unsupported".to_string(), |s| s.label());
         tracing::info!(%ssid, %security, "guest connect");
+        if let Err(ConnectRefusal::UnsupportedAuthType(auth_type)) = requested {
+            // Shared key (WEP), FT, network EAP and unknown types: the host
+            // never joins with them, not even by mirroring; refused before
+            // anything else with the status an access point would give.
+            tracing::info!(ssid = %ssid, auth_type = %auth_type.name(), "refusing a connect: unsupported authentication algorithm");
+            self.completion(
+                ConnectionKind::GuestDirected,
+                ConnectOutcome::Failed,
+                STATUS_UNSUPPORTED_AUTH_ALGORITHM,
+                None,
+                ssid,
+                AuthAlgorithm::Other,
+            );
+            return self.connect_answer(STATUS_UNSUPPORTED_AUTH_ALGORITHM, MacAddr::default());
+        }
+
+        if let Some(answer) = self
+            .connect_again_to_own_network(&request, requested, deadline)
+            .await
+        {
+            return answer;
+        }
 
         if let Some((iface, network)) = self.find_mirror(&ssid).await {
             let kind = ConnectionKind::HostMirroring;
@@ -822,6 +851,7 @@ impl State {
                         interface: iface,
                         ssid,
                         kind,
+                        credentials: None,
                     });
                     self.completion(
                         kind,
@@ -861,17 +891,20 @@ impl State {
             );
             return self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default());
         }
-        let Some(security) = requested else {
-            tracing::info!(ssid = %ssid, "the guest asks for a security the host cannot honour");
-            self.completion(
-                kind,
-                ConnectOutcome::Failed,
-                STATUS_UNSPECIFIED_FAILURE,
-                None,
-                ssid,
-                requested_auth,
-            );
-            return self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default());
+        let security = match requested {
+            Ok(security) => security,
+            Err(refusal) => {
+                tracing::info!(ssid = %ssid, ?refusal, "the guest asks for a security the host cannot honour");
+                self.completion(
+                    kind,
+                    ConnectOutcome::Failed,
+                    STATUS_UNSPECIFIED_FAILURE,
+                    None,
+                    ssid,
+                    requested_auth,
+                );
+                return self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default());
+            }
         };
         let params = ConnectParams {
             ssid,
@@ -900,6 +933,7 @@ impl State {
                         interface: id,
                         ssid,
                         kind,
+                        credentials: Some((security, params.key.clone())),
                     });
                     self.completion(
                         kind,
@@ -948,6 +982,94 @@ impl State {
             tracing::info!("disconnect while not connected; nothing to do");
             return Message::DisconnectResponse;
         };
+        self.leave(guest).await;
+        Message::DisconnectResponse
+    }
+
+    /// A connect to the network the guest's own guest-directed connection
+    /// holds (a re-association, a guest driver reload, a DISCONNECT that
+    /// got lost). It is not mirroring: the connection stays guest-directed
+    /// on the same interface, so the policy hold stays and the guest's
+    /// disconnect still makes the host leave. With the same credentials
+    /// (and no other BSSID asked for) the host's connection is kept as it
+    /// is and the guest gets a new session id; otherwise the guest leaves
+    /// it first (the host disconnects, as for a DISCONNECT) and the connect
+    /// goes on as a new one. `None`: not such a connect.
+    async fn connect_again_to_own_network(
+        &mut self,
+        request: &ConnectRequest,
+        requested: Result<Security, ConnectRefusal>,
+        deadline: Instant,
+    ) -> Option<Message> {
+        let ssid = request.ssid;
+        let own = self
+            .guest
+            .as_ref()
+            .filter(|g| g.kind == ConnectionKind::GuestDirected && g.ssid == ssid)?
+            .clone();
+        let iface = self.interface(own.interface)?;
+        // The interface may have left the network without the event having
+        // been read yet: ask it.
+        let network = Self::query_connection(&iface)
+            .await
+            .filter(|n| n.ssid == ssid)?;
+        let same_credentials = match (&own.credentials, requested) {
+            (Some((security, key)), Ok(asked)) => {
+                *security == asked && *key == (asked != Security::OPEN).then(|| request.key.clone())
+            }
+            _ => false,
+        };
+        let same_bss = request
+            .bssid
+            .map_or(true, |b| b.is_zero() || b == network.bssid);
+        let kind = ConnectionKind::GuestDirected;
+        if !(same_credentials && same_bss) {
+            tracing::info!(ssid = %ssid, interface = %iface.name(), "the guest connects again to its own network with other credentials or another BSS; leaving the old connection first");
+            if let Some(guest) = self.guest.take() {
+                self.leave(guest).await;
+            }
+            return None;
+        }
+        let auth = own
+            .credentials
+            .as_ref()
+            .map_or(AuthAlgorithm::Open, |c| c.0.auth);
+        match self.authorize_within(kind, ssid, deadline).await {
+            Authorization::Approve => {
+                tracing::info!(ssid = %ssid, interface = %iface.name(), "the guest connects again to its own guest-directed connection; keeping it");
+                self.completion(
+                    kind,
+                    ConnectOutcome::Succeeded,
+                    STATUS_SUCCESS,
+                    Some(own.interface),
+                    ssid,
+                    auth,
+                );
+                Some(self.connect_answer(STATUS_SUCCESS, network.bssid))
+            }
+            Authorization::Deny => {
+                // The guest asked to connect and was refused: it has no
+                // connection any more, and the host joined only for it.
+                tracing::info!(ssid = %ssid, "the observer denied the connection; leaving the guest's connection");
+                if let Some(guest) = self.guest.take() {
+                    self.leave(guest).await;
+                }
+                self.completion(
+                    kind,
+                    ConnectOutcome::Denied,
+                    STATUS_UNSPECIFIED_FAILURE,
+                    None,
+                    ssid,
+                    auth,
+                );
+                Some(self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default()))
+            }
+        }
+    }
+
+    /// The guest leaves its connection: a guest-directed one makes the host
+    /// interface disconnect; a mirrored one leaves the host as it is.
+    async fn leave(&mut self, guest: GuestConnection) {
         let event = GuestDisconnect {
             kind: guest.kind,
             interface: guest.interface,
@@ -982,6 +1104,5 @@ impl State {
         }
         self.observer
             .notify(ObserverEvent::GuestDisconnectCompleted(event));
-        Message::DisconnectResponse
     }
 }

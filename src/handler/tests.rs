@@ -379,7 +379,7 @@ async fn scan_merges_fake_networks_first_dedups_and_drops_unknown_channels() {
             "sae",
             5_180_000,
             Security {
-                auth: AuthAlgorithm::Wpa3Sae,
+                auth: AuthAlgorithm::Wpa3Enterprise,
                 cipher: CipherAlgorithm::Ccmp,
             },
         ),
@@ -839,17 +839,16 @@ async fn session_ids_count_every_connect_response() {
 #[tokio::test(start_paused = true)]
 async fn unsupported_security_fails_unless_mirrored() {
     let a = TestIface::new(1);
-    let sae = ConnectRequest {
-        auth_type: 4,
-        wpa_versions: 4,
-        akm_suites: vec![akm::SAE],
+    // WPA (version 1): nothing the host joins for a guest.
+    let wpa1 = ConnectRequest {
+        wpa_versions: 1,
         ..psk_request("Wpa3Net")
     };
     let h = harness(vec![a.clone()], vec![], no_latency());
-    let c = h.connect(sae.clone()).await;
+    let c = h.connect(wpa1.clone()).await;
     assert_eq!(c.result_code, 1);
     assert!(a.calls().is_empty());
-    // The host is on it (shown to the guest as WPA2-PSK): mirroring works.
+    // The host is on it: mirroring works whatever the guest asked for.
     a.s().connected = Some(ConnectedNetwork {
         ssid: ssid("Wpa3Net"),
         bssid: mac(3),
@@ -869,9 +868,54 @@ async fn unsupported_security_fails_unless_mirrored() {
             0,
             Some(a.id),
             "Wpa3Net",
-            AuthAlgorithm::Wpa2Psk
+            AuthAlgorithm::Wpa3Sae
         )
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn auth_types_automatic_sae_and_refused() {
+    let a = TestIface::new(1);
+    a.s().connects.push_back(Ok(network(1, "Cafe")));
+    a.s().connects.push_back(Ok(network(1, "Wpa3Net")));
+    let h = harness(vec![a.clone()], vec![], no_latency());
+    // `iw connect`: auth_type 8, nothing else: open.
+    let iw = ConnectRequest {
+        auth_type: 8,
+        wpa_versions: 0,
+        akm_suites: vec![],
+        pairwise_ciphers: vec![],
+        group_cipher: 0,
+        key: Key::default(),
+        ..psk_request("Cafe")
+    };
+    assert_eq!(h.connect(iw).await.result_code, 0);
+    // SAE: the password goes to the interface as the key.
+    let sae = ConnectRequest {
+        auth_type: 4,
+        wpa_versions: 4,
+        akm_suites: vec![akm::SAE],
+        key: Key::new(b"correct horse".to_vec()),
+        ..psk_request("Wpa3Net")
+    };
+    assert_eq!(h.connect(sae).await.result_code, 0);
+    assert_eq!(
+        a.calls(),
+        vec![
+            "connect Cafe open key=0".to_string(),
+            "connect Wpa3Net wpa3-sae/ccmp key=13".to_string()
+        ]
+    );
+    // Shared key: status 13 at once, even for a network the host is on
+    // (no mirroring), and the interface is not touched.
+    let before = a.calls().len();
+    let wep = ConnectRequest {
+        auth_type: 1,
+        ..psk_request("Wpa3Net")
+    };
+    let c = h.connect(wep).await;
+    assert_eq!((c.result_code, c.bssid), (13, MacAddr::default()));
+    assert_eq!(a.calls().len(), before);
 }
 
 // ---------------------------------------------------------------- disconnect
@@ -1345,4 +1389,81 @@ async fn removing_the_last_scanning_interface_after_the_guests_timer_sends_nothi
     tokio::time::sleep(Duration::from_secs(11)).await;
     h.hub.remove(a.id);
     assert_eq!(h.notes().await, vec![], "the guest's scan is long over");
+}
+
+// ------------------------------------------ connecting again to its own network
+
+#[tokio::test(start_paused = true)]
+async fn connecting_again_to_its_own_directed_network_keeps_it_directed() {
+    let a = TestIface::new(1);
+    a.s().connects.push_back(Ok(network(1, "Net")));
+    let h = harness(vec![a.clone()], vec![], no_latency());
+    let first = h.connect(psk_request("Net")).await;
+    assert_eq!(first.result_code, 0);
+    h.events().await;
+
+    // Same network, same key: kept as is, not mirrored, a new session.
+    let again = h.connect(psk_request("Net")).await;
+    assert_eq!((again.result_code, again.bssid), (0, mac(1)));
+    assert!(again.session_id > first.session_id);
+    assert_eq!(a.calls(), vec!["connect Net wpa2-psk/ccmp key=32"]);
+    assert_eq!(
+        h.events().await,
+        vec![
+            Ev::Authorize(ConnectionKind::GuestDirected, "Net".into()),
+            completed(
+                ConnectionKind::GuestDirected,
+                ConnectOutcome::Succeeded,
+                0,
+                Some(a.id),
+                "Net",
+                AuthAlgorithm::Wpa2Psk
+            ),
+        ]
+    );
+    let link = h.status.borrow().connection.clone().unwrap();
+    assert_eq!(link.kind, ConnectionKind::GuestDirected);
+    // The old session's disconnect is stale; the new one makes the host leave.
+    h.disconnect(first.session_id).await;
+    assert!(a.s().connected.is_some());
+    h.disconnect(again.session_id).await;
+    assert_eq!(a.calls().last().unwrap(), "disconnect");
+    assert!(a.s().connected.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn connecting_again_with_another_key_leaves_the_old_connection_first() {
+    let a = TestIface::new(1);
+    a.s().connects.push_back(Ok(network(1, "Net")));
+    a.s().connects.push_back(Ok(network(1, "Net")));
+    let h = harness(vec![a.clone()], vec![], no_latency());
+    assert_eq!(h.connect(psk_request("Net")).await.result_code, 0);
+    let other_key = ConnectRequest {
+        key: Key::new(vec![0x33; 32]),
+        ..psk_request("Net")
+    };
+    let r = h.connect(other_key).await;
+    assert_eq!(r.result_code, 0);
+    assert_eq!(
+        a.calls(),
+        vec![
+            "connect Net wpa2-psk/ccmp key=32",
+            "disconnect",
+            "connect Net wpa2-psk/ccmp key=32"
+        ]
+    );
+    let link = h.status.borrow().connection.clone().unwrap();
+    assert_eq!(link.kind, ConnectionKind::GuestDirected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_denied_connect_again_leaves_the_connection() {
+    let a = TestIface::new(1);
+    a.s().connects.push_back(Ok(network(1, "Net")));
+    let h = harness(vec![a.clone()], vec![], no_latency());
+    assert_eq!(h.connect(psk_request("Net")).await.result_code, 0);
+    *h.recorder.answer.lock().unwrap() = Authorization::Deny;
+    assert_eq!(h.connect(psk_request("Net")).await.result_code, 1);
+    assert_eq!(a.calls().last().unwrap(), "disconnect");
+    assert!(h.status.borrow().connection.is_none());
 }

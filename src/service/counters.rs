@@ -25,6 +25,10 @@ pub struct ServiceStats {
     /// Request connections closed unanswered because
     /// [`MAX_CONNECTIONS_IN_FLIGHT`] were already being served.
     pub refused_connections: u64,
+    /// Delivery attempts after a first one failed.
+    pub notification_retries: u64,
+    /// Notifications given up at their deadline (also counted as dropped).
+    pub notifications_given_up: u64,
 }
 
 /// The live counters of one service, shared by its tasks.
@@ -35,6 +39,8 @@ pub(super) struct Counters {
     pub(super) notifications_sent: AtomicU64,
     pub(super) notifications_dropped: AtomicU64,
     pub(super) refused_connections: AtomicU64,
+    pub(super) notification_retries: AtomicU64,
+    pub(super) notifications_given_up: AtomicU64,
     /// Prometheus metrics and this guest's name in them, when a daemon runs
     /// the service.
     metrics: Option<(Arc<Metrics>, String)>,
@@ -55,6 +61,8 @@ impl Counters {
             notifications_sent: self.notifications_sent.load(Ordering::Relaxed),
             notifications_dropped: self.notifications_dropped.load(Ordering::Relaxed),
             refused_connections: self.refused_connections.load(Ordering::Relaxed),
+            notification_retries: self.notification_retries.load(Ordering::Relaxed),
+            notifications_given_up: self.notifications_given_up.load(Ordering::Relaxed),
         }
     }
 
@@ -86,5 +94,20 @@ impl Counters {
         if let Some((metrics, guest)) = &self.metrics {
             metrics.notification_dropped(guest, reason);
         }
+    }
+
+    pub(super) fn notification_retry(&self) {
+        Counters::bump(&self.notification_retries);
+        if let Some((metrics, guest)) = &self.metrics {
+            metrics.notification_retry(guest);
+        }
+    }
+
+    pub(super) fn notification_given_up(&self) {
+        Counters::bump(&self.notifications_given_up);
+        if let Some((metrics, guest)) = &self.metrics {
+            metrics.notification_given_up(guest);
+        }
+        self.notification_dropped("deadline");
     }
 }

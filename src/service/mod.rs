@@ -64,7 +64,9 @@ use tracing::Instrument;
 
 pub use counters::ServiceStats;
 pub use notifications::{
-    NOTIFICATION_CONNECT_TIMEOUT, NOTIFICATION_QUEUE, NOTIFICATION_WRITE_TIMEOUT,
+    DEFAULT_NOTIFICATION_DEADLINE, NOTIFICATION_CONNECT_TIMEOUT, NOTIFICATION_QUEUE,
+    NOTIFICATION_RETRY_FIRST_PAUSE, NOTIFICATION_RETRY_MAX_PAUSE, NOTIFICATION_WRITE_TIMEOUT,
+    SCAN_NOTIFICATION_DEADLINE,
 };
 pub use requests::{MAX_CONNECTIONS_IN_FLIGHT, REPLY_WRITE_TIMEOUT, REQUEST_READ_TIMEOUT};
 
@@ -111,6 +113,7 @@ pub struct ServiceBuilder {
     fake: Option<FakeNetworkProvider>,
     observer: Option<Arc<dyn Observer>>,
     settings: HandlerSettings,
+    notification_deadline: Duration,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -152,6 +155,14 @@ impl ServiceBuilder {
         self
     }
 
+    /// How long a notification the guest cannot take yet is retried,
+    /// counted from when it was produced ([`DEFAULT_NOTIFICATION_DEADLINE`]
+    /// by default; zero: one attempt, no retry).
+    pub fn notification_deadline(mut self, deadline: Duration) -> ServiceBuilder {
+        self.notification_deadline = deadline;
+        self
+    }
+
     /// The service, stopped.
     pub fn build(self) -> Service {
         let metrics = self.metrics.map(|m| (m, self.name.clone()));
@@ -162,6 +173,7 @@ impl ServiceBuilder {
             fake: self.fake,
             observer: self.observer,
             settings: self.settings,
+            notification_deadline: self.notification_deadline,
             counters: Arc::new(Counters::new(metrics)),
             running: Mutex::new(None),
         }
@@ -196,6 +208,7 @@ pub struct Service {
     fake: Option<FakeNetworkProvider>,
     observer: Option<Arc<dyn Observer>>,
     settings: HandlerSettings,
+    notification_deadline: Duration,
     counters: Arc<Counters>,
     running: Mutex<Option<Running>>,
 }
@@ -211,6 +224,7 @@ impl Service {
             fake: None,
             observer: None,
             settings: HandlerSettings::default(),
+            notification_deadline: DEFAULT_NOTIFICATION_DEADLINE,
             metrics: None,
         }
     }
@@ -270,6 +284,10 @@ impl Service {
                 guest_seen.clone(),
                 self.counters.clone(),
                 Some(handler.reply_gate.clone()),
+                notifications::Retry {
+                    deadline: self.notification_deadline,
+                    status: Some(handler.status.clone()),
+                },
                 shutdown.clone(),
             )
             .in_current_span(),

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
-use tokio::time::timeout;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::counters::Counters;
 use super::requests::encode_or_invalid;
-use crate::handler::{ReplyGate, REPLY_WRITE_WAIT};
-use crate::protocol::{Message, Operation, ScanLayout};
+use crate::handler::{HandlerStatus, ReplyGate, REPLY_WRITE_WAIT};
+use crate::protocol::{Message, ScanLayout};
 use crate::transport::framing::write_message;
 use crate::transport::NotificationConnector;
 
@@ -26,10 +26,23 @@ pub const NOTIFICATION_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long writing a notification may take.
 pub const NOTIFICATION_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Notifications waiting for the sender; past it, the least important
-/// waiting one is dropped with a warning (see the service's notes).
+/// waiting one is dropped with a warning (see the module notes).
 pub const NOTIFICATION_QUEUE: usize = 64;
+/// How long, by default, a notification is retried when the guest cannot be
+/// reached (a paused VM, a live migration, a stopped VMM), counted from
+/// when the handler produced it.
+pub const DEFAULT_NOTIFICATION_DEADLINE: Duration = Duration::from_secs(60);
+/// The pause after a first failed delivery; it doubles after every further
+/// failure, up to [`NOTIFICATION_RETRY_MAX_PAUSE`].
+pub const NOTIFICATION_RETRY_FIRST_PAUSE: Duration = Duration::from_millis(250);
+/// The longest pause between two delivery attempts.
+pub const NOTIFICATION_RETRY_MAX_PAUSE: Duration = Duration::from_secs(2);
+/// A SCAN_RESPONSE notification is retried for at most this long (the
+/// guest's own scan timer): delivered later, a completing one could finish
+/// a newer guest scan with stale results (the hazard in the protocol
+/// notes); dropped, the guest's timer finishes its scan.
+pub const SCAN_NOTIFICATION_DEADLINE: Duration = Duration::from_secs(10);
 
-/// How much a waiting notification matters when the queue is full: the
 /// lowest goes first.
 fn importance(message: &Message) -> u8 {
     match message {
@@ -60,9 +73,10 @@ impl QueueDrop {
 }
 
 /// The notifications waiting while one is being delivered: bounded, in
-/// order, with only the latest signal quality kept.
+/// order, with only the latest signal quality kept. Each is stamped with
+/// when it was queued: its retry deadline counts from then.
 struct PendingNotifications {
-    queue: VecDeque<Message>,
+    queue: VecDeque<(Message, Instant)>,
     capacity: usize,
 }
 
@@ -77,6 +91,7 @@ impl PendingNotifications {
     /// Queues `message`; returns what was dropped to keep the bound, if
     /// anything (possibly `message` itself).
     fn push(&mut self, message: Message) -> Option<(Message, QueueDrop)> {
+        let now = Instant::now();
         let mut dropped = None;
         if matches!(message, Message::NotifSignalQuality { .. }) {
             // Only the latest value matters; it takes the place in line of
@@ -84,9 +99,9 @@ impl PendingNotifications {
             if let Some(i) = self
                 .queue
                 .iter()
-                .position(|m| matches!(m, Message::NotifSignalQuality { .. }))
+                .position(|(m, _)| matches!(m, Message::NotifSignalQuality { .. }))
             {
-                dropped = self.queue.remove(i).map(|m| (m, QueueDrop::Coalesced));
+                dropped = self.queue.remove(i).map(|(m, _)| (m, QueueDrop::Coalesced));
             }
         }
         if self.queue.len() >= self.capacity {
@@ -97,31 +112,87 @@ impl PendingNotifications {
                 .queue
                 .iter()
                 .enumerate()
-                .filter(|(_, m)| importance(m) <= rank)
-                .min_by_key(|(i, m)| (importance(m), *i))
+                .filter(|(_, (m, _))| importance(m) <= rank)
+                .min_by_key(|(i, (m, _))| (importance(m), *i))
                 .map(|(i, _)| i);
             return match victim.and_then(|i| self.queue.remove(i)) {
-                Some(old) => {
-                    self.queue.push_back(message);
+                Some((old, _)) => {
+                    self.queue.push_back((message, now));
                     Some((old, QueueDrop::Full))
                 }
                 None => Some((message, QueueDrop::Full)),
             };
         }
-        self.queue.push_back(message);
+        self.queue.push_back((message, now));
         dropped
     }
 
-    fn pop(&mut self) -> Option<Message> {
+    fn pop(&mut self) -> Option<(Message, Instant)> {
         self.queue.pop_front()
+    }
+
+    fn has_signal(&self) -> bool {
+        self.queue
+            .iter()
+            .any(|(m, _)| matches!(m, Message::NotifSignalQuality { .. }))
     }
 }
 
-type Delivery = Pin<Box<dyn Future<Output = (Operation, std::io::Result<()>)> + Send>>;
+type Delivery = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+
+/// How undeliverable notifications are retried.
+pub(super) struct Retry {
+    /// How long after it was produced a notification is given up.
+    pub(super) deadline: Duration,
+    /// The handler's status: its session id tells which disconnects a newer
+    /// connect superseded.
+    pub(super) status: Option<watch::Receiver<HandlerStatus>>,
+}
+
+/// The notification being delivered, possibly again.
+struct InFlight {
+    message: Message,
+    bytes: Vec<u8>,
+    give_up_at: Instant,
+    /// Attempts started so far.
+    attempts: u32,
+}
+
+/// The pause after the `attempts`-th failed attempt.
+fn retry_pause(attempts: u32) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(16);
+    NOTIFICATION_RETRY_FIRST_PAUSE
+        .saturating_mul(1 << doublings)
+        .min(NOTIFICATION_RETRY_MAX_PAUSE)
+}
+
+/// Why a notification no longer needs to reach the guest, if it does not.
+fn superseded(
+    message: &Message,
+    pending: &PendingNotifications,
+    status: Option<&watch::Receiver<HandlerStatus>>,
+) -> Option<&'static str> {
+    match message {
+        // The guest was answered a newer connect: this disconnect is about
+        // a connection it no longer has.
+        Message::NotifDisconnected { session_id }
+            if status.is_some_and(|s| s.borrow().session_id > *session_id) =>
+        {
+            Some("the guest connected again since")
+        }
+        Message::NotifSignalQuality { .. } if pending.has_signal() => {
+            Some("a newer signal quality waits")
+        }
+        _ => None,
+    }
+}
 
 /// Delivers the handler's notifications until the handler is gone and the
 /// queue is empty, or until `shutdown` (what is still waiting then is
 /// dropped: the guest's session is over).
+// Each argument is one independent input of the sender; a struct holding
+// them would only be built here.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run_notifier(
     mut queue: mpsc::Receiver<Message>,
     connector: Arc<dyn NotificationConnector>,
@@ -129,40 +200,73 @@ pub(super) async fn run_notifier(
     guest_seen: Arc<AtomicBool>,
     counters: Arc<Counters>,
     reply_gate: Option<Arc<ReplyGate>>,
+    retry: Retry,
     shutdown: CancellationToken,
 ) {
     let mut pending = PendingNotifications::new(NOTIFICATION_QUEUE);
-    let mut delivering: Option<Delivery> = None;
+    let mut current: Option<InFlight> = None;
+    // The running attempt, or the pause before the next one.
+    let mut attempt: Option<Delivery> = None;
+    let mut pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut open = true;
     loop {
-        if delivering.is_none() {
+        if current.is_none() {
             match pending.pop() {
-                Some(message) => {
-                    let operation = message.operation();
+                Some((message, queued)) => {
+                    // Encoded once: every attempt writes the same bytes.
                     let bytes = encode_or_invalid(&message, layout);
-                    let connector = connector.clone();
-                    let gate = reply_gate.clone();
-                    delivering = Some(Box::pin(async move {
-                        // A reply handed over before this notification was
-                        // produced goes out first (they use different
-                        // connections). Encoding happened above; nothing
-                        // is awaited between connect and write.
-                        if let Some(gate) = gate {
-                            gate.wait_clear(REPLY_WRITE_WAIT).await;
-                        }
-                        (operation, send_notification(&*connector, &bytes).await)
-                    }));
+                    let deadline = match message {
+                        Message::ScanResponse(_) => retry.deadline.min(SCAN_NOTIFICATION_DEADLINE),
+                        _ => retry.deadline,
+                    };
+                    current = Some(InFlight {
+                        message,
+                        bytes,
+                        give_up_at: queued + deadline,
+                        attempts: 0,
+                    });
                 }
                 None if !open => break,
                 None => {}
             }
         }
+        if let Some(inflight) = current
+            .as_mut()
+            .filter(|_| attempt.is_none() && pause.is_none())
+        {
+            let operation = inflight.message.operation();
+            if let Some(why) = superseded(&inflight.message, &pending, retry.status.as_ref()) {
+                counters.notification_dropped("superseded");
+                tracing::debug!(%operation, "dropping a notification: {why}");
+                current = None;
+                continue;
+            }
+            inflight.attempts += 1;
+            if inflight.attempts > 1 {
+                counters.notification_retry();
+                tracing::debug!(%operation, attempt = inflight.attempts, "delivering a notification again");
+            }
+            let bytes = inflight.bytes.clone();
+            let connector = connector.clone();
+            let gate = reply_gate.clone();
+            attempt = Some(Box::pin(async move {
+                // A reply handed over before this notification was
+                // produced goes out first (they use different
+                // connections). Encoding happened above; nothing is
+                // awaited between connect and write.
+                if let Some(gate) = gate {
+                    gate.wait_clear(REPLY_WRITE_WAIT).await;
+                }
+                send_notification(&*connector, &bytes).await
+            }));
+        }
         // Keep taking notifications from the handler while one is being
-        // delivered, so a guest that does not cooperate never backs the
-        // handler up; the bounded queue decides what waits.
+        // delivered or waits to be retried, so a guest that does not
+        // cooperate never backs the handler up; the bounded queue decides
+        // what waits.
         tokio::select! {
             _ = shutdown.cancelled() => {
-                let waiting = pending.queue.len() + usize::from(delivering.is_some());
+                let waiting = pending.queue.len() + usize::from(current.is_some());
                 if waiting > 0 {
                     tracing::debug!(waiting, "stopping; dropping the notifications not yet delivered");
                 }
@@ -184,23 +288,50 @@ pub(super) async fn run_notifier(
                 }
                 None => open = false,
             },
-            (operation, result) = async {
-                match delivering.as_mut() {
+            result = async {
+                match attempt.as_mut() {
                     Some(delivery) => delivery.await,
                     None => std::future::pending().await,
                 }
-            }, if delivering.is_some() => {
-                delivering = None;
+            }, if attempt.is_some() => {
+                attempt = None;
+                let Some(inflight) = current.take() else { continue };
+                let operation = inflight.message.operation();
                 match result {
                     Ok(()) => {
                         counters.notification_sent();
-                        tracing::debug!(%operation, "notification sent");
+                        tracing::debug!(%operation, attempts = inflight.attempts, "notification sent");
                     }
                     Err(e) => {
-                        counters.notification_dropped("undeliverable");
-                        tracing::warn!(%operation, to = %connector.describe(), "notification not delivered: {e}");
+                        let wait = retry_pause(inflight.attempts);
+                        if Instant::now() + wait > inflight.give_up_at {
+                            counters.notification_given_up();
+                            tracing::warn!(
+                                %operation,
+                                to = %connector.describe(),
+                                attempts = inflight.attempts,
+                                "notification not delivered within {:?}; giving up: {e}",
+                                retry.deadline
+                            );
+                        } else {
+                            if inflight.attempts == 1 {
+                                tracing::info!(%operation, to = %connector.describe(), "the guest cannot take a notification ({e}); retrying for up to {:?}", retry.deadline);
+                            } else {
+                                tracing::debug!(%operation, attempts = inflight.attempts, "notification still not delivered: {e}");
+                            }
+                            pause = Some(Box::pin(tokio::time::sleep(wait)));
+                            current = Some(inflight);
+                        }
                     }
                 }
+            }
+            () = async {
+                match pause.as_mut() {
+                    Some(p) => p.await,
+                    None => std::future::pending().await,
+                }
+            }, if pause.is_some() => {
+                pause = None;
             }
         }
     }
@@ -227,18 +358,19 @@ pub async fn send_notification(
 }
 
 #[cfg(test)]
+#[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::BoxStream;
     use std::io;
+    use std::pin::Pin;
     use std::sync::atomic::AtomicU64;
     use std::sync::Mutex as StdMutex;
     use std::task::{Context, Poll};
+    use tokio::task::JoinHandle;
 
     use async_trait::async_trait;
     use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
-    use tokio::time::Instant;
-
-    use crate::transport::BoxStream;
 
     /// A stream that records when, and how much, was written.
     struct Recording {
@@ -308,6 +440,10 @@ mod tests {
             seen.clone(),
             counters.clone(),
             None,
+            Retry {
+                deadline: Duration::ZERO,
+                status: None,
+            },
             CancellationToken::new(),
         ));
         // Before the first request: dropped, no connection.
@@ -358,7 +494,7 @@ mod tests {
     }
 
     fn drain(p: &mut PendingNotifications) -> Vec<Message> {
-        std::iter::from_fn(|| p.pop()).collect()
+        std::iter::from_fn(|| p.pop().map(|(m, _)| m)).collect()
     }
 
     #[test]
@@ -488,6 +624,10 @@ mod tests {
             Arc::new(AtomicBool::new(true)),
             counters.clone(),
             None,
+            Retry {
+                deadline: Duration::ZERO,
+                status: None,
+            },
             CancellationToken::new(),
         ));
         // The first one stalls in connect; meanwhile the handler keeps
@@ -520,6 +660,156 @@ mod tests {
         assert_eq!(stats(&counters.notifications_sent), 3);
         // 1 undeliverable, 500 signal updates replaced by a newer one.
         assert_eq!(stats(&counters.notifications_dropped), 501);
+        drop(tx);
+        task.await.unwrap();
+    }
+
+    /// A guest that cannot be reached until `until` (virtual time): every
+    /// connect before then fails after `fail_after`.
+    struct PausedUntil {
+        until: Instant,
+        fail_after: Duration,
+        connects: AtomicU64,
+        delivered: Arc<StdMutex<Vec<Vec<u8>>>>,
+    }
+
+    #[async_trait]
+    impl NotificationConnector for PausedUntil {
+        async fn connect(&self) -> io::Result<BoxStream> {
+            self.connects.fetch_add(1, Ordering::SeqCst);
+            if Instant::now() < self.until {
+                tokio::time::sleep(self.fail_after).await;
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "paused"));
+            }
+            Ok(Box::new(Capture(self.delivered.clone(), Vec::new())))
+        }
+        fn describe(&self) -> String {
+            "paused".into()
+        }
+    }
+
+    fn paused_for(pause: Duration) -> Arc<PausedUntil> {
+        Arc::new(PausedUntil {
+            until: Instant::now() + pause,
+            fail_after: NOTIFICATION_CONNECT_TIMEOUT,
+            connects: AtomicU64::new(0),
+            delivered: Arc::default(),
+        })
+    }
+
+    fn delivered(c: &PausedUntil) -> Vec<Message> {
+        c.delivered
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| Message::decode(b, ScanLayout::Current).unwrap())
+            .collect()
+    }
+
+    fn start(
+        connector: Arc<PausedUntil>,
+        deadline: Duration,
+        status: Option<watch::Receiver<HandlerStatus>>,
+    ) -> (mpsc::Sender<Message>, Arc<Counters>, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(NOTIFICATION_QUEUE);
+        let counters = Arc::new(Counters::new(None));
+        let task = tokio::spawn(run_notifier(
+            rx,
+            connector,
+            ScanLayout::Current,
+            Arc::new(AtomicBool::new(true)),
+            counters.clone(),
+            None,
+            Retry { deadline, status },
+            CancellationToken::new(),
+        ));
+        (tx, counters, task)
+    }
+
+    #[test]
+    fn retry_pauses_double_up_to_two_seconds() {
+        let pauses: Vec<u128> = (1..=6).map(|n| retry_pause(n).as_millis()).collect();
+        assert_eq!(pauses, vec![250, 500, 1000, 2000, 2000, 2000]);
+        assert_eq!(retry_pause(u32::MAX), NOTIFICATION_RETRY_MAX_PAUSE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_guest_gets_its_notifications_in_order_once_it_runs() {
+        let guest = paused_for(Duration::from_secs(3));
+        let (tx, counters, task) = start(guest.clone(), Duration::from_secs(60), None);
+        tx.send(gone(3)).await.unwrap();
+        tx.send(scan(true)).await.unwrap();
+        for dbm in [-70, -60, -50] {
+            tx.send(signal(dbm)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // In order; only the latest signal.
+        assert_eq!(delivered(&guest), vec![gone(3), scan(true), signal(-50)]);
+        // t=0 fails at 1 s, 1.25 fails at 2.25, 2.75 fails at 3.75 (the
+        // connect began while paused), 4.75 goes through.
+        assert_eq!(guest.connects.load(Ordering::SeqCst), 4 + 2);
+        let stats = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!(stats(&counters.notification_retries), 3);
+        assert_eq!(stats(&counters.notifications_sent), 3);
+        assert_eq!(stats(&counters.notifications_given_up), 0);
+        // Two signal updates replaced by a newer one.
+        assert_eq!(stats(&counters.notifications_dropped), 2);
+        drop(tx);
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_notification_is_given_up_at_its_deadline() {
+        let guest = paused_for(Duration::from_secs(3600));
+        let (tx, counters, task) = start(guest.clone(), Duration::from_secs(5), None);
+        let started = Instant::now();
+        tx.send(gone(1)).await.unwrap();
+        drop(tx);
+        task.await.unwrap();
+        // Attempts at 0, 1.25, 2.75, 4.75 (each failing 1 s later); the next
+        // pause (2 s) would end past the 5 s deadline.
+        assert_eq!(guest.connects.load(Ordering::SeqCst), 4);
+        assert_eq!(started.elapsed(), Duration::from_millis(5750));
+        let stats = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!(stats(&counters.notifications_given_up), 1);
+        assert_eq!(stats(&counters.notification_retries), 3);
+        assert_eq!(stats(&counters.notifications_dropped), 1);
+        assert!(delivered(&guest).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scan_results_are_retried_only_within_the_guests_scan_wait() {
+        let guest = paused_for(Duration::from_secs(3600));
+        let (tx, counters, task) = start(guest.clone(), Duration::from_secs(60), None);
+        let started = Instant::now();
+        tx.send(scan(true)).await.unwrap();
+        drop(tx);
+        task.await.unwrap();
+        assert!(started.elapsed() <= SCAN_NOTIFICATION_DEADLINE + NOTIFICATION_CONNECT_TIMEOUT);
+        assert_eq!(counters.notifications_given_up.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newer_connect_or_signal_supersedes_what_is_being_retried() {
+        let guest = paused_for(Duration::from_secs(3));
+        let (status_tx, status) = watch::channel(HandlerStatus {
+            session_id: 4,
+            connection: None,
+        });
+        let (tx, counters, task) = start(guest.clone(), Duration::from_secs(60), Some(status));
+        tx.send(gone(4)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // While it waits to be retried, the guest connects again (session 5)
+        // and a signal update comes, then a newer one.
+        status_tx.send_modify(|s| s.session_id = 5);
+        tx.send(signal(-70)).await.unwrap();
+        tx.send(signal(-40)).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(delivered(&guest), vec![signal(-40)]);
+        let stats = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        // The stale disconnect and the older signal.
+        assert_eq!(stats(&counters.notifications_dropped), 2);
+        assert_eq!(stats(&counters.notifications_given_up), 0);
         drop(tx);
         task.await.unwrap();
     }

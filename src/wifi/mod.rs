@@ -29,7 +29,8 @@ pub use backend::{open, BackendError, BackendKind, BackendSettings, UnknownBacke
 pub use fake::{fake_networks, FakeNetworkProvider, FAKE_INTERFACE_ID};
 pub use hub::EventHub;
 pub use security::{
-    guest_bss, AuthAlgorithm, CipherAlgorithm, Security, DEFAULT_BEACON_INTERVAL_TU,
+    guest_bss, is_sae_password, AuthAlgorithm, AuthType, CipherAlgorithm, ConnectRefusal, Security,
+    DEFAULT_BEACON_INTERVAL_TU, STATUS_UNSUPPORTED_AUTH_ALGORITHM,
 };
 pub use simulator::{HostEvent, HostSimulator, ScanMode, SimulatedError};
 
@@ -77,13 +78,15 @@ pub struct ConnectedNetwork {
 }
 
 /// What the handler asks an interface to connect to: only networks the
-/// guest can use (open, or WPA2-PSK with CCMP/GCMP) ever get here.
+/// guest can use (open, or WPA2-PSK or WPA3-SAE with CCMP/GCMP) ever get
+/// here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectParams {
     pub ssid: Ssid,
     pub bssid: Option<MacAddr>,
     pub security: Security,
-    /// For WPA2-PSK, the 32-byte PMK. Never log it.
+    /// For WPA2-PSK, the 32-byte PMK; for WPA3-SAE, the SAE password (8 to
+    /// 63 printable ASCII bytes). Zeroized on drop; never log it.
     pub key: Option<Key>,
 }
 

@@ -57,14 +57,21 @@ impl Security {
         cipher: CipherAlgorithm::Ccmp,
     };
 
+    /// WPA3-Personal: SAE with CCMP (and management frame protection).
+    pub const WPA3_SAE_CCMP: Security = Security {
+        auth: AuthAlgorithm::Wpa3Sae,
+        cipher: CipherAlgorithm::Ccmp,
+    };
+
     /// Whether the guest driver can use this network itself: open, or
-    /// WPA2-PSK with CCMP or GCMP.
+    /// WPA2-PSK or WPA3-SAE with CCMP or GCMP. A WPA3-SAE network is shown
+    /// as such (a guest without SAE cannot join it, nor mirror it).
     pub fn guest_supported(&self) -> bool {
         matches!(
             (self.auth, self.cipher),
             (AuthAlgorithm::Open, CipherAlgorithm::None)
                 | (
-                    AuthAlgorithm::Wpa2Psk,
+                    AuthAlgorithm::Wpa2Psk | AuthAlgorithm::Wpa3Sae,
                     CipherAlgorithm::Ccmp | CipherAlgorithm::Gcmp
                 )
         )
@@ -81,18 +88,34 @@ impl Security {
         }
     }
 
-    /// The security a connect request asks for, when it is one a host can
-    /// honour: open system with no WPA, or open system, WPA2, a PSK AKM and
-    /// CCMP or GCMP as pairwise cipher. `None` for anything else.
-    pub fn from_connect_request(req: &ConnectRequest) -> Option<Security> {
-        if req.auth_type != 0 {
-            return None;
+    /// The security a connect request asks for, or why it cannot be
+    /// honoured.
+    ///
+    /// By the nl80211 authentication type (decided for issue 13, documented
+    /// in docs/guest-tools.md):
+    /// - 0 (open system) and 8 (automatic, what `iw dev wlan0 connect`
+    ///   sends) are open system authentication, then whatever the WPA
+    ///   versions and AKMs say: no WPA at all (open), or WPA2 with a PSK AKM
+    ///   and CCMP or GCMP (the key is the 32-byte PMK);
+    /// - 4 (SAE) is WPA3-Personal: the key is the SAE password (8 to 63
+    ///   printable ASCII bytes, not a PMK), the AKMs (if any) include SAE,
+    ///   the pairwise cipher is CCMP or GCMP (CCMP when none is given);
+    /// - 1 (shared key/WEP), 2 (FT), 3 (network EAP) and anything else are
+    ///   refused: [`ConnectRefusal::UnsupportedAuthType`] (status 13).
+    pub fn from_connect_request(req: &ConnectRequest) -> Result<Security, ConnectRefusal> {
+        match AuthType::from_u8(req.auth_type) {
+            AuthType::OpenSystem | AuthType::Automatic => Self::open_system_request(req),
+            AuthType::Sae => Self::sae_request(req),
+            other => Err(ConnectRefusal::UnsupportedAuthType(other)),
         }
+    }
+
+    fn open_system_request(req: &ConnectRequest) -> Result<Security, ConnectRefusal> {
         if req.wpa_versions == 0 && req.akm_suites.is_empty() && req.pairwise_ciphers.is_empty() {
-            return Some(Security::OPEN);
+            return Ok(Security::OPEN);
         }
         if req.wpa_versions != 2 {
-            return None;
+            return Err(ConnectRefusal::Unsupported);
         }
         let psk_akm = req.akm_suites.iter().any(|a| {
             matches!(
@@ -101,20 +124,41 @@ impl Security {
             )
         });
         if !psk_akm {
-            return None;
+            return Err(ConnectRefusal::Unsupported);
         }
-        // Prefer CCMP when the guest offers both.
-        let cipher = if req.pairwise_ciphers.contains(&cipher::CCMP) {
-            CipherAlgorithm::Ccmp
-        } else if req.pairwise_ciphers.contains(&cipher::GCMP) {
-            CipherAlgorithm::Gcmp
-        } else {
-            return None;
-        };
-        Some(Security {
+        Ok(Security {
             auth: AuthAlgorithm::Wpa2Psk,
-            cipher,
+            cipher: preferred_cipher(&req.pairwise_ciphers).ok_or(ConnectRefusal::Unsupported)?,
         })
+    }
+
+    fn sae_request(req: &ConnectRequest) -> Result<Security, ConnectRefusal> {
+        // WPA (version 1) has no SAE; WPA2 or WPA3 flags (or none) are
+        // what drivers send with an SAE connect.
+        if req.wpa_versions & !(2 | 4) != 0 {
+            return Err(ConnectRefusal::Unsupported);
+        }
+        let sae_akm = req.akm_suites.is_empty()
+            || req
+                .akm_suites
+                .iter()
+                .any(|a| matches!(*a, akm::SAE | akm::FT_SAE));
+        if !sae_akm {
+            return Err(ConnectRefusal::Unsupported);
+        }
+        let cipher = if req.pairwise_ciphers.is_empty() {
+            CipherAlgorithm::Ccmp
+        } else {
+            preferred_cipher(&req.pairwise_ciphers).ok_or(ConnectRefusal::Unsupported)?
+        };
+        if !is_sae_password(req.key.expose()) {
+            return Err(ConnectRefusal::BadSaePassword);
+        }
+        Ok(Security::WPA3_SAE_CCMP.with_cipher(cipher))
+    }
+
+    fn with_cipher(self, cipher: CipherAlgorithm) -> Security {
+        Security { cipher, ..self }
     }
 
     /// A short label: `open`, `wpa2-psk/ccmp`, ...
@@ -135,8 +179,92 @@ impl Security {
     }
 }
 
-fn rsn_element_for(cipher: CipherAlgorithm) -> Vec<u8> {
+/// Whether `key` can be an SAE password: 8 to 63 printable ASCII bytes
+/// (the rule the project applies to passphrases; a longer or binary SAE
+/// password is refused rather than guessed at).
+pub fn is_sae_password(key: &[u8]) -> bool {
+    (8..=63).contains(&key.len()) && key.iter().all(|b| (0x20..=0x7e).contains(b))
+}
+
+/// CCMP when the guest offers it, else GCMP, else nothing usable.
+fn preferred_cipher(offered: &[u32]) -> Option<CipherAlgorithm> {
+    if offered.contains(&cipher::CCMP) {
+        Some(CipherAlgorithm::Ccmp)
+    } else if offered.contains(&cipher::GCMP) {
+        Some(CipherAlgorithm::Gcmp)
+    } else {
+        None
+    }
+}
+
+/// An nl80211 authentication type (`enum nl80211_auth_type`), as a connect
+/// request carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthType {
+    OpenSystem,
+    SharedKey,
+    FastTransition,
+    NetworkEap,
+    Sae,
+    Automatic,
+    Other(u8),
+}
+
+impl AuthType {
+    pub fn from_u8(value: u8) -> AuthType {
+        match value {
+            0 => AuthType::OpenSystem,
+            1 => AuthType::SharedKey,
+            2 => AuthType::FastTransition,
+            3 => AuthType::NetworkEap,
+            4 => AuthType::Sae,
+            8 => AuthType::Automatic,
+            v => AuthType::Other(v),
+        }
+    }
+
+    /// A name for logs.
+    pub fn name(self) -> String {
+        match self {
+            AuthType::OpenSystem => "open-system".into(),
+            AuthType::SharedKey => "shared-key".into(),
+            AuthType::FastTransition => "fast-transition".into(),
+            AuthType::NetworkEap => "network-eap".into(),
+            AuthType::Sae => "sae".into(),
+            AuthType::Automatic => "automatic".into(),
+            AuthType::Other(v) => format!("unknown ({v})"),
+        }
+    }
+}
+
+/// Why a connect request cannot be honoured as asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectRefusal {
+    /// An authentication algorithm the host never uses for a guest: the
+    /// guest gets IEEE 802.11 status 13 at once.
+    UnsupportedAuthType(AuthType),
+    /// A WPA version, AKM or cipher the host cannot honour.
+    Unsupported,
+    /// An SAE connect whose key is not an SAE password.
+    BadSaePassword,
+}
+
+/// IEEE 802.11 status 13: "responding station does not support the
+/// specified authentication algorithm".
+pub const STATUS_UNSUPPORTED_AUTH_ALGORITHM: u16 = 13;
+
+/// RSN capabilities: management frame protection capable (bit 7) and
+/// required (bit 6), as WPA3-Personal requires.
+const RSN_CAPABILITIES_MFP_REQUIRED: [u8; 2] = [0xc0, 0x00];
+
+fn rsn_element_for(security: Security) -> Vec<u8> {
     let mut rsn = wpa2_psk_ccmp_rsn_element().to_vec();
+    if security.auth == AuthAlgorithm::Wpa3Sae {
+        // AKM suite type 8 (SAE), and MFP capable and required.
+        rsn[19] = 0x08;
+        rsn[20..22].copy_from_slice(&RSN_CAPABILITIES_MFP_REQUIRED);
+    }
+    let cipher = security.cipher;
     if cipher == CipherAlgorithm::Gcmp {
         // Group and pairwise suite types become GCMP (8).
         rsn[7] = 0x08;
@@ -196,7 +324,7 @@ pub fn guest_bss(bss: &ScannedBss) -> ScanBss {
         let ies = own.unwrap_or_else(|| {
             let mut ies = ssid_element(&bss.ssid);
             if secured {
-                ies.extend_from_slice(&rsn_element_for(bss.security.cipher));
+                ies.extend_from_slice(&rsn_element_for(bss.security));
             }
             ies
         });
@@ -237,8 +365,12 @@ mod tests {
     fn unsupported_networks_are_shown_as_wpa2_psk() {
         for sec in [
             Security {
-                auth: AuthAlgorithm::Wpa3Sae,
+                auth: AuthAlgorithm::Wpa3Enterprise,
                 cipher: CipherAlgorithm::Ccmp,
+            },
+            Security {
+                auth: AuthAlgorithm::Wpa3Sae,
+                cipher: CipherAlgorithm::Tkip,
             },
             Security {
                 auth: AuthAlgorithm::Wpa2Psk,
@@ -278,6 +410,17 @@ mod tests {
         assert_eq!(g.ies, own.ies);
         assert_eq!(g.beacon_interval, 200);
 
+        // WPA3-Personal: SAE AKM, MFP capable and required.
+        let sae = guest_bss(&scanned(Security::WPA3_SAE_CCMP));
+        assert_eq!(sae.capabilities, CAPABILITY_ESS | CAPABILITY_PRIVACY);
+        let rsn = &sae.ies[7..];
+        assert_eq!(rsn_security(rsn).unwrap().akm_suites, vec![akm::SAE]);
+        assert_eq!(
+            rsn_security(rsn).unwrap().pairwise_ciphers,
+            vec![cipher::CCMP]
+        );
+        assert_eq!(&rsn[rsn.len() - 2..], &[0xc0, 0x00]);
+
         // A hidden network's beacon: an empty SSID element. The guest must
         // see the real SSID, and the other elements stay.
         let mut hidden = scanned(Security::OPEN);
@@ -306,45 +449,89 @@ mod tests {
 
     #[test]
     fn connect_request_support_rules() {
-        assert_eq!(
-            Security::from_connect_request(&request(0, 0, vec![], vec![])),
-            Some(Security::OPEN)
-        );
-        assert_eq!(
-            Security::from_connect_request(&request(0, 2, vec![akm::PSK], vec![cipher::CCMP])),
-            Some(Security::WPA2_PSK_CCMP)
-        );
+        use ConnectRefusal::*;
+        let sec = |r: ConnectRequest| Security::from_connect_request(&r);
+        // Open system and automatic (iw connect) alike.
+        for auth in [0, 8] {
+            assert_eq!(sec(request(auth, 0, vec![], vec![])), Ok(Security::OPEN));
+            assert_eq!(
+                sec(request(auth, 2, vec![akm::PSK], vec![cipher::CCMP])),
+                Ok(Security::WPA2_PSK_CCMP)
+            );
+        }
         for a in [
             akm::PSK_SHA256,
             akm::PSK_SHA384,
             akm::FT_PSK,
             akm::FT_PSK_SHA384,
         ] {
-            assert!(
-                Security::from_connect_request(&request(0, 2, vec![a], vec![cipher::GCMP]))
-                    .is_some()
+            assert!(sec(request(0, 2, vec![a], vec![cipher::GCMP])).is_ok());
+        }
+        // SAE carries the password.
+        let sae = |wpa: u8, akms: Vec<u32>, ciphers: Vec<u32>, key: &[u8]| {
+            let mut r = request(4, wpa, akms, ciphers);
+            r.key = Key::new(key.to_vec());
+            sec(r)
+        };
+        assert_eq!(
+            sae(4, vec![akm::SAE], vec![cipher::CCMP], b"correct horse"),
+            Ok(Security::WPA3_SAE_CCMP)
+        );
+        assert_eq!(
+            sae(2, vec![akm::FT_SAE], vec![cipher::GCMP], b"correct horse"),
+            Ok(Security {
+                auth: AuthAlgorithm::Wpa3Sae,
+                cipher: CipherAlgorithm::Gcmp
+            })
+        );
+        assert_eq!(
+            sae(0, vec![], vec![], b"12345678"),
+            Ok(Security::WPA3_SAE_CCMP)
+        );
+        assert_eq!(
+            sae(4, vec![akm::SAE], vec![], b"short"),
+            Err(BadSaePassword)
+        );
+        assert_eq!(
+            sae(4, vec![akm::SAE], vec![], &[0xAB; 32]),
+            Err(BadSaePassword)
+        );
+        assert_eq!(
+            sae(4, vec![akm::SAE], vec![], &[b'a'; 64]),
+            Err(BadSaePassword)
+        );
+        assert_eq!(
+            sae(4, vec![akm::PSK], vec![cipher::CCMP], b"correct horse"),
+            Err(Unsupported)
+        );
+        assert_eq!(
+            sae(1, vec![akm::SAE], vec![cipher::CCMP], b"correct horse"),
+            Err(Unsupported)
+        );
+        // Shared key, FT, network EAP and unknown types: status 13.
+        for (auth, t) in [
+            (1, AuthType::SharedKey),
+            (2, AuthType::FastTransition),
+            (3, AuthType::NetworkEap),
+            (5, AuthType::Other(5)),
+        ] {
+            assert_eq!(
+                sec(request(auth, 0, vec![], vec![])),
+                Err(UnsupportedAuthType(t))
             );
         }
+        assert_eq!(AuthType::SharedKey.name(), "shared-key");
         assert_eq!(
-            Security::from_connect_request(&request(4, 4, vec![akm::SAE], vec![cipher::CCMP])),
-            None
+            sec(request(0, 2, vec![akm::PSK], vec![cipher::TKIP])),
+            Err(Unsupported)
         );
         assert_eq!(
-            Security::from_connect_request(&request(0, 2, vec![akm::PSK], vec![cipher::TKIP])),
-            None
+            sec(request(0, 1, vec![akm::PSK], vec![cipher::CCMP])),
+            Err(Unsupported)
         );
         assert_eq!(
-            Security::from_connect_request(&request(0, 1, vec![akm::PSK], vec![cipher::CCMP])),
-            None
-        );
-        assert_eq!(
-            Security::from_connect_request(&request(
-                0,
-                2,
-                vec![akm::IEEE8021X],
-                vec![cipher::CCMP]
-            )),
-            None
+            sec(request(0, 2, vec![akm::IEEE8021X], vec![cipher::CCMP])),
+            Err(Unsupported)
         );
         assert_eq!(Security::WPA2_PSK_CCMP.label(), "wpa2-psk/ccmp");
         assert_eq!(Security::OPEN.label(), "open");

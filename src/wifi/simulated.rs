@@ -11,12 +11,12 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{
-    ConnectParams, ConnectedNetwork, EventHub, HostEvent, HostSimulator, HostWifi, InterfaceError,
-    InterfaceEvent, InterfaceId, ScanResult, ScannedBss, Security, WifiInterface,
+    AuthAlgorithm, ConnectParams, ConnectedNetwork, EventHub, HostEvent, HostSimulator, HostWifi,
+    InterfaceError, InterfaceEvent, InterfaceId, ScanResult, ScannedBss, Security, WifiInterface,
     DEFAULT_BEACON_INTERVAL_TU,
 };
 pub use super::{ScanMode, SimulatedError};
-use crate::protocol::{pmk_from_passphrase, MacAddr, Ssid};
+use crate::protocol::{pmk_from_passphrase, Key, MacAddr, Ssid};
 
 /// The simulated interface's id.
 pub const SIMULATED_INTERFACE_ID: InterfaceId =
@@ -43,11 +43,13 @@ pub struct SimulatedNetwork {
     /// Signal strength shown in scans.
     #[serde(default = "default_rssi")]
     pub rssi_dbm: i32,
-    /// Open or WPA2-PSK/CCMP.
+    /// Open, WPA2-PSK/CCMP or WPA3-SAE/CCMP.
     #[serde(deserialize_with = "simulated_security")]
     pub security: Security,
-    /// `None`: any key is accepted (as the reference). `Some`: the guest's
-    /// PMK must be the one derived from this passphrase and the SSID.
+    /// `None`: any key is accepted (as the reference). `Some`: for WPA2-PSK
+    /// the guest's PMK must be the one derived from this passphrase and the
+    /// SSID; for WPA3-SAE the guest's SAE password must be this one. A wrong
+    /// key is refused with status 15.
     pub passphrase: Option<String>,
 }
 
@@ -63,10 +65,14 @@ fn simulated_security<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Security
     enum Name {
         Open,
         Wpa2Psk,
+        /// WPA3-Personal: SAE with CCMP and management frame protection
+        /// required; the guest connects with auth_type 4 and the password.
+        Wpa3Sae,
     }
     Ok(match <Name as serde::Deserialize>::deserialize(d)? {
         Name::Open => Security::OPEN,
         Name::Wpa2Psk => Security::WPA2_PSK_CCMP,
+        Name::Wpa3Sae => Security::WPA3_SAE_CCMP,
     })
 }
 
@@ -223,8 +229,13 @@ impl WifiInterface for SimulatedInterface {
             });
         }
         if let Some(passphrase) = &network.passphrase {
-            let expected = pmk_from_passphrase(passphrase, &network.ssid)
-                .map_err(InterfaceError::UnusablePassphrase)?;
+            // WPA2-PSK: the guest hands over the PMK derived from the
+            // passphrase; WPA3-SAE: the SAE password itself.
+            let expected = match network.security.auth {
+                AuthAlgorithm::Wpa3Sae => Key::new(passphrase.as_bytes().to_vec()),
+                _ => pmk_from_passphrase(passphrase, &network.ssid)
+                    .map_err(InterfaceError::UnusablePassphrase)?,
+            };
             if params.key.as_ref() != Some(&expected) {
                 return Err(InterfaceError::Rejected {
                     status: STATUS_CHALLENGE_FAIL,

@@ -231,6 +231,20 @@ pub fn psk_hex(key: &[u8]) -> Zeroizing<String> {
     Zeroizing::new(hex::encode(key))
 }
 
+/// The value of the profile's `psk` setting for a connect: the PMK as 64 hex
+/// digits for WPA2-PSK, the SAE password as is for WPA3-SAE (key-mgmt
+/// `sae` takes the password), nothing for an open network or a key that
+/// cannot be one (the profile then refuses it). Wiped when dropped.
+pub fn profile_secret(params: &ConnectParams) -> Option<Zeroizing<String>> {
+    let key = params.key.as_ref()?;
+    match params.security.auth {
+        AuthAlgorithm::Wpa3Sae => std::str::from_utf8(key.expose())
+            .ok()
+            .map(|p| Zeroizing::new(p.to_string())),
+        _ => Some(psk_hex(key.expose())),
+    }
+}
+
 /// The profile name of a guest connection to `ssid`.
 pub fn profile_id(ssid: &Ssid) -> String {
     format!("{PROFILE_ID_PREFIX}{}", ssid.to_string_lossy())
@@ -241,13 +255,17 @@ pub fn profile_id(ssid: &Ssid) -> String {
 pub enum ProfileError {
     #[error("a WPA2-PSK connection needs a 32-byte PMK, got {0} bytes")]
     BadKey(usize),
+    #[error("a WPA3-SAE connection needs an SAE password of 8 to 63 printable ASCII characters")]
+    BadSaePassword,
     #[error("security {0} is not one a guest can ask for")]
     Unsupported(String),
 }
 
 /// The settings of a profile for a guest-directed connection: bound to
 /// `interface`, never autoconnecting, marked as the proxy's, with the guest's
-/// PMK as a raw 64-hex-digit PSK for WPA2-PSK. The values borrow `psk`.
+/// PMK as a raw 64-hex-digit PSK for WPA2-PSK, or key-mgmt `sae` with the
+/// guest's SAE password as `psk` for WPA3-SAE (`psk` is
+/// [`profile_secret`]'s value). The values borrow `psk`.
 pub fn profile_settings<'a>(
     params: &ConnectParams,
     interface: &'a str,
@@ -289,6 +307,17 @@ pub fn profile_settings<'a>(
             security.insert("key-mgmt", Value::from("wpa-psk"));
             security.insert("auth-alg", Value::from("open"));
             security.insert("psk", Value::from(psk));
+            settings.insert("802-11-wireless-security", security);
+            wireless.insert("security", Value::from("802-11-wireless-security"));
+        }
+        (AuthAlgorithm::Wpa3Sae, CipherAlgorithm::Ccmp | CipherAlgorithm::Gcmp) => {
+            let password = match (psk, params.key.as_ref()) {
+                (Some(p), Some(key)) if crate::wifi::is_sae_password(key.expose()) => p,
+                _ => return Err(ProfileError::BadSaePassword),
+            };
+            let mut security: HashMap<&'static str, Value<'a>> = HashMap::new();
+            security.insert("key-mgmt", Value::from("sae"));
+            security.insert("psk", Value::from(password));
             settings.insert("802-11-wireless-security", security);
             wireless.insert("security", Value::from("802-11-wireless-security"));
         }
@@ -578,10 +607,40 @@ mod tests {
             },
             Some(vec![1; 32]),
         );
+        // SAE with a binary key: not a password.
+        let secret = profile_secret(&sae);
+        assert_eq!(
+            profile_settings(
+                &sae,
+                "wlan0",
+                "u",
+                "i",
+                secret.as_deref().map(String::as_str)
+            ),
+            Err(ProfileError::BadSaePassword)
+        );
+        let wpa3e = params(
+            Security {
+                auth: AuthAlgorithm::Wpa3Enterprise,
+                cipher: CipherAlgorithm::Ccmp,
+            },
+            None,
+        );
         assert!(matches!(
-            profile_settings(&sae, "wlan0", "u", "i", None),
+            profile_settings(&wpa3e, "wlan0", "u", "i", None),
             Err(ProfileError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn sae_profile_carries_the_password_with_key_mgmt_sae() {
+        let p = params(Security::WPA3_SAE_CCMP, Some(b"correct horse".to_vec()));
+        let secret = profile_secret(&p).unwrap();
+        assert_eq!(secret.as_str(), "correct horse");
+        let s = profile_settings(&p, "wlan0", "u", "proxy-wifi-x", Some(&secret)).unwrap();
+        let sec = &s["802-11-wireless-security"];
+        assert_eq!(<&str>::try_from(&sec["key-mgmt"]).unwrap(), "sae");
+        assert_eq!(<&str>::try_from(&sec["psk"]).unwrap(), "correct horse");
     }
 
     #[test]

@@ -461,7 +461,7 @@ impl NmDevice {
     /// Adds the guest's profile and activates it, then waits for the device
     /// to be activated or to fail.
     async fn activate(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
-        let psk = params.key.as_ref().map(|k| convert::psk_hex(k.expose()));
+        let psk = convert::profile_secret(params);
         let uuid = Uuid::new_v4().to_string();
         let id = convert::profile_id(&params.ssid);
         let build = || {

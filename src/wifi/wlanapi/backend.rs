@@ -18,8 +18,8 @@ use super::profile::{profile_xml, ProfileKey};
 use super::{InterfaceInfo, SysConnect, WlanError, WlanSys};
 use crate::protocol::Ssid;
 use crate::wifi::{
-    ConnectParams, ConnectedNetwork, EventHub, HostWifi, InterfaceError, InterfaceEvent,
-    InterfaceId, ScanResult, ScannedBss, WifiInterface,
+    AuthAlgorithm, ConnectParams, ConnectedNetwork, EventHub, HostWifi, InterfaceError,
+    InterfaceEvent, InterfaceId, ScanResult, ScannedBss, WifiInterface,
 };
 
 /// How long a connect waits for WlanAPI's connection-complete notification
@@ -144,12 +144,21 @@ impl WifiInterface for WlanInterface {
     }
 
     async fn connect(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
-        let xml = profile_xml(
-            &params.ssid,
-            &params.security,
-            params.key.as_ref().map(ProfileKey::Pmk),
-        )
-        .map_err(|e| InterfaceError::Failed(e.to_string()))?;
+        // WPA2-PSK: the guest's PMK; WPA3-SAE: the guest's SAE password,
+        // which the profile carries as a passphrase.
+        let password = match (params.security.auth, params.key.as_ref()) {
+            (AuthAlgorithm::Wpa3Sae, Some(key)) => Some(
+                std::str::from_utf8(key.expose())
+                    .map_err(|_| InterfaceError::Failed("the SAE password is not text".into()))?,
+            ),
+            _ => None,
+        };
+        let key = match password {
+            Some(p) => Some(ProfileKey::Passphrase(p)),
+            None => params.key.as_ref().map(ProfileKey::Pmk),
+        };
+        let xml = profile_xml(&params.ssid, &params.security, key)
+            .map_err(|e| InterfaceError::Failed(e.to_string()))?;
         let request = SysConnect {
             ssid: params.ssid,
             bssid: params.bssid,
@@ -756,6 +765,82 @@ mod tests {
         // Not connected: nothing to do.
         iface.disconnect().await.unwrap();
         assert_eq!(sys.st().disconnects.len(), 1);
+    }
+
+    /// Issue 13 through the handler: `iw connect` (auth_type 8) to an open
+    /// network, the same connect again (kept guest-directed, no second
+    /// WlanConnect, the disconnect honoured), WPA3-SAE with the password as
+    /// a WPA3SAE profile's passphrase, and shared key refused with 13.
+    #[tokio::test]
+    async fn guest_auth_types_and_connecting_again_through_the_handler() {
+        use crate::handler::{self, HandlerSettings};
+        use crate::observer::{ConnectionKind, ObserverQueue};
+        use crate::protocol::{akm, cipher, ConnectRequest, DisconnectRequest, Message, Request};
+
+        let mut st = one_iface();
+        st.connect_reason = Some(0);
+        let (wifi, sys, _tx) = setup(st);
+        let (notify, _notifications) = mpsc::channel(8);
+        let h = handler::spawn(
+            wifi,
+            None,
+            ObserverQueue::default(),
+            notify,
+            HandlerSettings::default(),
+        );
+        let connect = |auth_type: u8, name: &str, akms: Vec<u32>, key: &[u8]| {
+            let request = Request::Connect(ConnectRequest {
+                ssid: ssid(name),
+                bssid: None,
+                auth_type,
+                wpa_versions: if akms.is_empty() { 0 } else { 4 },
+                pairwise_ciphers: if akms.is_empty() {
+                    vec![]
+                } else {
+                    vec![cipher::CCMP]
+                },
+                akm_suites: akms,
+                group_cipher: 0,
+                key: Key::new(key.to_vec()),
+            });
+            let client = h.client.clone();
+            async move {
+                match client.request(request, tokio::time::Instant::now()).await {
+                    Message::ConnectResponse(r) => r,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        };
+        let first = connect(8, "Cafe", vec![], &[]).await;
+        assert_eq!(first.result_code, 0);
+        assert!(sys.st().connects[0]
+            .3
+            .contains("<authentication>open</authentication>"));
+        let again = connect(8, "Cafe", vec![], &[]).await;
+        assert_eq!(again.result_code, 0);
+        assert!(again.session_id > first.session_id);
+        assert_eq!(sys.st().connects.len(), 1, "the connection is kept as is");
+        let link = h.status.borrow().connection.clone().unwrap();
+        assert_eq!(link.kind, ConnectionKind::GuestDirected);
+        let bye = Request::Disconnect(DisconnectRequest {
+            session_id: again.session_id,
+        });
+        h.client.request(bye, tokio::time::Instant::now()).await;
+        assert_eq!(sys.st().disconnects, vec![IFACE], "the host leaves");
+
+        let sae = connect(4, "Wpa3", vec![akm::SAE], b"correct horse").await;
+        assert_eq!(sae.result_code, 0);
+        {
+            let st = sys.st();
+            let xml = &st.connects[1].3;
+            assert!(xml.contains("<authentication>WPA3SAE</authentication>"));
+            assert!(xml.contains("<keyType>passPhrase</keyType>"));
+            assert!(xml.contains("<keyMaterial>correct horse</keyMaterial>"));
+        }
+        let wep = connect(1, "Cafe", vec![], &[]).await;
+        assert_eq!(wep.result_code, 13);
+        assert_eq!(sys.st().connects.len(), 2);
+        h.task.abort();
     }
 
     #[tokio::test]

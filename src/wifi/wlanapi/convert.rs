@@ -444,7 +444,8 @@ pub(crate) mod tests {
         // The guest-support rules of REFERENCE.md apply to what WlanAPI reports.
         assert!(security_from_dot11(dot11_auth::RSNA_PSK, dot11_cipher::GCMP).guest_supported());
         assert!(!security_from_dot11(dot11_auth::RSNA_PSK, dot11_cipher::TKIP).guest_supported());
-        assert!(!security_from_dot11(dot11_auth::WPA3_SAE, dot11_cipher::CCMP).guest_supported());
+        assert!(security_from_dot11(dot11_auth::WPA3_SAE, dot11_cipher::CCMP).guest_supported());
+        assert!(!security_from_dot11(dot11_auth::WPA3_ENT, dot11_cipher::CCMP).guest_supported());
         assert!(!security_from_dot11(dot11_auth::OPEN, dot11_cipher::WEP40).guest_supported());
         assert_eq!(
             security_from_dot11(dot11_auth::RSNA_PSK, dot11_cipher::CCMP_256).as_seen_by_guest(),

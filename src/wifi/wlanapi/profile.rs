@@ -21,7 +21,8 @@ pub const PMK_LEN: usize = 32;
 pub enum ProfileKey<'a> {
     /// The 32-byte PMK a guest sends: a `networkKey` of 64 hex digits.
     Pmk(&'a Key),
-    /// A WPA2 passphrase (8 to 63 printable ASCII characters): a `passPhrase`.
+    /// A WPA2 passphrase or an SAE password (8 to 63 printable ASCII
+    /// characters): a `passPhrase`.
     Passphrase(&'a str),
 }
 
@@ -38,12 +39,13 @@ pub enum ProfileError {
     UnexpectedKey,
     #[error("a WPA2 PMK is {PMK_LEN} bytes, got {0}")]
     PmkLength(usize),
-    #[error("a WPA2 passphrase is 8 to 63 printable ASCII characters")]
+    #[error("a WPA2 passphrase or SAE password is 8 to 63 printable ASCII characters")]
     Passphrase,
 }
 
 /// The `authentication` and `encryption` values of the profile schema for a
-/// security the guest may ask for: open/none, or WPA2PSK with AES (CCMP).
+/// security the guest may ask for: open/none, WPA2PSK or WPA3SAE with AES
+/// (CCMP).
 ///
 /// The schema has no value for 128-bit GCMP (only `GCMP256`), so a WPA2-PSK
 /// GCMP request is expressed as `AES`: Windows then joins the network when
@@ -54,6 +56,12 @@ pub fn auth_encryption(security: &Security) -> Result<(&'static str, &'static st
         (AuthAlgorithm::Open, CipherAlgorithm::None) => Ok(("open", "none")),
         (AuthAlgorithm::Wpa2Psk, CipherAlgorithm::Ccmp | CipherAlgorithm::Gcmp) => {
             Ok(("WPA2PSK", "AES"))
+        }
+        // WPA3-Personal: the profile schema's WPA3SAE with AES, and the SAE
+        // password as a `passPhrase` (as in Microsoft's WPA3-Personal
+        // profile sample).
+        (AuthAlgorithm::Wpa3Sae, CipherAlgorithm::Ccmp | CipherAlgorithm::Gcmp) => {
+            Ok(("WPA3SAE", "AES"))
         }
         _ => Err(ProfileError::UnsupportedSecurity(security.label())),
     }
@@ -113,6 +121,9 @@ pub fn profile_xml(
         (AuthAlgorithm::Open, None) => None,
         (AuthAlgorithm::Open, Some(_)) => return Err(ProfileError::UnexpectedKey),
         (_, None) => return Err(ProfileError::MissingKey),
+        // An SAE password is never a PMK: a `networkKey` would be taken as
+        // the password's hex text.
+        (AuthAlgorithm::Wpa3Sae, Some(ProfileKey::Pmk(_))) => return Err(ProfileError::Passphrase),
         (_, Some(ProfileKey::Pmk(pmk))) => {
             if pmk.len() != PMK_LEN {
                 return Err(ProfileError::PmkLength(pmk.len()));
@@ -284,6 +295,35 @@ mod tests {
     }
 
     #[test]
+    fn sae_is_wpa3sae_with_the_password_as_pass_phrase() {
+        let xml = profile_xml(
+            &ssid(b"Home"),
+            &Security::WPA3_SAE_CCMP,
+            Some(ProfileKey::Passphrase("correct horse")),
+        )
+        .unwrap();
+        assert_eq!(
+            between(&xml, "<authentication>", "</authentication>"),
+            vec!["WPA3SAE"]
+        );
+        assert_eq!(between(&xml, "<encryption>", "</encryption>"), vec!["AES"]);
+        assert_eq!(between(&xml, "<keyType>", "</keyType>"), vec!["passPhrase"]);
+        assert_eq!(
+            between(&xml, "<keyMaterial>", "</keyMaterial>"),
+            vec!["correct horse"]
+        );
+        assert_eq!(
+            profile_xml(
+                &ssid(b"Home"),
+                &Security::WPA3_SAE_CCMP,
+                Some(ProfileKey::Passphrase("short"))
+            )
+            .unwrap_err(),
+            ProfileError::Passphrase
+        );
+    }
+
+    #[test]
     fn gcmp_uses_the_schema_aes_value() {
         let gcmp = Security {
             auth: AuthAlgorithm::Wpa2Psk,
@@ -334,9 +374,19 @@ mod tests {
             .unwrap_err(),
             ProfileError::PmkLength(31)
         );
+        // An SAE password is never a PMK.
+        assert_eq!(
+            profile_xml(
+                &ssid(b"x"),
+                &Security::WPA3_SAE_CCMP,
+                Some(ProfileKey::Pmk(&pmk))
+            )
+            .unwrap_err(),
+            ProfileError::Passphrase
+        );
         for sec in [
             Security {
-                auth: AuthAlgorithm::Wpa3Sae,
+                auth: AuthAlgorithm::Wpa3Enterprise,
                 cipher: CipherAlgorithm::Ccmp,
             },
             Security {
