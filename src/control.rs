@@ -16,6 +16,8 @@
 //! what that means per command. New commands are new [`ControlCommand`]
 //! variants.
 
+#![warn(missing_docs)]
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,8 +25,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::protocol::Ssid;
-use crate::wifi::simulated::{ScanMode, SimulatedWifi};
+use crate::protocol::{Ssid, SsidError};
+use crate::wifi::{HostEvent, HostWifi, ScanMode, SimulatedError};
 
 /// How long a client waits for the service's answer.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,15 +39,24 @@ const MAX_LINE: usize = 64 * 1024;
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum ControlCommand {
     /// The simulated host connects to a network.
-    HostConnect { ssid: String },
+    HostConnect {
+        /// The network's SSID.
+        ssid: String,
+    },
     /// The simulated host disconnects.
     HostDisconnect,
     /// The link quality of the simulated host's connection changes.
-    Signal { percent: u8 },
+    Signal {
+        /// Link quality, 0 to 100.
+        percent: u8,
+    },
     /// A host scan nobody waited for delivers results.
     ScanResults,
     /// Scans answer synchronously or asynchronously.
-    ScanMode { mode: ScanMode },
+    ScanMode {
+        /// The mode from now on.
+        mode: ScanMode,
+    },
     /// Per-guest status (daemon): the answer's `data` is a list of
     /// [`GuestStatus`](crate::daemon::GuestStatus).
     Status,
@@ -54,12 +65,28 @@ pub enum ControlCommand {
     Reload,
 }
 
+/// For logs: the command as `ctl` spells it.
+impl std::fmt::Display for ControlCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlCommand::HostConnect { ssid } => write!(f, "host-connect {ssid}"),
+            ControlCommand::HostDisconnect => f.write_str("host-disconnect"),
+            ControlCommand::Signal { percent } => write!(f, "signal {percent}"),
+            ControlCommand::ScanResults => f.write_str("scan-results"),
+            ControlCommand::ScanMode { mode } => write!(f, "scan-mode {}", mode.name()),
+            ControlCommand::Status => f.write_str("status"),
+            ControlCommand::Reload => f.write_str("reload"),
+        }
+    }
+}
+
 /// One request line.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ControlRequest {
     /// Which guest's service to act on; `None` for a single-guest service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<String>,
+    /// What to do.
     #[serde(flatten)]
     pub command: ControlCommand,
 }
@@ -67,7 +94,9 @@ pub struct ControlRequest {
 /// One response line.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ControlResponse {
+    /// Whether the command was carried out.
     pub ok: bool,
+    /// Why not, when it was not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// What the command answers (status, reload summary).
@@ -76,6 +105,7 @@ pub struct ControlResponse {
 }
 
 impl ControlResponse {
+    /// Done, nothing to say.
     pub fn ok() -> ControlResponse {
         ControlResponse {
             ok: true,
@@ -83,6 +113,7 @@ impl ControlResponse {
             data: None,
         }
     }
+    /// Done, with an answer.
     pub fn ok_with(data: serde_json::Value) -> ControlResponse {
         ControlResponse {
             ok: true,
@@ -90,6 +121,7 @@ impl ControlResponse {
             data: Some(data),
         }
     }
+    /// Not done, and why.
     pub fn error(message: impl Into<String>) -> ControlResponse {
         ControlResponse {
             ok: false,
@@ -102,81 +134,81 @@ impl ControlResponse {
 /// Carries out control requests.
 #[async_trait]
 pub trait ControlHandler: Send + Sync + 'static {
+    /// Carries out one request.
     async fn handle(&self, request: ControlRequest) -> ControlResponse;
 }
 
-/// Control of a single-guest service: simulated events only, and only when
-/// the backend is simulated.
-pub struct SimulatedControl {
-    wifi: Option<Arc<SimulatedWifi>>,
+/// Why a control command could not be applied as a simulated host event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostEventError {
+    /// `status` and `reload` act on the daemon, not on the host.
+    #[error("{0} is a daemon command, not a simulated host event")]
+    NotAHostEvent(&'static str),
+    /// The backend has no simulator capability.
+    #[error("the backend is not simulated")]
+    NotSimulated,
+    /// The SSID of `host-connect` is not one.
+    #[error("ssid: {0}")]
+    Ssid(#[from] SsidError),
+    /// The simulated host refused the event.
+    #[error(transparent)]
+    Simulated(#[from] SimulatedError),
 }
 
-impl SimulatedControl {
-    pub fn new(wifi: Option<Arc<SimulatedWifi>>) -> SimulatedControl {
-        SimulatedControl { wifi }
-    }
-
-    /// Applies a command to a simulated backend.
-    pub fn apply(wifi: &SimulatedWifi, command: &ControlCommand) -> Result<(), String> {
-        match command {
-            ControlCommand::HostConnect { ssid } => {
-                let ssid = Ssid::new(ssid.as_bytes()).map_err(|e| e.to_string())?;
-                wifi.host_connect(&ssid).map_err(|e| e.to_string())
-            }
-            ControlCommand::HostDisconnect => wifi.host_disconnect().map_err(|e| e.to_string()),
-            ControlCommand::Signal { percent } => wifi.signal(*percent).map_err(|e| e.to_string()),
-            ControlCommand::ScanResults => {
-                wifi.scan_results();
-                Ok(())
-            }
-            ControlCommand::ScanMode { mode } => {
-                wifi.set_scan_mode(*mode);
-                Ok(())
-            }
-            ControlCommand::Status | ControlCommand::Reload => {
-                Err("status and reload are daemon commands, not simulated host events".into())
-            }
-        }
+impl ControlCommand {
+    /// The command as a simulated host event, if it is one.
+    pub fn host_event(&self) -> Result<HostEvent, HostEventError> {
+        Ok(match self {
+            ControlCommand::HostConnect { ssid } => HostEvent::Connect(Ssid::new(ssid.as_bytes())?),
+            ControlCommand::HostDisconnect => HostEvent::Disconnect,
+            ControlCommand::Signal { percent } => HostEvent::Signal(*percent),
+            ControlCommand::ScanResults => HostEvent::ScanResults,
+            ControlCommand::ScanMode { mode } => HostEvent::ScanMode(*mode),
+            ControlCommand::Status => return Err(HostEventError::NotAHostEvent("status")),
+            ControlCommand::Reload => return Err(HostEventError::NotAHostEvent("reload")),
+        })
     }
 }
 
-#[async_trait]
-impl ControlHandler for SimulatedControl {
-    async fn handle(&self, request: ControlRequest) -> ControlResponse {
-        if let Some(guest) = &request.guest {
-            return ControlResponse::error(format!(
-                "this service serves a single guest; there is no guest named {guest:?}"
-            ));
-        }
-        let Some(wifi) = &self.wifi else {
-            return ControlResponse::error("the service is not in simulated mode");
-        };
-        match SimulatedControl::apply(wifi, &request.command) {
-            Ok(()) => ControlResponse::ok(),
-            Err(e) => ControlResponse::error(e),
-        }
-    }
+/// Applies a host-event command to `backend` through its simulator
+/// capability.
+pub fn apply_host_event(
+    backend: &dyn HostWifi,
+    command: &ControlCommand,
+) -> Result<(), HostEventError> {
+    let event = command.host_event()?;
+    let simulator = backend.simulator().ok_or(HostEventError::NotSimulated)?;
+    Ok(simulator.apply(event)?)
 }
 
 /// Why the control socket could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// A live service answers on the socket already.
     #[error("another service is already using the control socket {0}")]
     InUse(PathBuf),
+    /// The socket could not be created.
     #[error("cannot set up the control socket {path}: {source}")]
     Bind {
+        /// The socket's path.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: io::Error,
     },
+    /// A client could not reach the service.
     #[error("cannot reach the service at {path}: {source}")]
     Connect {
+        /// The socket's path.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: io::Error,
     },
+    /// The exchange failed after connecting (what went wrong).
     #[error("the service did not answer: {0}")]
     Exchange(String),
+    /// Control sockets are Unix sockets.
     #[error("control sockets are not available on this platform")]
     Unsupported,
 }
@@ -187,7 +219,8 @@ mod unix {
     use std::os::unix::fs::PermissionsExt;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::{UnixListener, UnixStream};
-    use tokio::task::JoinHandle;
+    use tokio::task::JoinSet;
+    use tokio_util::sync::CancellationToken;
 
     /// Binds a Unix socket at `path` that is owner-only from the moment it
     /// appears there: it is bound inside a fresh 0700 directory beside
@@ -232,11 +265,13 @@ mod unix {
         result
     }
 
-    /// A listening control socket. Dropping it (or [`ControlServer::stop`])
-    /// stops serving and removes the socket file.
+    /// A bound control socket. [`ControlServer::serve`] answers on it until
+    /// shutdown; the socket file is removed then, or when the server is
+    /// dropped unserved.
     pub struct ControlServer {
         path: PathBuf,
-        task: Option<JoinHandle<()>>,
+        listener: UnixListener,
+        handler: Arc<dyn ControlHandler>,
     }
 
     impl ControlServer {
@@ -258,36 +293,44 @@ mod unix {
             }
             let listener = bind_private(path).map_err(bind_err)?;
             tracing::info!("control socket at {}", path.display());
-            let task = tokio::spawn(async move {
-                loop {
-                    match listener.accept().await {
+            Ok(ControlServer {
+                path: path.to_path_buf(),
+                listener,
+                handler,
+            })
+        }
+
+        /// Where the socket is.
+        pub fn path(&self) -> &Path {
+            &self.path
+        }
+
+        /// Answers requests until `shutdown` is cancelled, then waits for
+        /// the requests being handled (a reload is not cut in half) and
+        /// removes the socket file.
+        pub async fn serve(self, shutdown: CancellationToken) {
+            let mut connections = JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    accepted = self.listener.accept() => match accepted {
                         Ok((stream, _)) => {
-                            tokio::spawn(serve(stream, handler.clone()));
+                            connections.spawn(serve_connection(
+                                stream,
+                                self.handler.clone(),
+                                shutdown.clone(),
+                            ));
                         }
                         Err(e) => {
                             tracing::warn!("control socket accept failed: {e}");
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
-                    }
+                    },
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 }
-            });
-            Ok(ControlServer {
-                path: path.to_path_buf(),
-                task: Some(task),
-            })
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.path
-        }
-
-        /// Stops serving and removes the socket file.
-        pub async fn stop(mut self) {
-            if let Some(task) = self.task.take() {
-                task.abort();
-                let _ = task.await;
             }
-            self.remove();
+            while connections.join_next().await.is_some() {}
+            // Drop runs next and removes the file.
         }
 
         fn remove(&self) {
@@ -301,20 +344,27 @@ mod unix {
 
     impl Drop for ControlServer {
         fn drop(&mut self) {
-            if let Some(task) = self.task.take() {
-                task.abort();
-                self.remove();
-            }
+            self.remove();
         }
     }
 
-    async fn serve(stream: UnixStream, handler: Arc<dyn ControlHandler>) {
+    /// One client: requests in, answers out, until it leaves or shutdown
+    /// comes between two requests.
+    async fn serve_connection(
+        stream: UnixStream,
+        handler: Arc<dyn ControlHandler>,
+        shutdown: CancellationToken,
+    ) {
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read.take(MAX_LINE as u64 * 64));
         let mut line = String::new();
         loop {
             line.clear();
-            match lines.read_line(&mut line).await {
+            let read = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                read = lines.read_line(&mut line) => read,
+            };
+            match read {
                 Ok(0) => return,
                 Ok(_) if line.len() > MAX_LINE => {
                     let _ = write
@@ -334,7 +384,12 @@ mod unix {
             }
             let response = match serde_json::from_str::<ControlRequest>(text) {
                 Ok(request) => {
-                    tracing::info!(command = ?request.command, guest = ?request.guest, "control request");
+                    match &request.guest {
+                        Some(guest) => {
+                            tracing::info!(command = %request.command, %guest, "control request")
+                        }
+                        None => tracing::info!(command = %request.command, "control request"),
+                    }
                     handler.handle(request).await
                 }
                 Err(e) => ControlResponse::error(format!("bad request: {e}")),
@@ -397,6 +452,28 @@ mod unix {
 #[cfg(unix)]
 pub use unix::{request, request_within, ControlServer};
 
+/// Control sockets are Unix sockets: elsewhere binding one says so.
+#[cfg(not(unix))]
+pub struct ControlServer {
+    never: std::convert::Infallible,
+}
+
+#[cfg(not(unix))]
+impl ControlServer {
+    /// Always [`ControlError::Unsupported`] on this platform.
+    pub async fn bind(
+        _path: &Path,
+        _handler: Arc<dyn ControlHandler>,
+    ) -> Result<ControlServer, ControlError> {
+        Err(ControlError::Unsupported)
+    }
+
+    /// Never called: no server can be bound here.
+    pub async fn serve(self, _shutdown: tokio_util::sync::CancellationToken) {
+        match self.never {}
+    }
+}
+
 /// Sends one request (unavailable on this platform).
 #[cfg(not(unix))]
 pub async fn request(
@@ -419,8 +496,27 @@ pub async fn request_within(
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use crate::wifi::HostWifi;
+    use crate::wifi::simulated::SimulatedWifi;
     use std::os::unix::fs::PermissionsExt;
+
+    /// Applies every request to one backend, as a single-guest service would.
+    struct HostEvents(Option<Arc<dyn HostWifi>>);
+
+    #[async_trait]
+    impl ControlHandler for HostEvents {
+        async fn handle(&self, request: ControlRequest) -> ControlResponse {
+            if request.guest.is_some() {
+                return ControlResponse::error("no guests here");
+            }
+            let Some(host) = &self.0 else {
+                return ControlResponse::error("no backend");
+            };
+            match apply_host_event(&**host, &request.command) {
+                Ok(()) => ControlResponse::ok(),
+                Err(e) => ControlResponse::error(e.to_string()),
+            }
+        }
+    }
 
     #[test]
     fn wire_format_is_pinned() {
@@ -462,10 +558,14 @@ mod tests {
         std::fs::write(&path, b"stale").unwrap();
         let wifi = SimulatedWifi::reference();
         let mut events = wifi.subscribe();
-        let server =
-            ControlServer::bind(&path, Arc::new(SimulatedControl::new(Some(wifi.clone()))))
-                .await
-                .unwrap();
+        let server = ControlServer::bind(
+            &path,
+            Arc::new(HostEvents(Some(wifi.clone() as Arc<dyn HostWifi>))),
+        )
+        .await
+        .unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let served = tokio::spawn(server.serve(shutdown.clone()));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         // Nothing is left of the private directory it was bound in.
@@ -476,7 +576,7 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("ctl.sock")]);
         // A live one is refused.
         assert!(matches!(
-            ControlServer::bind(&path, Arc::new(SimulatedControl::new(None))).await,
+            ControlServer::bind(&path, Arc::new(HostEvents(None))).await,
             Err(ControlError::InUse(_))
         ));
         let ask = |command| ControlRequest {
@@ -516,7 +616,8 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(wifi.scan_mode(), ScanMode::Async);
-        server.stop().await;
+        shutdown.cancel();
+        served.await.unwrap();
         assert!(!path.exists());
         assert!(matches!(
             request(&path, &ask(ControlCommand::ScanResults)).await,
@@ -524,17 +625,30 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn non_simulated_service_refuses() {
-        let r = SimulatedControl::new(None)
-            .handle(ControlRequest {
-                guest: None,
-                command: ControlCommand::ScanResults,
-            })
-            .await;
+    #[test]
+    fn host_events_need_a_simulator_and_a_host_event() {
+        let hub = crate::wifi::EventHub::new();
         assert_eq!(
-            r,
-            ControlResponse::error("the service is not in simulated mode")
+            apply_host_event(&hub, &ControlCommand::ScanResults),
+            Err(HostEventError::NotSimulated)
+        );
+        let wifi = SimulatedWifi::reference();
+        assert_eq!(
+            apply_host_event(&*wifi, &ControlCommand::Reload),
+            Err(HostEventError::NotAHostEvent("reload"))
+        );
+        assert!(matches!(
+            apply_host_event(
+                &*wifi,
+                &ControlCommand::HostConnect {
+                    ssid: "x".repeat(33)
+                }
+            ),
+            Err(HostEventError::Ssid(_))
+        ));
+        assert_eq!(
+            apply_host_event(&*wifi, &ControlCommand::Signal { percent: 101 }),
+            Err(HostEventError::Simulated(SimulatedError::BadPercent(101)))
         );
     }
 }

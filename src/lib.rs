@@ -17,6 +17,9 @@ pub mod control;
 pub mod daemon;
 pub mod guest;
 pub mod handler;
+pub mod logging;
 pub mod metrics;
 pub mod observer;
 pub mod service;
+#[doc(hidden)]
+pub mod test_utils;

@@ -6,6 +6,8 @@
 //! request size and time): a full HTTP stack would be most of the daemon's
 //! dependency tree for one page.
 
+#![warn(missing_docs)]
+
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
@@ -19,6 +21,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -71,6 +75,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric at zero.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("proxy_wifi");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -143,6 +148,7 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// One notification delivered to `guest`.
     pub fn notification_sent(&self, guest: &str) {
         self.notifications_sent
             .get_or_create(&GuestLabels {
@@ -151,6 +157,7 @@ impl Metrics {
             .inc();
     }
 
+    /// One notification for `guest` dropped, and why.
     pub fn notification_dropped(&self, guest: &str, reason: &str) {
         self.notifications_dropped
             .get_or_create(&DropLabels {
@@ -160,6 +167,7 @@ impl Metrics {
             .inc();
     }
 
+    /// One more delivery attempt for `guest` after a failed one.
     pub fn notification_retry(&self, guest: &str) {
         self.notification_retries
             .get_or_create(&GuestLabels {
@@ -168,6 +176,7 @@ impl Metrics {
             .inc();
     }
 
+    /// One notification for `guest` given up at its deadline.
     pub fn notification_given_up(&self, guest: &str) {
         self.notification_give_ups
             .get_or_create(&GuestLabels {
@@ -176,6 +185,7 @@ impl Metrics {
             .inc();
     }
 
+    /// How many guests are configured.
     pub fn set_guests(&self, n: usize) {
         self.guests.set(n as i64);
     }
@@ -193,7 +203,9 @@ impl Metrics {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot serve metrics on {address}: {source}")]
 pub struct MetricsError {
+    /// The address asked for.
     pub address: SocketAddr,
+    /// What the system said.
     #[source]
     pub source: std::io::Error,
 }
@@ -205,16 +217,24 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, MetricsError> {
         .map_err(|source| MetricsError { address, source })
 }
 
-/// Answers `GET /metrics` (and `GET /`) until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+/// Answers `GET /metrics` (and `GET /`) until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    // Answers in flight are owned here (each bounded at 5 s) and dropped
+    // with the set when shutdown comes.
+    let mut answers = JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+            Some(_) = answers.join_next(), if !answers.is_empty() => continue,
+        };
+        let Ok((stream, _)) = accepted else {
             // Out of file descriptors and the like: back off briefly.
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let metrics = metrics.clone();
-        tokio::spawn(async move {
+        answers.spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &metrics)).await;
         });
     }
@@ -289,7 +309,8 @@ mod tests {
         m.set_guests(3);
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(serve(listener, m));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, m, shutdown.clone()));
         let get = |req: &'static str| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             s.write_all(req.as_bytes()).await.unwrap();
@@ -304,6 +325,8 @@ mod tests {
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
         let post = get("POST /metrics HTTP/1.1\r\n\r\n").await;
         assert!(post.starts_with("HTTP/1.1 405"), "{post}");
-        task.abort();
+        shutdown.cancel();
+        task.await.unwrap();
+        assert!(TcpStream::connect(addr).await.is_err(), "still listening");
     }
 }

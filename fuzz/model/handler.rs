@@ -32,8 +32,8 @@ use proxy_wifi::protocol::{
     akm, cipher, ConnectRequest, DisconnectRequest, Header, Key, MacAddr, Message, Operation,
     Request, ScanLayout, ScanRequest, Ssid, HEADER_LEN,
 };
-use proxy_wifi::service::serve_request_connection;
-use proxy_wifi::wifi::fake::FakeWifi;
+use proxy_wifi::test_utils::{serve_request_connection, spawn_handler};
+use proxy_wifi::wifi::fake_networks;
 use proxy_wifi::wifi::simulated::{ScanMode, SimulatedWifi};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -147,11 +147,11 @@ async fn drive(data: &[u8]) -> Summary {
     };
     let wifi = SimulatedWifi::reference();
     wifi.set_async_scan_delay(Duration::from_millis(300));
-    let fake = FakeWifi::new(Arc::new(|| {
+    let fake = fake_networks(Arc::new(|| {
         vec![(ssid("FakeNet"), MacAddr([2, 0, 0, 0, 0, 9]))]
     }));
     let (notify_tx, mut notify_rx) = tokio::sync::mpsc::channel::<Message>(64);
-    let handle = handler::spawn(
+    let handle = spawn_handler(
         wifi.clone(),
         Some(fake),
         ObserverQueue::default(),

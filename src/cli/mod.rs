@@ -9,6 +9,7 @@ mod transport_args;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use proxy_wifi::logging::{self, LogFormat, LogSink};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,8 +18,18 @@ use clap::{Parser, Subcommand};
     about = "Lets virtual machines use the host's Wi-Fi"
 )]
 struct Cli {
+    /// Log lines as text (the systemd journal when JOURNAL_STREAM is set)
+    /// or as JSON objects, on stderr.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,25 +42,20 @@ enum Command {
     Ctl(ctl::CtlArgs),
 }
 
-/// Logs go to stderr, level from RUST_LOG, else `default` (the daemon
-/// configuration's `log_level`), else info.
-fn init_logging(default: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default.unwrap_or("info")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match &cli.command {
         Command::Serve(args) => serve::config_log_level(args),
         _ => None,
     };
-    init_logging(level.as_deref());
+    let format = match cli.log_format {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    };
+    // The level: RUST_LOG, else the configuration's log_level, else info.
+    if let LogSink::TextJournalUnavailable(why) = logging::init(format, level.as_deref()) {
+        eprintln!("proxy-wifi: JOURNAL_STREAM is set but the journal is unreachable ({why}); logging to stderr");
+    }
     // One worker: a request's tasks (connection, handler) then hand off to
     // each other on one thread instead of waking a second worker for each
     // hop, which cost about a fifth of a request's latency in

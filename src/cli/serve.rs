@@ -3,39 +3,22 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-#[cfg(unix)]
-use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
-#[cfg(unix)]
-use proxy_wifi::daemon::DaemonControl;
-use proxy_wifi::daemon::{
-    notify_ready, notify_stopping, BackendKind as DaemonBackend, Daemon, DaemonConfig, GuestConfig,
-    Overrides, PolicyConfig,
-};
-use proxy_wifi::protocol::{MacAddr, ScanLayout, Ssid};
+use clap::Args;
+use proxy_wifi::daemon::{Daemon, DaemonConfig, GuestConfig, Overrides, PolicyConfig};
+use proxy_wifi::protocol::{MacAddr, Ssid};
+use proxy_wifi::wifi::BackendKind;
 
-use super::transport_args::TransportArgs;
+use tokio_util::sync::CancellationToken;
 
-/// Where the host's Wi-Fi comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendKind {
-    /// Three simulated networks; host events through `proxy-wifi ctl`.
-    Simulated,
-    /// The host's Wi-Fi through NetworkManager (Linux).
-    Networkmanager,
-    /// The host's Wi-Fi through WlanAPI (Windows).
-    Wlanapi,
-}
+use super::transport_args::{LayoutArg, TransportArgs};
 
-/// SCAN_RESPONSE layout the guest speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LayoutArg {
-    /// 9-byte fixed part with scan_complete (current drivers).
-    Current,
-    /// 8-byte fixed part (kernel 5.10 WSA driver).
-    Legacy,
+/// `--backend NAME`: any backend `wifi` knows, by its name.
+fn backend_parser() -> impl clap::builder::TypedValueParser<Value = BackendKind> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(BackendKind::names())
+        .try_map(|name| name.parse::<BackendKind>())
 }
 
 /// A fake network given as SSID=BSSID (the SSID is everything before the
@@ -85,8 +68,9 @@ pub struct ServeArgs {
     /// Simulated mode (same as --backend simulated).
     #[arg(long, conflicts_with = "backend")]
     pub simulated: bool,
-    /// Where the host's Wi-Fi comes from (default: the platform's).
-    #[arg(long, value_enum)]
+    /// Where the host's Wi-Fi comes from (default: the platform's:
+    /// networkmanager on Linux, wlanapi on Windows).
+    #[arg(long, value_name = "NAME", value_parser = backend_parser())]
     pub backend: Option<BackendKind>,
     /// A fake network shown to the guest, always connected (repeatable).
     #[arg(long = "fake-network", value_name = "SSID=BSSID", value_parser = parse_fake_network)]
@@ -120,43 +104,6 @@ pub fn config_log_level(args: &ServeArgs) -> Option<String> {
     DaemonConfig::load(path).ok()?.log_level
 }
 
-enum Stop {
-    Shutdown,
-    /// SIGHUP (Unix only).
-    #[cfg_attr(not(unix), allow(dead_code))]
-    Reload,
-}
-
-/// Waits for SIGTERM or SIGINT (stop) or SIGHUP (reload).
-async fn next_signal() -> Stop {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) {
-            (Ok(mut term), Ok(mut hup)) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => Stop::Shutdown,
-                    _ = term.recv() => Stop::Shutdown,
-                    _ = hup.recv() => Stop::Reload,
-                }
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!("cannot watch SIGTERM/SIGHUP: {e}");
-                let _ = tokio::signal::ctrl_c().await;
-                Stop::Shutdown
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        Stop::Shutdown
-    }
-}
-
 fn usage_error(message: &str) -> ExitCode {
     eprintln!("error: {message}\n\nFor more information, try '--help'.");
     ExitCode::from(2)
@@ -168,19 +115,11 @@ const EXIT_CONFIG: u8 = 78;
 /// The single-VM flags as a one-guest configuration.
 fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
     let transport = args.transport.to_config()?;
-    let backend = if args.simulated {
-        DaemonBackend::Simulated
-    } else {
-        match args.backend {
-            Some(BackendKind::Simulated) => DaemonBackend::Simulated,
-            Some(BackendKind::Networkmanager) => DaemonBackend::NetworkManager,
-            Some(BackendKind::Wlanapi) => DaemonBackend::WlanApi,
-            None => DaemonBackend::platform_default(),
-        }
+    let backend = match (args.simulated, args.backend) {
+        (true, _) => BackendKind::Simulated,
+        (false, Some(kind)) => kind,
+        (false, None) => BackendKind::platform_default(),
     };
-    for f in &args.fake_networks {
-        tracing::info!(ssid = %f.ssid, bssid = %f.bssid, "fake network");
-    }
     Ok(DaemonConfig {
         backend,
         log_level: None,
@@ -190,10 +129,7 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
         guests: vec![GuestConfig {
             name: SINGLE_GUEST.into(),
             transport,
-            scan_layout: match args.scan_layout {
-                LayoutArg::Current => ScanLayout::Current,
-                LayoutArg::Legacy => ScanLayout::Legacy,
-            },
+            scan_layout: args.scan_layout.into(),
             scan_min_latency: Some(Duration::from_millis(args.scan_min_latency_ms)),
             notify_host_disconnect: args.notify_host_disconnect,
             notification_deadline: Some(Duration::from_millis(args.notification_deadline_ms)),
@@ -231,90 +167,17 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             }
         }
     };
-    if config.guests.is_empty() {
-        tracing::warn!("no guests configured; add [[guest]] tables and reload");
-    }
     let overrides = Overrides {
         control_socket: args.control.clone(),
         metrics: args.metrics,
     };
-    #[cfg(not(unix))]
-    if overrides.control_socket.is_some() || config.control_socket.is_some() {
-        eprintln!("proxy-wifi: control sockets are not available on this platform");
-        return ExitCode::FAILURE;
-    }
-    let daemon = match Daemon::start(config, path, overrides).await {
-        Ok(d) => d,
+    match Daemon::serve(config, path, overrides, CancellationToken::new()).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("proxy-wifi: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let config = daemon.config().await;
-
-    #[cfg(unix)]
-    let control = match &config.control_socket {
-        Some(path) => {
-            let handler = Arc::new(DaemonControl::new(daemon.clone()));
-            match proxy_wifi::control::ControlServer::bind(path, handler).await {
-                Ok(server) => Some(server),
-                Err(e) => {
-                    eprintln!("proxy-wifi: {e}");
-                    daemon.stop().await;
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-        None => None,
-    };
-
-    let metrics_task = match config.metrics {
-        Some(address) => match proxy_wifi::metrics::bind(address).await {
-            Ok(listener) => {
-                let bound = listener.local_addr().map_or(address, |a| a);
-                tracing::info!("metrics on http://{bound}/metrics");
-                Some(tokio::spawn(proxy_wifi::metrics::serve(
-                    listener,
-                    daemon.metrics().clone(),
-                )))
-            }
-            Err(e) => {
-                eprintln!("proxy-wifi: {e}");
-                #[cfg(unix)]
-                if let Some(control) = control {
-                    control.stop().await;
-                }
-                daemon.stop().await;
-                return ExitCode::FAILURE;
-            }
-        },
-        None => None,
-    };
-
-    notify_ready();
-    tracing::info!("ready");
-    loop {
-        match next_signal().await {
-            Stop::Shutdown => break,
-            Stop::Reload => {
-                tracing::info!("SIGHUP: reloading the configuration");
-                if let Err(e) = daemon.reload().await {
-                    tracing::error!("reload failed: {e}");
-                }
-            }
+            ExitCode::FAILURE
         }
     }
-    tracing::info!("shutting down");
-    notify_stopping();
-    #[cfg(unix)]
-    if let Some(control) = control {
-        control.stop().await;
-    }
-    if let Some(task) = metrics_task {
-        task.abort();
-    }
-    daemon.stop().await;
-    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

@@ -16,86 +16,8 @@ use crate::protocol::{
     DEFAULT_REQUEST_PORT,
 };
 use crate::transport::TransportConfig;
-
-/// Which host Wi-Fi the daemon proxies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// NetworkManager over the system D-Bus (Linux).
-    NetworkManager,
-    /// Simulated networks, no host Wi-Fi touched.
-    Simulated,
-    /// WlanAPI (Windows).
-    WlanApi,
-}
-
-impl BackendKind {
-    /// The backend of normal mode on this platform.
-    pub fn platform_default() -> BackendKind {
-        if cfg!(windows) {
-            BackendKind::WlanApi
-        } else {
-            BackendKind::NetworkManager
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::NetworkManager => "networkmanager",
-            BackendKind::Simulated => "simulated",
-            BackendKind::WlanApi => "wlanapi",
-        }
-    }
-}
-
-/// Security of a simulated network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SimulatedSecurity {
-    Open,
-    Wpa2Psk,
-    /// WPA3-Personal: SAE with CCMP and management frame protection
-    /// required; the guest connects with auth_type 4 and the password.
-    Wpa3Sae,
-}
-
-/// A simulated network (`[[simulated_network]]`, backend `simulated` only).
-/// Its `Debug` hides the passphrase.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimulatedNetworkConfig {
-    pub ssid: String,
-    pub bssid: MacAddr,
-    pub freq_khz: u32,
-    #[serde(default = "default_rssi")]
-    pub rssi_dbm: i32,
-    pub security: SimulatedSecurity,
-    /// For `wpa2-psk`: the guest's PMK must derive from this passphrase;
-    /// for `wpa3-sae`: the guest's SAE password must be this one. Else the
-    /// connect is refused as a wrong key (status 15). Absent: any key
-    /// accepted.
-    pub passphrase: Option<String>,
-}
-
-impl std::fmt::Debug for SimulatedNetworkConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimulatedNetworkConfig")
-            .field("ssid", &self.ssid)
-            .field("bssid", &self.bssid)
-            .field("freq_khz", &self.freq_khz)
-            .field("rssi_dbm", &self.rssi_dbm)
-            .field("security", &self.security)
-            .field(
-                "passphrase",
-                &self.passphrase.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
-}
-
-fn default_rssi() -> i32 {
-    -50
-}
+use crate::wifi::simulated::SimulatedNetwork;
+use crate::wifi::{BackendKind, Security};
 
 /// A fake network shown to one guest (always "connected": joining it is
 /// mirroring and never touches the host).
@@ -168,7 +90,7 @@ struct RawConfig {
     control_socket: Option<PathBuf>,
     metrics: Option<Spanned<SocketAddr>>,
     #[serde(default)]
-    simulated_network: Vec<Spanned<SimulatedNetworkConfig>>,
+    simulated_network: Vec<Spanned<SimulatedNetwork>>,
     #[serde(default)]
     guest: Vec<Spanned<GuestTable>>,
 }
@@ -196,7 +118,7 @@ pub struct DaemonConfig {
     pub log_level: Option<String>,
     pub control_socket: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
-    pub simulated_networks: Vec<SimulatedNetworkConfig>,
+    pub simulated_networks: Vec<SimulatedNetwork>,
     pub guests: Vec<GuestConfig>,
 }
 
@@ -286,7 +208,6 @@ impl DaemonConfig {
                     backend.name()
                 )));
             }
-            Ssid::new(n.ssid.as_bytes()).map_err(|e| err(format!("ssid: {e}")))?;
             if channel_for_freq_khz(n.freq_khz).is_none() {
                 return Err(err(format!(
                     "freq_khz: {} is not a 2.4/5/6 GHz channel centre in kHz (2437 MHz is 2437000)",
@@ -300,10 +221,10 @@ impl DaemonConfig {
                 )));
             }
             match (n.security, &n.passphrase) {
-                (SimulatedSecurity::Open, Some(_)) => {
+                (Security::OPEN, Some(_)) => {
                     return Err(err("passphrase: an open network has no passphrase".into()))
                 }
-                (SimulatedSecurity::Wpa2Psk | SimulatedSecurity::Wpa3Sae, Some(p)) => {
+                (_, Some(p)) => {
                     let ok = (8..=63).contains(&p.len())
                         && p.bytes().all(|b| (0x20..=0x7e).contains(&b));
                     if !ok {
@@ -633,10 +554,7 @@ hybrid_vsock = "/run/fc/vm2.vsock"
         let e = parse("backend = \"simulated\"\n[[simulated_network]]\nssid = \"x\"\nbssid = \"02:00:00:00:00:01\"\nfreq_khz = 2437000\nsecurity = \"wpa3-sae\"\npassphrase = \"short\"\n").unwrap_err();
         assert!(e.message.contains("SAE password"), "{e}");
         let ok = parse("backend = \"simulated\"\n[[simulated_network]]\nssid = \"x\"\nbssid = \"02:00:00:00:00:01\"\nfreq_khz = 2437000\nsecurity = \"wpa3-sae\"\npassphrase = \"long enough\"\n").unwrap();
-        assert_eq!(
-            ok.simulated_networks[0].security,
-            SimulatedSecurity::Wpa3Sae
-        );
+        assert_eq!(ok.simulated_networks[0].security, Security::WPA3_SAE_CCMP);
 
         let e = parse("[[guest]]\nname = \"a b\"\ntcp = \"127.0.0.1\"\n").unwrap_err();
         assert_eq!(e.line, Some(2));

@@ -17,6 +17,7 @@
 pub mod config;
 pub mod policy;
 mod sd;
+mod signals;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,31 +25,33 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-pub use config::{BackendKind, ConfigError, DaemonConfig, GuestConfig, PolicyConfig};
+pub use crate::wifi::BackendKind;
+pub use config::{ConfigError, DaemonConfig, GuestConfig, PolicyConfig};
 pub use policy::{GuestPolicy, Policy, Registry};
 pub use sd::{notify_ready, notify_reloading, notify_stopping};
 
-use crate::control::{ControlCommand, ControlHandler, ControlRequest, ControlResponse};
+use crate::control::{
+    ControlCommand, ControlError, ControlHandler, ControlRequest, ControlResponse, ControlServer,
+};
 use crate::handler::HandlerSettings;
-use crate::metrics::Metrics;
-use crate::observer::ConnectionKind;
-use crate::service::{Backend, Service, ServiceError};
-use crate::wifi::simulated::{SimulatedNetwork, SimulatedWifi};
-use crate::wifi::Security;
+use crate::metrics::{Metrics, MetricsError};
+use crate::service::{Service, ServiceError};
+use crate::wifi::{BackendError, BackendSettings, HostWifi};
 
 /// Why the daemon could not start or reload.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("the {0} backend is not available on this platform")]
-    BackendUnavailable(&'static str),
-    #[error("cannot start the {backend} backend: {message}")]
-    Backend {
-        backend: &'static str,
-        message: String,
-    },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("guest {guest}: {source}")]
     Guest {
         guest: String,
@@ -59,98 +62,6 @@ pub enum DaemonError {
     GlobalChanged(String),
     #[error("the daemon was started without a configuration file; there is nothing to reload")]
     NoConfigFile,
-}
-
-/// The host backend, with what stopping it takes.
-enum Host {
-    Simulated(Arc<SimulatedWifi>),
-    #[cfg(target_os = "linux")]
-    NetworkManager(Arc<crate::wifi::networkmanager::NetworkManagerWifi>),
-    #[cfg(windows)]
-    WlanApi(Arc<crate::wifi::wlanapi::WlanApiWifi>),
-}
-
-impl Host {
-    async fn start(config: &DaemonConfig) -> Result<Host, DaemonError> {
-        match config.backend {
-            BackendKind::Simulated => Ok(Host::Simulated(simulated_backend(config))),
-            #[cfg(target_os = "linux")]
-            BackendKind::NetworkManager => {
-                use crate::wifi::networkmanager::{BusAddress, NetworkManagerWifi};
-                NetworkManagerWifi::start(BusAddress::System)
-                    .await
-                    .map(Host::NetworkManager)
-                    .map_err(|e| DaemonError::Backend {
-                        backend: "networkmanager",
-                        message: e.to_string(),
-                    })
-            }
-            #[cfg(windows)]
-            BackendKind::WlanApi => crate::wifi::wlanapi::WlanApiWifi::start()
-                .map(Host::WlanApi)
-                .map_err(|e| DaemonError::Backend {
-                    backend: "wlanapi",
-                    message: e.to_string(),
-                }),
-            #[allow(unreachable_patterns)]
-            other => Err(DaemonError::BackendUnavailable(other.name())),
-        }
-    }
-
-    fn backend(&self) -> Backend {
-        match self {
-            Host::Simulated(s) => Backend::Simulated(s.clone()),
-            #[cfg(target_os = "linux")]
-            Host::NetworkManager(nm) => Backend::Host(nm.clone()),
-            #[cfg(windows)]
-            Host::WlanApi(w) => Backend::Host(w.clone()),
-        }
-    }
-
-    fn simulated(&self) -> Option<&Arc<SimulatedWifi>> {
-        match self {
-            Host::Simulated(s) => Some(s),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        }
-    }
-
-    async fn shutdown(&self) {
-        match self {
-            Host::Simulated(_) => {}
-            #[cfg(target_os = "linux")]
-            Host::NetworkManager(nm) => nm.shutdown().await,
-            #[cfg(windows)]
-            Host::WlanApi(_) => {}
-        }
-    }
-}
-
-/// The shared simulated radio: the configured networks, or the reference's
-/// three when none are configured.
-pub fn simulated_backend(config: &DaemonConfig) -> Arc<SimulatedWifi> {
-    if config.simulated_networks.is_empty() {
-        return SimulatedWifi::reference();
-    }
-    let networks = config
-        .simulated_networks
-        .iter()
-        .filter_map(|n| {
-            Some(SimulatedNetwork {
-                ssid: crate::protocol::Ssid::new(n.ssid.as_bytes()).ok()?,
-                bssid: n.bssid,
-                freq_khz: n.freq_khz,
-                rssi_dbm: n.rssi_dbm,
-                security: match n.security {
-                    config::SimulatedSecurity::Open => Security::OPEN,
-                    config::SimulatedSecurity::Wpa2Psk => Security::WPA2_PSK_CCMP,
-                    config::SimulatedSecurity::Wpa3Sae => Security::WPA3_SAE_CCMP,
-                },
-                passphrase: n.passphrase.clone(),
-            })
-        })
-        .collect();
-    SimulatedWifi::new(networks)
 }
 
 /// One guest's line of `status`.
@@ -171,6 +82,27 @@ pub struct GuestStatus {
     pub invalid_requests: u64,
     pub notifications_sent: u64,
     pub notifications_dropped: u64,
+}
+
+/// For logs: `added=a,b removed=- restarted=c unchanged=d`.
+impl std::fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |names: &[String]| {
+            if names.is_empty() {
+                "-".to_string()
+            } else {
+                names.join(",")
+            }
+        };
+        write!(
+            f,
+            "added={} removed={} restarted={} unchanged={}",
+            list(&self.added),
+            list(&self.removed),
+            list(&self.restarted),
+            list(&self.unchanged)
+        )
+    }
 }
 
 /// What a reload did.
@@ -219,13 +151,86 @@ impl Overrides {
 pub struct Daemon {
     config_path: Option<PathBuf>,
     overrides: Overrides,
-    host: Host,
+    host: Arc<dyn HostWifi>,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     state: tokio::sync::Mutex<State>,
 }
 
 impl Daemon {
+    /// The whole life of a daemon: starts it from `config`, serves until
+    /// `shutdown` is cancelled or the operating system asks it to stop
+    /// (SIGHUP reloads), then stops everything once. `config_path` is what
+    /// a reload re-reads.
+    pub async fn serve(
+        config: DaemonConfig,
+        config_path: Option<PathBuf>,
+        overrides: Overrides,
+        shutdown: CancellationToken,
+    ) -> Result<(), DaemonError> {
+        let daemon = Daemon::start(config, config_path, overrides).await?;
+        daemon.run(shutdown).await
+    }
+
+    /// Serves a started daemon: its control socket and metrics endpoint,
+    /// readiness for the service manager, signals. Every task it starts
+    /// watches `shutdown`, the daemon's one shutdown primitive; whatever
+    /// ends the run (cancellation, a signal, a socket that cannot be
+    /// bound), teardown is the same single path: cancel, wait for the
+    /// tasks, stop every guest (their observers get every event they are
+    /// owed), shut the backend down.
+    pub async fn run(self: &Arc<Self>, shutdown: CancellationToken) -> Result<(), DaemonError> {
+        let tasks = TaskTracker::new();
+        let result = self.serve_until(&shutdown, &tasks).await;
+        tracing::info!("shutting down");
+        notify_stopping();
+        shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+        self.stop().await;
+        result
+    }
+
+    async fn serve_until(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Result<(), DaemonError> {
+        let config = self.config().await;
+        if let Some(path) = &config.control_socket {
+            let handler = Arc::new(DaemonControl::new(self.clone()));
+            let server = ControlServer::bind(path, handler).await?;
+            tasks.spawn(server.serve(shutdown.clone()));
+        }
+        if let Some(address) = config.metrics {
+            let listener = crate::metrics::bind(address).await?;
+            let bound = listener.local_addr().map_or(address, |a| a);
+            tracing::info!("metrics on http://{bound}/metrics");
+            tasks.spawn(crate::metrics::serve(
+                listener,
+                self.metrics.clone(),
+                shutdown.clone(),
+            ));
+        }
+        notify_ready();
+        tracing::info!("ready");
+        let mut signals = signals::Signals::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                signal = signals.next() => match signal {
+                    signals::Signal::Stop => return Ok(()),
+                    signals::Signal::Reload => {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        if let Err(e) = self.reload().await {
+                            tracing::error!("reload failed: {e}");
+                        }
+                    }
+                },
+            }
+        }
+    }
+
     /// Starts the backend and every guest (all or nothing). `config_path`
     /// is what [`Daemon::reload`] re-reads.
     pub async fn start(
@@ -234,7 +239,13 @@ impl Daemon {
         overrides: Overrides,
     ) -> Result<Arc<Daemon>, DaemonError> {
         let config = overrides.apply(config);
-        let host = Host::start(&config).await?;
+        if config.guests.is_empty() {
+            tracing::warn!("no guests configured; add [[guest]] tables and reload");
+        }
+        let settings = BackendSettings {
+            simulated_networks: config.simulated_networks.clone(),
+        };
+        let host = crate::wifi::open(config.backend, &settings).await?;
         let daemon = Daemon {
             config_path,
             overrides,
@@ -281,14 +292,15 @@ impl Daemon {
             self.registry.clone(),
         );
         let retired = observer.retired_flag();
-        let mut builder = Service::builder(g.transport.clone(), self.host.backend())
+        let mut builder = Service::builder(g.transport.clone(), self.host.clone())
             .settings(settings)
             .notification_deadline(
                 g.notification_deadline
                     .unwrap_or(crate::service::DEFAULT_NOTIFICATION_DEADLINE),
             )
             .observer(Arc::new(observer))
-            .metrics(self.metrics.clone(), g.name.clone());
+            .name(g.name.clone())
+            .metrics(self.metrics.clone());
         if !g.fake_networks.is_empty() {
             let list = g.fake_networks.clone();
             builder = builder.fake_networks(move || list.clone());
@@ -302,6 +314,9 @@ impl Daemon {
             guest: g.name.clone(),
             source,
         })?;
+        for (ssid, bssid) in &g.fake_networks {
+            tracing::info!(guest = %g.name, %ssid, %bssid, "fake network");
+        }
         let at = service.local_description().await.unwrap_or_default();
         tracing::info!(guest = %g.name, transport = %g.transport, "guest {} listening on {at}", g.name);
         Ok(Guest {
@@ -336,9 +351,9 @@ impl Daemon {
         self.state.lock().await.config.clone()
     }
 
-    /// The shared simulated radio, with backend `simulated`.
-    pub fn simulated(&self) -> Option<&Arc<SimulatedWifi>> {
-        self.host.simulated()
+    /// The shared host backend.
+    pub fn host(&self) -> &Arc<dyn HostWifi> {
+        &self.host
     }
 
     /// Names of the guests, in configuration order.
@@ -369,13 +384,7 @@ impl Daemon {
                 transport: g.config.transport.to_string(),
                 listening: g.service.local_description().await,
                 connected_ssid: link.as_ref().map(|l| l.ssid.to_string_lossy()),
-                connection: link.as_ref().map(|l| {
-                    match l.kind {
-                        ConnectionKind::HostMirroring => "host-mirroring",
-                        ConnectionKind::GuestDirected => "guest-directed",
-                    }
-                    .to_string()
-                }),
+                connection: link.as_ref().map(|l| l.kind.to_string()),
                 session_id: handler.session_id,
                 requests: stats.requests,
                 invalid_requests: stats.invalid_requests,
@@ -395,7 +404,7 @@ impl Daemon {
         let result = self.reload_from(&path).await;
         notify_ready();
         match &result {
-            Ok(summary) => tracing::info!(?summary, "configuration reloaded"),
+            Ok(summary) => tracing::info!(%summary, "configuration reloaded"),
             Err(e) => tracing::warn!("reload refused: {e}"),
         }
         result
@@ -568,12 +577,9 @@ impl ControlHandler for DaemonControl {
                         return ControlResponse::error(unknown_guest(name));
                     }
                 }
-                let Some(wifi) = self.daemon.simulated() else {
-                    return ControlResponse::error("the daemon's backend is not simulated");
-                };
-                match crate::control::SimulatedControl::apply(wifi, event) {
+                match crate::control::apply_host_event(&*self.daemon.host, event) {
                     Ok(()) => ControlResponse::ok(),
-                    Err(e) => ControlResponse::error(e),
+                    Err(e) => ControlResponse::error(e.to_string()),
                 }
             }
         }

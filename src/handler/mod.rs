@@ -15,6 +15,8 @@
 //! The scan minimum latency is applied here, before the reply leaves, for
 //! that reason.
 
+#![warn(missing_docs)]
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use futures::future::join_all;
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
+use tracing::Instrument;
 
 use crate::observer::{
     Authorization, ConnectOutcome, ConnectionKind, GuestConnectCompletion, GuestDisconnect,
@@ -34,7 +37,6 @@ use crate::protocol::{
     Message, Request, ScanBss, ScanLayout, ScanRequest, ScanResponse, Ssid, BSS_ENTRY_LEN,
     MAX_SCAN_RESPONSE_LEN, STATUS_SUCCESS, STATUS_UNSPECIFIED_FAILURE,
 };
-use crate::wifi::fake::FakeWifi;
 use crate::wifi::{
     guest_bss, AuthAlgorithm, ConnectParams, ConnectRefusal, ConnectedNetwork, HostWifi,
     InterfaceError, InterfaceEvent, InterfaceId, ScannedBss, Security, WifiInterface,
@@ -106,7 +108,7 @@ enum Input {
 
 /// How long a notification waits for replies still being written (the
 /// service bounds a reply write at 5 s).
-pub const REPLY_WRITE_WAIT: Duration = Duration::from_secs(6);
+pub(crate) const REPLY_WRITE_WAIT: Duration = Duration::from_secs(6);
 
 /// Counts replies handed over by the handler and not yet written. Replies
 /// and notifications travel on different connections: the notification
@@ -114,14 +116,14 @@ pub const REPLY_WRITE_WAIT: Duration = Duration::from_secs(6);
 /// reply can never reach the guest first. The request path itself never
 /// waits on it.
 #[derive(Default)]
-pub struct ReplyGate {
+pub(crate) struct ReplyGate {
     in_flight: AtomicUsize,
     cleared: Notify,
 }
 
 impl ReplyGate {
     /// Waits until no reply is being written, or `limit` passed.
-    pub async fn wait_clear(&self, limit: Duration) {
+    pub(crate) async fn wait_clear(&self, limit: Duration) {
         let _ = timeout(limit, async {
             loop {
                 let cleared = self.cleared.notified();
@@ -143,7 +145,7 @@ impl ReplyGate {
 }
 
 /// Held while a reply is written; dropping it clears it from the gate.
-pub struct ReplyWritten(Option<Arc<ReplyGate>>);
+pub(crate) struct ReplyWritten(Option<Arc<ReplyGate>>);
 
 impl Drop for ReplyWritten {
     fn drop(&mut self) {
@@ -174,7 +176,7 @@ impl HandlerClient {
     /// it once the reply is written, and the notification sender waits on
     /// the gate, so no notification reaches the guest before a reply that
     /// was handed over earlier.
-    pub async fn request_until_written(
+    pub(crate) async fn request_until_written(
         &self,
         request: Request,
         arrived: Instant,
@@ -216,19 +218,22 @@ pub struct HandlerStatus {
 /// The network the guest is connected to, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestLink {
+    /// The network's SSID.
     pub ssid: Ssid,
+    /// Mirrored or guest-directed.
     pub kind: ConnectionKind,
+    /// The interface holding the connection.
     pub interface: InterfaceId,
 }
 
 /// A running handler: its client, its task and its status.
-pub struct HandlerHandle {
-    pub client: HandlerClient,
+pub(crate) struct HandlerHandle {
+    pub(crate) client: HandlerClient,
     /// Replies not yet written; the notification sender waits on it.
-    pub reply_gate: Arc<ReplyGate>,
-    pub task: JoinHandle<()>,
+    pub(crate) reply_gate: Arc<ReplyGate>,
+    pub(crate) task: JoinHandle<()>,
     /// Read-only view of the guest's connection (never waits for the task).
-    pub status: watch::Receiver<HandlerStatus>,
+    pub(crate) status: watch::Receiver<HandlerStatus>,
 }
 
 /// Spawns the handler for one guest.
@@ -237,9 +242,9 @@ pub struct HandlerHandle {
 /// networks (first in every scan), `notifications` receives guest
 /// notifications (a full channel drops them with a warning: the guest path
 /// never waits for the notification sender).
-pub fn spawn(
+pub(crate) fn spawn(
     host: Arc<dyn HostWifi>,
-    fake: Option<FakeWifi>,
+    fake: Option<Arc<dyn WifiInterface>>,
     observer: ObserverQueue,
     notifications: mpsc::Sender<Message>,
     settings: HandlerSettings,
@@ -264,7 +269,7 @@ pub fn spawn(
         observer,
         notifications,
     };
-    let task = tokio::spawn(state.run(rx, events));
+    let task = tokio::spawn(state.run(rx, events).in_current_span());
     HandlerHandle {
         client: HandlerClient { tx },
         reply_gate,
@@ -296,7 +301,8 @@ struct State {
     reply_gate: Arc<ReplyGate>,
     settings: HandlerSettings,
     host: Arc<dyn HostWifi>,
-    fake: Option<FakeWifi>,
+    /// The client's fake networks: asked first, never connected by a guest.
+    fake: Option<Arc<dyn WifiInterface>>,
     /// Host interfaces, in the order connects try them.
     interfaces: Vec<Arc<dyn WifiInterface>>,
     /// What each host interface is connected to, as last known.
@@ -450,7 +456,23 @@ impl State {
     }
 
     async fn query_connection(iface: &Arc<dyn WifiInterface>) -> Option<ConnectedNetwork> {
-        match timeout(QUERY_TIMEOUT, iface.connected_network()).await {
+        Self::bounded_query(iface, iface.connected_network()).await
+    }
+
+    async fn query_connection_to(
+        iface: &Arc<dyn WifiInterface>,
+        ssid: &Ssid,
+    ) -> Option<ConnectedNetwork> {
+        Self::bounded_query(iface, iface.connection_to(ssid)).await
+    }
+
+    /// A connection-state query, bounded by [`QUERY_TIMEOUT`]; a failure is
+    /// logged and reads as "not connected".
+    async fn bounded_query(
+        iface: &Arc<dyn WifiInterface>,
+        query: impl std::future::Future<Output = Result<Option<ConnectedNetwork>, InterfaceError>>,
+    ) -> Option<ConnectedNetwork> {
+        match timeout(QUERY_TIMEOUT, query).await {
             Ok(Ok(network)) => network,
             Ok(Err(e)) => {
                 tracing::warn!(interface = %iface.name(), "cannot read the connection state: {e}");
@@ -555,7 +577,7 @@ impl State {
     }
 
     async fn on_event(&mut self, event: InterfaceEvent) {
-        tracing::trace!(?event, "host Wi-Fi event");
+        tracing::trace!(%event, "host Wi-Fi event");
         match event {
             InterfaceEvent::Arrived(iface) => {
                 let id = iface.id();
@@ -689,12 +711,13 @@ impl State {
     }
 
     async fn scan(&mut self, request: ScanRequest) -> Message {
-        tracing::debug!(target_ssid = ?request.ssid, "guest scan");
+        match &request.ssid {
+            Some(target) => tracing::debug!(%target, "guest scan"),
+            None => tracing::debug!("guest scan"),
+        }
         self.observer.notify(ObserverEvent::GuestScanRequested);
         let mut sources: Vec<Arc<dyn WifiInterface>> = Vec::new();
-        if let Some(fake) = &self.fake {
-            sources.push(Arc::new(fake.clone()));
-        }
+        sources.extend(self.fake.iter().cloned());
         sources.extend(self.interfaces.iter().cloned());
         let limit = self.settings.scan_timeout;
         let target = request.ssid;
@@ -742,21 +765,24 @@ impl State {
 
     /// The first interface (fake networks first) connected to `ssid`.
     async fn find_mirror(&self, ssid: &Ssid) -> Option<(InterfaceId, ConnectedNetwork)> {
-        if let Some(network) = self.fake.as_ref().and_then(|f| f.find(ssid)) {
-            return Some((crate::wifi::fake::FAKE_INTERFACE_ID, network));
+        if let Some(fake) = &self.fake {
+            if let Some(network) = Self::query_connection_to(fake, ssid).await {
+                return Some((fake.id(), network));
+            }
         }
         // Asked all at once (each bounded), then taken in interface order:
         // one slow interface costs its query timeout once, not once per
         // interface before it.
-        let states =
-            futures::future::join_all(self.interfaces.iter().map(Self::query_connection)).await;
+        let states = join_all(
+            self.interfaces
+                .iter()
+                .map(|iface| Self::query_connection_to(iface, ssid)),
+        )
+        .await;
         self.interfaces
             .iter()
             .zip(states)
-            .find_map(|(iface, network)| match network {
-                Some(network) if network.ssid == *ssid => Some((iface.id(), network)),
-                _ => None,
-            })
+            .find_map(|(iface, network)| Some((iface.id(), network?)))
     }
 
     /// Asks the observer, but only for as long as the guest still waits.
@@ -809,7 +835,10 @@ impl State {
         let ssid = request.ssid;
         let requested = Security::from_connect_request(&request);
         let requested_auth = requested.map_or(AuthAlgorithm::Wpa2Psk, |s| s.auth);
-        tracing::info!(ssid = %ssid, security = ?requested.as_ref().ok().map(|s| s.label()), "guest connect");
+        let security = requested
+            .as_ref()
+            .map_or_else(|_| "unsupported".to_string(), |s| s.label());
+        tracing::info!(%ssid, %security, "guest connect");
         if let Err(ConnectRefusal::UnsupportedAuthType(auth_type)) = requested {
             // Shared key (WEP), FT, network EAP and unknown types: the host
             // never joins with them, not even by mirroring; refused before

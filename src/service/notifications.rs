@@ -1,85 +1,26 @@
-//! The service for one guest: a transport, a handler, the host's Wi-Fi, the
-//! client's fake networks and observer, started and stopped as one.
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), proxy_wifi::service::ServiceError> {
-//! use proxy_wifi::service::{Backend, Service};
-//! use proxy_wifi::transport::TransportConfig;
-//! use proxy_wifi::wifi::simulated::SimulatedWifi;
-//!
-//! let service = Service::builder(
-//!     TransportConfig::tcp("127.0.0.1".parse().unwrap()),
-//!     Backend::Simulated(SimulatedWifi::reference()),
-//! )
-//! .build();
-//! service.start().await?;
-//! // ... serve until told to stop ...
-//! service.stop().await;
-//! # Ok(()) }
-//! ```
-//!
-//! Per guest request connection a task reads one message (under a 1 s read
-//! deadline), hands it to the handler, writes the reply and closes, exactly
-//! as the driver expects. A request that cannot be read or decoded is
-//! answered INVALID and the service carries on. At most
-//! [`MAX_CONNECTIONS_IN_FLIGHT`] request connections are served at once;
-//! past that, new ones are closed at once (the guest reads that as INVALID)
-//! and a warning is logged at most once a second.
-//!
-//! Notifications leave through one sender task: each is encoded first, then
-//! a connection is opened and the whole message written at once, with
-//! nothing awaited in between (the driver gives the connection 10 ms). Until
-//! the first guest request has arrived, notifications are dropped: the guest
-//! may not be listening yet. A delivery that fails (the VM is paused, being
-//! migrated, its VMM does not answer) is retried with a growing pause
-//! (250 ms, doubling, at most 2 s) until the notification's deadline (60 s
-//! after it was produced by default, [`ServiceBuilder::notification_deadline`];
-//! at most 10 s for a SCAN_RESPONSE, the guest's own scan timer), then given
-//! up and counted. Order is kept: nothing overtakes a
-//! notification being retried. Before every attempt a notification that a
-//! newer state supersedes is dropped (and counted): a NOTIF_DISCONNECTED
-//! for a session older than the last connect answer (the guest connected
-//! again since), a NOTIF_SIGNAL_QUALITY when a newer one waits. While one
-//! is being delivered or retried, the next ones wait in a bounded queue
-//! that keeps only the latest NOTIF_SIGNAL_QUALITY and, when full, gives up
-//! signal updates and partial scan results before anything else: a
-//! NOTIF_DISCONNECTED or a completing SCAN_RESPONSE is never dropped to make
-//! room for them (when the queue is full of those, the oldest goes). A
-//! notification being retried never delays a reply: replies travel on the
-//! guest's own request connections.
-//!
-//! Many services (one per guest) may share one [`HostWifi`] backend.
+//! The notification path: a bounded queue that coalesces signal updates
+//! and never drops what the guest must see, and the sender that delivers
+//! each notification on its own connection.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, watch, Mutex};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant};
+use tokio_util::sync::CancellationToken;
 
-use crate::handler::{
-    self, HandlerClient, HandlerSettings, HandlerStatus, ReplyGate, REPLY_WRITE_WAIT,
-};
-use crate::metrics::Metrics;
-use crate::observer::{Observer, ObserverQueue};
-use crate::protocol::{Header, MacAddr, Message, Operation, Request, ScanLayout, Ssid};
-use crate::transport::framing::{read_message, write_message, FrameError};
-use crate::transport::{
-    BoxStream, NotificationConnector, RequestListener, TransportConfig, TransportError,
-};
-use crate::wifi::fake::{FakeNetworkProvider, FakeWifi};
-use crate::wifi::simulated::SimulatedWifi;
-use crate::wifi::HostWifi;
+use super::counters::Counters;
+use super::requests::encode_or_invalid;
+use crate::handler::{HandlerStatus, ReplyGate, REPLY_WRITE_WAIT};
+use crate::protocol::{Message, ScanLayout};
+use crate::transport::framing::write_message;
+use crate::transport::NotificationConnector;
 
-/// How long a guest connection may take to deliver its request.
-pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long writing a reply may take.
-pub const REPLY_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long opening a notification connection may take.
 pub const NOTIFICATION_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long writing a notification may take.
@@ -101,558 +42,7 @@ pub const NOTIFICATION_RETRY_MAX_PAUSE: Duration = Duration::from_secs(2);
 /// a newer guest scan with stale results (the hazard in the protocol
 /// notes); dropped, the guest's timer finishes its scan.
 pub const SCAN_NOTIFICATION_DEADLINE: Duration = Duration::from_secs(10);
-/// Guest request connections served at once. A driver never has more than
-/// one request outstanding; past this, new connections are closed at once.
-pub const MAX_CONNECTIONS_IN_FLIGHT: usize = 32;
-/// At most one "too many connections" warning per interval.
-const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
-/// How long [`Service::stop`] lets in-flight requests finish before it
-/// severs them. A request is bounded by the read deadline and the handler's
-/// 10 s rules, so most finish well within it.
-pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Where the host's Wi-Fi comes from.
-#[derive(Clone)]
-pub enum Backend {
-    /// Simulated mode; the handle drives host-side events.
-    Simulated(Arc<SimulatedWifi>),
-    /// Any backend (NetworkManager, WlanAPI, a test double), possibly shared
-    /// with other services.
-    Host(Arc<dyn HostWifi>),
-}
-
-impl Backend {
-    fn host(&self) -> Arc<dyn HostWifi> {
-        match self {
-            Backend::Simulated(s) => s.clone(),
-            Backend::Host(h) => h.clone(),
-        }
-    }
-}
-
-/// Why a service could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-    #[error("the service is already running")]
-    AlreadyRunning,
-}
-
-/// Counters, for status output and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ServiceStats {
-    /// Guest requests received (including ones answered INVALID).
-    pub requests: u64,
-    /// Requests answered INVALID because they could not be read or decoded.
-    pub invalid_requests: u64,
-    pub notifications_sent: u64,
-    /// Dropped: before the first request, the guest could not be reached,
-    /// or the queue was backed up (an older signal update replaced by a
-    /// newer one, or no room left).
-    pub notifications_dropped: u64,
-    /// Request connections closed unanswered because
-    /// [`MAX_CONNECTIONS_IN_FLIGHT`] were already being served.
-    pub refused_connections: u64,
-    /// Delivery attempts after a first one failed.
-    pub notification_retries: u64,
-    /// Notifications given up at their deadline (also counted as dropped).
-    pub notifications_given_up: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    requests: AtomicU64,
-    invalid_requests: AtomicU64,
-    notifications_sent: AtomicU64,
-    notifications_dropped: AtomicU64,
-    refused_connections: AtomicU64,
-    notification_retries: AtomicU64,
-    notifications_given_up: AtomicU64,
-    /// Prometheus metrics and this guest's name in them, when a daemon runs
-    /// the service.
-    metrics: Option<(Arc<Metrics>, String)>,
-}
-
-impl Counters {
-    fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn answered(&self, operation: Option<Operation>, reply: &Message, arrived: Instant) {
-        if let Some((metrics, guest)) = &self.metrics {
-            let result = match reply {
-                Message::Invalid => "invalid",
-                Message::ConnectResponse(r) if r.result_code != 0 => "failed",
-                _ => "ok",
-            };
-            let operation = operation.map_or("unreadable", Operation::name);
-            metrics.request(guest, operation, result, arrived.elapsed());
-        }
-    }
-
-    fn notification_sent(&self) {
-        Counters::bump(&self.notifications_sent);
-        if let Some((metrics, guest)) = &self.metrics {
-            metrics.notification_sent(guest);
-        }
-    }
-
-    fn notification_dropped(&self, reason: &str) {
-        Counters::bump(&self.notifications_dropped);
-        if let Some((metrics, guest)) = &self.metrics {
-            metrics.notification_dropped(guest, reason);
-        }
-    }
-
-    fn notification_retry(&self) {
-        Counters::bump(&self.notification_retries);
-        if let Some((metrics, guest)) = &self.metrics {
-            metrics.notification_retry(guest);
-        }
-    }
-
-    fn notification_given_up(&self) {
-        Counters::bump(&self.notifications_given_up);
-        if let Some((metrics, guest)) = &self.metrics {
-            metrics.notification_given_up(guest);
-        }
-        self.notification_dropped("deadline");
-    }
-}
-
-/// Builds a [`Service`].
-pub struct ServiceBuilder {
-    transport: TransportConfig,
-    backend: Backend,
-    fake: Option<FakeNetworkProvider>,
-    observer: Option<Arc<dyn Observer>>,
-    settings: HandlerSettings,
-    notification_deadline: Duration,
-    metrics: Option<(Arc<Metrics>, String)>,
-}
-
-impl ServiceBuilder {
-    /// Records requests and notifications in `metrics` under `guest`.
-    pub fn metrics(mut self, metrics: Arc<Metrics>, guest: impl Into<String>) -> ServiceBuilder {
-        self.metrics = Some((metrics, guest.into()));
-        self
-    }
-
-    /// Fake networks: a closure returning (SSID, BSSID) pairs, called at
-    /// every scan and connect. They are shown as WPA2-PSK/CCMP on 5240 MHz
-    /// at -50 dBm and are always connected.
-    pub fn fake_networks(
-        mut self,
-        provider: impl Fn() -> Vec<(Ssid, MacAddr)> + Send + Sync + 'static,
-    ) -> ServiceBuilder {
-        self.fake = Some(Arc::new(provider));
-        self
-    }
-
-    /// The client application's observer.
-    pub fn observer(mut self, observer: Arc<dyn Observer>) -> ServiceBuilder {
-        self.observer = Some(observer);
-        self
-    }
-
-    pub fn settings(mut self, settings: HandlerSettings) -> ServiceBuilder {
-        self.settings = settings;
-        self
-    }
-
-    /// How long a notification the guest cannot take yet is retried,
-    /// counted from when it was produced ([`DEFAULT_NOTIFICATION_DEADLINE`]
-    /// by default; zero: one attempt, no retry).
-    pub fn notification_deadline(mut self, deadline: Duration) -> ServiceBuilder {
-        self.notification_deadline = deadline;
-        self
-    }
-
-    pub fn build(self) -> Service {
-        Service {
-            transport: self.transport,
-            backend: self.backend,
-            fake: self.fake,
-            observer: self.observer,
-            settings: self.settings,
-            notification_deadline: self.notification_deadline,
-            counters: Arc::new(Counters {
-                metrics: self.metrics,
-                ..Counters::default()
-            }),
-            running: Mutex::new(None),
-        }
-    }
-}
-
-struct Running {
-    /// Tells the accept loop to stop accepting and drain.
-    stop: tokio::sync::watch::Sender<bool>,
-    /// The accept loop: it owns the listener and the in-flight connections.
-    acceptor: JoinHandle<()>,
-    tasks: Vec<JoinHandle<()>>,
-    local_description: String,
-    local_port: Option<u32>,
-    /// The handler's view of the guest's connection.
-    status: tokio::sync::watch::Receiver<HandlerStatus>,
-}
-
-/// The host service for one guest. Start, stop, start again.
-pub struct Service {
-    transport: TransportConfig,
-    backend: Backend,
-    fake: Option<FakeNetworkProvider>,
-    observer: Option<Arc<dyn Observer>>,
-    settings: HandlerSettings,
-    notification_deadline: Duration,
-    counters: Arc<Counters>,
-    running: Mutex<Option<Running>>,
-}
-
-impl Service {
-    pub fn builder(transport: TransportConfig, backend: Backend) -> ServiceBuilder {
-        ServiceBuilder {
-            transport,
-            backend,
-            fake: None,
-            observer: None,
-            settings: HandlerSettings::default(),
-            notification_deadline: DEFAULT_NOTIFICATION_DEADLINE,
-            metrics: None,
-        }
-    }
-
-    pub fn transport(&self) -> &TransportConfig {
-        &self.transport
-    }
-
-    pub fn settings(&self) -> &HandlerSettings {
-        &self.settings
-    }
-
-    /// How long an undeliverable notification is retried.
-    pub fn notification_deadline(&self) -> Duration {
-        self.notification_deadline
-    }
-
-    /// The simulated backend, in simulated mode.
-    pub fn simulated(&self) -> Option<&Arc<SimulatedWifi>> {
-        match &self.backend {
-            Backend::Simulated(s) => Some(s),
-            Backend::Host(_) => None,
-        }
-    }
-
-    /// Binds the transport and starts serving. Every start is a new guest
-    /// session: the session counter starts again at 1.
-    pub async fn start(&self) -> Result<(), ServiceError> {
-        let mut running = self.running.lock().await;
-        if running.is_some() {
-            return Err(ServiceError::AlreadyRunning);
-        }
-        let endpoint = self.transport.bind_host().await?;
-        let local_description = endpoint.listener.local_description();
-        let local_port = endpoint.listener.local_port();
-
-        let mut tasks = Vec::new();
-        let (observer, observer_task) = ObserverQueue::start(self.observer.clone());
-        tasks.extend(observer_task);
-        let (notify_tx, notify_rx) = mpsc::channel(NOTIFICATION_QUEUE);
-        let handler = handler::spawn(
-            self.backend.host(),
-            self.fake.clone().map(FakeWifi::new),
-            observer,
-            notify_tx,
-            self.settings.clone(),
-        );
-        let guest_seen = Arc::new(AtomicBool::new(false));
-        let layout = self.settings.scan_layout;
-        tasks.push(tokio::spawn(run_notifier(
-            notify_rx,
-            endpoint.notifier,
-            layout,
-            guest_seen.clone(),
-            self.counters.clone(),
-            Some(handler.reply_gate.clone()),
-            Retry {
-                deadline: self.notification_deadline,
-                status: Some(handler.status.clone()),
-            },
-        )));
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let acceptor = tokio::spawn(accept_loop(
-            endpoint.listener,
-            handler.client,
-            layout,
-            guest_seen,
-            self.counters.clone(),
-            stop_rx,
-        ));
-        tasks.push(handler.task);
-        tracing::info!("listening for guest requests on {local_description}");
-        *running = Some(Running {
-            stop,
-            acceptor,
-            tasks,
-            local_description,
-            local_port,
-            status: handler.status,
-        });
-        Ok(())
-    }
-
-    /// Stops the service gracefully: stops accepting (a hybrid socket file
-    /// is removed at once), lets in-flight requests finish for up to
-    /// [`STOP_GRACE`], then severs what is left and stops the tasks.
-    /// Stopping a stopped service does nothing; `start` may be called again.
-    pub async fn stop(&self) {
-        let Some(mut running) = self.running.lock().await.take() else {
-            return;
-        };
-        let _ = running.stop.send(true);
-        if timeout(STOP_GRACE, &mut running.acceptor).await.is_err() {
-            running.acceptor.abort();
-            let _ = running.acceptor.await;
-        }
-        for task in &running.tasks {
-            task.abort();
-        }
-        for task in running.tasks {
-            let _ = task.await;
-        }
-        tracing::info!(
-            "stopped serving guest requests on {}",
-            running.local_description
-        );
-    }
-
-    pub async fn is_running(&self) -> bool {
-        self.running.lock().await.is_some()
-    }
-
-    /// The request port actually bound (useful with port 0), while running.
-    pub async fn request_port(&self) -> Option<u32> {
-        self.running
-            .lock()
-            .await
-            .as_ref()
-            .and_then(|r| r.local_port)
-    }
-
-    /// Where requests are accepted, while running.
-    pub async fn local_description(&self) -> Option<String> {
-        self.running
-            .lock()
-            .await
-            .as_ref()
-            .map(|r| r.local_description.clone())
-    }
-
-    /// The guest's session id and connection, while running (never waits
-    /// for a request in progress).
-    pub async fn handler_status(&self) -> Option<HandlerStatus> {
-        self.running
-            .lock()
-            .await
-            .as_ref()
-            .map(|r| r.status.borrow().clone())
-    }
-
-    pub fn stats(&self) -> ServiceStats {
-        let c = &self.counters;
-        ServiceStats {
-            requests: c.requests.load(Ordering::Relaxed),
-            invalid_requests: c.invalid_requests.load(Ordering::Relaxed),
-            notifications_sent: c.notifications_sent.load(Ordering::Relaxed),
-            notifications_dropped: c.notifications_dropped.load(Ordering::Relaxed),
-            refused_connections: c.refused_connections.load(Ordering::Relaxed),
-            notification_retries: c.notification_retries.load(Ordering::Relaxed),
-            notifications_given_up: c.notifications_given_up.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// Encodes a message, falling back to INVALID if it cannot be encoded (the
-/// handler only builds encodable messages; this is the last guard).
-pub fn encode_or_invalid(message: &Message, layout: ScanLayout) -> Vec<u8> {
-    match message.encode(layout) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            tracing::error!(operation = %message.operation(), "cannot encode a reply ({e}); answering INVALID");
-            crate::protocol::Header::new(crate::protocol::Operation::Invalid, 0)
-                .encode()
-                .to_vec()
-        }
-    }
-}
-
-async fn accept_loop(
-    listener: Box<dyn RequestListener>,
-    handler: HandlerClient,
-    layout: ScanLayout,
-    guest_seen: Arc<AtomicBool>,
-    counters: Arc<Counters>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    // Dropping the set (when this task is aborted) aborts every connection.
-    let mut connections = JoinSet::new();
-    let mut refusals = RefusalLog::default();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    // Reap finished connections first, so only live ones count.
-                    while connections.try_join_next().is_some() {}
-                    if connections.len() >= MAX_CONNECTIONS_IN_FLIGHT {
-                        Counters::bump(&counters.refused_connections);
-                        refusals.refused(&peer);
-                        drop(stream);
-                        continue;
-                    }
-                    tracing::trace!(%peer, "guest request connection");
-                    connections.spawn(serve_connection(
-                        stream,
-                        handler.clone(),
-                        layout,
-                        guest_seen.clone(),
-                        counters.clone(),
-                    ));
-                }
-                Err(e) => {
-                    tracing::warn!("accepting a guest connection failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    // Stop accepting before draining, so a hybrid socket file disappears now.
-    drop(listener);
-    if !connections.is_empty() {
-        tracing::info!("finishing {} in-flight request(s)", connections.len());
-    }
-    while connections.join_next().await.is_some() {}
-}
-
-/// Logs refused connections, at most once per [`REFUSAL_LOG_INTERVAL`].
-#[derive(Default)]
-struct RefusalLog {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RefusalLog {
-    fn refused(&mut self, peer: &str) {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|last| now.duration_since(last) < REFUSAL_LOG_INTERVAL)
-        {
-            self.suppressed += 1;
-            return;
-        }
-        tracing::warn!(
-            %peer,
-            suppressed = self.suppressed,
-            "{MAX_CONNECTIONS_IN_FLIGHT} guest connections already in flight; closing a new one unanswered"
-        );
-        self.last = Some(now);
-        self.suppressed = 0;
-    }
-}
-
-/// Serves one guest request connection exactly as a running service does
-/// (one request read under [`REQUEST_READ_TIMEOUT`], one reply, close), for
-/// a handler the caller spawned. Fuzz targets and property tests drive the
-/// request path through it over in-memory streams.
-pub async fn serve_request_connection(
-    stream: BoxStream,
-    handler: HandlerClient,
-    layout: ScanLayout,
-) {
-    serve_connection(
-        stream,
-        handler,
-        layout,
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(Counters::default()),
-    )
-    .await;
-}
-
-/// One request connection: read one message, answer it, close.
-async fn serve_connection(
-    mut stream: BoxStream,
-    handler: HandlerClient,
-    layout: ScanLayout,
-    guest_seen: Arc<AtomicBool>,
-    counters: Arc<Counters>,
-) {
-    let read = timeout(
-        REQUEST_READ_TIMEOUT,
-        read_message(&mut stream, Header::decode_request),
-    )
-    .await;
-    let arrived = Instant::now();
-    let mut operation = None;
-    // Held until the reply is written: the notification sender waits for
-    // it, so no notification can overtake this reply.
-    let mut written_guard = None;
-    let reply = match read {
-        Ok(Ok((header, body))) => {
-            Counters::bump(&counters.requests);
-            guest_seen.store(true, Ordering::SeqCst);
-            operation = Some(header.operation);
-            match Request::decode_body(header.operation, &body) {
-                Ok(request) => {
-                    tracing::debug!(operation = %header.operation, "guest request");
-                    let (reply, guard) = handler.request_until_written(request, arrived).await;
-                    written_guard = Some(guard);
-                    reply
-                }
-                Err(e) => {
-                    Counters::bump(&counters.invalid_requests);
-                    tracing::warn!(operation = %header.operation, "undecodable request ({e}); answering INVALID");
-                    Message::Invalid
-                }
-            }
-        }
-        Ok(Err(FrameError::Closed)) => {
-            tracing::debug!("a guest connection closed without a request");
-            return;
-        }
-        Ok(Err(e)) => {
-            Counters::bump(&counters.requests);
-            Counters::bump(&counters.invalid_requests);
-            guest_seen.store(true, Ordering::SeqCst);
-            tracing::warn!("unreadable request ({e}); answering INVALID");
-            Message::Invalid
-        }
-        Err(_) => {
-            Counters::bump(&counters.invalid_requests);
-            tracing::warn!(
-                "no complete request within {REQUEST_READ_TIMEOUT:?}; answering INVALID"
-            );
-            Message::Invalid
-        }
-    };
-    let bytes = encode_or_invalid(&reply, layout);
-    let written = timeout(REPLY_WRITE_TIMEOUT, write_message(&mut stream, &bytes)).await;
-    counters.answered(operation, &reply, arrived);
-    match written {
-        Ok(Ok(())) => {
-            tracing::debug!(operation = %reply.operation(), bytes = bytes.len(), "reply sent");
-            let _ = stream.shutdown().await;
-        }
-        Ok(Err(e)) => tracing::warn!("cannot write the reply: {e}"),
-        Err(_) => tracing::warn!("writing the reply timed out"),
-    }
-    drop(written_guard);
-}
-
-/// How much a waiting notification matters when the queue is full: the
 /// lowest goes first.
 fn importance(message: &Message) -> u8 {
     match message {
@@ -751,12 +141,12 @@ impl PendingNotifications {
 type Delivery = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
 
 /// How undeliverable notifications are retried.
-struct Retry {
+pub(super) struct Retry {
     /// How long after it was produced a notification is given up.
-    deadline: Duration,
+    pub(super) deadline: Duration,
     /// The handler's status: its session id tells which disconnects a newer
     /// connect superseded.
-    status: Option<watch::Receiver<HandlerStatus>>,
+    pub(super) status: Option<watch::Receiver<HandlerStatus>>,
 }
 
 /// The notification being delivered, possibly again.
@@ -797,7 +187,13 @@ fn superseded(
     }
 }
 
-async fn run_notifier(
+/// Delivers the handler's notifications until the handler is gone and the
+/// queue is empty, or until `shutdown` (what is still waiting then is
+/// dropped: the guest's session is over).
+// Each argument is one independent input of the sender; a struct holding
+// them would only be built here.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run_notifier(
     mut queue: mpsc::Receiver<Message>,
     connector: Arc<dyn NotificationConnector>,
     layout: ScanLayout,
@@ -805,6 +201,7 @@ async fn run_notifier(
     counters: Arc<Counters>,
     reply_gate: Option<Arc<ReplyGate>>,
     retry: Retry,
+    shutdown: CancellationToken,
 ) {
     let mut pending = PendingNotifications::new(NOTIFICATION_QUEUE);
     let mut current: Option<InFlight> = None;
@@ -868,6 +265,13 @@ async fn run_notifier(
         // cooperate never backs the handler up; the bounded queue decides
         // what waits.
         tokio::select! {
+            _ = shutdown.cancelled() => {
+                let waiting = pending.queue.len() + usize::from(current.is_some());
+                if waiting > 0 {
+                    tracing::debug!(waiting, "stopping; dropping the notifications not yet delivered");
+                }
+                break;
+            }
             received = queue.recv(), if open => match received {
                 Some(message) => {
                     let operation = message.operation();
@@ -954,12 +358,16 @@ pub async fn send_notification(
 }
 
 #[cfg(test)]
+#[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::BoxStream;
     use std::io;
     use std::pin::Pin;
+    use std::sync::atomic::AtomicU64;
     use std::sync::Mutex as StdMutex;
     use std::task::{Context, Poll};
+    use tokio::task::JoinHandle;
 
     use async_trait::async_trait;
     use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
@@ -1024,7 +432,7 @@ mod tests {
         });
         let (tx, rx) = mpsc::channel(8);
         let seen = Arc::new(AtomicBool::new(false));
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::new(None));
         let task = tokio::spawn(run_notifier(
             rx,
             connector.clone(),
@@ -1036,6 +444,7 @@ mod tests {
                 deadline: Duration::ZERO,
                 status: None,
             },
+            CancellationToken::new(),
         ));
         // Before the first request: dropped, no connection.
         tx.send(Message::NotifSignalQuality { dbm: -60 })
@@ -1207,7 +616,7 @@ mod tests {
             delivered: Arc::default(),
         });
         let (tx, rx) = mpsc::channel(NOTIFICATION_QUEUE);
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::new(None));
         let task = tokio::spawn(run_notifier(
             rx,
             connector.clone(),
@@ -1219,6 +628,7 @@ mod tests {
                 deadline: Duration::ZERO,
                 status: None,
             },
+            CancellationToken::new(),
         ));
         // The first one stalls in connect; meanwhile the handler keeps
         // producing far more than the queue holds, and never finds the
@@ -1302,7 +712,7 @@ mod tests {
         status: Option<watch::Receiver<HandlerStatus>>,
     ) -> (mpsc::Sender<Message>, Arc<Counters>, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(NOTIFICATION_QUEUE);
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::new(None));
         let task = tokio::spawn(run_notifier(
             rx,
             connector,
@@ -1311,6 +721,7 @@ mod tests {
             counters.clone(),
             None,
             Retry { deadline, status },
+            CancellationToken::new(),
         ));
         (tx, counters, task)
     }
@@ -1403,39 +814,6 @@ mod tests {
         task.await.unwrap();
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_header_announcing_4_gib_is_refused_before_any_wait() {
-        let wifi = SimulatedWifi::reference();
-        let (notify, _rx) = mpsc::channel(4);
-        let handler = handler::spawn(
-            wifi,
-            None,
-            ObserverQueue::default(),
-            notify,
-            HandlerSettings::default(),
-        );
-        let (mut guest, host) = tokio::io::duplex(64);
-        let started = Instant::now();
-        let served = tokio::spawn(serve_request_connection(
-            Box::new(host),
-            handler.client.clone(),
-            ScanLayout::Current,
-        ));
-        // CONNECT_REQUEST, size u32::MAX; the connection stays open.
-        guest
-            .write_all(&[3, 0xff, 0xff, 0xff, 0xff, 1, 0])
-            .await
-            .unwrap();
-        let mut reply = [0u8; crate::protocol::HEADER_LEN];
-        guest.read_exact(&mut reply).await.unwrap();
-        assert_eq!(reply, [0, 0, 0, 0, 0, 1, 0]);
-        // Virtual time: had it waited for a body, the read deadline would
-        // have passed.
-        assert_eq!(started.elapsed(), Duration::ZERO);
-        served.await.unwrap();
-        handler.task.abort();
-    }
-
     #[tokio::test]
     async fn a_driver_like_reader_with_a_10_ms_timeout_gets_the_notification() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1456,80 +834,5 @@ mod tests {
             .unwrap();
         send_notification(&connector, &bytes).await.unwrap();
         assert_eq!(reader.await.unwrap(), bytes);
-    }
-
-    #[test]
-    fn unencodable_messages_become_invalid() {
-        use crate::protocol::{ScanBss, ScanResponse};
-        let bad = Message::ScanResponse(ScanResponse {
-            scan_complete: true,
-            bss: vec![ScanBss {
-                bssid: MacAddr([1; 6]),
-                capabilities: 1,
-                rssi_dbm: -50,
-                beacon_interval: 100,
-                freq_khz: 1,
-                ies: vec![0, 1, b'x'],
-            }],
-        });
-        assert_eq!(
-            encode_or_invalid(&bad, ScanLayout::Current),
-            vec![0, 0, 0, 0, 0, 1, 0]
-        );
-    }
-
-    #[tokio::test]
-    async fn start_stop_start_and_port_in_use() {
-        let config = TransportConfig::Tcp {
-            address: "127.0.0.1".parse().unwrap(),
-            request_port: 0,
-            notification_port: 9,
-        };
-        let service =
-            Service::builder(config, Backend::Simulated(SimulatedWifi::reference())).build();
-        service.start().await.unwrap();
-        assert!(matches!(
-            service.start().await,
-            Err(ServiceError::AlreadyRunning)
-        ));
-        let port = service.request_port().await.unwrap();
-        let scan = crate::protocol::Request::Scan(Default::default())
-            .encode()
-            .unwrap();
-        let ask = |port: u32| {
-            let scan = scan.clone();
-            async move {
-                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port as u16)).await?;
-                s.write_all(&scan).await?;
-                let mut out = Vec::new();
-                s.read_to_end(&mut out).await?;
-                io::Result::Ok(out)
-            }
-        };
-        let reply = ask(port).await.unwrap();
-        assert!(matches!(
-            Message::decode(&reply, ScanLayout::Current).unwrap(),
-            Message::ScanResponse(s) if s.bss.len() == 3
-        ));
-        // Another service on the same port cannot start.
-        let clash = Service::builder(
-            TransportConfig::Tcp {
-                address: "127.0.0.1".parse().unwrap(),
-                request_port: port as u16,
-                notification_port: 9,
-            },
-            Backend::Simulated(SimulatedWifi::reference()),
-        )
-        .build();
-        let err = clash.start().await.unwrap_err();
-        assert!(err.to_string().contains("cannot listen"), "{err}");
-
-        service.stop().await;
-        assert!(ask(port).await.is_err(), "still listening after stop");
-        service.start().await.unwrap();
-        let port = service.request_port().await.unwrap();
-        assert!(!ask(port).await.unwrap().is_empty());
-        assert_eq!(service.stats().requests, 2);
-        service.stop().await;
     }
 }
