@@ -163,6 +163,8 @@ impl ControlHandler for SimulatedControl {
 pub enum ControlError {
     #[error("another service is already using the control socket {0}")]
     InUse(PathBuf),
+    #[error("{0} exists and is not a socket; refusing to replace it (choose another control socket path)")]
+    NotASocket(PathBuf),
     #[error("cannot set up the control socket {path}: {source}")]
     Bind {
         path: PathBuf,
@@ -232,6 +234,36 @@ mod unix {
         result
     }
 
+    /// Removes `path` only when it is a socket nobody answers on. Anything
+    /// else there (a regular file, a symlink, a directory: perhaps the
+    /// operator's config given by mistake) is refused, never deleted.
+    async fn remove_stale(path: &Path) -> Result<(), ControlError> {
+        use std::os::unix::fs::FileTypeExt;
+        let bind_err = |source| ControlError::Bind {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(bind_err(e)),
+        };
+        if !meta.file_type().is_socket() {
+            return Err(ControlError::NotASocket(path.to_path_buf()));
+        }
+        match tokio::time::timeout(Duration::from_secs(1), UnixStream::connect(path)).await {
+            Ok(Ok(_)) | Err(_) => Err(ControlError::InUse(path.to_path_buf())),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                tracing::warn!(path = %path.display(), "replacing a stale control socket nobody answers on");
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(bind_err(e)),
+                    _ => Ok(()),
+                }
+            }
+            Ok(Err(e)) => Err(bind_err(e)),
+        }
+    }
+
     /// A listening control socket. Dropping it (or [`ControlServer::stop`])
     /// stops serving and removes the socket file.
     pub struct ControlServer {
@@ -250,12 +282,7 @@ mod unix {
                 path: path.to_path_buf(),
                 source,
             };
-            if path.exists() {
-                if UnixStream::connect(path).await.is_ok() {
-                    return Err(ControlError::InUse(path.to_path_buf()));
-                }
-                std::fs::remove_file(path).map_err(bind_err)?;
-            }
+            remove_stale(path).await?;
             let listener = bind_private(path).map_err(bind_err)?;
             tracing::info!("control socket at {}", path.display());
             let task = tokio::spawn(async move {
@@ -458,8 +485,8 @@ mod tests {
     async fn socket_serves_requests_and_cleans_up() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ctl.sock");
-        // A stale file is replaced.
-        std::fs::write(&path, b"stale").unwrap();
+        // A stale socket (bound, then its listener gone) is replaced.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         let wifi = SimulatedWifi::reference();
         let mut events = wifi.subscribe();
         let server =
@@ -522,6 +549,28 @@ mod tests {
             request(&path, &ask(ControlCommand::ScanResults)).await,
             Err(ControlError::Connect { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn refuses_to_replace_what_is_not_a_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("proxy-wifi.toml");
+        std::fs::write(&config, b"backend = \"simulated\"\n").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&config, &link).unwrap();
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        for path in [&config, &link, &dangling, &dir.path().to_path_buf()] {
+            let r = ControlServer::bind(path, Arc::new(SimulatedControl::new(None))).await;
+            let e = r.map(|_| ()).unwrap_err();
+            assert!(e.to_string().contains("not a socket"), "{path:?}: {e}");
+        }
+        assert_eq!(
+            std::fs::read(&config).unwrap(),
+            b"backend = \"simulated\"\n"
+        );
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
     }
 
     #[tokio::test]
