@@ -335,26 +335,62 @@ mod unix {
         }
     }
 
+    /// What [`read_line_within`] found.
+    enum Line {
+        Complete,
+        Eof,
+        TooLong,
+    }
+
+    /// Reads one line into `line` (newline excluded), refusing it as soon
+    /// as it grows past `max` bytes, so a client that never sends a newline
+    /// costs at most `max` bytes of memory.
+    async fn read_line_within<R: tokio::io::AsyncBufRead + Unpin>(
+        reader: &mut R,
+        line: &mut Vec<u8>,
+        max: usize,
+    ) -> io::Result<Line> {
+        loop {
+            let chunk = reader.fill_buf().await?;
+            if chunk.is_empty() {
+                return Ok(Line::Eof);
+            }
+            let (take, complete) = match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => (i, true),
+                None => (chunk.len(), false),
+            };
+            if line.len() + take > max {
+                return Ok(Line::TooLong);
+            }
+            line.extend_from_slice(&chunk[..take]);
+            reader.consume(take + usize::from(complete));
+            if complete {
+                return Ok(Line::Complete);
+            }
+        }
+    }
+
     async fn serve(stream: UnixStream, handler: Arc<dyn ControlHandler>) {
         let (read, mut write) = stream.into_split();
-        let mut lines = BufReader::new(read.take(MAX_LINE as u64 * 64));
-        let mut line = String::new();
+        let mut lines = BufReader::new(read);
+        let mut bytes = Vec::new();
         loop {
-            line.clear();
-            match lines.read_line(&mut line).await {
-                Ok(0) => return,
-                Ok(_) if line.len() > MAX_LINE => {
+            bytes.clear();
+            match read_line_within(&mut lines, &mut bytes, MAX_LINE).await {
+                Ok(Line::Eof) => return,
+                Ok(Line::TooLong) => {
                     let _ = write
                         .write_all(b"{\"ok\":false,\"error\":\"request too long\"}\n")
                         .await;
                     return;
                 }
-                Ok(_) => {}
+                Ok(Line::Complete) => {}
                 Err(e) => {
                     tracing::debug!("control connection: {e}");
                     return;
                 }
             }
+            let line = String::from_utf8_lossy(&bytes);
             let text = line.trim();
             if text.is_empty() {
                 continue;
@@ -571,6 +607,27 @@ mod tests {
         );
         assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
         assert!(std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
+    }
+
+    #[tokio::test]
+    async fn an_overlong_line_is_refused_while_reading() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctl.sock");
+        let server = ControlServer::bind(&path, Arc::new(SimulatedControl::new(None)))
+            .await
+            .unwrap();
+        let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
+        // One byte past the limit, no newline: the service must not wait
+        // for (and buffer) more before refusing.
+        s.write_all(&vec![b'x'; MAX_LINE + 1]).await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut answer))
+            .await
+            .expect("the service kept reading past the line limit")
+            .unwrap();
+        assert_eq!(answer, "{\"ok\":false,\"error\":\"request too long\"}\n");
+        server.stop().await;
     }
 
     #[tokio::test]
