@@ -28,6 +28,14 @@ use crate::wifi::simulated::{ScanMode, SimulatedWifi};
 
 /// How long a client waits for the service's answer.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Control connections served at once; past it the oldest idle one is
+/// closed (each costs a descriptor and a task).
+#[cfg(unix)]
+const MAX_CONNECTIONS: usize = 64;
+/// How long a control connection may wait for its next request line, or
+/// take to read its answer, before it is closed.
+#[cfg(unix)]
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest request line accepted.
 #[cfg(unix)]
 const MAX_LINE: usize = 64 * 1024;
@@ -191,6 +199,10 @@ mod unix {
     use tokio::net::{UnixListener, UnixStream};
     use tokio::task::JoinHandle;
 
+    use crate::accept_backoff::AcceptBackoff;
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     /// Binds a Unix socket at `path` that is owner-only from the moment it
     /// appears there: it is bound inside a fresh 0700 directory beside
     /// `path`, set to 0600, then renamed into place (a rename keeps the
@@ -285,19 +297,7 @@ mod unix {
             remove_stale(path).await?;
             let listener = bind_private(path).map_err(bind_err)?;
             tracing::info!("control socket at {}", path.display());
-            let task = tokio::spawn(async move {
-                loop {
-                    match listener.accept().await {
-                        Ok((stream, _)) => {
-                            tokio::spawn(serve(stream, handler.clone()));
-                        }
-                        Err(e) => {
-                            tracing::warn!("control socket accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-            });
+            let task = tokio::spawn(accept_loop(listener, handler));
             Ok(ControlServer {
                 path: path.to_path_buf(),
                 task: Some(task),
@@ -332,6 +332,73 @@ mod unix {
                 task.abort();
                 self.remove();
             }
+        }
+    }
+
+    /// One served connection, as the accept loop tracks it.
+    struct Connection {
+        task: tokio::task::AbortHandle,
+        /// True while a command is being carried out; an idle connection
+        /// (waiting for its next request line) may be evicted.
+        busy: Arc<AtomicBool>,
+    }
+
+    /// Accepts clients, at most [`MAX_CONNECTIONS`] at once: when full, the
+    /// oldest idle one is closed to make room, so `ctl` keeps working while
+    /// idle clients pile up; when every one is busy the new one is told so.
+    async fn accept_loop(listener: UnixListener, handler: Arc<dyn ControlHandler>) {
+        let mut connections: VecDeque<Connection> = VecDeque::new();
+        let mut backoff = AcceptBackoff::new("control socket");
+        let mut evicted = 0u64;
+        loop {
+            let mut stream = match listener.accept().await {
+                Ok((stream, _)) => {
+                    backoff.succeeded();
+                    stream
+                }
+                Err(e) => {
+                    backoff.failed(&e).await;
+                    continue;
+                }
+            };
+            connections.retain(|c| !c.task.is_finished());
+            if connections.len() >= MAX_CONNECTIONS {
+                match connections
+                    .iter()
+                    .position(|c| !c.busy.load(Ordering::Acquire))
+                {
+                    Some(i) => {
+                        if let Some(old) = connections.remove(i) {
+                            old.task.abort();
+                        }
+                        evicted += 1;
+                        if evicted.is_power_of_two() {
+                            tracing::warn!(
+                                evicted,
+                                "{MAX_CONNECTIONS} control connections open; closing the oldest idle one"
+                            );
+                        }
+                    }
+                    None => {
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(
+                                IDLE_TIMEOUT,
+                                stream.write_all(
+                                    b"{\"ok\":false,\"error\":\"too many control connections busy\"}\n",
+                                ),
+                            )
+                            .await;
+                        });
+                        continue;
+                    }
+                }
+            }
+            let busy = Arc::new(AtomicBool::new(false));
+            let task = tokio::spawn(serve(stream, handler.clone(), busy.clone()));
+            connections.push_back(Connection {
+                task: task.abort_handle(),
+                busy,
+            });
         }
     }
 
@@ -370,13 +437,24 @@ mod unix {
         }
     }
 
-    async fn serve(stream: UnixStream, handler: Arc<dyn ControlHandler>) {
+    async fn serve(stream: UnixStream, handler: Arc<dyn ControlHandler>, busy: Arc<AtomicBool>) {
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read);
         let mut bytes = Vec::new();
         loop {
             bytes.clear();
-            match read_line_within(&mut lines, &mut bytes, MAX_LINE).await {
+            busy.store(false, Ordering::Release);
+            let read = tokio::time::timeout(
+                IDLE_TIMEOUT,
+                read_line_within(&mut lines, &mut bytes, MAX_LINE),
+            )
+            .await;
+            busy.store(true, Ordering::Release);
+            let Ok(read) = read else {
+                tracing::debug!("control connection idle for {IDLE_TIMEOUT:?}; closing it");
+                return;
+            };
+            match read {
                 Ok(Line::Eof) => return,
                 Ok(Line::TooLong) => {
                     let _ = write
@@ -405,8 +483,9 @@ mod unix {
             let mut out = serde_json::to_string(&response)
                 .unwrap_or_else(|_| "{\"ok\":false,\"error\":\"internal error\"}".into());
             out.push('\n');
-            if write.write_all(out.as_bytes()).await.is_err() {
-                return;
+            match tokio::time::timeout(IDLE_TIMEOUT, write.write_all(out.as_bytes())).await {
+                Ok(Ok(())) => {}
+                _ => return,
             }
         }
     }
@@ -605,8 +684,14 @@ mod tests {
             std::fs::read(&config).unwrap(),
             b"backend = \"simulated\"\n"
         );
-        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
-        assert!(std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(std::fs::symlink_metadata(&dangling)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[tokio::test]

@@ -51,6 +51,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{timeout, Instant};
 
+use crate::accept_backoff::AcceptBackoff;
 use crate::handler::{
     self, HandlerClient, HandlerSettings, HandlerStatus, ReplyGate, REPLY_WRITE_WAIT,
 };
@@ -429,11 +430,13 @@ async fn accept_loop(
     // Dropping the set (when this task is aborted) aborts every connection.
     let mut connections = JoinSet::new();
     let mut refusals = RefusalLog::default();
+    let mut backoff = AcceptBackoff::new("guest request listener");
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    backoff.succeeded();
                     // Reap finished connections first, so only live ones count.
                     while connections.try_join_next().is_some() {}
                     if connections.len() >= MAX_CONNECTIONS_IN_FLIGHT {
@@ -451,10 +454,7 @@ async fn accept_loop(
                         counters.clone(),
                     ));
                 }
-                Err(e) => {
-                    tracing::warn!("accepting a guest connection failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                Err(e) => backoff.failed(&e).await,
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }

@@ -11,8 +11,8 @@ use clap::{Args, ValueEnum};
 #[cfg(unix)]
 use proxy_wifi::daemon::DaemonControl;
 use proxy_wifi::daemon::{
-    notify_ready, notify_stopping, BackendKind as DaemonBackend, Daemon, DaemonConfig, GuestConfig,
-    Overrides, PolicyConfig,
+    notify_ready, notify_stopping, BackendKind as DaemonBackend, Daemon, DaemonConfig, DaemonError,
+    GuestConfig, Overrides, PolicyConfig,
 };
 use proxy_wifi::protocol::{MacAddr, ScanLayout, Ssid};
 
@@ -241,7 +241,12 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => {
             eprintln!("proxy-wifi: {e}");
-            return ExitCode::FAILURE;
+            // A fleet the descriptor limit cannot hold is a configuration
+            // problem: restarting would fail the same way.
+            return match e {
+                DaemonError::DescriptorLimit(_) => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::FAILURE,
+            };
         }
     };
     let config = daemon.config().await;

@@ -15,6 +15,7 @@
 //! with an error, or a change to a global setting, changes nothing.
 
 pub mod config;
+pub mod fds;
 pub mod policy;
 mod sd;
 
@@ -57,6 +58,8 @@ pub enum DaemonError {
     },
     #[error("{0}: restart the daemon to apply it; nothing was changed")]
     GlobalChanged(String),
+    #[error(transparent)]
+    DescriptorLimit(#[from] fds::DescriptorLimitError),
     #[error("the daemon was started without a configuration file; there is nothing to reload")]
     NoConfigFile,
 }
@@ -233,6 +236,7 @@ impl Daemon {
         overrides: Overrides,
     ) -> Result<Arc<Daemon>, DaemonError> {
         let config = overrides.apply(config);
+        fds::ensure(config.guests.len())?;
         let host = Host::start(&config).await?;
         let daemon = Daemon {
             config_path,
@@ -398,6 +402,7 @@ impl Daemon {
 
     async fn reload_from(&self, path: &std::path::Path) -> Result<ReloadSummary, DaemonError> {
         let new = self.overrides.apply(DaemonConfig::load(path)?);
+        fds::ensure(new.guests.len())?;
         let mut state = self.state.lock().await;
         let old = &state.config;
         let mut changed = Vec::new();

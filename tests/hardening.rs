@@ -1,0 +1,240 @@
+//! Issue 17 (second hardening round): the release binary under floods and
+//! operator mistakes. Each test starts `proxy-wifi serve --config FILE`
+//! (simulated backend, TCP guests on loopback) with a chosen
+//! RLIMIT_NOFILE, attacks one surface, and checks that guests stay served
+//! and the daemon's descriptors and memory stay bounded. The figures each
+//! test prints (`FIGURES ...`) are the ones in docs/reliability.md.
+
+#![cfg(target_os = "linux")]
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proxy_wifi::guest::GuestClient;
+use proxy_wifi::transport::TransportConfig;
+
+const BIN: &str = env!("CARGO_BIN_EXE_proxy-wifi");
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A running daemon, killed when dropped.
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+    control: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+/// The configuration: simulated backend, a control socket, metrics on an
+/// ephemeral port, `guests` TCP guests on ephemeral ports, then `extra`.
+fn config(dir: &std::path::Path, guests: usize, extra: &str) -> String {
+    let mut text = format!(
+        "backend = \"simulated\"\ncontrol_socket = \"{}\"\nmetrics = \"127.0.0.1:0\"\n{extra}\n",
+        dir.join("control.sock").display()
+    );
+    for i in 0..guests {
+        text.push_str(&format!(
+            "[[guest]]\nname = \"vm{i}\"\ntcp = \"127.0.0.1\"\nrequest_port = 0\nnotification_port = 1\n"
+        ));
+    }
+    text
+}
+
+/// Runs `serve --config` with RLIMIT_NOFILE set to `nofile` (soft and
+/// hard) when given.
+fn spawn(dir: &std::path::Path, config_text: &str, nofile: Option<u64>) -> Child {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config_text).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(n) = nofile {
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+        unsafe {
+            cmd.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.spawn().expect("spawn proxy-wifi serve")
+}
+
+impl Daemon {
+    fn start(guests: usize, extra: &str, nofile: Option<u64>) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let text = config(dir.path(), guests, extra);
+        let mut child = spawn(dir.path(), &text, nofile);
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                kept.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let d = Daemon {
+            child,
+            control: dir.path().join("control.sock"),
+            dir,
+            log,
+        };
+        d.wait_for_log("ready");
+        d
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Open descriptors of the daemon.
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Resident memory of the daemon, in KiB.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The request port of guest `name`, from its "listening on" log line.
+    fn guest_port(&self, name: &str) -> u16 {
+        let needle = format!("guest {name} listening on 127.0.0.1:");
+        self.wait_for_log(&needle);
+        let log = self.log();
+        let rest = &log[log.find(&needle).unwrap() + needle.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn metrics_addr(&self) -> std::net::SocketAddr {
+        let needle = "metrics on http://";
+        self.wait_for_log(needle);
+        let log = self.log();
+        let rest = &log[log.find(needle).unwrap() + needle.len()..];
+        rest.split('/').next().unwrap().parse().unwrap()
+    }
+
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .arg("ctl")
+            .arg("--control")
+            .arg(&self.control)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A guest scan against `port`, with the driver's patience.
+async fn scan(port: u16, limit: Duration) -> Result<usize, String> {
+    let mut config = TransportConfig::tcp("127.0.0.1".parse().unwrap());
+    if let TransportConfig::Tcp { request_port, .. } = &mut config {
+        *request_port = port;
+    }
+    let client = GuestClient::new(&config)
+        .map_err(|e| e.to_string())?
+        .timeout(limit);
+    client
+        .scan(None)
+        .await
+        .map(|s| s.bss.len())
+        .map_err(|e| e.to_string())
+}
+
+fn count(log: &str, needle: &str) -> usize {
+    log.matches(needle).count()
+}
+
+/// Point 2: idle control clients past the descriptor limit. Guests, `ctl
+/// status` and metrics keep working; the daemon's descriptors stay below
+/// the limit; "Too many open files" is not logged in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_control_clients_cannot_exhaust_descriptors() {
+    const LIMIT: u64 = 256;
+    const CLIENTS: usize = 400;
+    let d = Daemon::start(1, "", Some(LIMIT));
+    let port = d.guest_port("vm0");
+    let fds_before = d.fds();
+    let rss_before = d.rss_kib();
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        match tokio::net::UnixStream::connect(&d.control).await {
+            Ok(s) => clients.push(s),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    // Give the daemon time to accept (or fail to accept) them all.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fds_flood = d.fds();
+    let rss_flood = d.rss_kib();
+    let started = Instant::now();
+    let scanned = scan(port, Duration::from_secs(5)).await;
+    let scan_ms = started.elapsed().as_millis();
+    let status = d.ctl(&["status", "--json"]);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let log = d.log();
+    println!(
+        "FIGURES control flood: {CLIENTS} idle clients, RLIMIT_NOFILE {LIMIT}: fds {fds_before} -> {fds_flood}, \
+         RSS {rss_before} -> {rss_flood} KiB, guest scan {scan_ms} ms, \
+         'Too many open files' logged {} times",
+        count(&log, "Too many open files")
+    );
+    assert!(scanned.is_ok(), "guest scan failed: {scanned:?}\n{log}");
+    assert!(
+        status.status.success(),
+        "ctl status failed: {}\n{log}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!((fds_flood as u64) < LIMIT - 32, "fds {fds_flood}");
+    assert!(count(&log, "Too many open files") <= 2, "{log}");
+    drop(clients);
+}
