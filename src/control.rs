@@ -36,6 +36,12 @@ const MAX_CONNECTIONS: usize = 64;
 /// take to read its answer, before it is closed.
 #[cfg(unix)]
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest answer a client reads. A `status` answer is under 2 KiB per
+/// guest and the daemon runs at most one guest per 2 descriptors
+/// ([`crate::daemon::fds`]), so this covers any fleet up to a descriptor
+/// limit of 256 Ki (the unit sets 64 Ki).
+#[cfg(unix)]
+const MAX_ANSWER: u64 = 256 * 1024 * 1024;
 /// Longest request line accepted.
 #[cfg(unix)]
 const MAX_LINE: usize = 64 * 1024;
@@ -523,7 +529,7 @@ mod unix {
                 .await
                 .map_err(|e| ControlError::Exchange(e.to_string()))?;
             let mut answer = String::new();
-            BufReader::new(read.take(MAX_LINE as u64 * 16))
+            BufReader::new(read.take(MAX_ANSWER))
                 .read_line(&mut answer)
                 .await
                 .map_err(|e| ControlError::Exchange(e.to_string()))?;

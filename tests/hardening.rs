@@ -238,3 +238,50 @@ async fn idle_control_clients_cannot_exhaust_descriptors() {
     assert!(count(&log, "Too many open files") <= 2, "{log}");
     drop(clients);
 }
+
+/// Point 7: a fleet the descriptor limit cannot hold is refused at once
+/// with exit 78 and the number needed, before any guest starts.
+#[test]
+fn a_fleet_past_the_descriptor_limit_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(dir.path(), 1100, "");
+    let started = Instant::now();
+    let out = spawn(dir.path(), &text, Some(1024))
+        .wait_with_output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!(
+        "FIGURES fd check: 1100 guests at RLIMIT_NOFILE 1024 refused in {} ms",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("need 2456 file descriptors"), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+}
+
+/// Point 7: `ctl status` works for a fleet whose status is past the old
+/// 1 MiB answer cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_works_for_a_large_fleet() {
+    const GUESTS: usize = 6000;
+    let started = Instant::now();
+    let d = Daemon::start(GUESTS, "", Some(20_000));
+    let start_ms = started.elapsed().as_millis();
+    let started = Instant::now();
+    let out = d.ctl(&["status", "--json"]);
+    let status_ms = started.elapsed().as_millis();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    println!(
+        "FIGURES large fleet: {GUESTS} guests started in {start_ms} ms, fds {}, RSS {} KiB, \
+         ctl status ({} bytes of JSON) {status_ms} ms",
+        d.fds(),
+        d.rss_kib(),
+        out.stdout.len()
+    );
+    assert_eq!(list.len(), GUESTS);
+}
