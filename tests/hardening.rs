@@ -22,7 +22,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// A running daemon, killed when dropped.
 struct Daemon {
     child: Child,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     control: PathBuf,
     log: Arc<Mutex<String>>,
 }
@@ -90,7 +90,7 @@ impl Daemon {
         let d = Daemon {
             child,
             control: dir.path().join("control.sock"),
-            dir,
+            _dir: dir,
             log,
         };
         d.wait_for_log("ready");
