@@ -285,3 +285,89 @@ async fn status_works_for_a_large_fleet() {
     );
     assert_eq!(list.len(), GUESTS);
 }
+
+/// Point 5: the CLI exits quietly when its reader goes away (`| head -1`,
+/// `| true`), never with a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_is_not_a_panic() {
+    let d = Daemon::start(1, "", None);
+    let port = d.guest_port("vm0").to_string();
+    let runs: [Vec<String>; 2] = [
+        vec![
+            "guest".into(),
+            "--tcp".into(),
+            "127.0.0.1".into(),
+            "--request-port".into(),
+            port,
+            "scan".into(),
+        ],
+        vec![
+            "ctl".into(),
+            "--control".into(),
+            d.control.display().to_string(),
+            "status".into(),
+        ],
+    ];
+    for args in runs {
+        // A pipe whose read end is closed before anything is written.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+    }
+}
+
+/// Point 5: the daemon survives its log reader going away
+/// (`serve ... 2>&1 | head -1`) and keeps serving guests and `ctl`.
+#[test]
+fn a_closed_log_pipe_does_not_kill_the_daemon() {
+    // The daemon's stderr is a pipe whose read end is already closed:
+    // every log line it writes fails with EPIPE.
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(dir.path(), 1, "");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    let control = dir.path().join("control.sock");
+    let deadline = Instant::now() + WAIT;
+    while !control.exists() {
+        assert!(Instant::now() < deadline, "the daemon never started");
+        assert!(child.try_wait().unwrap().is_none(), "the daemon died");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for _ in 0..3 {
+        let out = Command::new(BIN)
+            .arg("ctl")
+            .arg("--control")
+            .arg(&control)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the daemon died");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -40,11 +40,32 @@ fn init_logging(default: Option<&str>) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log line that cannot be written (the reader of stderr went
+        // away) is dropped: reporting that on stderr would panic, and a
+        // daemon must not die because its log reader did.
+        .log_internal_errors(false)
         .try_init();
+}
+
+/// The one-shot commands (`guest`, `ctl`) end quietly, as `cat` does, when
+/// the reader of their output goes away (`| head -1`): the default SIGPIPE
+/// action, which Rust's runtime replaces with an error that `println!`
+/// turns into a panic. `serve` keeps ignoring SIGPIPE: a closed log pipe or
+/// guest socket is an error to handle, never a reason to die.
+fn end_quietly_on_closed_output() {
+    #[cfg(unix)]
+    // SAFETY: sets a signal disposition to its default, before any thread
+    // of ours starts; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        end_quietly_on_closed_output();
+    }
     let level = match &cli.command {
         Command::Serve(args) => serve::config_log_level(args),
         _ => None,
