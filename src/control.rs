@@ -68,6 +68,21 @@ pub enum ControlCommand {
     Reload,
 }
 
+/// For logs: the command as `ctl` spells it.
+impl std::fmt::Display for ControlCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlCommand::HostConnect { ssid } => write!(f, "host-connect {ssid}"),
+            ControlCommand::HostDisconnect => f.write_str("host-disconnect"),
+            ControlCommand::Signal { percent } => write!(f, "signal {percent}"),
+            ControlCommand::ScanResults => f.write_str("scan-results"),
+            ControlCommand::ScanMode { mode } => write!(f, "scan-mode {}", mode.name()),
+            ControlCommand::Status => f.write_str("status"),
+            ControlCommand::Reload => f.write_str("reload"),
+        }
+    }
+}
+
 /// One request line.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ControlRequest {
@@ -193,7 +208,8 @@ mod unix {
     use std::os::unix::fs::PermissionsExt;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::{UnixListener, UnixStream};
-    use tokio::task::JoinHandle;
+    use tokio::task::JoinSet;
+    use tokio_util::sync::CancellationToken;
 
     use crate::accept_backoff::AcceptBackoff;
     use std::collections::VecDeque;
@@ -272,11 +288,13 @@ mod unix {
         }
     }
 
-    /// A listening control socket. Dropping it (or [`ControlServer::stop`])
-    /// stops serving and removes the socket file.
+    /// A bound control socket. [`ControlServer::serve`] answers on it until
+    /// shutdown; the socket file is removed then, or when the server is
+    /// dropped unserved.
     pub struct ControlServer {
         path: PathBuf,
-        task: Option<JoinHandle<()>>,
+        listener: UnixListener,
+        handler: Arc<dyn ControlHandler>,
     }
 
     impl ControlServer {
@@ -293,24 +311,54 @@ mod unix {
             remove_stale(path).await?;
             let listener = bind_private(path).map_err(bind_err)?;
             tracing::info!("control socket at {}", path.display());
-            let task = tokio::spawn(accept_loop(listener, handler));
             Ok(ControlServer {
                 path: path.to_path_buf(),
-                task: Some(task),
+                listener,
+                handler,
             })
         }
 
+        /// Where the socket is.
         pub fn path(&self) -> &Path {
             &self.path
         }
 
-        /// Stops serving and removes the socket file.
-        pub async fn stop(mut self) {
-            if let Some(task) = self.task.take() {
-                task.abort();
-                let _ = task.await;
+        /// Answers requests until `shutdown` is cancelled, then waits for
+        /// the requests being handled (a reload is not cut in half) and
+        /// removes the socket file.
+        pub async fn serve(self, shutdown: CancellationToken) {
+            let mut connections = JoinSet::new();
+            // The same connections, oldest first, for eviction.
+            let mut open: VecDeque<Connection> = VecDeque::new();
+            let mut backoff = AcceptBackoff::new("control socket");
+            let mut evicted = 0u64;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    accepted = self.listener.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            backoff.succeeded();
+                            open.retain(|c| !c.task.is_finished());
+                            if open.len() >= MAX_CONNECTIONS && !evict_idle(&mut open, &mut evicted) {
+                                connections.spawn(refuse_busy(stream));
+                                continue;
+                            }
+                            let busy = Arc::new(AtomicBool::new(false));
+                            let task = connections.spawn(serve_connection(
+                                stream,
+                                self.handler.clone(),
+                                shutdown.clone(),
+                                busy.clone(),
+                            ));
+                            open.push_back(Connection { task, busy });
+                        }
+                        Err(e) => backoff.failed(&e).await,
+                    },
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                }
             }
-            self.remove();
+            while connections.join_next().await.is_some() {}
+            // Drop runs next and removes the file.
         }
 
         fn remove(&self) {
@@ -324,10 +372,7 @@ mod unix {
 
     impl Drop for ControlServer {
         fn drop(&mut self) {
-            if let Some(task) = self.task.take() {
-                task.abort();
-                self.remove();
-            }
+            self.remove();
         }
     }
 
@@ -339,63 +384,31 @@ mod unix {
         busy: Arc<AtomicBool>,
     }
 
-    /// Accepts clients, at most [`MAX_CONNECTIONS`] at once: when full, the
-    /// oldest idle one is closed to make room, so `ctl` keeps working while
-    /// idle clients pile up; when every one is busy the new one is told so.
-    async fn accept_loop(listener: UnixListener, handler: Arc<dyn ControlHandler>) {
-        let mut connections: VecDeque<Connection> = VecDeque::new();
-        let mut backoff = AcceptBackoff::new("control socket");
-        let mut evicted = 0u64;
-        loop {
-            let mut stream = match listener.accept().await {
-                Ok((stream, _)) => {
-                    backoff.succeeded();
-                    stream
-                }
-                Err(e) => {
-                    backoff.failed(&e).await;
-                    continue;
-                }
-            };
-            connections.retain(|c| !c.task.is_finished());
-            if connections.len() >= MAX_CONNECTIONS {
-                match connections
-                    .iter()
-                    .position(|c| !c.busy.load(Ordering::Acquire))
-                {
-                    Some(i) => {
-                        if let Some(old) = connections.remove(i) {
-                            old.task.abort();
-                        }
-                        evicted += 1;
-                        if evicted.is_power_of_two() {
-                            tracing::warn!(
-                                evicted,
-                                "{MAX_CONNECTIONS} control connections open; closing the oldest idle one"
-                            );
-                        }
-                    }
-                    None => {
-                        tokio::spawn(async move {
-                            let _ = tokio::time::timeout(
-                                IDLE_TIMEOUT,
-                                stream.write_all(
-                                    b"{\"ok\":false,\"error\":\"too many control connections busy\"}\n",
-                                ),
-                            )
-                            .await;
-                        });
-                        continue;
-                    }
-                }
-            }
-            let busy = Arc::new(AtomicBool::new(false));
-            let task = tokio::spawn(serve(stream, handler.clone(), busy.clone()));
-            connections.push_back(Connection {
-                task: task.abort_handle(),
-                busy,
-            });
+    /// Closes the oldest idle connection; false when every one is busy.
+    fn evict_idle(open: &mut VecDeque<Connection>, evicted: &mut u64) -> bool {
+        let Some(i) = open.iter().position(|c| !c.busy.load(Ordering::Acquire)) else {
+            return false;
+        };
+        if let Some(old) = open.remove(i) {
+            old.task.abort();
         }
+        *evicted += 1;
+        if evicted.is_power_of_two() {
+            tracing::warn!(
+                evicted = *evicted,
+                "{MAX_CONNECTIONS} control connections open; closing the oldest idle one"
+            );
+        }
+        true
+    }
+
+    /// Tells a client past the cap, when every connection is busy, to retry.
+    async fn refuse_busy(mut stream: UnixStream) {
+        let _ = tokio::time::timeout(
+            IDLE_TIMEOUT,
+            stream.write_all(b"{\"ok\":false,\"error\":\"too many control connections busy\"}\n"),
+        )
+        .await;
     }
 
     /// What [`read_line_within`] found.
@@ -433,18 +446,27 @@ mod unix {
         }
     }
 
-    async fn serve(stream: UnixStream, handler: Arc<dyn ControlHandler>, busy: Arc<AtomicBool>) {
+    /// One client: requests in, answers out, until it leaves or shutdown
+    /// comes between two requests.
+    async fn serve_connection(
+        stream: UnixStream,
+        handler: Arc<dyn ControlHandler>,
+        shutdown: CancellationToken,
+        busy: Arc<AtomicBool>,
+    ) {
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read);
         let mut bytes = Vec::new();
         loop {
             bytes.clear();
             busy.store(false, Ordering::Release);
-            let read = tokio::time::timeout(
-                IDLE_TIMEOUT,
-                read_line_within(&mut lines, &mut bytes, MAX_LINE),
-            )
-            .await;
+            let read = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                read = tokio::time::timeout(
+                    IDLE_TIMEOUT,
+                    read_line_within(&mut lines, &mut bytes, MAX_LINE),
+                ) => read,
+            };
             busy.store(true, Ordering::Release);
             let Ok(read) = read else {
                 tracing::debug!("control connection idle for {IDLE_TIMEOUT:?}; closing it");
@@ -471,7 +493,12 @@ mod unix {
             }
             let response = match serde_json::from_str::<ControlRequest>(text) {
                 Ok(request) => {
-                    tracing::info!(command = ?request.command, guest = ?request.guest, "control request");
+                    match &request.guest {
+                        Some(guest) => {
+                            tracing::info!(command = %request.command, %guest, "control request")
+                        }
+                        None => tracing::info!(command = %request.command, "control request"),
+                    }
                     handler.handle(request).await
                 }
                 Err(e) => ControlResponse::error(format!("bad request: {e}")),
@@ -534,6 +561,28 @@ mod unix {
 
 #[cfg(unix)]
 pub use unix::{request, request_within, ControlServer};
+
+/// Control sockets are Unix sockets: elsewhere binding one says so.
+#[cfg(not(unix))]
+pub struct ControlServer {
+    never: std::convert::Infallible,
+}
+
+#[cfg(not(unix))]
+impl ControlServer {
+    /// Always [`ControlError::Unsupported`] on this platform.
+    pub async fn bind(
+        _path: &Path,
+        _handler: Arc<dyn ControlHandler>,
+    ) -> Result<ControlServer, ControlError> {
+        Err(ControlError::Unsupported)
+    }
+
+    /// Never called: no server can be bound here.
+    pub async fn serve(self, _shutdown: tokio_util::sync::CancellationToken) {
+        match self.never {}
+    }
+}
 
 /// Sends one request (unavailable on this platform).
 #[cfg(not(unix))]
@@ -625,6 +674,8 @@ mod tests {
         )
         .await
         .unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let served = tokio::spawn(server.serve(shutdown.clone()));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         // Nothing is left of the private directory it was bound in.
@@ -675,7 +726,8 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(wifi.scan_mode(), ScanMode::Async);
-        server.stop().await;
+        shutdown.cancel();
+        served.await.unwrap();
         assert!(!path.exists());
         assert!(matches!(
             request(&path, &ask(ControlCommand::ScanResults)).await,
@@ -719,6 +771,8 @@ mod tests {
         let server = ControlServer::bind(&path, Arc::new(HostEvents(None)))
             .await
             .unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let served = tokio::spawn(server.serve(shutdown.clone()));
         let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
         // One byte past the limit, no newline: the service must not wait
         // for (and buffer) more before refusing.
@@ -729,7 +783,8 @@ mod tests {
             .expect("the service kept reading past the line limit")
             .unwrap();
         assert_eq!(answer, "{\"ok\":false,\"error\":\"request too long\"}\n");
-        server.stop().await;
+        shutdown.cancel();
+        served.await.unwrap();
     }
 
     #[test]

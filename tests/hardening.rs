@@ -199,8 +199,8 @@ fn count(log: &str, needle: &str) -> usize {
 /// the limit; "Too many open files" is not logged in a loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_control_clients_cannot_exhaust_descriptors() {
-    const LIMIT: u64 = 256;
-    const CLIENTS: usize = 400;
+    const LIMIT: u64 = 384;
+    const CLIENTS: usize = 600;
     let d = Daemon::start(1, "", Some(LIMIT));
     let port = d.guest_port("vm0");
     let fds_before = d.fds();
