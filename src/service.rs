@@ -23,8 +23,11 @@
 //! as the driver expects. A request that cannot be read or decoded is
 //! answered INVALID and the service carries on. At most
 //! [`MAX_CONNECTIONS_IN_FLIGHT`] request connections are served at once;
-//! past that, new ones are closed at once (the guest reads that as INVALID)
-//! and a warning is logged at most once a second.
+//! past that, the oldest one still waiting for its request is closed to
+//! make room (a stalled writer must not lock the guest's own well-formed
+//! requests out until the read deadlines expire); only when every one is
+//! being answered is the new one closed at once (the guest reads that as
+//! INVALID). A warning is logged at most once a second.
 //!
 //! Notifications leave through one sender task: each is encoded first, then
 //! a connection is opened and the whole message written at once, with
@@ -48,7 +51,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Mutex};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::{timeout, Instant};
 
 use crate::accept_backoff::AcceptBackoff;
@@ -107,7 +110,8 @@ pub struct ServiceStats {
     /// newer one, or no room left).
     pub notifications_dropped: u64,
     /// Request connections closed unanswered because
-    /// [`MAX_CONNECTIONS_IN_FLIGHT`] were already being served.
+    /// [`MAX_CONNECTIONS_IN_FLIGHT`] were already open: the oldest one
+    /// still waiting for its request, or the new one when all were busy.
     pub refused_connections: u64,
 }
 
@@ -407,6 +411,10 @@ async fn accept_loop(
     let mut connections = JoinSet::new();
     let mut refusals = RefusalLog::default();
     let mut backoff = AcceptBackoff::new("guest request listener");
+    // The same connections, oldest first, each with whether its request
+    // has arrived: when full, the oldest one still waiting for its request
+    // (a stalled or slow writer) makes room for the new one.
+    let mut open: VecDeque<(AbortHandle, Arc<AtomicBool>)> = VecDeque::new();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -415,20 +423,39 @@ async fn accept_loop(
                     backoff.succeeded();
                     // Reap finished connections first, so only live ones count.
                     while connections.try_join_next().is_some() {}
+                    open.retain(|(task, _)| !task.is_finished());
                     if connections.len() >= MAX_CONNECTIONS_IN_FLIGHT {
                         Counters::bump(&counters.refused_connections);
-                        refusals.refused(&peer);
-                        drop(stream);
-                        continue;
+                        // Let connections that were just spawned read what
+                        // is already sent, so a request that arrived is not
+                        // taken for a stall.
+                        tokio::task::yield_now().await;
+                        let waiting = open
+                            .iter()
+                            .position(|(_, arrived)| !arrived.load(Ordering::Acquire));
+                        match waiting.and_then(|i| open.remove(i)) {
+                            Some((task, _)) => {
+                                task.abort();
+                                refusals.refused(&peer, "evicting the oldest one still waiting for its request");
+                            }
+                            None => {
+                                refusals.refused(&peer, "closing a new one unanswered");
+                                drop(stream);
+                                continue;
+                            }
+                        }
                     }
                     tracing::trace!(%peer, "guest request connection");
-                    connections.spawn(serve_connection(
+                    let arrived = Arc::new(AtomicBool::new(false));
+                    let task = connections.spawn(serve_connection(
                         stream,
                         handler.clone(),
                         layout,
                         guest_seen.clone(),
                         counters.clone(),
+                        arrived.clone(),
                     ));
+                    open.push_back((task, arrived));
                 }
                 Err(e) => backoff.failed(&e).await,
             },
@@ -451,7 +478,7 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn refused(&mut self, peer: &str) {
+    fn refused(&mut self, peer: &str, action: &str) {
         let now = Instant::now();
         if self
             .last
@@ -463,7 +490,7 @@ impl RefusalLog {
         tracing::warn!(
             %peer,
             suppressed = self.suppressed,
-            "{MAX_CONNECTIONS_IN_FLIGHT} guest connections already in flight; closing a new one unanswered"
+            "{MAX_CONNECTIONS_IN_FLIGHT} guest connections already in flight; {action}"
         );
         self.last = Some(now);
         self.suppressed = 0;
@@ -485,6 +512,7 @@ pub async fn serve_request_connection(
         layout,
         Arc::new(AtomicBool::new(false)),
         Arc::new(Counters::default()),
+        Arc::new(AtomicBool::new(false)),
     )
     .await;
 }
@@ -496,12 +524,15 @@ async fn serve_connection(
     layout: ScanLayout,
     guest_seen: Arc<AtomicBool>,
     counters: Arc<Counters>,
+    request_arrived: Arc<AtomicBool>,
 ) {
     let read = timeout(
         REQUEST_READ_TIMEOUT,
         read_message(&mut stream, Header::decode_request),
     )
     .await;
+    // From here on the connection is being answered, never evicted.
+    request_arrived.store(true, Ordering::Release);
     let arrived = Instant::now();
     let mut operation = None;
     // Held until the reply is written: the notification sender waits for
