@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use proxy_wifi::handler::{self, HandlerClient, HandlerSettings};
+use proxy_wifi::handler::{HandlerClient, HandlerSettings};
 use proxy_wifi::observer::ObserverQueue;
 use proxy_wifi::protocol::{
     akm, cipher, ConnectRequest, DisconnectRequest, Key, Message, Request, ScanRequest, Ssid,
 };
+use proxy_wifi::test_utils::spawn_handler;
 use proxy_wifi::wifi::simulated::{SimulatedNetwork, SimulatedWifi};
 use proxy_wifi::wifi::Security;
 use tokio::runtime::Runtime;
@@ -62,7 +63,7 @@ fn start(rt: &Runtime, wifi: Arc<SimulatedWifi>) -> Running {
     rt.block_on(async {
         let (tx, rx) = mpsc::channel(64);
         let (observer, _) = ObserverQueue::start(None);
-        let handle = handler::spawn(wifi, None, observer, tx, settings());
+        let handle = spawn_handler(wifi, None, observer, tx, settings());
         handle.client.sync().await;
         Running {
             client: handle.client,

@@ -16,6 +16,8 @@
 //! what that means per command. New commands are new [`ControlCommand`]
 //! variants.
 
+#![warn(missing_docs)]
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,15 +53,24 @@ const MAX_LINE: usize = 64 * 1024;
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum ControlCommand {
     /// The simulated host connects to a network.
-    HostConnect { ssid: String },
+    HostConnect {
+        /// The network's SSID.
+        ssid: String,
+    },
     /// The simulated host disconnects.
     HostDisconnect,
     /// The link quality of the simulated host's connection changes.
-    Signal { percent: u8 },
+    Signal {
+        /// Link quality, 0 to 100.
+        percent: u8,
+    },
     /// A host scan nobody waited for delivers results.
     ScanResults,
     /// Scans answer synchronously or asynchronously.
-    ScanMode { mode: ScanMode },
+    ScanMode {
+        /// The mode from now on.
+        mode: ScanMode,
+    },
     /// Per-guest status (daemon): the answer's `data` is a list of
     /// [`GuestStatus`](crate::daemon::GuestStatus).
     Status,
@@ -89,6 +100,7 @@ pub struct ControlRequest {
     /// Which guest's service to act on; `None` for a single-guest service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<String>,
+    /// What to do.
     #[serde(flatten)]
     pub command: ControlCommand,
 }
@@ -96,7 +108,9 @@ pub struct ControlRequest {
 /// One response line.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ControlResponse {
+    /// Whether the command was carried out.
     pub ok: bool,
+    /// Why not, when it was not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// What the command answers (status, reload summary).
@@ -105,6 +119,7 @@ pub struct ControlResponse {
 }
 
 impl ControlResponse {
+    /// Done, nothing to say.
     pub fn ok() -> ControlResponse {
         ControlResponse {
             ok: true,
@@ -112,6 +127,7 @@ impl ControlResponse {
             data: None,
         }
     }
+    /// Done, with an answer.
     pub fn ok_with(data: serde_json::Value) -> ControlResponse {
         ControlResponse {
             ok: true,
@@ -119,6 +135,7 @@ impl ControlResponse {
             data: Some(data),
         }
     }
+    /// Not done, and why.
     pub fn error(message: impl Into<String>) -> ControlResponse {
         ControlResponse {
             ok: false,
@@ -131,6 +148,7 @@ impl ControlResponse {
 /// Carries out control requests.
 #[async_trait]
 pub trait ControlHandler: Send + Sync + 'static {
+    /// Carries out one request.
     async fn handle(&self, request: ControlRequest) -> ControlResponse;
 }
 
@@ -180,24 +198,34 @@ pub fn apply_host_event(
 /// Why the control socket could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// A live service answers on the socket already.
     #[error("another service is already using the control socket {0}")]
     InUse(PathBuf),
+    /// Something that is not a socket is at the path; it is left alone.
     #[error("{0} exists and is not a socket; refusing to replace it (choose another control socket path)")]
     NotASocket(PathBuf),
+    /// The socket could not be created.
     #[error("cannot set up the control socket {path}: {source}")]
     Bind {
+        /// The socket's path.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: io::Error,
     },
+    /// A client could not reach the service.
     #[error("cannot reach the service at {path}: {source}")]
     Connect {
+        /// The socket's path.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: io::Error,
     },
+    /// The exchange failed after connecting (what went wrong).
     #[error("the service did not answer: {0}")]
     Exchange(String),
+    /// Control sockets are Unix sockets.
     #[error("control sockets are not available on this platform")]
     Unsupported,
 }

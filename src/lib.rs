@@ -21,3 +21,5 @@ pub mod handler;
 pub mod metrics;
 pub mod observer;
 pub mod service;
+#[doc(hidden)]
+pub mod test_utils;

@@ -6,6 +6,8 @@
 //! request size and time): a full HTTP stack would be most of the daemon's
 //! dependency tree for one page.
 
+#![warn(missing_docs)]
+
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
@@ -71,6 +73,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric at zero.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("proxy_wifi");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -129,6 +132,7 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// One notification delivered to `guest`.
     pub fn notification_sent(&self, guest: &str) {
         self.notifications_sent
             .get_or_create(&GuestLabels {
@@ -137,6 +141,7 @@ impl Metrics {
             .inc();
     }
 
+    /// One notification for `guest` dropped, and why.
     pub fn notification_dropped(&self, guest: &str, reason: &str) {
         self.notifications_dropped
             .get_or_create(&DropLabels {
@@ -146,6 +151,7 @@ impl Metrics {
             .inc();
     }
 
+    /// How many guests are configured.
     pub fn set_guests(&self, n: usize) {
         self.guests.set(n as i64);
     }
@@ -163,7 +169,9 @@ impl Metrics {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot serve metrics on {address}: {source}")]
 pub struct MetricsError {
+    /// The address asked for.
     pub address: SocketAddr,
+    /// What the system said.
     #[source]
     pub source: std::io::Error,
 }

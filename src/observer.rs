@@ -9,6 +9,8 @@
 //! back into the service from its methods, and an observer that panics is
 //! logged and contained: a panicking authorization counts as a denial.
 
+#![warn(missing_docs)]
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -33,7 +35,9 @@ pub enum ConnectionKind {
 /// The observer's answer to a guest connection request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Authorization {
+    /// The connect goes ahead.
     Approve,
+    /// The guest is answered with a failure.
     Deny,
 }
 
@@ -41,7 +45,9 @@ pub enum Authorization {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConnectOutcome {
+    /// The guest is connected.
     Succeeded,
+    /// No interface could connect, or the request could not be honoured.
     Failed,
     /// The observer denied it.
     Denied,
@@ -50,7 +56,9 @@ pub enum ConnectOutcome {
 /// A host interface connected to a network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostConnection {
+    /// The interface that connected.
     pub interface: InterfaceId,
+    /// The network's SSID.
     pub ssid: Ssid,
     /// The authentication as the guest sees it: algorithms the guest cannot
     /// use read as WPA2-PSK.
@@ -60,12 +68,15 @@ pub struct HostConnection {
 /// The end of a guest connection request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestConnectCompletion {
+    /// Mirrored or guest-directed.
     pub kind: ConnectionKind,
+    /// How it ended.
     pub outcome: ConnectOutcome,
     /// The 802.11 status code the guest was answered with (0 on success).
     pub status: u16,
     /// The interface holding the connection, when it succeeded.
     pub interface: Option<InterfaceId>,
+    /// The network the guest asked for.
     pub ssid: Ssid,
     /// The authentication as the guest sees it.
     pub auth: AuthAlgorithm,
@@ -74,8 +85,11 @@ pub struct GuestConnectCompletion {
 /// A guest disconnection (request or completion).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestDisconnect {
+    /// Mirrored or guest-directed.
     pub kind: ConnectionKind,
+    /// The interface that held the connection.
     pub interface: InterfaceId,
+    /// The network the guest leaves.
     pub ssid: Ssid,
 }
 
@@ -116,12 +130,19 @@ pub trait Observer: Send + Sync + 'static {
 /// An observer call, as queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ObserverEvent {
+    /// [`Observer::host_connected`].
     HostConnected(HostConnection),
+    /// [`Observer::host_disconnected`].
     HostDisconnected(InterfaceId),
+    /// [`Observer::guest_connect_completed`].
     GuestConnectCompleted(GuestConnectCompletion),
+    /// [`Observer::guest_disconnect_requested`].
     GuestDisconnectRequested(GuestDisconnect),
+    /// [`Observer::guest_disconnect_completed`].
     GuestDisconnectCompleted(GuestDisconnect),
+    /// [`Observer::guest_scan_requested`].
     GuestScanRequested,
+    /// [`Observer::guest_scan_completed`].
     GuestScanCompleted,
 }
 

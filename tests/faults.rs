@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use proptest::prelude::*;
-use proxy_wifi::handler::{self, HandlerSettings};
+use proxy_wifi::handler::HandlerSettings;
 use proxy_wifi::observer::{
     Authorization, ConnectionKind, GuestConnectCompletion, GuestDisconnect, HostConnection,
     Observer, ObserverQueue,
@@ -35,10 +35,8 @@ use proxy_wifi::protocol::{
     ConnectRequest, ConnectResponse, DisconnectRequest, Key, MacAddr, Message, Request, ScanLayout,
     ScanRequest, ScanResponse, Ssid,
 };
-use proxy_wifi::service::{
-    serve_request_connection, Service, ServiceStats, MAX_CONNECTIONS_IN_FLIGHT,
-    REQUEST_READ_TIMEOUT,
-};
+use proxy_wifi::service::{Service, ServiceStats, MAX_CONNECTIONS_IN_FLIGHT, REQUEST_READ_TIMEOUT};
+use proxy_wifi::test_utils::{serve_request_connection, spawn_handler};
 use proxy_wifi::transport::TransportConfig;
 use proxy_wifi::wifi::simulated::SimulatedWifi;
 use proxy_wifi::wifi::{
@@ -666,7 +664,7 @@ async fn a_backend_that_never_returns_is_bounded() {
     }));
     let (notify, _notes) = tokio::sync::mpsc::channel(8);
     let started = Instant::now();
-    let handle = handler::spawn(
+    let handle = spawn_handler(
         hub,
         None,
         ObserverQueue::default(),

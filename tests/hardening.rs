@@ -147,14 +147,6 @@ impl Daemon {
             .unwrap()
     }
 
-    fn metrics_addr(&self) -> std::net::SocketAddr {
-        let needle = "metrics on http://";
-        self.wait_for_log(needle);
-        let log = self.log();
-        let rest = &log[log.find(needle).unwrap() + needle.len()..];
-        rest.split('/').next().unwrap().parse().unwrap()
-    }
-
     fn ctl(&self, args: &[&str]) -> std::process::Output {
         Command::new(BIN)
             .arg("ctl")

@@ -32,7 +32,7 @@ use proxy_wifi::protocol::{
     akm, cipher, ConnectRequest, DisconnectRequest, Header, Key, MacAddr, Message, Operation,
     Request, ScanLayout, ScanRequest, Ssid, HEADER_LEN,
 };
-use proxy_wifi::service::serve_request_connection;
+use proxy_wifi::test_utils::{serve_request_connection, spawn_handler};
 use proxy_wifi::wifi::fake_networks;
 use proxy_wifi::wifi::simulated::{ScanMode, SimulatedWifi};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -151,7 +151,7 @@ async fn drive(data: &[u8]) -> Summary {
         vec![(ssid("FakeNet"), MacAddr([2, 0, 0, 0, 0, 9]))]
     }));
     let (notify_tx, mut notify_rx) = tokio::sync::mpsc::channel::<Message>(64);
-    let handle = handler::spawn(
+    let handle = spawn_handler(
         wifi.clone(),
         Some(fake),
         ObserverQueue::default(),

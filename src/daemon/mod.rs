@@ -279,7 +279,8 @@ impl Daemon {
         let mut builder = Service::builder(g.transport.clone(), self.host.clone())
             .settings(settings)
             .observer(Arc::new(observer))
-            .metrics(self.metrics.clone(), g.name.clone());
+            .name(g.name.clone())
+            .metrics(self.metrics.clone());
         if !g.fake_networks.is_empty() {
             let list = g.fake_networks.clone();
             builder = builder.fake_networks(move || list.clone());

@@ -15,6 +15,8 @@
 //! The scan minimum latency is applied here, before the reply leaves, for
 //! that reason.
 
+#![warn(missing_docs)]
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use futures::future::join_all;
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
+use tracing::Instrument;
 
 use crate::observer::{
     Authorization, ConnectOutcome, ConnectionKind, GuestConnectCompletion, GuestDisconnect,
@@ -104,7 +107,7 @@ enum Input {
 
 /// How long a notification waits for replies still being written (the
 /// service bounds a reply write at 5 s).
-pub const REPLY_WRITE_WAIT: Duration = Duration::from_secs(6);
+pub(crate) const REPLY_WRITE_WAIT: Duration = Duration::from_secs(6);
 
 /// Counts replies handed over by the handler and not yet written. Replies
 /// and notifications travel on different connections: the notification
@@ -112,14 +115,14 @@ pub const REPLY_WRITE_WAIT: Duration = Duration::from_secs(6);
 /// reply can never reach the guest first. The request path itself never
 /// waits on it.
 #[derive(Default)]
-pub struct ReplyGate {
+pub(crate) struct ReplyGate {
     in_flight: AtomicUsize,
     cleared: Notify,
 }
 
 impl ReplyGate {
     /// Waits until no reply is being written, or `limit` passed.
-    pub async fn wait_clear(&self, limit: Duration) {
+    pub(crate) async fn wait_clear(&self, limit: Duration) {
         let _ = timeout(limit, async {
             loop {
                 let cleared = self.cleared.notified();
@@ -141,7 +144,7 @@ impl ReplyGate {
 }
 
 /// Held while a reply is written; dropping it clears it from the gate.
-pub struct ReplyWritten(Option<Arc<ReplyGate>>);
+pub(crate) struct ReplyWritten(Option<Arc<ReplyGate>>);
 
 impl Drop for ReplyWritten {
     fn drop(&mut self) {
@@ -172,7 +175,7 @@ impl HandlerClient {
     /// it once the reply is written, and the notification sender waits on
     /// the gate, so no notification reaches the guest before a reply that
     /// was handed over earlier.
-    pub async fn request_until_written(
+    pub(crate) async fn request_until_written(
         &self,
         request: Request,
         arrived: Instant,
@@ -214,19 +217,22 @@ pub struct HandlerStatus {
 /// The network the guest is connected to, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestLink {
+    /// The network's SSID.
     pub ssid: Ssid,
+    /// Mirrored or guest-directed.
     pub kind: ConnectionKind,
+    /// The interface holding the connection.
     pub interface: InterfaceId,
 }
 
 /// A running handler: its client, its task and its status.
-pub struct HandlerHandle {
-    pub client: HandlerClient,
+pub(crate) struct HandlerHandle {
+    pub(crate) client: HandlerClient,
     /// Replies not yet written; the notification sender waits on it.
-    pub reply_gate: Arc<ReplyGate>,
-    pub task: JoinHandle<()>,
+    pub(crate) reply_gate: Arc<ReplyGate>,
+    pub(crate) task: JoinHandle<()>,
     /// Read-only view of the guest's connection (never waits for the task).
-    pub status: watch::Receiver<HandlerStatus>,
+    pub(crate) status: watch::Receiver<HandlerStatus>,
 }
 
 /// Spawns the handler for one guest.
@@ -235,7 +241,7 @@ pub struct HandlerHandle {
 /// networks (first in every scan), `notifications` receives guest
 /// notifications (a full channel drops them with a warning: the guest path
 /// never waits for the notification sender).
-pub fn spawn(
+pub(crate) fn spawn(
     host: Arc<dyn HostWifi>,
     fake: Option<Arc<dyn WifiInterface>>,
     observer: ObserverQueue,
@@ -262,7 +268,7 @@ pub fn spawn(
         observer,
         notifications,
     };
-    let task = tokio::spawn(state.run(rx, events));
+    let task = tokio::spawn(state.run(rx, events).in_current_span());
     HandlerHandle {
         client: HandlerClient { tx },
         reply_gate,

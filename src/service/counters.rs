@@ -1,0 +1,91 @@
+//! What a service counts: for `status`, tests and, under a daemon,
+//! Prometheus.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+use crate::protocol::{Message, Operation};
+
+/// Counters, for status output and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// Guest requests received (including ones answered INVALID).
+    pub requests: u64,
+    /// Requests answered INVALID because they could not be read or decoded.
+    pub invalid_requests: u64,
+    /// Notifications delivered.
+    pub notifications_sent: u64,
+    /// Dropped: before the first request, the guest could not be reached,
+    /// or the queue was backed up (an older signal update replaced by a
+    /// newer one, or no room left).
+    pub notifications_dropped: u64,
+    /// Request connections closed unanswered because
+    /// [`MAX_CONNECTIONS_IN_FLIGHT`] were already open: the oldest one
+    /// still waiting for its request, or the new one when all were busy.
+    pub refused_connections: u64,
+}
+
+/// The live counters of one service, shared by its tasks.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) requests: AtomicU64,
+    pub(super) invalid_requests: AtomicU64,
+    pub(super) notifications_sent: AtomicU64,
+    pub(super) notifications_dropped: AtomicU64,
+    pub(super) refused_connections: AtomicU64,
+    /// Prometheus metrics and this guest's name in them, when a daemon runs
+    /// the service.
+    metrics: Option<(Arc<Metrics>, String)>,
+}
+
+impl Counters {
+    pub(super) fn new(metrics: Option<(Arc<Metrics>, String)>) -> Counters {
+        Counters {
+            metrics,
+            ..Counters::default()
+        }
+    }
+
+    pub(super) fn stats(&self) -> ServiceStats {
+        ServiceStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            invalid_requests: self.invalid_requests.load(Ordering::Relaxed),
+            notifications_sent: self.notifications_sent.load(Ordering::Relaxed),
+            notifications_dropped: self.notifications_dropped.load(Ordering::Relaxed),
+            refused_connections: self.refused_connections.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(super) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn answered(&self, operation: Option<Operation>, reply: &Message, arrived: Instant) {
+        if let Some((metrics, guest)) = &self.metrics {
+            let result = match reply {
+                Message::Invalid => "invalid",
+                Message::ConnectResponse(r) if r.result_code != 0 => "failed",
+                _ => "ok",
+            };
+            let operation = operation.map_or("unreadable", Operation::name);
+            metrics.request(guest, operation, result, arrived.elapsed());
+        }
+    }
+
+    pub(super) fn notification_sent(&self) {
+        Counters::bump(&self.notifications_sent);
+        if let Some((metrics, guest)) = &self.metrics {
+            metrics.notification_sent(guest);
+        }
+    }
+
+    pub(super) fn notification_dropped(&self, reason: &str) {
+        Counters::bump(&self.notifications_dropped);
+        if let Some((metrics, guest)) = &self.metrics {
+            metrics.notification_dropped(guest, reason);
+        }
+    }
+}

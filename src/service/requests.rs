@@ -1,0 +1,319 @@
+//! The request path: accept guest connections, read one request each
+//! under a deadline, hand it to the handler, write the reply, close.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::{timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use std::collections::VecDeque;
+
+use super::counters::Counters;
+use super::STOP_GRACE;
+use crate::accept_backoff::AcceptBackoff;
+use crate::handler::HandlerClient;
+use crate::protocol::{Header, Message, Request, ScanLayout};
+use crate::transport::framing::{read_message, write_message, FrameError};
+use crate::transport::{BoxStream, RequestListener};
+
+/// How long a guest connection may take to deliver its request.
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long writing a reply may take.
+pub const REPLY_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Guest request connections served at once. A driver never has more than
+/// one request outstanding; past this, the oldest connection still waiting
+/// for its request is evicted (or, when all are being answered, the new one
+/// is closed at once).
+pub const MAX_CONNECTIONS_IN_FLIGHT: usize = 32;
+/// At most one "too many connections" warning per interval.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Encodes a message, falling back to INVALID if it cannot be encoded (the
+/// handler only builds encodable messages; this is the last guard).
+pub fn encode_or_invalid(message: &Message, layout: ScanLayout) -> Vec<u8> {
+    match message.encode(layout) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::error!(operation = %message.operation(), "cannot encode a reply ({e}); answering INVALID");
+            crate::protocol::Header::new(crate::protocol::Operation::Invalid, 0)
+                .encode()
+                .to_vec()
+        }
+    }
+}
+
+/// Accepts guest connections until `shutdown`, then lets the ones in flight
+/// finish for up to [`STOP_GRACE`] and severs the rest (dropping the set
+/// aborts them). The listener is dropped first, so a hybrid socket file
+/// disappears at once.
+pub(super) async fn accept_loop(
+    listener: Box<dyn RequestListener>,
+    handler: HandlerClient,
+    layout: ScanLayout,
+    guest_seen: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    shutdown: CancellationToken,
+) {
+    let mut connections = JoinSet::new();
+    let mut refusals = RefusalLog::default();
+    let mut backoff = AcceptBackoff::new("guest request listener");
+    // The same connections, oldest first, each with whether its request
+    // has arrived: when full, the oldest one still waiting for its request
+    // (a stalled or slow writer) makes room for the new one.
+    let mut open: VecDeque<(AbortHandle, Arc<AtomicBool>)> = VecDeque::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    backoff.succeeded();
+                    // Reap finished connections first, so only live ones count.
+                    while connections.try_join_next().is_some() {}
+                    open.retain(|(task, _)| !task.is_finished());
+                    if connections.len() >= MAX_CONNECTIONS_IN_FLIGHT {
+                        Counters::bump(&counters.refused_connections);
+                        // Let connections that were just spawned read what
+                        // is already sent, so a request that arrived is not
+                        // taken for a stall.
+                        tokio::task::yield_now().await;
+                        let waiting = open
+                            .iter()
+                            .position(|(_, arrived)| !arrived.load(Ordering::Acquire));
+                        match waiting.and_then(|i| open.remove(i)) {
+                            Some((task, _)) => {
+                                task.abort();
+                                refusals.refused(&peer, "evicting the oldest one still waiting for its request");
+                            }
+                            None => {
+                                refusals.refused(&peer, "closing a new one unanswered");
+                                drop(stream);
+                                continue;
+                            }
+                        }
+                    }
+                    tracing::trace!(%peer, "guest request connection");
+                    let arrived = Arc::new(AtomicBool::new(false));
+                    let task = connections.spawn(
+                        serve_connection(
+                            stream,
+                            handler.clone(),
+                            layout,
+                            guest_seen.clone(),
+                            counters.clone(),
+                            arrived.clone(),
+                        )
+                        .in_current_span(),
+                    );
+                    open.push_back((task, arrived));
+                }
+                Err(e) => backoff.failed(&e).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    // Stop accepting before draining, so a hybrid socket file disappears now.
+    drop(listener);
+    if !connections.is_empty() {
+        tracing::info!("finishing {} in-flight request(s)", connections.len());
+    }
+    let drained = timeout(STOP_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "{} request(s) still in flight after {STOP_GRACE:?}; closing them",
+            connections.len()
+        );
+    }
+}
+
+/// Logs refused connections, at most once per [`REFUSAL_LOG_INTERVAL`].
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, peer: &str, action: &str) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < REFUSAL_LOG_INTERVAL)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            suppressed = self.suppressed,
+            "{MAX_CONNECTIONS_IN_FLIGHT} guest connections already in flight; {action}"
+        );
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+/// Serves one guest request connection exactly as a running service does
+/// (one request read under [`REQUEST_READ_TIMEOUT`], one reply, close), for
+/// a handler the caller spawned. Fuzz targets and property tests drive the
+/// request path through it over in-memory streams.
+pub async fn serve_request_connection(
+    stream: BoxStream,
+    handler: HandlerClient,
+    layout: ScanLayout,
+) {
+    serve_connection(
+        stream,
+        handler,
+        layout,
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Counters::new(None)),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await;
+}
+
+/// One request connection: read one message, answer it, close.
+async fn serve_connection(
+    mut stream: BoxStream,
+    handler: HandlerClient,
+    layout: ScanLayout,
+    guest_seen: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    request_arrived: Arc<AtomicBool>,
+) {
+    let read = timeout(
+        REQUEST_READ_TIMEOUT,
+        read_message(&mut stream, Header::decode_request),
+    )
+    .await;
+    // From here on the connection is being answered, never evicted.
+    request_arrived.store(true, Ordering::Release);
+    let arrived = Instant::now();
+    let mut operation = None;
+    // Held until the reply is written: the notification sender waits for
+    // it, so no notification can overtake this reply.
+    let mut written_guard = None;
+    let reply = match read {
+        Ok(Ok((header, body))) => {
+            Counters::bump(&counters.requests);
+            guest_seen.store(true, Ordering::SeqCst);
+            operation = Some(header.operation);
+            match Request::decode_body(header.operation, &body) {
+                Ok(request) => {
+                    tracing::debug!(operation = %header.operation, "guest request");
+                    let (reply, guard) = handler.request_until_written(request, arrived).await;
+                    written_guard = Some(guard);
+                    reply
+                }
+                Err(e) => {
+                    Counters::bump(&counters.invalid_requests);
+                    tracing::warn!(operation = %header.operation, "undecodable request ({e}); answering INVALID");
+                    Message::Invalid
+                }
+            }
+        }
+        Ok(Err(FrameError::Closed)) => {
+            tracing::debug!("a guest connection closed without a request");
+            return;
+        }
+        Ok(Err(e)) => {
+            Counters::bump(&counters.requests);
+            Counters::bump(&counters.invalid_requests);
+            guest_seen.store(true, Ordering::SeqCst);
+            tracing::warn!("unreadable request ({e}); answering INVALID");
+            Message::Invalid
+        }
+        Err(_) => {
+            Counters::bump(&counters.invalid_requests);
+            tracing::warn!(
+                "no complete request within {REQUEST_READ_TIMEOUT:?}; answering INVALID"
+            );
+            Message::Invalid
+        }
+    };
+    let bytes = encode_or_invalid(&reply, layout);
+    let written = timeout(REPLY_WRITE_TIMEOUT, write_message(&mut stream, &bytes)).await;
+    counters.answered(operation, &reply, arrived);
+    match written {
+        Ok(Ok(())) => {
+            tracing::debug!(operation = %reply.operation(), bytes = bytes.len(), "reply sent");
+            let _ = stream.shutdown().await;
+        }
+        Ok(Err(e)) => tracing::warn!("cannot write the reply: {e}"),
+        Err(_) => tracing::warn!("writing the reply timed out"),
+    }
+    drop(written_guard);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::sync::mpsc;
+
+    use crate::handler::{self, HandlerSettings};
+    use crate::observer::ObserverQueue;
+    use crate::protocol::MacAddr;
+    use crate::wifi::simulated::SimulatedWifi;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_header_announcing_4_gib_is_refused_before_any_wait() {
+        let wifi = SimulatedWifi::reference();
+        let (notify, _rx) = mpsc::channel(4);
+        let handler = handler::spawn(
+            wifi,
+            None,
+            ObserverQueue::default(),
+            notify,
+            HandlerSettings::default(),
+        );
+        let (mut guest, host) = tokio::io::duplex(64);
+        let started = Instant::now();
+        let served = tokio::spawn(serve_request_connection(
+            Box::new(host),
+            handler.client.clone(),
+            ScanLayout::Current,
+        ));
+        // CONNECT_REQUEST, size u32::MAX; the connection stays open.
+        guest
+            .write_all(&[3, 0xff, 0xff, 0xff, 0xff, 1, 0])
+            .await
+            .unwrap();
+        let mut reply = [0u8; crate::protocol::HEADER_LEN];
+        guest.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply, [0, 0, 0, 0, 0, 1, 0]);
+        // Virtual time: had it waited for a body, the read deadline would
+        // have passed.
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        served.await.unwrap();
+        handler.task.abort();
+    }
+
+    #[test]
+    fn unencodable_messages_become_invalid() {
+        use crate::protocol::{ScanBss, ScanResponse};
+        let bad = Message::ScanResponse(ScanResponse {
+            scan_complete: true,
+            bss: vec![ScanBss {
+                bssid: MacAddr([1; 6]),
+                capabilities: 1,
+                rssi_dbm: -50,
+                beacon_interval: 100,
+                freq_khz: 1,
+                ies: vec![0, 1, b'x'],
+            }],
+        });
+        assert_eq!(
+            encode_or_invalid(&bad, ScanLayout::Current),
+            vec![0, 0, 0, 0, 0, 1, 0]
+        );
+    }
+}
