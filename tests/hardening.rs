@@ -410,3 +410,19 @@ async fn a_well_formed_request_is_answered_during_a_slowloris_flood() {
     );
     assert_eq!(answered, 5, "{}", d.log());
 }
+
+/// Point 14: a RUST_LOG that would silence every log line (a bare word is
+/// a target name to the filter parser) is said on stderr and not applied.
+#[test]
+fn an_invalid_rust_log_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["ctl", "--control"])
+        .arg(dir.path().join("nobody.sock"))
+        .arg("status")
+        .env("RUST_LOG", "aaa")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ignoring RUST_LOG"), "{stderr}");
+}

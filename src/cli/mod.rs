@@ -34,8 +34,22 @@ enum Command {
 /// Logs go to stderr, level from RUST_LOG, else `default` (the daemon
 /// configuration's `log_level`), else info.
 fn init_logging(default: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default.unwrap_or("info")));
+    let fallback = default.unwrap_or("info");
+    // An invalid RUST_LOG (or one that would silence everything, like a
+    // bare word) is said on stderr, never silently applied.
+    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let chosen = match from_env {
+        Some(text) => match proxy_wifi::daemon::config::check_log_filter(&text) {
+            Ok(()) => text,
+            Err(e) => {
+                eprintln!("proxy-wifi: ignoring RUST_LOG: {e}; logging at {fallback}");
+                fallback.to_string()
+            }
+        },
+        None => fallback.to_string(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&chosen)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

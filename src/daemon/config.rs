@@ -84,7 +84,7 @@ pub struct GuestTable {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     backend: Option<BackendKind>,
-    log_level: Option<String>,
+    log_level: Option<Spanned<String>>,
     control_socket: Option<PathBuf>,
     metrics: Option<Spanned<SocketAddr>>,
     #[serde(default)]
@@ -154,6 +154,35 @@ impl Checker<'_> {
     }
 }
 
+/// Checks a log filter (`log_level`, RUST_LOG): comma-separated
+/// directives, each a level (`info`) or `target=level`. The filter parser
+/// takes a bare word such as `aaa` for a target name and silences
+/// everything else; here that is an error.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level.trim())) {
+            return Err(format!(
+                "'{}' is not a level or target=level (levels: {})",
+                bounded(directive),
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// At most 64 characters of a value for a message, marked when cut.
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
 impl DaemonConfig {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<DaemonConfig, ConfigError> {
@@ -176,14 +205,8 @@ impl DaemonConfig {
         let backend = raw.backend.unwrap_or_else(BackendKind::platform_default);
 
         if let Some(level) = &raw.log_level {
-            if tracing_subscriber::EnvFilter::try_new(level).is_err() {
-                return Err(ConfigError {
-                    file: file.to_string(),
-                    line: None,
-                    column: None,
-                    message: format!("log_level: '{level}' is not a log filter"),
-                });
-            }
+            check_log_filter(level.get_ref())
+                .map_err(|e| c.at(level.span(), format!("log_level: {e}")))?;
         }
 
         let mut simulated_networks = Vec::new();
@@ -325,7 +348,7 @@ impl DaemonConfig {
 
         Ok(DaemonConfig {
             backend,
-            log_level: raw.log_level,
+            log_level: raw.log_level.map(Spanned::into_inner),
             control_socket: raw.control_socket,
             metrics: raw.metrics.map(|m| m.into_inner()),
             simulated_networks,
@@ -551,6 +574,20 @@ hybrid_vsock = "/run/fc/vm2.vsock"
 
         let e = parse("log_level = \"[[[\"\n").unwrap_err();
         assert!(e.message.contains("log_level"), "{e}");
+        // A bare word is a target name to the filter parser: everything
+        // else would be silenced. It is refused instead.
+        for bad in ["aaa", "info,aaa", "proxy_wifi=loud"] {
+            let e = parse(&format!("log_level = \"{bad}\"\n")).unwrap_err();
+            assert!(e.message.contains("log_level"), "{bad}: {e}");
+        }
+        for good in [
+            "debug",
+            "info,zbus=warn",
+            "proxy_wifi::handler=trace,warn",
+            "OFF",
+        ] {
+            assert!(check_log_filter(good).is_ok(), "{good}");
+        }
     }
 
     #[test]
