@@ -175,6 +175,9 @@ pub fn check_log_filter(filter: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// The longest path a Unix socket address holds (108 bytes with the NUL).
+const MAX_UNIX_SOCKET_PATH: usize = 107;
+
 /// At most 64 characters of a value for a message, marked when cut.
 fn bounded(text: &str) -> String {
     match text.char_indices().nth(64) {
@@ -435,6 +438,19 @@ fn guest_transport(
         });
     }
     if let Some(path) = &g.hybrid_vsock {
+        // The request listener is bound at `<path>_<request_port>`; a Unix
+        // socket address holds at most 107 bytes of path. Found here, with
+        // the rest of the file, not after other guests have started.
+        let listener_len = path.get_ref().as_os_str().len() + 1 + req.to_string().len();
+        if listener_len > MAX_UNIX_SOCKET_PATH {
+            return Err(c.at(
+                path.span(),
+                format!(
+                    "[[guest]] '{name}' hybrid_vsock: the request socket {}_{req} is {listener_len} bytes long; a Unix socket path holds at most {MAX_UNIX_SOCKET_PATH}",
+                    bounded(&path.get_ref().display().to_string())
+                ),
+            ));
+        }
         return Ok(TransportConfig::HybridVsock {
             path: path.get_ref().clone(),
             request_port: req,
@@ -588,6 +604,20 @@ hybrid_vsock = "/run/fc/vm2.vsock"
         ] {
             assert!(check_log_filter(good).is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn a_hybrid_path_too_long_for_its_port_suffix_is_a_config_error() {
+        // 104 bytes fits a Unix socket address; with "_1234" appended for
+        // the request listener it does not.
+        let dir = format!("/{}", "d".repeat(103));
+        let e = parse(&format!(
+            "[[guest]]\nname = \"a\"\nhybrid_vsock = \"{dir}\"\nrequest_port = 1234\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("hybrid_vsock"), "{e}");
+        assert!(!e.message.contains("--"), "names a flag: {e}");
     }
 
     #[test]
