@@ -175,12 +175,50 @@ pub fn check_log_filter(filter: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// The parser's message without the offending value: it may be a secret
+/// (a numeric passphrase is echoed as "invalid type: integer `3141...`")
+/// or huge; the type is kept, and the whole message is bounded.
+fn parser_message(message: &str) -> String {
+    let mut out = message.to_string();
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = out.strip_prefix(prefix) {
+            let kind = rest.split([' ', ',']).next().unwrap_or_default();
+            let expected = rest.find(", expected").map_or("", |i| &rest[i..]);
+            out = format!("{prefix}{kind}{expected}");
+        }
+    }
+    bounded_to(&out, 256)
+}
+
+/// The key whose value starts at `offset`, read from the text of its line
+/// (`scan_layout = "old"`, `{ ssid = "x", bssid = "nope" }`).
+fn key_before(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let eq = line.rfind('=')?;
+    let key = line[..eq]
+        .rsplit(['{', ',', '['])
+        .next()?
+        .trim()
+        .trim_matches('"');
+    let plain = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'));
+    plain.then(|| key.to_string())
+}
+
 /// The longest path a Unix socket address holds (108 bytes with the NUL).
 const MAX_UNIX_SOCKET_PATH: usize = 107;
 
 /// At most 64 characters of a value for a message, marked when cut.
 fn bounded(text: &str) -> String {
-    match text.char_indices().nth(64) {
+    bounded_to(text, 64)
+}
+
+fn bounded_to(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &text[..i]),
         None => text.to_string(),
     }
@@ -203,7 +241,12 @@ impl DaemonConfig {
         let c = Checker { file, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            c.at(span, e.message().trim().to_string())
+            let message = parser_message(e.message().trim());
+            let message = match key_before(text, span.start) {
+                Some(key) => format!("{key}: {message}"),
+                None => message,
+            };
+            c.at(span, message)
         })?;
         let backend = raw.backend.unwrap_or_else(BackendKind::platform_default);
 
@@ -275,7 +318,8 @@ impl DaemonConfig {
                 return Err(c.at(
                     g.name.span(),
                     format!(
-                        "[[guest]] name: '{name}' must be 1 to 64 characters of A-Z a-z 0-9 - _ ."
+                        "[[guest]] name: '{}' must be 1 to 64 characters of A-Z a-z 0-9 - _ .",
+                        bounded(&name)
                     ),
                 ));
             }
@@ -334,7 +378,10 @@ impl DaemonConfig {
                 if Ssid::new(s.as_bytes()).is_err() {
                     return Err(c.at(
                         table.span(),
-                        format!("[[guest]] '{name}' policy: SSID '{s}' is longer than 32 bytes"),
+                        format!(
+                            "[[guest]] '{name}' policy: SSID '{}' is longer than 32 bytes",
+                            bounded(s)
+                        ),
                     ));
                 }
             }
@@ -618,6 +665,32 @@ hybrid_vsock = "/run/fc/vm2.vsock"
         assert_eq!(e.line, Some(3), "{e}");
         assert!(e.message.contains("hybrid_vsock"), "{e}");
         assert!(!e.message.contains("--"), "names a flag: {e}");
+    }
+
+    #[test]
+    fn parser_errors_name_their_field_and_echo_no_secret_or_unbounded_input() {
+        let e = parse("[[guest]]\nname = \"a\"\ntcp = \"127.0.0.1\"\nscan_layout = \"old\"\n")
+            .unwrap_err();
+        assert!(e.message.starts_with("scan_layout:"), "{e}");
+        let e = parse("metrics = \"localhost\"\n").unwrap_err();
+        assert!(e.message.starts_with("metrics:"), "{e}");
+        assert_eq!(e.line, Some(1));
+
+        let e = parse(
+            "backend = \"simulated\"\n[[simulated_network]]\nssid = \"s\"\nbssid = \"02:00:00:00:00:01\"\nfreq_khz = 2437000\nsecurity = \"wpa2-psk\"\npassphrase = 31415926535897\n",
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("31415926535897"), "{e}");
+        assert!(e.message.contains("passphrase"), "{e}");
+
+        let huge = "n".repeat(16 << 20);
+        let e = parse(&format!(
+            "[[guest]]\nname = \"{huge}\"\ntcp = \"127.0.0.1\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().len() < 1024, "{} bytes", e.to_string().len());
+        let e = parse(&format!("[[guest]]\nname = {huge}\n")).unwrap_err();
+        assert!(e.to_string().len() < 1024, "{} bytes", e.to_string().len());
     }
 
     #[test]

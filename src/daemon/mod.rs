@@ -508,7 +508,11 @@ impl Daemon {
 }
 
 fn unknown_guest(name: &str) -> String {
-    format!("no guest named {name:?}")
+    // A control request's name may be up to a line long: echo a bounded part.
+    match name.char_indices().nth(64) {
+        Some((i, _)) => format!("no guest named {:?}...", &name[..i]),
+        None => format!("no guest named {name:?}"),
+    }
 }
 
 /// The daemon's control socket handler.
