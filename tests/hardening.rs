@@ -426,3 +426,22 @@ fn an_invalid_rust_log_is_reported() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ignoring RUST_LOG"), "{stderr}");
 }
+
+/// Point 9: a configuration holding passphrases that others can read gets
+/// a warning naming the file and its mode.
+#[test]
+fn a_world_readable_config_with_passphrases_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let network = "[[simulated_network]]\nssid = \"Home\"\nbssid = \"02:00:00:00:00:01\"\n\
+                   freq_khz = 2437000\nsecurity = \"wpa2-psk\"\npassphrase = \"correct horse\"\n";
+    let d = Daemon::start(1, network, None);
+    let path = d._dir.path().join("config.toml");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_ne!(mode & 0o077, 0, "the test needs a file others can read");
+    let log = d.log();
+    assert!(
+        log.contains(&format!("{}", path.display())) && log.contains(&format!("{mode:o}")),
+        "{log}"
+    );
+    assert!(!log.contains("correct horse"), "{log}");
+}

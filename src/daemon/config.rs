@@ -209,6 +209,26 @@ fn key_before(text: &str, offset: usize) -> Option<String> {
     plain.then(|| key.to_string())
 }
 
+/// Passphrases in a file that group or others can read are readable by
+/// them: said once per load, with the file and its mode (never the secret).
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "{} holds passphrases and is readable by others (mode {mode:o}); chmod 600 it",
+                    path.display()
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// The longest path a Unix socket address holds (108 bytes with the NUL).
 const MAX_UNIX_SOCKET_PATH: usize = 107;
 
@@ -233,7 +253,15 @@ impl DaemonConfig {
             column: None,
             message: format!("cannot read: {e}"),
         })?;
-        DaemonConfig::parse(&text, &path.display().to_string())
+        let config = DaemonConfig::parse(&text, &path.display().to_string())?;
+        if config
+            .simulated_networks
+            .iter()
+            .any(|n| n.passphrase.is_some())
+        {
+            warn_if_readable_by_others(path);
+        }
+        Ok(config)
     }
 
     /// Parses and checks configuration text; `file` names it in errors.
