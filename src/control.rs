@@ -201,6 +201,10 @@ pub enum ControlError {
     /// A live service answers on the socket already.
     #[error("another service is already using the control socket {0}")]
     InUse(PathBuf),
+    /// The request was sent but no answer came in time: the service may
+    /// still carry it out.
+    #[error("no answer within {0:?}: the command may still take effect (outcome unknown)")]
+    NoAnswer(Duration),
     /// Something that is not a socket is at the path; it is left alone.
     #[error("{0} exists and is not a socket; refusing to replace it (choose another control socket path)")]
     NotASocket(PathBuf),
@@ -583,7 +587,7 @@ mod unix {
         };
         tokio::time::timeout(limit, exchange)
             .await
-            .map_err(|_| ControlError::Exchange("timed out".into()))?
+            .map_err(|_| ControlError::NoAnswer(limit))?
     }
 }
 

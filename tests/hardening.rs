@@ -445,3 +445,28 @@ fn a_world_readable_config_with_passphrases_is_warned_about() {
     );
     assert!(!log.contains("correct horse"), "{log}");
 }
+
+/// Point 15: `ctl` that gets no answer in time says the outcome is unknown
+/// (the command may still take effect) and exits with its own code, 3.
+#[test]
+fn a_ctl_timeout_says_the_outcome_is_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("silent.sock");
+    // Accepts, reads, never answers.
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let keeper = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(8));
+        drop(s);
+    });
+    let out = Command::new(BIN)
+        .args(["ctl", "--control"])
+        .arg(&path)
+        .args(["signal", "50"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("outcome unknown"), "{stderr}");
+    let _ = keeper.join();
+}
