@@ -77,7 +77,10 @@ fn raise() -> Option<u64> {
             );
         }
     }
-    Some(u64::try_from(limit.rlim_cur).unwrap_or(u64::MAX))
+    // rlim_t is 32 bits on some targets.
+    #[allow(clippy::useless_conversion)]
+    let soft = u64::try_from(limit.rlim_cur).unwrap_or(u64::MAX);
+    Some(soft)
 }
 
 #[cfg(not(unix))]
