@@ -18,6 +18,7 @@ pub mod control;
 pub mod daemon;
 pub mod guest;
 pub mod handler;
+pub mod logging;
 pub mod metrics;
 pub mod observer;
 pub mod service;

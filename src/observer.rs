@@ -32,6 +32,22 @@ pub enum ConnectionKind {
     GuestDirected,
 }
 
+impl ConnectionKind {
+    /// `host-mirroring` or `guest-directed`, as status and logs spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnectionKind::HostMirroring => "host-mirroring",
+            ConnectionKind::GuestDirected => "guest-directed",
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The observer's answer to a guest connection request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Authorization {

@@ -10,7 +10,7 @@ use std::io::BufRead;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use proxy_wifi::guest::{
     BssSummary, ConnectSpec, ErrorClass, GuestClient, GuestError, Notification, NotificationWatcher,
 };
@@ -20,7 +20,7 @@ use proxy_wifi::protocol::{
 use serde_json::json;
 use zeroize::Zeroize;
 
-use super::transport_args::TransportArgs;
+use super::transport_args::{LayoutArg, TransportArgs};
 
 const EXIT_REFUSED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -46,21 +46,6 @@ pub struct GuestArgs {
     json: bool,
     #[command(subcommand)]
     command: GuestCommand,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LayoutArg {
-    Current,
-    Legacy,
-}
-
-impl From<LayoutArg> for ScanLayout {
-    fn from(l: LayoutArg) -> ScanLayout {
-        match l {
-            LayoutArg::Current => ScanLayout::Current,
-            LayoutArg::Legacy => ScanLayout::Legacy,
-        }
-    }
 }
 
 #[derive(Debug, Subcommand)]

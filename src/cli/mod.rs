@@ -9,6 +9,7 @@ mod transport_args;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use proxy_wifi::logging::{self, LogFormat, LogSink};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,8 +18,18 @@ use clap::{Parser, Subcommand};
     about = "Lets virtual machines use the host's Wi-Fi"
 )]
 struct Cli {
+    /// Log lines as text (the systemd journal when JOURNAL_STREAM is set)
+    /// or as JSON objects, on stderr.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -29,36 +40,6 @@ enum Command {
     Guest(guest::GuestArgs),
     /// Control a running service through its control socket.
     Ctl(ctl::CtlArgs),
-}
-
-/// Logs go to stderr, level from RUST_LOG, else `default` (the daemon
-/// configuration's `log_level`), else info.
-fn init_logging(default: Option<&str>) {
-    let fallback = default.unwrap_or("info");
-    // An invalid RUST_LOG (or one that would silence everything, like a
-    // bare word) is said on stderr, never silently applied.
-    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
-    let chosen = match from_env {
-        Some(text) => match proxy_wifi::daemon::config::check_log_filter(&text) {
-            Ok(()) => text,
-            Err(e) => {
-                eprintln!("proxy-wifi: ignoring RUST_LOG: {e}; logging at {fallback}");
-                fallback.to_string()
-            }
-        },
-        None => fallback.to_string(),
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(&chosen)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // A log line that cannot be written (the reader of stderr went
-        // away) is dropped: reporting that on stderr would panic, and a
-        // daemon must not die because its log reader did.
-        .log_internal_errors(false)
-        .try_init();
 }
 
 /// The one-shot commands (`guest`, `ctl`) end quietly, as `cat` does, when
@@ -84,7 +65,14 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::config_log_level(args),
         _ => None,
     };
-    init_logging(level.as_deref());
+    let format = match cli.log_format {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    };
+    // The level: RUST_LOG, else the configuration's log_level, else info.
+    if let LogSink::TextJournalUnavailable(why) = logging::init(format, level.as_deref()) {
+        eprintln!("proxy-wifi: JOURNAL_STREAM is set but the journal is unreachable ({why}); logging to stderr");
+    }
     // One worker: a request's tasks (connection, handler) then hand off to
     // each other on one thread instead of waking a second worker for each
     // hop, which cost about a fifth of a request's latency in

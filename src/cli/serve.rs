@@ -5,29 +5,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use proxy_wifi::daemon::{Daemon, DaemonConfig, DaemonError, GuestConfig, Overrides, PolicyConfig};
-use proxy_wifi::protocol::{MacAddr, ScanLayout, Ssid};
+use proxy_wifi::protocol::{MacAddr, Ssid};
 use proxy_wifi::wifi::BackendKind;
 
 use tokio_util::sync::CancellationToken;
 
-use super::transport_args::TransportArgs;
+use super::transport_args::{LayoutArg, TransportArgs};
 
 /// `--backend NAME`: any backend `wifi` knows, by its name.
 fn backend_parser() -> impl clap::builder::TypedValueParser<Value = BackendKind> {
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(BackendKind::names())
         .try_map(|name| name.parse::<BackendKind>())
-}
-
-/// SCAN_RESPONSE layout the guest speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LayoutArg {
-    /// 9-byte fixed part with scan_complete (current drivers).
-    Current,
-    /// 8-byte fixed part (kernel 5.10 WSA driver).
-    Legacy,
 }
 
 /// A fake network given as SSID=BSSID (the SSID is everything before the
@@ -133,10 +124,7 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
         guests: vec![GuestConfig {
             name: SINGLE_GUEST.into(),
             transport,
-            scan_layout: match args.scan_layout {
-                LayoutArg::Current => ScanLayout::Current,
-                LayoutArg::Legacy => ScanLayout::Legacy,
-            },
+            scan_layout: args.scan_layout.into(),
             scan_min_latency: Some(Duration::from_millis(args.scan_min_latency_ms)),
             notify_host_disconnect: args.notify_host_disconnect,
             fake_networks: args

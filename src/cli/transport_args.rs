@@ -4,8 +4,27 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use proxy_wifi::protocol::{DEFAULT_NOTIFICATION_PORT, DEFAULT_REQUEST_PORT};
+use proxy_wifi::protocol::{ScanLayout, DEFAULT_NOTIFICATION_PORT, DEFAULT_REQUEST_PORT};
 use proxy_wifi::transport::TransportConfig;
+
+/// SCAN_RESPONSE layout the driver speaks (never guessed: it must be
+/// configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutArg {
+    /// 9-byte fixed part with scan_complete (current drivers).
+    Current,
+    /// 8-byte fixed part (kernel 5.10 WSA driver).
+    Legacy,
+}
+
+impl From<LayoutArg> for ScanLayout {
+    fn from(layout: LayoutArg) -> ScanLayout {
+        match layout {
+            LayoutArg::Current => ScanLayout::Current,
+            LayoutArg::Legacy => ScanLayout::Legacy,
+        }
+    }
+}
 
 /// At most one transport flag (clap enforces it, exit code 2); `to_config`
 /// says when none was given. The group is declared on the command rather

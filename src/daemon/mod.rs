@@ -39,7 +39,6 @@ use crate::control::{
 };
 use crate::handler::HandlerSettings;
 use crate::metrics::{Metrics, MetricsError};
-use crate::observer::ConnectionKind;
 use crate::service::{Service, ServiceError};
 use crate::wifi::{BackendError, BackendSettings, HostWifi};
 
@@ -86,6 +85,27 @@ pub struct GuestStatus {
     pub invalid_requests: u64,
     pub notifications_sent: u64,
     pub notifications_dropped: u64,
+}
+
+/// For logs: `added=a,b removed=- restarted=c unchanged=d`.
+impl std::fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |names: &[String]| {
+            if names.is_empty() {
+                "-".to_string()
+            } else {
+                names.join(",")
+            }
+        };
+        write!(
+            f,
+            "added={} removed={} restarted={} unchanged={}",
+            list(&self.added),
+            list(&self.removed),
+            list(&self.restarted),
+            list(&self.unchanged)
+        )
+    }
 }
 
 /// What a reload did.
@@ -364,13 +384,7 @@ impl Daemon {
                 transport: g.config.transport.to_string(),
                 listening: g.service.local_description().await,
                 connected_ssid: link.as_ref().map(|l| l.ssid.to_string_lossy()),
-                connection: link.as_ref().map(|l| {
-                    match l.kind {
-                        ConnectionKind::HostMirroring => "host-mirroring",
-                        ConnectionKind::GuestDirected => "guest-directed",
-                    }
-                    .to_string()
-                }),
+                connection: link.as_ref().map(|l| l.kind.to_string()),
                 session_id: handler.session_id,
                 requests: stats.requests,
                 invalid_requests: stats.invalid_requests,
@@ -390,7 +404,7 @@ impl Daemon {
         let result = self.reload_from(&path).await;
         notify_ready();
         match &result {
-            Ok(summary) => tracing::info!(?summary, "configuration reloaded"),
+            Ok(summary) => tracing::info!(%summary, "configuration reloaded"),
             Err(e) => tracing::warn!("reload refused: {e}"),
         }
         result

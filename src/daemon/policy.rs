@@ -190,7 +190,7 @@ impl Observer for GuestPolicy {
             return Authorization::Deny;
         }
         if let Err(why) = self.policy.check(kind, ssid) {
-            tracing::info!(%guest, %ssid, ?kind, "connection denied: {why}");
+            tracing::info!(%guest, %ssid, %kind, "connection denied: {why}");
             return Authorization::Deny;
         }
         if kind == ConnectionKind::GuestDirected {

@@ -551,7 +551,7 @@ impl State {
     }
 
     async fn on_event(&mut self, event: InterfaceEvent) {
-        tracing::trace!(?event, "host Wi-Fi event");
+        tracing::trace!(%event, "host Wi-Fi event");
         match event {
             InterfaceEvent::Arrived(iface) => {
                 let id = iface.id();
@@ -685,7 +685,10 @@ impl State {
     }
 
     async fn scan(&mut self, request: ScanRequest) -> Message {
-        tracing::debug!(target_ssid = ?request.ssid, "guest scan");
+        match &request.ssid {
+            Some(target) => tracing::debug!(%target, "guest scan"),
+            None => tracing::debug!("guest scan"),
+        }
         self.observer.notify(ObserverEvent::GuestScanRequested);
         let mut sources: Vec<Arc<dyn WifiInterface>> = Vec::new();
         sources.extend(self.fake.iter().cloned());
@@ -806,7 +809,8 @@ impl State {
         let ssid = request.ssid;
         let requested = Security::from_connect_request(&request);
         let requested_auth = requested.map_or(AuthAlgorithm::Wpa2Psk, |s| s.auth);
-        tracing::info!(ssid = %ssid, security = ?requested.map(|s| s.label()), "guest connect");
+        let security = requested.map_or_else(|| "unsupported".to_string(), |s| s.label());
+        tracing::info!(%ssid, %security, "guest connect");
 
         if let Some((iface, network)) = self.find_mirror(&ssid).await {
             let kind = ConnectionKind::HostMirroring;

@@ -1,6 +1,6 @@
 //! 802.11 information elements: the few the host builds and the guest reads.
 
-use super::messages::{akm, cipher};
+use super::suites::{akm, cipher};
 use super::Ssid;
 
 /// Element ids used here.

@@ -7,32 +7,6 @@ use super::{
     HEADER_LEN, MAX_SCAN_RESPONSE_LEN, SCAN_REQUEST_LEN,
 };
 
-/// AKM suite selectors (OUI 00-0F-AC), as the driver sends them.
-pub mod akm {
-    pub const IEEE8021X: u32 = 0x000F_AC01;
-    pub const PSK: u32 = 0x000F_AC02;
-    pub const FT_8021X: u32 = 0x000F_AC03;
-    pub const FT_PSK: u32 = 0x000F_AC04;
-    pub const IEEE8021X_SHA256: u32 = 0x000F_AC05;
-    pub const PSK_SHA256: u32 = 0x000F_AC06;
-    pub const SAE: u32 = 0x000F_AC08;
-    pub const FT_SAE: u32 = 0x000F_AC09;
-    pub const OWE: u32 = 0x000F_AC12;
-    pub const FT_PSK_SHA384: u32 = 0x000F_AC13;
-    pub const PSK_SHA384: u32 = 0x000F_AC14;
-}
-
-/// Cipher suite selectors (OUI 00-0F-AC).
-pub mod cipher {
-    pub const WEP40: u32 = 0x000F_AC01;
-    pub const TKIP: u32 = 0x000F_AC02;
-    pub const CCMP: u32 = 0x000F_AC04;
-    pub const WEP104: u32 = 0x000F_AC05;
-    pub const GCMP: u32 = 0x000F_AC08;
-    pub const GCMP_256: u32 = 0x000F_AC09;
-    pub const CCMP_256: u32 = 0x000F_AC0A;
-}
-
 /// Capability Information bit: the BSS is an infrastructure network.
 pub const CAPABILITY_ESS: u16 = 0x0001;
 /// Capability Information bit: the BSS requires encryption.
@@ -613,7 +587,7 @@ impl Message {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ssid_element, wpa2_psk_ccmp_rsn_element};
+    use super::super::{akm, cipher, ssid_element, wpa2_psk_ccmp_rsn_element};
     use super::*;
     use proptest::prelude::*;
 

@@ -16,6 +16,7 @@ mod error;
 mod ie;
 mod messages;
 mod psk;
+mod suites;
 mod types;
 
 pub use channel::{channel_for_freq_khz, Band};
@@ -25,11 +26,12 @@ pub use ie::{
     ElementIter, RsnSummary,
 };
 pub use messages::{
-    akm, cipher, status_code_name, ConnectRequest, ConnectResponse, DisconnectRequest, Message,
-    Request, ScanBss, ScanLayout, ScanRequest, ScanResponse, CAPABILITY_ESS, CAPABILITY_PRIVACY,
+    status_code_name, ConnectRequest, ConnectResponse, DisconnectRequest, Message, Request,
+    ScanBss, ScanLayout, ScanRequest, ScanResponse, CAPABILITY_ESS, CAPABILITY_PRIVACY,
     STATUS_SUCCESS, STATUS_UNSPECIFIED_FAILURE,
 };
 pub use psk::{pmk_from_hex, pmk_from_passphrase, PskError};
+pub use suites::{akm, cipher};
 pub use types::{Key, MacAddr, ParseMacError, Ssid, SsidError};
 
 /// The only protocol version there is.

@@ -177,6 +177,13 @@ pub enum InterfaceEvent {
 
 impl fmt::Debug for InterfaceEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// For logs: the event in a line, interfaces by id.
+impl fmt::Display for InterfaceEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InterfaceEvent::Arrived(i) => write!(f, "Arrived({} {})", i.name(), i.id()),
             InterfaceEvent::Removed(id) => write!(f, "Removed({id})"),
