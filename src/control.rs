@@ -30,6 +30,20 @@ use crate::wifi::{HostEvent, HostWifi, ScanMode, SimulatedError};
 
 /// How long a client waits for the service's answer.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Control connections served at once; past it the oldest idle one is
+/// closed (each costs a descriptor and a task).
+#[cfg(unix)]
+const MAX_CONNECTIONS: usize = 64;
+/// How long a control connection may wait for its next request line, or
+/// take to read its answer, before it is closed.
+#[cfg(unix)]
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest answer a client reads. A `status` answer is under 2 KiB per
+/// guest and the daemon runs at most one guest per 2 descriptors
+/// ([`crate::daemon::fds`]), so this covers any fleet up to a descriptor
+/// limit of 256 Ki (the unit sets 64 Ki).
+#[cfg(unix)]
+const MAX_ANSWER: u64 = 256 * 1024 * 1024;
 /// Longest request line accepted.
 #[cfg(unix)]
 const MAX_LINE: usize = 64 * 1024;
@@ -187,6 +201,13 @@ pub enum ControlError {
     /// A live service answers on the socket already.
     #[error("another service is already using the control socket {0}")]
     InUse(PathBuf),
+    /// The request was sent but no answer came in time: the service may
+    /// still carry it out.
+    #[error("no answer within {0:?}: the command may still take effect (outcome unknown)")]
+    NoAnswer(Duration),
+    /// Something that is not a socket is at the path; it is left alone.
+    #[error("{0} exists and is not a socket; refusing to replace it (choose another control socket path)")]
+    NotASocket(PathBuf),
     /// The socket could not be created.
     #[error("cannot set up the control socket {path}: {source}")]
     Bind {
@@ -221,6 +242,10 @@ mod unix {
     use tokio::net::{UnixListener, UnixStream};
     use tokio::task::JoinSet;
     use tokio_util::sync::CancellationToken;
+
+    use crate::accept_backoff::AcceptBackoff;
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Binds a Unix socket at `path` that is owner-only from the moment it
     /// appears there: it is bound inside a fresh 0700 directory beside
@@ -265,6 +290,36 @@ mod unix {
         result
     }
 
+    /// Removes `path` only when it is a socket nobody answers on. Anything
+    /// else there (a regular file, a symlink, a directory: perhaps the
+    /// operator's config given by mistake) is refused, never deleted.
+    async fn remove_stale(path: &Path) -> Result<(), ControlError> {
+        use std::os::unix::fs::FileTypeExt;
+        let bind_err = |source| ControlError::Bind {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(bind_err(e)),
+        };
+        if !meta.file_type().is_socket() {
+            return Err(ControlError::NotASocket(path.to_path_buf()));
+        }
+        match tokio::time::timeout(Duration::from_secs(1), UnixStream::connect(path)).await {
+            Ok(Ok(_)) | Err(_) => Err(ControlError::InUse(path.to_path_buf())),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                tracing::warn!(path = %path.display(), "replacing a stale control socket nobody answers on");
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(bind_err(e)),
+                    _ => Ok(()),
+                }
+            }
+            Ok(Err(e)) => Err(bind_err(e)),
+        }
+    }
+
     /// A bound control socket. [`ControlServer::serve`] answers on it until
     /// shutdown; the socket file is removed then, or when the server is
     /// dropped unserved.
@@ -285,12 +340,7 @@ mod unix {
                 path: path.to_path_buf(),
                 source,
             };
-            if path.exists() {
-                if UnixStream::connect(path).await.is_ok() {
-                    return Err(ControlError::InUse(path.to_path_buf()));
-                }
-                std::fs::remove_file(path).map_err(bind_err)?;
-            }
+            remove_stale(path).await?;
             let listener = bind_private(path).map_err(bind_err)?;
             tracing::info!("control socket at {}", path.display());
             Ok(ControlServer {
@@ -310,21 +360,31 @@ mod unix {
         /// removes the socket file.
         pub async fn serve(self, shutdown: CancellationToken) {
             let mut connections = JoinSet::new();
+            // The same connections, oldest first, for eviction.
+            let mut open: VecDeque<Connection> = VecDeque::new();
+            let mut backoff = AcceptBackoff::new("control socket");
+            let mut evicted = 0u64;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     accepted = self.listener.accept() => match accepted {
                         Ok((stream, _)) => {
-                            connections.spawn(serve_connection(
+                            backoff.succeeded();
+                            open.retain(|c| !c.task.is_finished());
+                            if open.len() >= MAX_CONNECTIONS && !evict_idle(&mut open, &mut evicted) {
+                                connections.spawn(refuse_busy(stream));
+                                continue;
+                            }
+                            let busy = Arc::new(AtomicBool::new(false));
+                            let task = connections.spawn(serve_connection(
                                 stream,
                                 self.handler.clone(),
                                 shutdown.clone(),
+                                busy.clone(),
                             ));
+                            open.push_back(Connection { task, busy });
                         }
-                        Err(e) => {
-                            tracing::warn!("control socket accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
+                        Err(e) => backoff.failed(&e).await,
                     },
                     Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 }
@@ -348,36 +408,117 @@ mod unix {
         }
     }
 
+    /// One served connection, as the accept loop tracks it.
+    struct Connection {
+        task: tokio::task::AbortHandle,
+        /// True while a command is being carried out; an idle connection
+        /// (waiting for its next request line) may be evicted.
+        busy: Arc<AtomicBool>,
+    }
+
+    /// Closes the oldest idle connection; false when every one is busy.
+    fn evict_idle(open: &mut VecDeque<Connection>, evicted: &mut u64) -> bool {
+        let Some(i) = open.iter().position(|c| !c.busy.load(Ordering::Acquire)) else {
+            return false;
+        };
+        if let Some(old) = open.remove(i) {
+            old.task.abort();
+        }
+        *evicted += 1;
+        if evicted.is_power_of_two() {
+            tracing::warn!(
+                evicted = *evicted,
+                "{MAX_CONNECTIONS} control connections open; closing the oldest idle one"
+            );
+        }
+        true
+    }
+
+    /// Tells a client past the cap, when every connection is busy, to retry.
+    async fn refuse_busy(mut stream: UnixStream) {
+        let _ = tokio::time::timeout(
+            IDLE_TIMEOUT,
+            stream.write_all(b"{\"ok\":false,\"error\":\"too many control connections busy\"}\n"),
+        )
+        .await;
+    }
+
+    /// What [`read_line_within`] found.
+    enum Line {
+        Complete,
+        Eof,
+        TooLong,
+    }
+
+    /// Reads one line into `line` (newline excluded), refusing it as soon
+    /// as it grows past `max` bytes, so a client that never sends a newline
+    /// costs at most `max` bytes of memory.
+    async fn read_line_within<R: tokio::io::AsyncBufRead + Unpin>(
+        reader: &mut R,
+        line: &mut Vec<u8>,
+        max: usize,
+    ) -> io::Result<Line> {
+        loop {
+            let chunk = reader.fill_buf().await?;
+            if chunk.is_empty() {
+                return Ok(Line::Eof);
+            }
+            let (take, complete) = match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => (i, true),
+                None => (chunk.len(), false),
+            };
+            if line.len() + take > max {
+                return Ok(Line::TooLong);
+            }
+            line.extend_from_slice(&chunk[..take]);
+            reader.consume(take + usize::from(complete));
+            if complete {
+                return Ok(Line::Complete);
+            }
+        }
+    }
+
     /// One client: requests in, answers out, until it leaves or shutdown
     /// comes between two requests.
     async fn serve_connection(
         stream: UnixStream,
         handler: Arc<dyn ControlHandler>,
         shutdown: CancellationToken,
+        busy: Arc<AtomicBool>,
     ) {
         let (read, mut write) = stream.into_split();
-        let mut lines = BufReader::new(read.take(MAX_LINE as u64 * 64));
-        let mut line = String::new();
+        let mut lines = BufReader::new(read);
+        let mut bytes = Vec::new();
         loop {
-            line.clear();
+            bytes.clear();
+            busy.store(false, Ordering::Release);
             let read = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                read = lines.read_line(&mut line) => read,
+                read = tokio::time::timeout(
+                    IDLE_TIMEOUT,
+                    read_line_within(&mut lines, &mut bytes, MAX_LINE),
+                ) => read,
+            };
+            busy.store(true, Ordering::Release);
+            let Ok(read) = read else {
+                tracing::debug!("control connection idle for {IDLE_TIMEOUT:?}; closing it");
+                return;
             };
             match read {
-                Ok(0) => return,
-                Ok(_) if line.len() > MAX_LINE => {
+                Ok(Line::Eof) => return,
+                Ok(Line::TooLong) => {
                     let _ = write
                         .write_all(b"{\"ok\":false,\"error\":\"request too long\"}\n")
                         .await;
                     return;
                 }
-                Ok(_) => {}
+                Ok(Line::Complete) => {}
                 Err(e) => {
                     tracing::debug!("control connection: {e}");
                     return;
                 }
             }
+            let line = String::from_utf8_lossy(&bytes);
             let text = line.trim();
             if text.is_empty() {
                 continue;
@@ -397,8 +538,9 @@ mod unix {
             let mut out = serde_json::to_string(&response)
                 .unwrap_or_else(|_| "{\"ok\":false,\"error\":\"internal error\"}".into());
             out.push('\n');
-            if write.write_all(out.as_bytes()).await.is_err() {
-                return;
+            match tokio::time::timeout(IDLE_TIMEOUT, write.write_all(out.as_bytes())).await {
+                Ok(Ok(())) => {}
+                _ => return,
             }
         }
     }
@@ -436,7 +578,7 @@ mod unix {
                 .await
                 .map_err(|e| ControlError::Exchange(e.to_string()))?;
             let mut answer = String::new();
-            BufReader::new(read.take(MAX_LINE as u64 * 16))
+            BufReader::new(read.take(MAX_ANSWER))
                 .read_line(&mut answer)
                 .await
                 .map_err(|e| ControlError::Exchange(e.to_string()))?;
@@ -445,7 +587,7 @@ mod unix {
         };
         tokio::time::timeout(limit, exchange)
             .await
-            .map_err(|_| ControlError::Exchange("timed out".into()))?
+            .map_err(|_| ControlError::NoAnswer(limit))?
     }
 }
 
@@ -554,8 +696,8 @@ mod tests {
     async fn socket_serves_requests_and_cleans_up() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ctl.sock");
-        // A stale file is replaced.
-        std::fs::write(&path, b"stale").unwrap();
+        // A stale socket (bound, then its listener gone) is replaced.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         let wifi = SimulatedWifi::reference();
         let mut events = wifi.subscribe();
         let server = ControlServer::bind(
@@ -623,6 +765,58 @@ mod tests {
             request(&path, &ask(ControlCommand::ScanResults)).await,
             Err(ControlError::Connect { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn refuses_to_replace_what_is_not_a_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("proxy-wifi.toml");
+        std::fs::write(&config, b"backend = \"simulated\"\n").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&config, &link).unwrap();
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        for path in [&config, &link, &dangling, &dir.path().to_path_buf()] {
+            let r = ControlServer::bind(path, Arc::new(HostEvents(None))).await;
+            let e = r.map(|_| ()).unwrap_err();
+            assert!(e.to_string().contains("not a socket"), "{path:?}: {e}");
+        }
+        assert_eq!(
+            std::fs::read(&config).unwrap(),
+            b"backend = \"simulated\"\n"
+        );
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(std::fs::symlink_metadata(&dangling)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[tokio::test]
+    async fn an_overlong_line_is_refused_while_reading() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctl.sock");
+        let server = ControlServer::bind(&path, Arc::new(HostEvents(None)))
+            .await
+            .unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let served = tokio::spawn(server.serve(shutdown.clone()));
+        let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
+        // One byte past the limit, no newline: the service must not wait
+        // for (and buffer) more before refusing.
+        s.write_all(&vec![b'x'; MAX_LINE + 1]).await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut answer))
+            .await
+            .expect("the service kept reading past the line limit")
+            .unwrap();
+        assert_eq!(answer, "{\"ok\":false,\"error\":\"request too long\"}\n");
+        shutdown.cancel();
+        served.await.unwrap();
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod protocol;
 pub mod transport;
 pub mod wifi;
 
+mod accept_backoff;
 pub mod control;
 pub mod daemon;
 pub mod guest;

@@ -35,14 +35,28 @@ pub enum LogSink {
 
 /// Installs the global subscriber (once; later calls change nothing).
 pub fn init(format: LogFormat, default_level: Option<&str>) -> LogSink {
-    let filter = || {
-        EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new(default_level.unwrap_or("info")))
+    let fallback = default_level.unwrap_or("info");
+    // An invalid RUST_LOG (or one that would silence everything, like a
+    // bare word) is said on stderr, never silently applied.
+    let chosen = match std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()) {
+        Some(text) => match crate::daemon::config::check_log_filter(&text) {
+            Ok(()) => text,
+            Err(e) => {
+                eprintln!("proxy-wifi: ignoring RUST_LOG: {e}; logging at {fallback}");
+                fallback.to_string()
+            }
+        },
+        None => fallback.to_string(),
     };
+    let filter = || EnvFilter::try_new(&chosen).unwrap_or_else(|_| EnvFilter::new("info"));
     let text = || {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            // A line that cannot be written (the reader of stderr went
+            // away) is dropped: reporting that on stderr would panic, and
+            // a daemon must not die because its log reader did.
+            .log_internal_errors(false)
     };
     match format {
         LogFormat::Json => {
@@ -50,7 +64,8 @@ pub fn init(format: LogFormat, default_level: Option<&str>) -> LogSink {
                 .json()
                 .with_current_span(true)
                 .with_span_list(false)
-                .with_writer(std::io::stderr);
+                .with_writer(std::io::stderr)
+                .log_internal_errors(false);
             let _ = tracing_subscriber::registry()
                 .with(filter())
                 .with(json)

@@ -1,13 +1,19 @@
 //! `proxy-wifi ctl`: sends one command to a running service's control socket.
+//!
+//! Exit codes: 0 done; 1 refused or unreachable; 3 sent but no answer in
+//! time, so the outcome is unknown (the command may still take effect).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use proxy_wifi::control::{ControlCommand, ControlRequest, ControlResponse};
+use proxy_wifi::control::{ControlCommand, ControlError, ControlRequest, ControlResponse};
 use proxy_wifi::daemon::{GuestStatus, ReloadSummary};
 use proxy_wifi::wifi::simulated::ScanMode;
+
+/// The request went out but no answer came: it may still take effect.
+const EXIT_OUTCOME_UNKNOWN: u8 = 3;
 
 /// How long `reload` may take: removed guests finish their requests first.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -196,7 +202,10 @@ pub async fn run(args: CtlArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("proxy-wifi ctl: {e}");
-            ExitCode::FAILURE
+            match e {
+                ControlError::NoAnswer(_) => ExitCode::from(EXIT_OUTCOME_UNKNOWN),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

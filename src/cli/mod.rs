@@ -42,8 +42,25 @@ enum Command {
     Ctl(ctl::CtlArgs),
 }
 
+/// The one-shot commands (`guest`, `ctl`) end quietly, as `cat` does, when
+/// the reader of their output goes away (`| head -1`): the default SIGPIPE
+/// action, which Rust's runtime replaces with an error that `println!`
+/// turns into a panic. `serve` keeps ignoring SIGPIPE: a closed log pipe or
+/// guest socket is an error to handle, never a reason to die.
+fn end_quietly_on_closed_output() {
+    #[cfg(unix)]
+    // SAFETY: sets a signal disposition to its default, before any thread
+    // of ours starts; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        end_quietly_on_closed_output();
+    }
     let level = match &cli.command {
         Command::Serve(args) => serve::config_log_level(args),
         _ => None,

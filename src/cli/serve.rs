@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use proxy_wifi::daemon::{Daemon, DaemonConfig, GuestConfig, Overrides, PolicyConfig};
+use proxy_wifi::daemon::{Daemon, DaemonConfig, DaemonError, GuestConfig, Overrides, PolicyConfig};
 use proxy_wifi::protocol::{MacAddr, Ssid};
 use proxy_wifi::wifi::BackendKind;
 
@@ -175,7 +175,12 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("proxy-wifi: {e}");
-            ExitCode::FAILURE
+            // A fleet the descriptor limit cannot hold is a configuration
+            // problem: restarting would fail the same way.
+            match e {
+                DaemonError::DescriptorLimit(_) => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -86,7 +86,7 @@ pub struct GuestTable {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     backend: Option<BackendKind>,
-    log_level: Option<String>,
+    log_level: Option<Spanned<String>>,
     control_socket: Option<PathBuf>,
     metrics: Option<Spanned<SocketAddr>>,
     #[serde(default)]
@@ -159,6 +159,96 @@ impl Checker<'_> {
     }
 }
 
+/// Checks a log filter (`log_level`, RUST_LOG): comma-separated
+/// directives, each a level (`info`) or `target=level`. The filter parser
+/// takes a bare word such as `aaa` for a target name and silences
+/// everything else; here that is an error.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level.trim())) {
+            return Err(format!(
+                "'{}' is not a level or target=level (levels: {})",
+                bounded(directive),
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The parser's message without the offending value: it may be a secret
+/// (a numeric passphrase is echoed as "invalid type: integer `3141...`")
+/// or huge; the type is kept, and the whole message is bounded.
+fn parser_message(message: &str) -> String {
+    let mut out = message.to_string();
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = out.strip_prefix(prefix) {
+            let kind = rest.split([' ', ',']).next().unwrap_or_default();
+            let expected = rest.find(", expected").map_or("", |i| &rest[i..]);
+            out = format!("{prefix}{kind}{expected}");
+        }
+    }
+    bounded_to(&out, 256)
+}
+
+/// The key whose value starts at `offset`, read from the text of its line
+/// (`scan_layout = "old"`, `{ ssid = "x", bssid = "nope" }`).
+fn key_before(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let eq = line.rfind('=')?;
+    let key = line[..eq]
+        .rsplit(['{', ',', '['])
+        .next()?
+        .trim()
+        .trim_matches('"');
+    let plain = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'));
+    plain.then(|| key.to_string())
+}
+
+/// Passphrases in a file that group or others can read are readable by
+/// them: said once per load, with the file and its mode (never the secret).
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "{} holds passphrases and is readable by others (mode {mode:o}); chmod 600 it",
+                    path.display()
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// The longest path a Unix socket address holds (108 bytes with the NUL).
+const MAX_UNIX_SOCKET_PATH: usize = 107;
+
+/// At most 64 characters of a value for a message, marked when cut.
+fn bounded(text: &str) -> String {
+    bounded_to(text, 64)
+}
+
+fn bounded_to(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
 impl DaemonConfig {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<DaemonConfig, ConfigError> {
@@ -168,7 +258,15 @@ impl DaemonConfig {
             column: None,
             message: format!("cannot read: {e}"),
         })?;
-        DaemonConfig::parse(&text, &path.display().to_string())
+        let config = DaemonConfig::parse(&text, &path.display().to_string())?;
+        if config
+            .simulated_networks
+            .iter()
+            .any(|n| n.passphrase.is_some())
+        {
+            warn_if_readable_by_others(path);
+        }
+        Ok(config)
     }
 
     /// Parses and checks configuration text; `file` names it in errors.
@@ -176,19 +274,18 @@ impl DaemonConfig {
         let c = Checker { file, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            c.at(span, e.message().trim().to_string())
+            let message = parser_message(e.message().trim());
+            let message = match key_before(text, span.start) {
+                Some(key) => format!("{key}: {message}"),
+                None => message,
+            };
+            c.at(span, message)
         })?;
         let backend = raw.backend.unwrap_or_else(BackendKind::platform_default);
 
         if let Some(level) = &raw.log_level {
-            if tracing_subscriber::EnvFilter::try_new(level).is_err() {
-                return Err(ConfigError {
-                    file: file.to_string(),
-                    line: None,
-                    column: None,
-                    message: format!("log_level: '{level}' is not a log filter"),
-                });
-            }
+            check_log_filter(level.get_ref())
+                .map_err(|e| c.at(level.span(), format!("log_level: {e}")))?;
         }
 
         let mut simulated_networks = Vec::new();
@@ -254,7 +351,8 @@ impl DaemonConfig {
                 return Err(c.at(
                     g.name.span(),
                     format!(
-                        "[[guest]] name: '{name}' must be 1 to 64 characters of A-Z a-z 0-9 - _ ."
+                        "[[guest]] name: '{}' must be 1 to 64 characters of A-Z a-z 0-9 - _ .",
+                        bounded(&name)
                     ),
                 ));
             }
@@ -313,7 +411,10 @@ impl DaemonConfig {
                 if Ssid::new(s.as_bytes()).is_err() {
                     return Err(c.at(
                         table.span(),
-                        format!("[[guest]] '{name}' policy: SSID '{s}' is longer than 32 bytes"),
+                        format!(
+                            "[[guest]] '{name}' policy: SSID '{}' is longer than 32 bytes",
+                            bounded(s)
+                        ),
                     ));
                 }
             }
@@ -331,7 +432,7 @@ impl DaemonConfig {
 
         Ok(DaemonConfig {
             backend,
-            log_level: raw.log_level,
+            log_level: raw.log_level.map(Spanned::into_inner),
             control_socket: raw.control_socket,
             metrics: raw.metrics.map(|m| m.into_inner()),
             simulated_networks,
@@ -418,6 +519,19 @@ fn guest_transport(
         });
     }
     if let Some(path) = &g.hybrid_vsock {
+        // The request listener is bound at `<path>_<request_port>`; a Unix
+        // socket address holds at most 107 bytes of path. Found here, with
+        // the rest of the file, not after other guests have started.
+        let listener_len = path.get_ref().as_os_str().len() + 1 + req.to_string().len();
+        if listener_len > MAX_UNIX_SOCKET_PATH {
+            return Err(c.at(
+                path.span(),
+                format!(
+                    "[[guest]] '{name}' hybrid_vsock: the request socket {}_{req} is {listener_len} bytes long; a Unix socket path holds at most {MAX_UNIX_SOCKET_PATH}",
+                    bounded(&path.get_ref().display().to_string())
+                ),
+            ));
+        }
         return Ok(TransportConfig::HybridVsock {
             path: path.get_ref().clone(),
             request_port: req,
@@ -564,6 +678,60 @@ hybrid_vsock = "/run/fc/vm2.vsock"
 
         let e = parse("log_level = \"[[[\"\n").unwrap_err();
         assert!(e.message.contains("log_level"), "{e}");
+        // A bare word is a target name to the filter parser: everything
+        // else would be silenced. It is refused instead.
+        for bad in ["aaa", "info,aaa", "proxy_wifi=loud"] {
+            let e = parse(&format!("log_level = \"{bad}\"\n")).unwrap_err();
+            assert!(e.message.contains("log_level"), "{bad}: {e}");
+        }
+        for good in [
+            "debug",
+            "info,zbus=warn",
+            "proxy_wifi::handler=trace,warn",
+            "OFF",
+        ] {
+            assert!(check_log_filter(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_hybrid_path_too_long_for_its_port_suffix_is_a_config_error() {
+        // 104 bytes fits a Unix socket address; with "_1234" appended for
+        // the request listener it does not.
+        let dir = format!("/{}", "d".repeat(103));
+        let e = parse(&format!(
+            "[[guest]]\nname = \"a\"\nhybrid_vsock = \"{dir}\"\nrequest_port = 1234\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("hybrid_vsock"), "{e}");
+        assert!(!e.message.contains("--"), "names a flag: {e}");
+    }
+
+    #[test]
+    fn parser_errors_name_their_field_and_echo_no_secret_or_unbounded_input() {
+        let e = parse("[[guest]]\nname = \"a\"\ntcp = \"127.0.0.1\"\nscan_layout = \"old\"\n")
+            .unwrap_err();
+        assert!(e.message.starts_with("scan_layout:"), "{e}");
+        let e = parse("metrics = \"localhost\"\n").unwrap_err();
+        assert!(e.message.starts_with("metrics:"), "{e}");
+        assert_eq!(e.line, Some(1));
+
+        let e = parse(
+            "backend = \"simulated\"\n[[simulated_network]]\nssid = \"s\"\nbssid = \"02:00:00:00:00:01\"\nfreq_khz = 2437000\nsecurity = \"wpa2-psk\"\npassphrase = 31415926535897\n",
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("31415926535897"), "{e}");
+        assert!(e.message.contains("passphrase"), "{e}");
+
+        let huge = "n".repeat(16 << 20);
+        let e = parse(&format!(
+            "[[guest]]\nname = \"{huge}\"\ntcp = \"127.0.0.1\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().len() < 1024, "{} bytes", e.to_string().len());
+        let e = parse(&format!("[[guest]]\nname = {huge}\n")).unwrap_err();
+        assert!(e.to_string().len() < 1024, "{} bytes", e.to_string().len());
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! with an error, or a change to a global setting, changes nothing.
 
 pub mod config;
+pub mod fds;
 pub mod policy;
 mod sd;
 mod signals;
@@ -60,6 +61,8 @@ pub enum DaemonError {
     },
     #[error("{0}: restart the daemon to apply it; nothing was changed")]
     GlobalChanged(String),
+    #[error(transparent)]
+    DescriptorLimit(#[from] fds::DescriptorLimitError),
     #[error("the daemon was started without a configuration file; there is nothing to reload")]
     NoConfigFile,
 }
@@ -239,6 +242,7 @@ impl Daemon {
         overrides: Overrides,
     ) -> Result<Arc<Daemon>, DaemonError> {
         let config = overrides.apply(config);
+        fds::ensure(config.guests.len())?;
         if config.guests.is_empty() {
             tracing::warn!("no guests configured; add [[guest]] tables and reload");
         }
@@ -412,6 +416,7 @@ impl Daemon {
 
     async fn reload_from(&self, path: &std::path::Path) -> Result<ReloadSummary, DaemonError> {
         let new = self.overrides.apply(DaemonConfig::load(path)?);
+        fds::ensure(new.guests.len())?;
         let mut state = self.state.lock().await;
         let old = &state.config;
         let mut changed = Vec::new();
@@ -521,7 +526,11 @@ impl Daemon {
 }
 
 fn unknown_guest(name: &str) -> String {
-    format!("no guest named {name:?}")
+    // A control request's name may be up to a line long: echo a bounded part.
+    match name.char_indices().nth(64) {
+        Some((i, _)) => format!("no guest named {:?}...", &name[..i]),
+        None => format!("no guest named {name:?}"),
+    }
 }
 
 /// The daemon's control socket handler.

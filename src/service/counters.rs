@@ -23,7 +23,8 @@ pub struct ServiceStats {
     /// newer one, or no room left).
     pub notifications_dropped: u64,
     /// Request connections closed unanswered because
-    /// [`MAX_CONNECTIONS_IN_FLIGHT`] were already being served.
+    /// [`MAX_CONNECTIONS_IN_FLIGHT`] were already open: the oldest one
+    /// still waiting for its request, or the new one when all were busy.
     pub refused_connections: u64,
     /// Delivery attempts after a first one failed.
     pub notification_retries: u64,

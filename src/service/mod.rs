@@ -23,8 +23,11 @@
 //! as the driver expects. A request that cannot be read or decoded is
 //! answered INVALID and the service carries on. At most
 //! [`MAX_CONNECTIONS_IN_FLIGHT`] request connections are served at once;
-//! past that, new ones are closed at once (the guest reads that as INVALID)
-//! and a warning is logged at most once a second.
+//! past that, the oldest one still waiting for its request is closed to
+//! make room (a stalled writer must not lock the guest's own well-formed
+//! requests out until the read deadlines expire); only when every one is
+//! being answered is the new one closed at once (the guest reads that as
+//! INVALID). A warning is logged at most once a second.
 //!
 //! Notifications leave through one sender task: each is encoded first, then
 //! a connection is opened and the whole message written at once, with

@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use std::collections::VecDeque;
+
 use super::counters::Counters;
 use super::STOP_GRACE;
+use crate::accept_backoff::AcceptBackoff;
 use crate::handler::HandlerClient;
 use crate::protocol::{Header, Message, Request, ScanLayout};
 use crate::transport::framing::{read_message, write_message, FrameError};
@@ -23,7 +26,9 @@ pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long writing a reply may take.
 pub const REPLY_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Guest request connections served at once. A driver never has more than
-/// one request outstanding; past this, new connections are closed at once.
+/// one request outstanding; past this, the oldest connection still waiting
+/// for its request is evicted (or, when all are being answered, the new one
+/// is closed at once).
 pub const MAX_CONNECTIONS_IN_FLIGHT: usize = 32;
 /// At most one "too many connections" warning per interval.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
@@ -56,35 +61,57 @@ pub(super) async fn accept_loop(
 ) {
     let mut connections = JoinSet::new();
     let mut refusals = RefusalLog::default();
+    let mut backoff = AcceptBackoff::new("guest request listener");
+    // The same connections, oldest first, each with whether its request
+    // has arrived: when full, the oldest one still waiting for its request
+    // (a stalled or slow writer) makes room for the new one.
+    let mut open: VecDeque<(AbortHandle, Arc<AtomicBool>)> = VecDeque::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    backoff.succeeded();
                     // Reap finished connections first, so only live ones count.
                     while connections.try_join_next().is_some() {}
+                    open.retain(|(task, _)| !task.is_finished());
                     if connections.len() >= MAX_CONNECTIONS_IN_FLIGHT {
                         Counters::bump(&counters.refused_connections);
-                        refusals.refused(&peer);
-                        drop(stream);
-                        continue;
+                        // Let connections that were just spawned read what
+                        // is already sent, so a request that arrived is not
+                        // taken for a stall.
+                        tokio::task::yield_now().await;
+                        let waiting = open
+                            .iter()
+                            .position(|(_, arrived)| !arrived.load(Ordering::Acquire));
+                        match waiting.and_then(|i| open.remove(i)) {
+                            Some((task, _)) => {
+                                task.abort();
+                                refusals.refused(&peer, "evicting the oldest one still waiting for its request");
+                            }
+                            None => {
+                                refusals.refused(&peer, "closing a new one unanswered");
+                                drop(stream);
+                                continue;
+                            }
+                        }
                     }
                     tracing::trace!(%peer, "guest request connection");
-                    connections.spawn(
+                    let arrived = Arc::new(AtomicBool::new(false));
+                    let task = connections.spawn(
                         serve_connection(
                             stream,
                             handler.clone(),
                             layout,
                             guest_seen.clone(),
                             counters.clone(),
+                            arrived.clone(),
                         )
                         .in_current_span(),
                     );
+                    open.push_back((task, arrived));
                 }
-                Err(e) => {
-                    tracing::warn!("accepting a guest connection failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                Err(e) => backoff.failed(&e).await,
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -114,7 +141,7 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn refused(&mut self, peer: &str) {
+    fn refused(&mut self, peer: &str, action: &str) {
         let now = Instant::now();
         if self
             .last
@@ -126,7 +153,7 @@ impl RefusalLog {
         tracing::warn!(
             %peer,
             suppressed = self.suppressed,
-            "{MAX_CONNECTIONS_IN_FLIGHT} guest connections already in flight; closing a new one unanswered"
+            "{MAX_CONNECTIONS_IN_FLIGHT} guest connections already in flight; {action}"
         );
         self.last = Some(now);
         self.suppressed = 0;
@@ -148,6 +175,7 @@ pub async fn serve_request_connection(
         layout,
         Arc::new(AtomicBool::new(false)),
         Arc::new(Counters::new(None)),
+        Arc::new(AtomicBool::new(false)),
     )
     .await;
 }
@@ -159,12 +187,15 @@ async fn serve_connection(
     layout: ScanLayout,
     guest_seen: Arc<AtomicBool>,
     counters: Arc<Counters>,
+    request_arrived: Arc<AtomicBool>,
 ) {
     let read = timeout(
         REQUEST_READ_TIMEOUT,
         read_message(&mut stream, Header::decode_request),
     )
     .await;
+    // From here on the connection is being answered, never evicted.
+    request_arrived.store(true, Ordering::Release);
     let arrived = Instant::now();
     let mut operation = None;
     // Held until the reply is written: the notification sender waits for
