@@ -17,9 +17,12 @@ DEBIAN_CARGO=/usr/bin/cargo
 
 log() { printf '\n== %s\n' "$*"; }
 
+# One status line per package: without the newline in the format,
+# dpkg-query prints the three statuses on one line, the count is never 3,
+# and every run re-installs (needing root and the network; issue 20).
 have_debian_rust() {
-  dpkg-query -W -f='${Status}' rustc-web cargo-web rust-web-src 2>/dev/null |
-    grep -c 'install ok installed' | grep -qx 3
+  dpkg-query -W -f='${Status}\n' rustc-web cargo-web rust-web-src 2>/dev/null |
+    grep -c '^install ok installed$' | grep -qx 3
 }
 
 if ! have_debian_rust; then
