@@ -1,6 +1,8 @@
 //! The `proxy-wifi` command: argument parsing, output for people, exit codes.
 //! Nothing else lives here.
 
+#[cfg(windows)]
+mod console;
 mod ctl;
 mod guest;
 mod serve;

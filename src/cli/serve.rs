@@ -122,8 +122,9 @@ enum Stop {
     Reload,
 }
 
-/// Waits for SIGTERM or SIGINT (stop) or SIGHUP (reload).
-async fn next_signal() -> Stop {
+/// Waits for SIGTERM or SIGINT (stop) or SIGHUP (reload); on Windows for a
+/// console control event (Ctrl-C, Ctrl-Break, close, logoff, shutdown).
+async fn next_signal(#[cfg(windows)] console: &mut Option<super::console::ConsoleEvents>) -> Stop {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -145,9 +146,17 @@ async fn next_signal() -> Stop {
             }
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        match console {
+            Some(events) => {
+                let event = events.recv().await;
+                tracing::info!("{event}: stopping");
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
         Stop::Shutdown
     }
 }
@@ -205,6 +214,15 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
 pub const SINGLE_GUEST: &str = "default";
 
 pub async fn run(args: ServeArgs) -> ExitCode {
+    // Installed first, so a Ctrl-C during start-up is not lost either.
+    #[cfg(windows)]
+    let mut console = match super::console::install() {
+        Ok(events) => Some(events),
+        Err(e) => {
+            tracing::warn!("cannot install the console handler ({e}); only Ctrl-C stops the service");
+            None
+        }
+    };
     let (config, path) = match &args.config {
         Some(path) => match DaemonConfig::load(path) {
             Ok(config) => (config, Some(path.clone())),
@@ -288,7 +306,12 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     notify_ready();
     tracing::info!("ready");
     loop {
-        match next_signal().await {
+        match next_signal(
+            #[cfg(windows)]
+            &mut console,
+        )
+        .await
+        {
             Stop::Shutdown => break,
             Stop::Reload => {
                 tracing::info!("SIGHUP: reloading the configuration");
@@ -308,6 +331,9 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         task.abort();
     }
     daemon.stop().await;
+    tracing::info!("stopped");
+    #[cfg(windows)]
+    super::console::stopped();
     ExitCode::SUCCESS
 }
 
