@@ -7,7 +7,8 @@
 # The rustup toolchain here has no Windows standard library, so this uses
 # Debian's rustc-web/cargo-web with rust-web-src and rebuilds std for the
 # target (-Zbuild-std; RUSTC_BOOTSTRAP allows that on a stable compiler).
-# It uses its own target directory (target-windows).
+# It uses its own target directory: $WINDOWS_TARGET_DIR, default
+# target-windows (shared with windows-wine.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +46,7 @@ log "cargo check --target $TARGET --all-targets (Windows type check; nothing is 
 echo "compiler: $($DEBIAN_RUSTC --version)"
 # RUSTC: rustup's cargo may come first in PATH and would pick rustup's rustc.
 RUSTC=$DEBIAN_RUSTC RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Dwarnings" \
-  CARGO_TARGET_DIR=target-windows \
+  CARGO_TARGET_DIR="${WINDOWS_TARGET_DIR:-target-windows}" \
   "$DEBIAN_CARGO" check --locked -Zbuild-std=core,alloc,std --target "$TARGET" --all-targets
 
 cat <<MSG
