@@ -219,7 +219,9 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     let mut console = match super::console::install() {
         Ok(events) => Some(events),
         Err(e) => {
-            tracing::warn!("cannot install the console handler ({e}); only Ctrl-C stops the service");
+            tracing::warn!(
+                "cannot install the console handler ({e}); only Ctrl-C stops the service"
+            );
             None
         }
     };

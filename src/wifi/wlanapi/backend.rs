@@ -398,15 +398,14 @@ async fn poll_changes(
             }
         }
         for (&iface, last) in links.iter_mut() {
-            let now: LinkState = match blocking(&shared.sys, move |s| s.current_connection(iface))
-                .await
-            {
-                Ok(network) => network.map(|n| (n.ssid, n.bssid)),
-                Err(e) => {
-                    debug!(%iface, "polling: cannot read the connection: {e}");
-                    continue;
-                }
-            };
+            let now: LinkState =
+                match blocking(&shared.sys, move |s| s.current_connection(iface)).await {
+                    Ok(network) => network.map(|n| (n.ssid, n.bssid)),
+                    Err(e) => {
+                        debug!(%iface, "polling: cannot read the connection: {e}");
+                        continue;
+                    }
+                };
             let armed = shared.get(iface).and_then(|i| i.connect.armed());
             match &now {
                 // A new connection, or the one a connect waits for.
