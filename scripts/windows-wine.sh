@@ -303,13 +303,15 @@ guest connect WineSecure --passphrase 'correct horse battery' >"$WORK/connect.js
 check_json 'v["success"] and v["bssid"] == "02:11:22:33:44:66"' "unexpected connect answer" <"$WORK/connect.json"
 SESSION=$(json_field session_id <"$WORK/connect.json")
 echo "connect WineSecure (WPA2-PSK profile with the PMK as keyMaterial): success, session $SESSION"
+guest disconnect "$SESSION" >"$WORK/disconnect.json" || fail "disconnect failed"
+wait_for "$SERVE_LOG" 'guest disconnected the host' 10
+echo "disconnect session $SESSION (WlanDisconnect, disconnected notification): done"
 rc=0
 guest connect Missing >"$WORK/refused.json" || rc=$?
 [ "$rc" = 1 ] || fail "connect to a network the adapter does not see: exit $rc, expected 1"
-echo "connect Missing: refused (connection_complete with a failure reason)"
-guest disconnect "$SESSION" >"$WORK/disconnect.json" || fail "disconnect failed"
-wait_for "$SERVE_LOG" 'guest disconnected the host' 10
-echo "disconnect (WlanDisconnect, disconnected notification): done"
+grep -q 'connection failed (WlanAPI reason code 0x28002)' "$SERVE_LOG" ||
+  fail "the refused connect did not come from the adapter's connection_complete"
+echo "connect Missing: refused (connection_complete with reason 0x28002)"
 kill "$WATCH_PID" 2>/dev/null || true
 wait "$WATCH_PID" 2>/dev/null || true
 WATCH_PID=
