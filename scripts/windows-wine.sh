@@ -20,11 +20,12 @@
 # Debian's wine64 (8.0). Packages are installed when missing (as root or
 # through sudo). Where Wine cannot run, it prints SKIPPED with the reason.
 #
-# Runtime on 2 idle cores: first run about 8 min (std and the dependencies
-# for the target, for the binary and again for the test harness; the Wine
-# prefix about 10 s); later runs about 1 min (smoke tests about 25 s, unit
-# tests under Wine about 20 s). The build directory is shared with
-# windows-check.sh: $WINDOWS_TARGET_DIR, default target-windows.
+# Runtime (2 cores shared with other jobs, load 15-20): warm run 70 s
+# (smoke A 14 s, B 22 s, unit tests under Wine 30 s). Cold: std and the
+# dependencies for the target, for the binary (7 min wall, 3.9 min CPU) and
+# for the test harness with the dev-dependencies (~25 min wall under that
+# load); roughly 6-8 min on an idle 2-core machine. The build directory is
+# shared with windows-check.sh: $WINDOWS_TARGET_DIR, default target-windows.
 #
 # Test-only files, never in the product: bcryptprimitives.dll from
 # scripts/wine/processprng.c (Wine 8.0 lacks ProcessPrng, which Rust's std
@@ -81,8 +82,7 @@ fi
 # --- build -------------------------------------------------------------------
 export RUSTC=$DEBIAN_RUSTC RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$WIN_DIR
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
-# panic_abort too: a std built by -Zbuild-std=std alone lacks it for
-# proc-macro-free targets that ask for it; cheap to include.
+# std depends on panic_abort anyway; cargo adds libtest for the test harness.
 BUILD_STD=(-Zbuild-std=std,panic_abort --target "$TARGET")
 
 log "building proxy-wifi.exe for $TARGET ($($DEBIAN_RUSTC --version))"
