@@ -53,6 +53,7 @@ cat <<MSG
 
 Windows type check passed: the library, binary, tests, benches and examples,
 including every cfg(windows) module (WlanAPI FFI, Hyper-V sockets), compile
-for $TARGET with warnings denied. Nothing was linked or run: the Windows
-code paths are exercised only on a Windows host (see docs/windows.md).
+for $TARGET with warnings denied. Nothing was linked or run here: the Windows
+code paths run under Wine in scripts/windows-wine.sh and on a Windows host
+(see docs/windows.md).
 MSG
