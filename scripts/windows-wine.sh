@@ -177,6 +177,9 @@ start_service() {
   REQ_PORT=$(free_port)
   NOTIF_PORT=$(free_port)
   SERVE_LOG=$WORK/serve-$label.log
+  # Emptied here: the background job's redirection may come after the
+  # first poll, which must not read a previous run's log.
+  : >"$SERVE_LOG"
   WINEDEBUG=err+all,fixme+all RUST_LOG=debug "$WINE" "$exe" serve --backend wlanapi \
     --tcp 127.0.0.1 --request-port "$REQ_PORT" --notification-port "$NOTIF_PORT" \
     --scan-min-latency-ms 0 "$@" </dev/null >"$SERVE_LOG" 2>&1 &
@@ -277,6 +280,8 @@ grep -q 'Wi-Fi interface added iface=Wine Test Wireless Adapter' "$SERVE_LOG" ||
 ! grep -q 'WlanRegisterNotification failed' "$SERVE_LOG" || fail "WlanRegisterNotification failed on the test DLL"
 echo "WlanOpenHandle, WlanRegisterNotification, WlanEnumInterfaces: one adapter"
 
+: >"$WORK/watch.jsonl"
+: >"$WORK/watch.err"
 "$LINUX_BIN" guest --tcp 127.0.0.1 --notification-port "$NOTIF_PORT" --json watch \
   >"$WORK/watch.jsonl" 2>"$WORK/watch.err" &
 WATCH_PID=$!
