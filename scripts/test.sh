@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian 12 machine: installs what the
 # tests need, then format, lint, unit, integration and end-to-end tests, and
-# the Windows type check. CI (.ci/run) calls exactly this.
+# the Windows type check and the Windows build under Wine. CI (.ci/run)
+# calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,4 +31,5 @@ cargo test --all-targets
 log "cargo test --doc"
 cargo test --doc
 scripts/windows-check.sh
+scripts/windows-wine.sh
 scripts/test-guest-driver.sh

@@ -18,6 +18,8 @@ pub mod config;
 pub mod fds;
 pub mod policy;
 mod sd;
+#[cfg(windows)]
+mod console;
 mod signals;
 
 use std::collections::HashMap;
@@ -191,6 +193,11 @@ impl Daemon {
         tasks.close();
         tasks.wait().await;
         self.stop().await;
+        tracing::info!("stopped");
+        // A console close, logoff or shutdown handler holds the process
+        // open until now.
+        #[cfg(windows)]
+        console::stopped();
         result
     }
 

@@ -1,5 +1,6 @@
 //! The operating system's requests to the daemon: SIGTERM and SIGINT stop
-//! it, SIGHUP reloads its configuration (Unix); Ctrl-C stops it elsewhere.
+//! it, SIGHUP reloads its configuration (Unix); on Windows every console
+//! control event (Ctrl-C, Ctrl-Break, close, logoff, shutdown) stops it.
 
 /// What the operating system asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +16,8 @@ pub(crate) enum Signal {
 pub(crate) struct Signals {
     #[cfg(unix)]
     unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+    #[cfg(windows)]
+    console: Option<super::console::ConsoleEvents>,
 }
 
 impl Signals {
@@ -35,7 +38,20 @@ impl Signals {
             };
             Signals { unix }
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        {
+            let console = match super::console::install() {
+                Ok(events) => Some(events),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot install the console handler ({e}); only Ctrl-C stops the service"
+                    );
+                    None
+                }
+            };
+            Signals { console }
+        }
+        #[cfg(not(any(unix, windows)))]
         Signals {}
     }
 
@@ -48,6 +64,12 @@ impl Signals {
                 _ = term.recv() => Signal::Stop,
                 _ = hup.recv() => Signal::Reload,
             };
+        }
+        #[cfg(windows)]
+        if let Some(console) = &mut self.console {
+            let event = console.recv().await;
+            tracing::info!("{event}: stopping");
+            return Signal::Stop;
         }
         let _ = tokio::signal::ctrl_c().await;
         Signal::Stop

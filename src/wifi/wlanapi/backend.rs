@@ -16,7 +16,7 @@ use super::notify::Notification;
 use super::pending::{PendingConnect, ScanStart, ScanTracker, Waiters};
 use super::profile::{profile_xml, ProfileKey};
 use super::{InterfaceInfo, SysConnect, WlanError, WlanSys};
-use crate::protocol::Ssid;
+use crate::protocol::{MacAddr, Ssid};
 use crate::wifi::{
     AuthAlgorithm, ConnectParams, ConnectedNetwork, EventHub, HostWifi, InterfaceError,
     InterfaceEvent, InterfaceId, ScanResult, ScannedBss, WifiInterface,
@@ -30,6 +30,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long a scan waits for a host scan already running.
 const SCAN_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the backend reads adapters and connections when WlanAPI
+/// cannot notify (see [`WlanApiWifi::polled`]).
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 type ScanOutcome = Result<Vec<ScannedBss>, InterfaceError>;
 
@@ -54,14 +57,17 @@ pub struct WlanInterface {
     scan: ScanTracker<ScanOutcome>,
     connect: PendingConnect,
     disconnects: Waiters,
+    /// No scan-complete notification will come (polled mode).
+    polled: bool,
 }
 
 impl WlanInterface {
-    fn new(info: InterfaceInfo, sys: Arc<dyn WlanSys>) -> WlanInterface {
+    fn new(info: InterfaceInfo, sys: Arc<dyn WlanSys>, polled: bool) -> WlanInterface {
         WlanInterface {
             id: info.id,
             name: info.description,
             sys,
+            polled,
             scan: ScanTracker::default(),
             connect: PendingConnect::default(),
             disconnects: Waiters::default(),
@@ -134,6 +140,10 @@ impl WifiInterface for WlanInterface {
                 if let Err(e) = blocking(&self.sys, move |s| s.scan(id, target.as_ref())).await {
                     warn!(iface = %self.name, "cannot start a host scan: {e}");
                     drop(self.scan.start_failed());
+                } else if self.polled {
+                    // Nothing will report this scan's end: not awaited; the
+                    // next guest scan reads the list it refreshed.
+                    drop(self.scan.finish());
                 }
                 Ok(ScanResult {
                     bss: cached,
@@ -233,6 +243,7 @@ struct Shared {
     sys: Arc<dyn WlanSys>,
     hub: EventHub,
     ifaces: Mutex<HashMap<Uuid, Arc<WlanInterface>>>,
+    polled: bool,
 }
 
 impl Shared {
@@ -250,7 +261,7 @@ impl Shared {
             if map.contains_key(&info.id) {
                 return None;
             }
-            let iface = Arc::new(WlanInterface::new(info, self.sys.clone()));
+            let iface = Arc::new(WlanInterface::new(info, self.sys.clone(), self.polled));
             map.insert(iface.id, iface.clone());
             iface
         };
@@ -355,44 +366,154 @@ impl Shared {
     }
 }
 
+/// A connection as the poller compares it.
+type LinkState = Option<(Ssid, MacAddr)>;
+
+/// Polled mode: reads the adapters and their connections every
+/// [`POLL_INTERVAL`] and turns changes into the notifications WlanAPI would
+/// have sent (arrival, removal, connection complete, disconnected), so the
+/// dispatcher works as it does with notifications. `links` holds the state
+/// already reported at start.
+async fn poll_changes(
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Notification>,
+    mut links: HashMap<Uuid, LinkState>,
+) {
+    let mut ticker = tokio::time::interval(POLL_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    while !tx.is_closed() {
+        ticker.tick().await;
+        let listed = match blocking(&shared.sys, |s| s.interfaces()).await {
+            Ok(list) => list,
+            Err(e) => {
+                debug!("polling: cannot list Wi-Fi interfaces: {e}");
+                continue;
+            }
+        };
+        let gone: Vec<Uuid> = links
+            .keys()
+            .filter(|id| !listed.iter().any(|i| i.id == **id))
+            .copied()
+            .collect();
+        for iface in gone {
+            links.remove(&iface);
+            let _ = tx.send(Notification::InterfaceRemoval { iface });
+        }
+        for info in &listed {
+            if !links.contains_key(&info.id) {
+                links.insert(info.id, None);
+                let _ = tx.send(Notification::InterfaceArrival { iface: info.id });
+            }
+        }
+        for (&iface, last) in links.iter_mut() {
+            let now: LinkState =
+                match blocking(&shared.sys, move |s| s.current_connection(iface)).await {
+                    Ok(network) => network.map(|n| (n.ssid, n.bssid)),
+                    Err(e) => {
+                        debug!(%iface, "polling: cannot read the connection: {e}");
+                        continue;
+                    }
+                };
+            let armed = shared.get(iface).and_then(|i| i.connect.armed());
+            match &now {
+                // A new connection, or the one a connect waits for.
+                Some((ssid, _)) if *last != now || armed == Some(*ssid) => {
+                    let _ = tx.send(Notification::ConnectionComplete {
+                        iface,
+                        ssid: Some(*ssid),
+                        reason: super::convert::WLAN_REASON_CODE_SUCCESS,
+                    });
+                }
+                None if last.is_some() => {
+                    let _ = tx.send(Notification::Disconnected { iface });
+                }
+                _ => {}
+            }
+            *last = now;
+        }
+    }
+}
+
 /// The WlanAPI [`HostWifi`] backend.
 pub struct WlanApiWifi {
     shared: Arc<Shared>,
     dispatcher: tokio::task::JoinHandle<()>,
+    poller: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl WlanApiWifi {
     /// Opens WlanAPI, registers for notifications, lists the adapters and
     /// starts dispatching notifications. Call it from within a tokio
     /// runtime. Adapters already connected publish a host-connected event.
+    ///
+    /// A WlanAPI whose `WlanRegisterNotification` is a stub (Wine's) is
+    /// not fatal: the service says so and runs in polled mode
+    /// ([`WlanApiWifi::polled`]). Any other failure is.
     #[cfg(windows)]
     pub fn start() -> Result<Arc<WlanApiWifi>, WlanError> {
         tokio::runtime::Handle::try_current().map_err(|_| WlanError::NoRuntime)?;
+        let mut client = super::ffi::WlanClient::open()?;
         let (tx, rx) = mpsc::unbounded_channel();
         // Notifications are registered before the adapters are listed, so
         // no arrival can fall in between.
-        let client = super::ffi::WlanClient::open(tx)?;
-        WlanApiWifi::with_sys(Arc::new(client), rx)
+        match client.register(tx) {
+            Ok(()) => WlanApiWifi::with_sys(Arc::new(client), rx),
+            Err(e) if e.is_not_implemented() => {
+                warn!(
+                    "{e}: this WlanAPI cannot send notifications (Wine's is a stub). \
+                     Polling adapters and connections every {} s instead; guests get no \
+                     signal-quality or unsolicited scan-result notifications, and host \
+                     scans are not awaited",
+                    POLL_INTERVAL.as_secs()
+                );
+                WlanApiWifi::polled(Arc::new(client))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The backend over a [`WlanSys`] that cannot report notifications: it
+    /// polls instead (every [`POLL_INTERVAL`]): adapters come and go and
+    /// connects and disconnects complete as with notifications, a little
+    /// later; failed connects end at [`CONNECT_TIMEOUT`]; host scans are
+    /// started but not awaited; there is no signal quality.
+    pub fn polled(sys: Arc<dyn WlanSys>) -> Result<Arc<WlanApiWifi>, WlanError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        WlanApiWifi::build(sys, rx, Some(tx))
     }
 
     /// The backend over any [`WlanSys`] and the notifications it reports;
     /// [`WlanApiWifi::start`] uses the real WlanAPI, tests a fake.
     pub fn with_sys(
         sys: Arc<dyn WlanSys>,
+        notifications: mpsc::UnboundedReceiver<Notification>,
+    ) -> Result<Arc<WlanApiWifi>, WlanError> {
+        WlanApiWifi::build(sys, notifications, None)
+    }
+
+    /// `poll`: polled mode, synthesised notifications go there.
+    fn build(
+        sys: Arc<dyn WlanSys>,
         mut notifications: mpsc::UnboundedReceiver<Notification>,
+        poll: Option<mpsc::UnboundedSender<Notification>>,
     ) -> Result<Arc<WlanApiWifi>, WlanError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| WlanError::NoRuntime)?;
         let shared = Arc::new(Shared {
             sys: sys.clone(),
             hub: EventHub::new(),
             ifaces: Mutex::new(HashMap::new()),
+            polled: poll.is_some(),
         });
+        let mut links = HashMap::new();
         for info in sys.interfaces()? {
             if let Some(iface) = shared.add(info) {
                 // The host connection present at start.
+                let mut link = None;
                 match sys.current_connection(iface.id) {
                     Ok(Some(network)) => {
                         info!(iface = %iface.name, ssid = %network.ssid, "connected at start");
+                        link = Some((network.ssid, network.bssid));
                         shared.hub.publish(InterfaceEvent::Connected {
                             iface: iface.id,
                             network,
@@ -401,8 +522,19 @@ impl WlanApiWifi {
                     Ok(None) => {}
                     Err(e) => warn!(iface = %iface.name, "cannot read the connection: {e}"),
                 }
+                links.insert(iface.id, link);
             }
         }
+        if links.is_empty() {
+            // Wine's WlanAPI, or a host without Wi-Fi: serving goes on
+            // (fake networks, adapters that appear later).
+            warn!(
+                "WlanAPI lists no wireless interface: guests see only fake networks until an adapter appears"
+            );
+        } else {
+            info!(count = links.len(), "WlanAPI interfaces listed");
+        }
+        let poller = poll.map(|tx| runtime.spawn(poll_changes(shared.clone(), tx, links)));
         let worker = shared.clone();
         let dispatcher = runtime.spawn(async move {
             while let Some(n) = notifications.recv().await {
@@ -410,13 +542,20 @@ impl WlanApiWifi {
             }
             debug!("WlanAPI notifications ended");
         });
-        Ok(Arc::new(WlanApiWifi { shared, dispatcher }))
+        Ok(Arc::new(WlanApiWifi {
+            shared,
+            dispatcher,
+            poller,
+        }))
     }
 }
 
 impl Drop for WlanApiWifi {
     fn drop(&mut self) {
         self.dispatcher.abort();
+        if let Some(poller) = &self.poller {
+            poller.abort();
+        }
     }
 }
 
@@ -894,5 +1033,84 @@ mod tests {
         assert!(wifi.interfaces().is_empty());
         // The waiting scan is released (with what the host still has).
         assert!(timeout(Duration::from_secs(5), waiting).await.is_ok());
+    }
+
+    /// Polled mode (WlanRegisterNotification not implemented, as under
+    /// Wine): the fake's notifications go nowhere, and the backend must
+    /// still see adapters arrive and leave and connects and disconnects end.
+    #[tokio::test]
+    async fn polled_mode_follows_adapters_connections_and_scans() {
+        let (nowhere, _) = mpsc::unbounded_channel();
+        let sys = Arc::new(FakeSys {
+            state: Mutex::new(FakeState {
+                connect_reason: Some(0),
+                ..FakeState::default()
+            }),
+            notify: nowhere,
+        });
+        let wifi = WlanApiWifi::polled(sys.clone()).unwrap();
+        let mut events = wifi.subscribe();
+        assert!(wifi.interfaces().is_empty());
+
+        sys.st().ifaces = one_iface().ifaces;
+        match next_event(&mut events).await {
+            InterfaceEvent::Arrived(i) => assert_eq!(i.id(), IFACE),
+            other => panic!("unexpected {other:?}"),
+        }
+        let iface = wifi.interfaces().remove(0);
+
+        let params = ConnectParams {
+            ssid: ssid("Home"),
+            bssid: Some(MacAddr([2, 0, 0, 0, 0, 1])),
+            security: Security::OPEN,
+            key: None,
+        };
+        let net = timeout(2 * CONNECT_TIMEOUT, iface.connect(&params))
+            .await
+            .expect("the connect ends")
+            .unwrap();
+        assert_eq!(net.ssid, ssid("Home"));
+        assert!(matches!(
+            next_event(&mut events).await,
+            InterfaceEvent::Connected { network, .. } if network.ssid == ssid("Home")
+        ));
+        // Connecting again to the network it is on completes too.
+        assert!(iface.connect(&params).await.is_ok());
+
+        iface.disconnect().await.unwrap();
+        assert!(iface.connected_network().await.unwrap().is_none());
+        // (The repeated connect published its connection again.)
+        loop {
+            match next_event(&mut events).await {
+                InterfaceEvent::Connected { .. } => continue,
+                InterfaceEvent::Disconnected { iface } => break assert_eq!(iface, IFACE),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+
+        // Nothing reports a host scan's end: scans are not left waiting.
+        iface.scan(None).await.unwrap();
+        timeout(Duration::from_secs(1), iface.scan(None))
+            .await
+            .expect("the second scan does not wait")
+            .unwrap();
+        assert_eq!(sys.st().scans.len(), 2);
+
+        sys.st().ifaces.clear();
+        assert!(matches!(
+            next_event(&mut events).await,
+            InterfaceEvent::Removed(r) if r == IFACE
+        ));
+        assert!(wifi.interfaces().is_empty());
+    }
+
+    #[test]
+    fn only_stubs_count_as_not_implemented() {
+        let stub = WlanError::Api {
+            call: "WlanRegisterNotification",
+            code: crate::wifi::wlanapi::win32::ERROR_CALL_NOT_IMPLEMENTED,
+        };
+        assert!(stub.is_not_implemented());
+        assert!(!api_err("WlanRegisterNotification").is_not_implemented());
     }
 }

@@ -7,7 +7,7 @@ use std::mem::{offset_of, size_of};
 use std::ptr;
 
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{debug, warn};
 use uuid::Uuid;
 use windows_sys::core::GUID;
 use windows_sys::Win32::Foundation::{ERROR_SUCCESS, HANDLE};
@@ -129,11 +129,12 @@ unsafe extern "system" fn on_notification(data: *mut L2_NOTIFICATION_DATA, conte
     }
 }
 
-/// An open WlanAPI client handle, registered for ACM and MSM notifications.
+/// An open WlanAPI client handle, registered for ACM and MSM notifications
+/// once [`WlanClient::register`] succeeded.
 pub struct WlanClient {
     handle: HANDLE,
-    // Dropped after the handle is closed (see Drop).
-    _sink: Box<NotificationSink>,
+    // Set once registered; dropped after the handle is closed (see Drop).
+    sink: Option<Box<NotificationSink>>,
 }
 
 // SAFETY: a WlanAPI client handle may be used from any thread; the sink is
@@ -142,7 +143,7 @@ unsafe impl Send for WlanClient {}
 unsafe impl Sync for WlanClient {}
 
 impl WlanClient {
-    pub fn open(tx: mpsc::UnboundedSender<Notification>) -> Result<WlanClient, WlanError> {
+    pub fn open() -> Result<WlanClient, WlanError> {
         let mut negotiated = 0u32;
         let mut handle: HANDLE = ptr::null_mut();
         // SAFETY: out-pointers are valid locals.
@@ -154,16 +155,22 @@ impl WlanClient {
                 &mut handle,
             )
         })?;
-        let client = WlanClient {
-            handle,
-            _sink: Box::new(NotificationSink { tx }),
-        };
-        let context: *const NotificationSink = &*client._sink;
+        debug!(
+            version = format_args!("{}.{}", negotiated & 0xffff, negotiated >> 16),
+            "WlanAPI client handle open"
+        );
+        Ok(WlanClient { handle, sink: None })
+    }
+
+    /// Registers for ACM and MSM notifications, forwarded to `tx`.
+    pub fn register(&mut self, tx: mpsc::UnboundedSender<Notification>) -> Result<(), WlanError> {
+        let sink = Box::new(NotificationSink { tx });
+        let context: *const NotificationSink = &*sink;
         // SAFETY: the handle is open; the callback and its context stay valid
-        // until WlanCloseHandle returns.
+        // until WlanCloseHandle returns (the box is kept in `self.sink`).
         check("WlanRegisterNotification", unsafe {
             WlanRegisterNotification(
-                client.handle,
+                self.handle,
                 WLAN_NOTIFICATION_SOURCE_ACM | WLAN_NOTIFICATION_SOURCE_MSM,
                 1,
                 Some(on_notification),
@@ -172,7 +179,8 @@ impl WlanClient {
                 ptr::null_mut(),
             )
         })?;
-        Ok(client)
+        self.sink = Some(sink);
+        Ok(())
     }
 }
 
@@ -181,18 +189,22 @@ impl Drop for WlanClient {
         // SAFETY: the handle is open. Unregistering then closing makes sure
         // no callback runs once the sink is freed.
         unsafe {
-            let _ = WlanRegisterNotification(
-                self.handle,
-                WLAN_NOTIFICATION_SOURCE_NONE,
-                0,
-                None,
-                ptr::null(),
-                ptr::null(),
-                ptr::null_mut(),
-            );
+            if self.sink.is_some() {
+                let _ = WlanRegisterNotification(
+                    self.handle,
+                    WLAN_NOTIFICATION_SOURCE_NONE,
+                    0,
+                    None,
+                    ptr::null(),
+                    ptr::null(),
+                    ptr::null_mut(),
+                );
+            }
             let code = WlanCloseHandle(self.handle, ptr::null());
             if code != ERROR_SUCCESS {
                 warn!("WlanCloseHandle failed with error {code}");
+            } else {
+                debug!("WlanAPI client handle closed");
             }
         }
     }

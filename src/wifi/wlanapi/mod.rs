@@ -52,6 +52,8 @@ pub mod win32 {
     pub const ERROR_SERVICE_NOT_ACTIVE: u32 = 1062;
     pub const ERROR_NOT_FOUND: u32 = 1168;
     pub const ERROR_INVALID_STATE: u32 = 5023;
+    pub const ERROR_NOT_SUPPORTED: u32 = 50;
+    pub const ERROR_CALL_NOT_IMPLEMENTED: u32 = 120;
 }
 
 /// Why a WlanAPI operation failed.
@@ -71,6 +73,18 @@ pub enum WlanError {
 }
 
 impl WlanError {
+    /// The call is a stub on this system (Wine's `WlanRegisterNotification`
+    /// answers `ERROR_CALL_NOT_IMPLEMENTED`), as opposed to a real failure.
+    pub fn is_not_implemented(&self) -> bool {
+        matches!(
+            self,
+            WlanError::Api {
+                code: win32::ERROR_CALL_NOT_IMPLEMENTED | win32::ERROR_NOT_SUPPORTED,
+                ..
+            }
+        )
+    }
+
     /// The error as a [`WifiInterface`](crate::wifi::WifiInterface) reports it.
     pub fn to_interface_error(&self) -> InterfaceError {
         match self {

@@ -124,6 +124,11 @@ impl PendingConnect {
         }
     }
 
+    /// The SSID of the armed attempt, if one is waiting.
+    pub fn armed(&self) -> Option<Ssid> {
+        lock(&self.slot).as_ref().map(|(ssid, _)| *ssid)
+    }
+
     /// Drops the armed attempt (the interface went away).
     pub fn cancel(&self) {
         lock(&self.slot).take();
