@@ -25,6 +25,8 @@ pub enum BackendKind {
     Simulated,
     /// The host's Wi-Fi through NetworkManager (Linux).
     Networkmanager,
+    /// The host's Wi-Fi through iwd (Linux).
+    Iwd,
     /// The host's Wi-Fi through WlanAPI (Windows).
     Wlanapi,
 }
@@ -60,13 +62,14 @@ pub fn parse_fake_network(text: &str) -> Result<FakeNetworkArg, String> {
 
 /// The transport and per-guest flags: the single-VM shortcut, which
 /// `--config` replaces.
-const SINGLE_VM_FLAGS: [&str; 10] = [
+const SINGLE_VM_FLAGS: [&str; 11] = [
     "tcp",
     "hybrid_vsock",
     "vsock_cid",
     "hyperv_vm_id",
     "simulated",
     "backend",
+    "iwd_state_dir",
     "fake_networks",
     "scan_layout",
     "scan_min_latency_ms",
@@ -84,9 +87,14 @@ pub struct ServeArgs {
     /// Simulated mode (same as --backend simulated).
     #[arg(long, conflicts_with = "backend")]
     pub simulated: bool,
-    /// Where the host's Wi-Fi comes from (default: the platform's).
+    /// Where the host's Wi-Fi comes from (default: the platform's; on
+    /// Linux whichever of NetworkManager and iwd manages the Wi-Fi devices).
     #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
+    /// iwd's state directory, where the iwd backend writes its
+    /// provisioning files (default: the one iwd reports).
+    #[arg(long, value_name = "DIR")]
+    pub iwd_state_dir: Option<PathBuf>,
     /// A fake network shown to the guest, always connected (repeatable).
     #[arg(long = "fake-network", value_name = "SSID=BSSID", value_parser = parse_fake_network)]
     pub fake_networks: Vec<FakeNetworkArg>,
@@ -169,6 +177,7 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
         match args.backend {
             Some(BackendKind::Simulated) => DaemonBackend::Simulated,
             Some(BackendKind::Networkmanager) => DaemonBackend::NetworkManager,
+            Some(BackendKind::Iwd) => DaemonBackend::Iwd,
             Some(BackendKind::Wlanapi) => DaemonBackend::WlanApi,
             None => DaemonBackend::platform_default(),
         }
@@ -178,6 +187,7 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
     }
     Ok(DaemonConfig {
         backend,
+        iwd_state_dir: args.iwd_state_dir.clone(),
         log_level: None,
         control_socket: None,
         metrics: None,

@@ -23,6 +23,11 @@ use crate::transport::TransportConfig;
 pub enum BackendKind {
     /// NetworkManager over the system D-Bus (Linux).
     NetworkManager,
+    /// iwd over the system D-Bus (Linux).
+    Iwd,
+    /// Whichever of NetworkManager and iwd manages the Wi-Fi devices,
+    /// decided at start (Linux).
+    Auto,
     /// Simulated networks, no host Wi-Fi touched.
     Simulated,
     /// WlanAPI (Windows).
@@ -35,13 +40,15 @@ impl BackendKind {
         if cfg!(windows) {
             BackendKind::WlanApi
         } else {
-            BackendKind::NetworkManager
+            BackendKind::Auto
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::NetworkManager => "networkmanager",
+            BackendKind::Iwd => "iwd",
+            BackendKind::Auto => "auto",
             BackendKind::Simulated => "simulated",
             BackendKind::WlanApi => "wlanapi",
         }
@@ -157,6 +164,7 @@ pub struct GuestTable {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     backend: Option<BackendKind>,
+    iwd_state_dir: Option<PathBuf>,
     log_level: Option<String>,
     control_socket: Option<PathBuf>,
     metrics: Option<Spanned<SocketAddr>>,
@@ -183,6 +191,9 @@ pub struct GuestConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonConfig {
     pub backend: BackendKind,
+    /// iwd's state directory for the proxy's provisioning files (backend
+    /// `iwd`); `None`: the one iwd reports.
+    pub iwd_state_dir: Option<PathBuf>,
     pub log_level: Option<String>,
     pub control_socket: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
@@ -399,6 +410,7 @@ impl DaemonConfig {
 
         Ok(DaemonConfig {
             backend,
+            iwd_state_dir: raw.iwd_state_dir,
             log_level: raw.log_level,
             control_socket: raw.control_socket,
             metrics: raw.metrics.map(|m| m.into_inner()),

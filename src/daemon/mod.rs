@@ -66,14 +66,45 @@ enum Host {
     Simulated(Arc<SimulatedWifi>),
     #[cfg(target_os = "linux")]
     NetworkManager(Arc<crate::wifi::networkmanager::NetworkManagerWifi>),
+    #[cfg(target_os = "linux")]
+    Iwd(Arc<crate::wifi::iwd::IwdWifi>),
     #[cfg(windows)]
     WlanApi(Arc<crate::wifi::wlanapi::WlanApiWifi>),
 }
 
 impl Host {
     async fn start(config: &DaemonConfig) -> Result<Host, DaemonError> {
-        match config.backend {
+        let mut kind = config.backend;
+        #[cfg(target_os = "linux")]
+        if kind == BackendKind::Auto {
+            let (picked, reason) = crate::wifi::detect::linux_backend().await;
+            kind = match picked {
+                crate::wifi::detect::LinuxBackend::NetworkManager => BackendKind::NetworkManager,
+                crate::wifi::detect::LinuxBackend::Iwd => BackendKind::Iwd,
+            };
+            tracing::info!(
+                backend = kind.name(),
+                "picked the {} backend: {reason}",
+                kind.name()
+            );
+        }
+        match kind {
             BackendKind::Simulated => Ok(Host::Simulated(simulated_backend(config))),
+            #[cfg(target_os = "linux")]
+            BackendKind::Iwd => {
+                use crate::wifi::iwd::{BusAddress, IwdConfig, IwdWifi};
+                let iwd_config = IwdConfig {
+                    state_dir: config.iwd_state_dir.clone(),
+                    ..IwdConfig::default()
+                };
+                IwdWifi::start(BusAddress::System, iwd_config)
+                    .await
+                    .map(Host::Iwd)
+                    .map_err(|e| DaemonError::Backend {
+                        backend: "iwd",
+                        message: e.to_string(),
+                    })
+            }
             #[cfg(target_os = "linux")]
             BackendKind::NetworkManager => {
                 use crate::wifi::networkmanager::{BusAddress, NetworkManagerWifi};
@@ -102,6 +133,8 @@ impl Host {
             Host::Simulated(s) => Backend::Simulated(s.clone()),
             #[cfg(target_os = "linux")]
             Host::NetworkManager(nm) => Backend::Host(nm.clone()),
+            #[cfg(target_os = "linux")]
+            Host::Iwd(iwd) => Backend::Host(iwd.clone()),
             #[cfg(windows)]
             Host::WlanApi(w) => Backend::Host(w.clone()),
         }
@@ -120,6 +153,8 @@ impl Host {
             Host::Simulated(_) => {}
             #[cfg(target_os = "linux")]
             Host::NetworkManager(nm) => nm.shutdown().await,
+            #[cfg(target_os = "linux")]
+            Host::Iwd(iwd) => iwd.shutdown().await,
             #[cfg(windows)]
             Host::WlanApi(_) => {}
         }
@@ -403,6 +438,9 @@ impl Daemon {
         let mut changed = Vec::new();
         if new.backend != old.backend {
             changed.push("backend");
+        }
+        if new.iwd_state_dir != old.iwd_state_dir {
+            changed.push("iwd_state_dir");
         }
         if new.simulated_networks != old.simulated_networks {
             changed.push("simulated_network");

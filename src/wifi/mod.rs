@@ -1,12 +1,17 @@
 //! Wi-Fi interfaces: the one trait the handler knows the host's Wi-Fi by.
 //!
 //! Implementations live in their own modules: the client's fake networks,
-//! the simulated interface, NetworkManager (Linux) and WlanAPI (Windows). A
+//! the simulated interface, NetworkManager and iwd (Linux) and WlanAPI
+//! (Windows). A
 //! [`HostWifi`] backend discovers the host's interfaces and publishes their
 //! events; one backend may serve many guests.
 
+#[cfg(target_os = "linux")]
+pub mod detect;
 pub mod fake;
 mod hub;
+#[cfg(target_os = "linux")]
+pub mod iwd;
 #[cfg(target_os = "linux")]
 pub mod networkmanager;
 mod security;
