@@ -487,10 +487,12 @@ impl IwdStation {
                 }
                 info!(iface = %self.name, ssid = %params.ssid, "joining with the host's own known network");
             }
-            Existing::HostUnreadable => return Err(InterfaceError::Failed(format!(
+            Existing::HostUnreadable => {
+                return Err(InterfaceError::Failed(format!(
                 "the host knows this network ({}) but its file is unreadable; it is not modified",
                 file.display()
-            ))),
+            )))
+            }
             Existing::Nothing | Existing::Proxy => {
                 if Existing::Proxy == existing && self.shared.file_in_use(&file) {
                     return Err(InterfaceError::Failed(
