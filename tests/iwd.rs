@@ -592,3 +592,25 @@ async fn iwd_leaving_removes_the_guests_file() {
     ));
     backend.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_lost_link_removes_the_guests_file() {
+    require_tools!();
+    let env = Env::start().await;
+    let st = env.add_station("wlan0", "02:00:00:00:00:10").await;
+    env.add_network(&st, "home", "psk", "02:00:00:00:01:00", false)
+        .await;
+    let backend = env.backend().await;
+    let iface = wait_interfaces(&backend, 1).await.remove(0);
+    let mut events = backend.subscribe();
+    let (params, _) = psk_params("home", "guestpass");
+    iface.connect(&params).await.unwrap();
+    assert!(env.file("home.psk").exists());
+    let _: () = env.mock("LoseLink", &(st.as_str(),)).await;
+    next_event(&mut events, "disconnected", |e| {
+        matches!(e, InterfaceEvent::Disconnected { .. })
+    })
+    .await;
+    wait_gone(&env.file("home.psk")).await;
+    backend.shutdown().await;
+}

@@ -226,6 +226,7 @@ impl IwdStation {
             if !is_linked(&state) && inner.connected {
                 inner.connected = false;
                 self.publish(InterfaceEvent::Disconnected { iface: self.id });
+                self.forget_lost_guest_network();
             }
             inner.state_generation
         };
@@ -248,6 +249,22 @@ impl IwdStation {
                         network,
                     });
                 }
+            });
+        }
+    }
+
+    /// The link went down (access point lost, host disconnected): a
+    /// network provisioned for the guest goes too, unless a connect or
+    /// disconnect of this station is running (it handles its own file).
+    fn forget_lost_guest_network(&self) {
+        let Ok(op) = self.op_lock.clone().try_lock_owned() else {
+            return;
+        };
+        if let Some(file) = self.shared.take_provisioned(&self.path) {
+            info!(iface = %self.name, "the guest's network is gone; removing its provisioning file");
+            tokio::spawn(async move {
+                let _op = op;
+                super::remove_file(file).await;
             });
         }
     }
