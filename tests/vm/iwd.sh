@@ -11,7 +11,9 @@
 # channel 11) are hostapd access points. Every wait polls with a deadline.
 
 BIN="${PROXY_WIFI_BIN:-$VM_REPO/target/debug/proxy-wifi}"
-W="$VM_LOGDIR/work"
+# Work files in the VM's own /tmp: iwd watches its state directory with
+# inotify and hostapd wants a local filesystem.
+W=/tmp/proxy-wifi-iwd
 STATE="$W/iwd-state"
 CONF="$W/iwd-conf"
 mkdir -p "$W" "$STATE" "$CONF"
@@ -25,7 +27,7 @@ guest() { "$BIN" guest --tcp 127.0.0.1 --timeout 25 "$@"; }
 ap_conf() { # iface ssid channel [passphrase] [hidden]
   {
     echo "interface=$1"; echo "driver=nl80211"; echo "ssid=$2"
-    echo "hw_mode=g"; echo "channel=$3"; echo "ctrl_interface=$W/hostapd-$1"
+    echo "hw_mode=g"; echo "channel=$3"
     if [ -n "${4:-}" ]; then
       echo "wpa=2"; echo "wpa_key_mgmt=WPA-PSK"; echo "rsn_pairwise=CCMP"
       echo "wpa_passphrase=$4"
@@ -35,9 +37,11 @@ ap_conf() { # iface ssid channel [passphrase] [hidden]
 }
 start_ap() { # iface
   : >"$VM_LOGDIR/hostapd-$1.log"
-  vm_bg "hostapd-$1" hostapd "$W/hostapd-$1.conf"
-  vm_wait_until 20 "hostapd on $1 enabled" vm_log_has "hostapd-$1" 'AP-ENABLED'
+  # Line-buffered: hostapd writes its log through stdio.
+  vm_bg "hostapd-$1" stdbuf -oL -eL hostapd "$W/hostapd-$1.conf"
+  vm_wait_until 30 "hostapd beaconing on $1" ap_up "$1"
 }
+ap_up() { iw dev "$1" info 2>/dev/null | grep -q 'type AP' && iw dev "$1" info | grep -q 'ssid '; }
 ap_conf wlan1 pw-net 1 "$PW_PASS"
 ap_conf wlan2 open-net 6
 ap_conf wlan3 hidden-net 11 "$HIDDEN_PASS" hidden
@@ -72,10 +76,13 @@ iwd_state() {
 iwd_state_is() { [ "$(iwd_state)" = "$1" ]; }
 
 start_serve() { # extra args
+  local before
+  before=$(vm_log_count serve 'following iwd')
   vm_bg serve env RUST_LOG=proxy_wifi=debug "$BIN" serve --tcp 127.0.0.1 \
     --notify-host-disconnect --iwd-state-dir "$STATE" "$@"
-  vm_wait_until 20 "serve ready" vm_log_has serve 'iwd station added'
+  vm_wait_until 30 "serve follows iwd" serve_sessions_above "$before"
 }
+serve_sessions_above() { [ "$(vm_log_count serve 'following iwd')" -gt "$1" ]; }
 stations_added() { [ "$(vm_log_count serve 'iwd station added')" -ge "$1" ]; }
 
 # --- helpers on the guest's side ----------------------------------------------
@@ -207,13 +214,12 @@ vm_wait_until 10 "iwd disconnected" iwd_state_is disconnected
 
 : >"$VM_LOGDIR/watch.log"
 vm_bg watch "$BIN" guest --tcp 127.0.0.1 --json watch
-sleep 0.3 # let the listener bind (it logs when it does)
 vm_wait_until 10 "watch listening" vm_log_has watch 'listening'
 if connect pw-net --passphrase "$PW_PASS"; then
   vm_wait_until 10 "iwd connected" iwd_state_is connected
   t0=$(vm_now_ms)
   vm_stop hostapd-wlan1 TERM 10
-  if vm_wait_until 20 "NOTIF_DISCONNECTED at the guest" vm_log_has watch 'disconnect'; then
+  if vm_wait_until 20 "NOTIF_DISCONNECTED at the guest" vm_log_has watch '"type":"disconnected"'; then
     vm_metric ap_loss_notif_ms $(( $(vm_now_ms) - t0 )) ms
     vm_pass ap-loss-notif-disconnected "$(grep -m1 -i disconnect "$VM_LOGDIR/watch.log" | cut -c1-120)"
   else
@@ -246,6 +252,9 @@ if [ -n "$open_path" ] && busctl --system call net.connman.iwd "$open_path" net.
   fi
   busctl --system call net.connman.iwd "$st" net.connman.iwd.Station Disconnect >/dev/null 2>&1
   vm_wait_until 10 "host disconnected" iwd_state_is disconnected
+  # The host forgets open-net again, so iwd does not autoconnect to it later.
+  busctl --system call net.connman.iwd "/net/connman/iwd/$(printf open-net | od -An -tx1 | tr -d ' \n')_open" \
+    net.connman.iwd.KnownNetwork Forget >/dev/null 2>&1 || true
 else
   vm_fail mirror-host-connect "no host connection to open-net: $(cat "$W/host-connect.err" 2>/dev/null)"
 fi
@@ -260,7 +269,7 @@ if vm_retry 2 "pw-net connect" connect pw-net --passphrase "$PW_PASS"; then
     vm_wait_until 10 "serve saw iwd go" vm_log_has serve 'iwd went away'
   vm_expect iwd-gone-file-removed "$(ls "$STATE")" vm_wait_until 10 "file gone" test ! -e "$STATE/pw-net.psk"
   vm_expect iwd-gone-notif-disconnected "$(tail -2 "$VM_LOGDIR/watch.log")" \
-    vm_wait_until 10 "NOTIF_DISCONNECTED" vm_log_has watch 'disconnect'
+    vm_wait_until 10 "NOTIF_DISCONNECTED" vm_log_has watch '"type":"disconnected"'
   start_iwd
   vm_expect iwd-back "$(grep -c 'iwd station added' "$VM_LOGDIR/serve.log") station arrivals" \
     vm_wait_until 20 "station back in serve" stations_added 2
