@@ -33,7 +33,7 @@ target="${CARGO_TARGET_DIR:-target}"
 bin="$(cd "$target" && pwd)/debug/proxy-wifi"
 
 set +e
-tests/vm/run.sh --name iwd --timeout 420 --modprobe 'mac80211_hwsim radios=4' \
+tests/vm/run.sh --name iwd --timeout 600 --modprobe 'mac80211_hwsim radios=4' \
   --env "PROXY_WIFI_BIN=$bin" tests/vm/iwd.sh
 rc=$?
 set -e

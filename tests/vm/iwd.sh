@@ -39,7 +39,7 @@ start_ap() { # iface
   : >"$VM_LOGDIR/hostapd-$1.log"
   # Line-buffered: hostapd writes its log through stdio.
   vm_bg "hostapd-$1" stdbuf -oL -eL hostapd "$W/hostapd-$1.conf"
-  vm_wait_until 30 "hostapd beaconing on $1" ap_up "$1"
+  vm_wait_until 60 "hostapd beaconing on $1" ap_up "$1"
 }
 ap_up() { iw dev "$1" info 2>/dev/null | grep -q 'type AP' && iw dev "$1" info | grep -q 'ssid '; }
 ap_conf wlan1 pw-net 1 "$PW_PASS"
@@ -57,7 +57,7 @@ PHY0=$(cat /sys/class/net/wlan0/phy80211/name)
 start_iwd() {
   vm_bg iwd env STATE_DIRECTORY="$STATE" CONFIGURATION_DIRECTORY="$CONF" \
     /usr/libexec/iwd -i wlan0 -p "$PHY0"
-  vm_wait_until 20 "iwd on the bus with a station" iwd_station >/dev/null
+  vm_wait_until 60 "iwd on the bus with a station" iwd_station
 }
 
 # The object path of iwd's station (prints it), from its object manager.
@@ -80,7 +80,7 @@ start_serve() { # extra args
   before=$(vm_log_count serve 'following iwd')
   vm_bg serve env RUST_LOG=proxy_wifi=debug "$BIN" serve --tcp 127.0.0.1 \
     --notify-host-disconnect --iwd-state-dir "$STATE" "$@"
-  vm_wait_until 30 "serve follows iwd" serve_sessions_above "$before"
+  vm_wait_until 60 "serve follows iwd" serve_sessions_above "$before"
 }
 serve_sessions_above() { [ "$(vm_log_count serve 'following iwd')" -gt "$1" ]; }
 stations_added() { [ "$(vm_log_count serve 'iwd station added')" -ge "$1" ]; }
@@ -123,7 +123,7 @@ vm_check system-bus vm_start_system_bus || return 0
 for i in wlan1 wlan2 wlan3; do start_ap "$i" || { vm_fail "ap-$i" "hostapd did not start"; return 0; }; done
 vm_pass access-points "pw-net $(mac_of wlan1), open-net $(mac_of wlan2), hidden-net $(mac_of wlan3)"
 t0=$(vm_now_ms)
-start_iwd || { vm_fail iwd-start "iwd did not come up"; return 0; }
+start_iwd || { vm_fail iwd-start "iwd did not come up: $(busctl --system list 2>&1 | grep -i iwd); $(iw dev 2>&1 | grep -E 'Interface|type' | tr '\n' ' '); log: $(tail -3 "$VM_LOGDIR/iwd.log")"; return 0; }
 vm_metric iwd_start_ms $(( $(vm_now_ms) - t0 )) ms
 
 # The Linux default picks iwd (no NetworkManager here) and says so.
@@ -134,7 +134,7 @@ vm_expect default-backend-is-iwd "$(grep -m1 picked "$VM_LOGDIR/serve.log")" \
 # --- scan ---------------------------------------------------------------------
 
 t0=$(vm_now_ms)
-if vm_wait_until 40 "pw-net and open-net in a guest scan" \
+if vm_wait_until 90 "pw-net and open-net in a guest scan" \
     scan_has_both; then
   vm_metric scan_visible_ms $(( $(vm_now_ms) - t0 )) ms
   read -r bssid freq < <(bss_of pw-net)
