@@ -33,7 +33,13 @@ target="${CARGO_TARGET_DIR:-target}"
 bin="$(cd "$target" && pwd)/debug/proxy-wifi"
 
 set +e
-tests/vm/run.sh --name iwd --timeout 600 --modprobe 'mac80211_hwsim radios=4' \
+# iwd needs the kernel's crypto through AF_ALG; Debian builds these as
+# modules, loaded here rather than left to on-demand loading in the VM.
+crypto=()
+for m in algif_hash algif_skcipher cmac ecb des_generic sha512_generic md4 pkcs8_key_parser; do
+  crypto+=(--modprobe "$m")
+done
+tests/vm/run.sh --name iwd --timeout 600 --modprobe 'mac80211_hwsim radios=4' "${crypto[@]}" \
   --env "PROXY_WIFI_BIN=$bin" tests/vm/iwd.sh
 rc=$?
 set -e

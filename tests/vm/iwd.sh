@@ -123,7 +123,7 @@ vm_check system-bus vm_start_system_bus || return 0
 for i in wlan1 wlan2 wlan3; do start_ap "$i" || { vm_fail "ap-$i" "hostapd did not start"; return 0; }; done
 vm_pass access-points "pw-net $(mac_of wlan1), open-net $(mac_of wlan2), hidden-net $(mac_of wlan3)"
 t0=$(vm_now_ms)
-start_iwd || { vm_fail iwd-start "iwd did not come up: $(busctl --system list 2>&1 | grep -i iwd); $(iw dev 2>&1 | grep -E 'Interface|type' | tr '\n' ' '); log: $(tail -3 "$VM_LOGDIR/iwd.log")"; return 0; }
+start_iwd || { vm_fail iwd-start "iwd did not come up: $(busctl --system list 2>&1 | grep -i iwd); $(iw dev 2>&1 | grep -E 'Interface|type' | tr '\n' ' '); iwd $(vm_running iwd && echo alive || echo exited), log: $(tail -3 "$VM_LOGDIR/iwd.log")"; return 0; }
 vm_metric iwd_start_ms $(( $(vm_now_ms) - t0 )) ms
 
 # The Linux default picks iwd (no NetworkManager here) and says so.
