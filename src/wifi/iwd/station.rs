@@ -559,18 +559,17 @@ impl IwdStation {
         let Some(network) = network.as_ref() else {
             return Err(InterfaceError::NotFound(params.ssid.to_string_lossy()));
         };
-        // iwd reads the file within a moment; connecting before would make
-        // it ask an agent for the key.
-        if kind == FileKind::Psk {
-            let known_by = (Instant::now() + config.known_network_wait).min(deadline);
-            while network.known_network().await.is_err() {
-                if Instant::now() >= known_by {
-                    return Err(InterfaceError::Failed(
-                        "iwd did not pick up the provisioned network".into(),
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        // iwd reads the file within a moment. Connecting before would make
+        // it ask an agent for a PSK network's key, and save an open network
+        // as a known network of its own, in place of the proxy's file.
+        let known_by = (Instant::now() + config.known_network_wait).min(deadline);
+        while network.known_network().await.is_err() {
+            if Instant::now() >= known_by {
+                return Err(InterfaceError::Failed(
+                    "iwd did not pick up the provisioned network".into(),
+                ));
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(remaining, network.connect()).await {
