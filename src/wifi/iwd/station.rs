@@ -682,16 +682,21 @@ impl WifiInterface for IwdStation {
         // Its own task, so a caller giving up (the handler's 10 s bound)
         // cannot leave a half-provisioned network behind.
         tokio::spawn(async move {
-            let _op = me.op_lock.clone().lock_owned().await;
-            // A new guest connection replaces the proxy's earlier one.
-            me.remove_provisioned().await;
-            let result = me.activate(&params).await;
+            let result = {
+                let _op = me.op_lock.clone().lock_owned().await;
+                // A new guest connection replaces the proxy's earlier one.
+                me.remove_provisioned().await;
+                me.activate(&params).await
+            };
+            // The lock is released before the answer: a link loss right
+            // after it must find the station idle to remove the file.
             if let Err(e) = &result {
                 warn!(iface = %me.name, ssid = %params.ssid, "guest connection failed: {e}");
             }
             if let Err(result) = tx.send(result) {
                 if result.is_ok() {
                     info!(iface = %me.name, "connect finished after the caller gave up; undoing it");
+                    let _op = me.op_lock.clone().lock_owned().await;
                     me.disconnect_quietly().await;
                     me.remove_provisioned().await;
                 }
