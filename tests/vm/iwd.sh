@@ -60,14 +60,16 @@ start_iwd() {
   vm_wait_until 60 "iwd on the bus with a station" iwd_station
 }
 
-# The object path of iwd's station (prints it), from its object manager.
+# The object path of iwd's station (prints it): an object /net/connman/iwd/PHY/IFINDEX
+# with the Station interface.
 iwd_station() {
-  busctl --system --json=short call net.connman.iwd / org.freedesktop.DBus.ObjectManager \
-    GetManagedObjects 2>/dev/null | python3 -c '
-import json, sys
-objs = json.load(sys.stdin)["data"][0]
-paths = [p for p, i in objs.items() if "net.connman.iwd.Station" in i]
-print(paths[0]) if paths else sys.exit(1)'
+  local p
+  for p in $(busctl --system --list tree net.connman.iwd 2>/dev/null | grep -E '^/net/connman/iwd/[0-9]+/[0-9]+$'); do
+    if busctl --system get-property net.connman.iwd "$p" net.connman.iwd.Station State >/dev/null 2>&1; then
+      echo "$p"; return 0
+    fi
+  done
+  return 1
 }
 iwd_state() {
   busctl --system get-property net.connman.iwd "$(iwd_station)" net.connman.iwd.Station State \
@@ -123,7 +125,7 @@ vm_check system-bus vm_start_system_bus || return 0
 for i in wlan1 wlan2 wlan3; do start_ap "$i" || { vm_fail "ap-$i" "hostapd did not start"; return 0; }; done
 vm_pass access-points "pw-net $(mac_of wlan1), open-net $(mac_of wlan2), hidden-net $(mac_of wlan3)"
 t0=$(vm_now_ms)
-start_iwd || { vm_fail iwd-start "iwd did not come up: $(busctl --system list 2>&1 | grep -i iwd); $(iw dev 2>&1 | grep -E 'Interface|type' | tr '\n' ' '); iwd $(vm_running iwd && echo alive || echo exited), log: $(tail -3 "$VM_LOGDIR/iwd.log")"; return 0; }
+start_iwd || { vm_fail iwd-start "iwd did not come up: $(busctl --system --list tree net.connman.iwd 2>&1 | tr '\n' ' '); $(ip -br link show wlan0); iwd $(vm_running iwd && echo alive || echo exited), log: $(tail -3 "$VM_LOGDIR/iwd.log")"; return 0; }
 vm_metric iwd_start_ms $(( $(vm_now_ms) - t0 )) ms
 
 # The Linux default picks iwd (no NetworkManager here) and says so.
