@@ -236,8 +236,8 @@ start_ap wlan1 || vm_fail ap-restart "hostapd wlan1 did not restart"
 # --- mirror: the host's own connection ----------------------------------------
 
 st=$(iwd_station)
-open_path=$(busctl --system --json=short call net.connman.iwd "$st" net.connman.iwd.Station GetOrderedNetworks |
-  python3 -c 'import json,sys; d=json.load(sys.stdin)["data"][0]; print([p for p,_ in d if p.endswith("_open")][0])' 2>/dev/null)
+hex() { printf %s "$1" | od -An -tx1 | tr -d ' \n'; }
+open_path="$st/$(hex open-net)_open"
 if [ -n "$open_path" ] && busctl --system call net.connman.iwd "$open_path" net.connman.iwd.Network Connect 2>"$W/host-connect.err" &&
     vm_wait_until 10 "host connected" iwd_state_is connected; then
   host_file="$STATE/open-net.open"
@@ -255,7 +255,7 @@ if [ -n "$open_path" ] && busctl --system call net.connman.iwd "$open_path" net.
   busctl --system call net.connman.iwd "$st" net.connman.iwd.Station Disconnect >/dev/null 2>&1
   vm_wait_until 10 "host disconnected" iwd_state_is disconnected
   # The host forgets open-net again, so iwd does not autoconnect to it later.
-  busctl --system call net.connman.iwd "/net/connman/iwd/$(printf open-net | od -An -tx1 | tr -d ' \n')_open" \
+  busctl --system call net.connman.iwd "/net/connman/iwd/$(hex open-net)_open" \
     net.connman.iwd.KnownNetwork Forget >/dev/null 2>&1 || true
 else
   vm_fail mirror-host-connect "no host connection to open-net: $(cat "$W/host-connect.err" 2>/dev/null)"
