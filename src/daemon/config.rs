@@ -523,6 +523,18 @@ mod tests {
     }
 
     #[test]
+    fn iwd_backend_and_its_state_dir() {
+        let cfg = parse("backend = \"iwd\"\niwd_state_dir = \"/srv/iwd\"\n").unwrap();
+        assert_eq!(cfg.backend, BackendKind::Iwd);
+        assert_eq!(cfg.iwd_state_dir, Some(PathBuf::from("/srv/iwd")));
+        let cfg = parse("backend = \"auto\"\n").unwrap();
+        assert_eq!(cfg.backend, BackendKind::Auto);
+        let cfg = parse("").unwrap();
+        assert_eq!(cfg.backend, BackendKind::platform_default());
+        assert_eq!(cfg.iwd_state_dir, None);
+    }
+
+    #[test]
     fn full_example_parses() {
         let cfg = parse(
             r#"
