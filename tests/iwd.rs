@@ -614,3 +614,96 @@ async fn a_lost_link_removes_the_guests_file() {
     wait_gone(&env.file("home.psk")).await;
     backend.shutdown().await;
 }
+
+/// End to end: `proxy-wifi serve` with no backend picks iwd (no
+/// NetworkManager on the bus), a guest connect provisions the file, and
+/// SIGTERM disconnects and removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_picks_iwd_and_cleans_up_on_sigterm() {
+    use proxy_wifi::daemon::GuestStatus;
+    use proxy_wifi::guest::{ConnectSpec, GuestClient};
+    use proxy_wifi::transport::TransportConfig;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    const BIN: &str = env!("CARGO_BIN_EXE_proxy-wifi");
+
+    require_tools!();
+    let env = Env::start().await;
+    let st = env.add_station("wlan0", "02:00:00:00:00:10").await;
+    env.add_network(&st, "home", "psk", "02:00:00:00:01:00", false)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("control.sock");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--tcp", "127.0.0.1", "--request-port", "0"])
+        .arg("--iwd-state-dir")
+        .arg(env.state.path())
+        .arg("--control")
+        .arg(&control)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &env.bus.address)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    loop {
+        let line = tokio::time::timeout(WAIT * 2, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("not ready:\n{log}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("exited:\n{log}"));
+        log.push_str(&line);
+        log.push('\n');
+        if line.ends_with(" ready") {
+            break;
+        }
+    }
+    assert!(
+        log.contains(
+            "picked the iwd backend: iwd manages 1 Wi-Fi station(s), NetworkManager is not running"
+        ),
+        "{log}"
+    );
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let out = Command::new(BIN)
+        .args(["ctl", "--control"])
+        .arg(&control)
+        .args(["status", "--json"])
+        .output()
+        .await
+        .unwrap();
+    let status: Vec<GuestStatus> = serde_json::from_slice(&out.stdout).unwrap();
+    let port: u16 = status[0]
+        .listening
+        .as_deref()
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let guest = GuestClient::new(&TransportConfig::Tcp {
+        address: "127.0.0.1".parse().unwrap(),
+        request_port: port,
+        notification_port: 9,
+    })
+    .unwrap();
+    let spec = ConnectSpec::wpa2_passphrase(ssid("home"), "secretsecret").unwrap();
+    let joined = guest.connect(&spec).await.unwrap();
+    assert_eq!(joined.result_code, 0);
+    assert_eq!(joined.bssid, mac("02:00:00:00:01:00"));
+    let content = std::fs::read_to_string(env.file("home.psk")).unwrap();
+    assert!(content.starts_with(MARKER));
+
+    unsafe {
+        libc::kill(child.id().unwrap() as i32, libc::SIGTERM);
+    }
+    let exit = tokio::time::timeout(WAIT * 2, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success());
+    assert!(!env.file("home.psk").exists(), "SIGTERM removes the file");
+    assert!(env.calls(&st, "Disconnect").await >= 1, "and disconnects");
+}
