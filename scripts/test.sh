@@ -30,3 +30,4 @@ cargo test --all-targets
 log "cargo test --doc"
 cargo test --doc
 scripts/windows-check.sh
+scripts/test-vm-iwd.sh    # iwd backend against the real iwd in a VM (issue 18), ~3-6 min
