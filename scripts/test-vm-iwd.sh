@@ -39,7 +39,7 @@ crypto=()
 for m in algif_hash algif_skcipher cmac ecb des_generic sha512_generic md4 pkcs8_key_parser; do
   crypto+=(--modprobe "$m")
 done
-tests/vm/run.sh --name iwd --timeout 600 --modprobe 'mac80211_hwsim radios=4' "${crypto[@]}" \
+tests/vm/run.sh --name iwd --timeout 900 --modprobe 'mac80211_hwsim radios=4' "${crypto[@]}" \
   --env "PROXY_WIFI_BIN=$bin" tests/vm/iwd.sh
 rc=$?
 set -e

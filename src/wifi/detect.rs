@@ -126,33 +126,67 @@ async fn iwd_stations(conn: &zbus::Connection) -> Option<usize> {
     )
 }
 
-/// Looks at the bus and picks a backend (bounded to a few seconds).
-pub async fn detect(bus: &BusAddress) -> Findings {
-    let work = async {
-        let builder = match bus {
-            BusAddress::System => zbus::connection::Builder::system(),
-            BusAddress::Address(a) => zbus::connection::Builder::address(a.as_str()),
-        };
-        let Ok(conn) = builder.map(|b| b.method_timeout(Duration::from_secs(3))) else {
-            return Findings::default();
-        };
-        let Ok(conn) = conn.build().await else {
-            return Findings::default();
-        };
-        let (nm, iwd) = futures::join!(nm_wifi_devices(&conn), iwd_stations(&conn));
-        Findings {
-            nm_wifi_devices: nm,
-            iwd_stations: iwd,
+async fn has_owner(conn: &zbus::Connection, name: &str) -> bool {
+    conn.call_method(
+        Some("org.freedesktop.DBus"),
+        "/org/freedesktop/DBus",
+        Some("org.freedesktop.DBus"),
+        "NameHasOwner",
+        &(name,),
+    )
+    .await
+    .ok()
+    .and_then(|r| r.body().deserialize::<bool>().ok())
+    .unwrap_or(false)
+}
+
+/// Looks at the bus. A service that owns its name but does not answer in
+/// time counts as running with no device, never as absent.
+pub async fn detect(bus: &BusAddress) -> Result<Findings, String> {
+    let builder = match bus {
+        BusAddress::System => zbus::connection::Builder::system(),
+        BusAddress::Address(a) => zbus::connection::Builder::address(a.as_str()),
+    }
+    .map_err(|e| e.to_string())?;
+    let conn = builder
+        .method_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let (nm_running, iwd_running) = futures::join!(
+        has_owner(&conn, "org.freedesktop.NetworkManager"),
+        has_owner(&conn, "net.connman.iwd")
+    );
+    let nm = async {
+        if nm_running {
+            Some(nm_wifi_devices(&conn).await.unwrap_or(0))
+        } else {
+            None
         }
     };
-    tokio::time::timeout(Duration::from_secs(6), work)
-        .await
-        .unwrap_or_default()
+    let iwd = async {
+        if iwd_running {
+            Some(iwd_stations(&conn).await.unwrap_or(0))
+        } else {
+            None
+        }
+    };
+    let (nm_wifi_devices, iwd_stations) = futures::join!(nm, iwd);
+    Ok(Findings {
+        nm_wifi_devices,
+        iwd_stations,
+    })
 }
 
 /// The backend for this host's system bus, with the reason.
 pub async fn linux_backend() -> (LinuxBackend, String) {
-    choose(detect(&BusAddress::System).await)
+    match detect(&BusAddress::System).await {
+        Ok(findings) => choose(findings),
+        Err(e) => (
+            LinuxBackend::NetworkManager,
+            format!("the system bus is unreachable ({e}); NetworkManager, the default"),
+        ),
+    }
 }
 
 #[cfg(test)]
