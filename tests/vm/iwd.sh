@@ -57,7 +57,7 @@ PHY0=$(cat /sys/class/net/wlan0/phy80211/name)
 start_iwd() {
   vm_bg iwd env STATE_DIRECTORY="$STATE" CONFIGURATION_DIRECTORY="$CONF" \
     /usr/libexec/iwd -i wlan0 -p "$PHY0"
-  vm_wait_until 60 "iwd on the bus with a station" iwd_station
+  vm_wait_until 180 "iwd on the bus with a station" iwd_station
 }
 
 # The object path of iwd's station (prints it): an object /net/connman/iwd/PHY/IFINDEX
@@ -82,7 +82,7 @@ start_serve() { # extra args
   before=$(vm_log_count serve 'following iwd')
   vm_bg serve env RUST_LOG=proxy_wifi=debug "$BIN" serve --tcp 127.0.0.1 \
     --notify-host-disconnect --iwd-state-dir "$STATE" "$@"
-  vm_wait_until 60 "serve follows iwd" serve_sessions_above "$before"
+  vm_wait_until 120 "serve follows iwd" serve_sessions_above "$before"
 }
 serve_sessions_above() { [ "$(vm_log_count serve 'following iwd')" -gt "$1" ]; }
 stations_added() { [ "$(vm_log_count serve 'iwd station added')" -ge "$1" ]; }
