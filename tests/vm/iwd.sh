@@ -79,7 +79,7 @@ iwd_state_is() { [ "$(iwd_state)" = "$1" ]; }
 
 start_serve() { # extra args
   local before
-  before=$(vm_log_count serve 'following iwd')
+  before=$(vm_log_count serve 'following iwd'); before=${before:-0}
   vm_bg serve env RUST_LOG=proxy_wifi=debug "$BIN" serve --tcp 127.0.0.1 \
     --notify-host-disconnect --iwd-state-dir "$STATE" "$@"
   vm_wait_until 120 "serve follows iwd" serve_sessions_above "$before"
