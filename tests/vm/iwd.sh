@@ -91,14 +91,14 @@ stations_added() { [ "$(vm_log_count serve 'iwd station added')" -ge "$1" ]; }
 
 scan_has() { # ssid [targeted]
   local out
-  out=$(guest --json scan ${2:+"$2"} 2>/dev/null) || return 1
+  out=$(guest --json scan ${2:+--ssid "$2"} 2>/dev/null) || return 1
   printf '%s' "$out" | python3 -c '
 import json, sys
 want = sys.argv[1]
 sys.exit(0 if any(b["ssid"] == want for b in json.load(sys.stdin)) else 1)' "$1"
 }
 bss_of() { # ssid [targeted]: prints "bssid freq_mhz" of the SSID
-  guest --json scan ${2:+"$2"} 2>/dev/null | python3 -c '
+  guest --json scan ${2:+--ssid "$2"} 2>/dev/null | python3 -c '
 import json, sys
 for b in json.load(sys.stdin):
     if b["ssid"] == sys.argv[1]:
@@ -116,7 +116,14 @@ session() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ses
 connected_bssid() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bssid"])' "$W/last-connect"; }
 file_mode() { stat -c %a "$1"; }
 not() { ! "$@"; }
-scan_has_both() { scan_has pw-net && scan_has open-net; }
+scan_has_both() { # one scan answer holding both
+  local out
+  out=$(guest --json scan 2>/dev/null) || return 1
+  printf '%s' "$out" | python3 -c '
+import json, sys
+seen = {b["ssid"] for b in json.load(sys.stdin)}
+sys.exit(0 if {"pw-net", "open-net"} <= seen else 1)'
+}
 open_done() { [ ! -e "$STATE/open-net.open" ] && iwd_state_is disconnected; }
 
 # --- setup --------------------------------------------------------------------
@@ -199,7 +206,7 @@ if vm_wait_until 30 "hidden-net in a targeted scan" \
     scan_has hidden-net hidden-net; then
   vm_pass hidden-targeted-scan "$(bss_of hidden-net hidden-net)"
 else
-  vm_fail hidden-targeted-scan "$(guest scan hidden-net 2>&1 | tail -3)"
+  vm_fail hidden-targeted-scan "$(guest scan --ssid hidden-net 2>&1 | tail -3)"
 fi
 t0=$(vm_now_ms)
 if vm_retry 2 "hidden connect" connect hidden-net --passphrase "$HIDDEN_PASS"; then
