@@ -360,6 +360,7 @@ async fn scans_answer_from_the_cache_and_publish_fresh_results() {
     let mut events = backend.subscribe();
 
     let first = iface.scan(None).await.unwrap();
+    assert!(first.complete);
     assert_eq!(first.bss.len(), 1, "the hidden BSS is not shown untargeted");
     assert_eq!(first.bss[0].ssid, ssid("home"));
     env.wait_calls(&st, "Scan", 1).await;
@@ -376,6 +377,20 @@ async fn scans_answer_from_the_cache_and_publish_fresh_results() {
     };
     assert!(result.complete);
     assert_eq!(result.bss.len(), 2);
+
+    // Nothing cached: "still scanning", the results follow as an event.
+    env.cache.set(Vec::new());
+    let empty = iface.scan(None).await.unwrap();
+    assert!(!empty.complete && empty.bss.is_empty());
+    env.cache
+        .set(vec![bss("cafe", "02:00:00:00:03:00", Security::OPEN)]);
+    let later = next_event(
+        &mut events,
+        "scan results after an empty answer",
+        |e| matches!(e, InterfaceEvent::ScanResults { result, .. } if result.bss.len() == 1),
+    )
+    .await;
+    assert!(matches!(later, InterfaceEvent::ScanResults { result, .. } if result.complete));
 
     // A targeted scan offers hidden BSSes under the requested SSID.
     env.cache

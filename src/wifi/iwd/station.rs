@@ -660,16 +660,22 @@ impl WifiInterface for IwdStation {
             }
             Plan::Start(done, waited) => {
                 let cached = self.cached_bss(target).await;
-                match self.me.upgrade() {
+                let started = match self.me.upgrade() {
                     Some(me) => {
                         tokio::spawn(me.run_scan(target.copied(), done, waited));
+                        true
                     }
-                    None => self.inner().scan = None,
-                }
-                Ok(ScanResult {
-                    bss: cached?,
-                    complete: true,
-                })
+                    None => {
+                        self.inner().scan = None;
+                        false
+                    }
+                };
+                let bss = cached?;
+                // The kernel forgets BSSes 30 s after they were last seen and
+                // iwd scans rarely when idle: with nothing cached, the answer
+                // is "still scanning" and the results follow as an event.
+                let complete = !(bss.is_empty() && started);
+                Ok(ScanResult { bss, complete })
             }
         }
     }
