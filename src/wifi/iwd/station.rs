@@ -511,6 +511,17 @@ impl IwdStation {
             )))
             }
             Existing::Nothing | Existing::Proxy => {
+                // A file removed a moment ago may still be known to iwd;
+                // wait until iwd has let go of it, or the new file's
+                // arrival could not be told from the old one's.
+                if existing == Existing::Nothing {
+                    if let Some(n) = network.as_ref() {
+                        let by = Instant::now() + self.shared.config.known_network_wait;
+                        while n.known_network().await.is_ok() && Instant::now() < by {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
                 if Existing::Proxy == existing && self.shared.file_in_use(&file) {
                     return Err(InterfaceError::Failed(
                         "another interface's guest connection uses this network".into(),
