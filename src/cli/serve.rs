@@ -43,13 +43,14 @@ pub fn parse_fake_network(text: &str) -> Result<FakeNetworkArg, String> {
 
 /// The transport and per-guest flags: the single-VM shortcut, which
 /// `--config` replaces.
-const SINGLE_VM_FLAGS: [&str; 11] = [
+const SINGLE_VM_FLAGS: [&str; 12] = [
     "tcp",
     "hybrid_vsock",
     "vsock_cid",
     "hyperv_vm_id",
     "simulated",
     "backend",
+    "iwd_state_dir",
     "fake_networks",
     "scan_layout",
     "scan_min_latency_ms",
@@ -69,9 +70,13 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with = "backend")]
     pub simulated: bool,
     /// Where the host's Wi-Fi comes from (default: the platform's:
-    /// networkmanager on Linux, wlanapi on Windows).
+    /// on Linux whichever of NetworkManager and iwd manages the Wi-Fi devices, wlanapi on Windows).
     #[arg(long, value_name = "NAME", value_parser = backend_parser())]
     pub backend: Option<BackendKind>,
+    /// iwd's state directory, where the iwd backend writes its
+    /// provisioning files (default: the one iwd reports).
+    #[arg(long, value_name = "DIR")]
+    pub iwd_state_dir: Option<PathBuf>,
     /// A fake network shown to the guest, always connected (repeatable).
     #[arg(long = "fake-network", value_name = "SSID=BSSID", value_parser = parse_fake_network)]
     pub fake_networks: Vec<FakeNetworkArg>,
@@ -122,6 +127,7 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
     };
     Ok(DaemonConfig {
         backend,
+        iwd_state_dir: args.iwd_state_dir.clone(),
         log_level: None,
         control_socket: None,
         metrics: None,

@@ -86,6 +86,7 @@ pub struct GuestTable {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     backend: Option<BackendKind>,
+    iwd_state_dir: Option<PathBuf>,
     log_level: Option<Spanned<String>>,
     control_socket: Option<PathBuf>,
     metrics: Option<Spanned<SocketAddr>>,
@@ -115,6 +116,9 @@ pub struct GuestConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonConfig {
     pub backend: BackendKind,
+    /// iwd's state directory for the proxy's provisioning files (backend
+    /// `iwd`); `None`: the one iwd reports.
+    pub iwd_state_dir: Option<PathBuf>,
     pub log_level: Option<String>,
     pub control_socket: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
@@ -432,6 +436,7 @@ impl DaemonConfig {
 
         Ok(DaemonConfig {
             backend,
+            iwd_state_dir: raw.iwd_state_dir,
             log_level: raw.log_level.map(Spanned::into_inner),
             control_socket: raw.control_socket,
             metrics: raw.metrics.map(|m| m.into_inner()),
@@ -554,6 +559,18 @@ mod tests {
 
     fn parse(text: &str) -> Result<DaemonConfig, ConfigError> {
         DaemonConfig::parse(text, "test.toml")
+    }
+
+    #[test]
+    fn iwd_backend_and_its_state_dir() {
+        let cfg = parse("backend = \"iwd\"\niwd_state_dir = \"/srv/iwd\"\n").unwrap();
+        assert_eq!(cfg.backend, BackendKind::Iwd);
+        assert_eq!(cfg.iwd_state_dir, Some(PathBuf::from("/srv/iwd")));
+        let cfg = parse("backend = \"auto\"\n").unwrap();
+        assert_eq!(cfg.backend, BackendKind::Auto);
+        let cfg = parse("").unwrap();
+        assert_eq!(cfg.backend, BackendKind::platform_default());
+        assert_eq!(cfg.iwd_state_dir, None);
     }
 
     #[test]

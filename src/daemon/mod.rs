@@ -255,6 +255,7 @@ impl Daemon {
         }
         let settings = BackendSettings {
             simulated_networks: config.simulated_networks.clone(),
+            iwd_state_dir: config.iwd_state_dir.clone(),
         };
         let host = crate::wifi::open(config.backend, &settings).await?;
         let daemon = Daemon {
@@ -429,6 +430,9 @@ impl Daemon {
         let mut changed = Vec::new();
         if new.backend != old.backend {
             changed.push("backend");
+        }
+        if new.iwd_state_dir != old.iwd_state_dir {
+            changed.push("iwd_state_dir");
         }
         if new.simulated_networks != old.simulated_networks {
             changed.push("simulated_network");

@@ -19,6 +19,11 @@ use super::HostWifi;
 pub enum BackendKind {
     /// NetworkManager over the system D-Bus (Linux).
     NetworkManager,
+    /// iwd over the system D-Bus (Linux).
+    Iwd,
+    /// Whichever of NetworkManager and iwd manages the Wi-Fi devices,
+    /// decided when the backend is opened (Linux).
+    Auto,
     /// Simulated networks, no host Wi-Fi touched.
     Simulated,
     /// WlanAPI (Windows).
@@ -27,8 +32,10 @@ pub enum BackendKind {
 
 impl BackendKind {
     /// Every backend, in the order help texts list them.
-    pub const ALL: [BackendKind; 3] = [
+    pub const ALL: [BackendKind; 5] = [
+        BackendKind::Auto,
         BackendKind::NetworkManager,
+        BackendKind::Iwd,
         BackendKind::Simulated,
         BackendKind::WlanApi,
     ];
@@ -38,7 +45,7 @@ impl BackendKind {
         if cfg!(windows) {
             BackendKind::WlanApi
         } else {
-            BackendKind::NetworkManager
+            BackendKind::Auto
         }
     }
 
@@ -46,6 +53,8 @@ impl BackendKind {
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::NetworkManager => "networkmanager",
+            BackendKind::Iwd => "iwd",
+            BackendKind::Auto => "auto",
             BackendKind::Simulated => "simulated",
             BackendKind::WlanApi => "wlanapi",
         }
@@ -97,6 +106,8 @@ impl serde::Serialize for BackendKind {
 pub struct BackendSettings {
     /// The simulated backend's networks; empty: the reference's three.
     pub simulated_networks: Vec<SimulatedNetwork>,
+    /// The iwd backend's state directory; `None`: the one iwd reports.
+    pub iwd_state_dir: Option<std::path::PathBuf>,
 }
 
 /// Why a backend could not be opened.
@@ -109,6 +120,10 @@ pub enum BackendError {
     #[cfg(target_os = "linux")]
     #[error("cannot start the networkmanager backend: {0}")]
     NetworkManager(#[from] super::networkmanager::NmError),
+    /// iwd's bus could not be used.
+    #[cfg(target_os = "linux")]
+    #[error("cannot start the iwd backend: {0}")]
+    Iwd(#[from] super::iwd::IwdError),
     /// WlanAPI could not be opened.
     #[cfg(windows)]
     #[error("cannot start the wlanapi backend: {0}")]
@@ -121,8 +136,31 @@ pub async fn open(
     kind: BackendKind,
     settings: &BackendSettings,
 ) -> Result<Arc<dyn HostWifi>, BackendError> {
+    #[cfg(target_os = "linux")]
+    let kind = match kind {
+        BackendKind::Auto => {
+            let (picked, reason) = super::detect::linux_backend().await;
+            let kind = match picked {
+                super::detect::LinuxBackend::NetworkManager => BackendKind::NetworkManager,
+                super::detect::LinuxBackend::Iwd => BackendKind::Iwd,
+            };
+            tracing::info!(backend = kind.name(), "picked the {kind} backend: {reason}");
+            kind
+        }
+        other => other,
+    };
     match kind {
         BackendKind::Simulated => Ok(simulated(settings)),
+        #[cfg(target_os = "linux")]
+        BackendKind::Iwd => {
+            use super::iwd::{BusAddress, IwdConfig, IwdWifi};
+            let config = IwdConfig {
+                state_dir: settings.iwd_state_dir.clone(),
+                ..IwdConfig::default()
+            };
+            let iwd = IwdWifi::start(BusAddress::System, config).await?;
+            Ok(iwd)
+        }
         #[cfg(target_os = "linux")]
         BackendKind::NetworkManager => {
             use super::networkmanager::{BusAddress, NetworkManagerWifi};
@@ -158,7 +196,7 @@ mod tests {
         let e = "iwd2".parse::<BackendKind>().unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown backend 'iwd2' (expected one of: networkmanager, simulated, wlanapi)"
+            "unknown backend 'iwd2' (expected one of: auto, networkmanager, iwd, simulated, wlanapi)"
         );
     }
 

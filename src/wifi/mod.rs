@@ -10,8 +10,12 @@
 //! adapters. One backend may serve many guests.
 
 mod backend;
+#[cfg(target_os = "linux")]
+mod detect;
 mod fake;
 mod hub;
+#[cfg(target_os = "linux")]
+pub mod iwd;
 #[cfg(target_os = "linux")]
 pub mod networkmanager;
 mod security;

@@ -1,0 +1,657 @@
+//! The host's Wi-Fi through iwd, over the system D-Bus (`net.connman.iwd`).
+//!
+//! [`IwdWifi`] is a [`HostWifi`] backend: every iwd station (a device in
+//! station mode) is a [`WifiInterface`](crate::wifi::WifiInterface), added
+//! and removed as iwd reports objects (`InterfacesAdded`/`Removed` of its
+//! object manager) and as iwd itself comes and goes on the bus
+//! (`NameOwnerChanged`). While iwd is absent the backend has no interfaces
+//! and waits for it.
+//!
+//! All of iwd's signals reach the backend through one ordered message
+//! stream (a match rule on iwd's unique name), which a dispatcher routes to
+//! the stations: `State`, `Scanning`. Signal strength comes from a
+//! `SignalLevelAgent` the backend exports and registers on each station.
+//!
+//! The BSSes a guest sees come from the kernel's scan cache ([`bss`]): iwd
+//! 2.3 does not publish BSSIDs, channels or elements over D-Bus.
+//!
+//! Guest-directed connections: iwd's agent rejects a 64-hex PMK as a
+//! passphrase, so the proxy writes a provisioning file (`<SSID>.psk` with
+//! `PreSharedKey=`, or `<SSID>.open`, never autoconnecting, `Hidden=true`
+//! for a network that does not show its SSID) in iwd's state directory,
+//! waits for iwd to know the network and calls `Network.Connect`. Files
+//! carry a marker ([`profile::MARKER`]); the backend removes its own on
+//! guest disconnect, on failure, when iwd goes away, at shutdown, and
+//! leftovers bearing the marker whenever iwd appears. A network the host
+//! already knows keeps the host's file untouched (see [`station`]).
+
+pub mod bss;
+pub mod profile;
+mod proxies;
+mod station;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+use zbus::message::Type as MessageType;
+use zbus::names::{BusName, OwnedUniqueName};
+use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
+use zbus::{MatchRule, MessageStream};
+
+use crate::wifi::{EventHub, HostWifi, InterfaceEvent, WifiInterface};
+
+pub use bss::{BssCache, KernelBssCache};
+use proxies::{
+    DaemonProxy, DeviceProxy, StationProxy, DEVICE_IFACE, IWD_BUS_NAME, OBJECT_MANAGER_IFACE,
+    PROPERTIES_IFACE, STATION_IFACE,
+};
+use station::{IwdStation, StationInfo};
+
+pub use crate::wifi::networkmanager::BusAddress;
+
+/// Where iwd keeps its network files when it does not say (`GetInfo`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/iwd";
+
+/// The object path of the backend's signal level agent.
+const AGENT_PATH: &str = "/org/proxy_wifi/iwd/SignalLevelAgent";
+
+/// Signal thresholds given to iwd, in dBm, strongest first: iwd reports the
+/// range the signal is in, as an index into this list.
+const SIGNAL_LEVELS: [i16; 6] = [-50, -58, -66, -74, -82, -90];
+
+/// Settings and time bounds of the backend. The defaults suit real hosts;
+/// tests shorten them and give their own BSS source.
+#[derive(Clone)]
+pub struct IwdConfig {
+    /// iwd's state directory, where provisioning files go. `None`: what iwd
+    /// reports (`Daemon.GetInfo`), else [`DEFAULT_STATE_DIR`].
+    pub state_dir: Option<PathBuf>,
+    /// How long a host scan may take (below the handler's 10 s bound).
+    pub scan_timeout: Duration,
+    /// How long a guest connection may take, provisioning included (below
+    /// the handler's 10 s bound, so the backend cleans up a failure itself).
+    pub connect_timeout: Duration,
+    /// How long iwd may take to notice a provisioning file.
+    pub known_network_wait: Duration,
+    /// Bound of every D-Bus call.
+    pub call_timeout: Duration,
+    /// Where BSS details come from.
+    pub bss_cache: Arc<dyn BssCache>,
+}
+
+impl Default for IwdConfig {
+    fn default() -> Self {
+        IwdConfig {
+            state_dir: None,
+            scan_timeout: Duration::from_secs(8),
+            connect_timeout: Duration::from_millis(9500),
+            known_network_wait: Duration::from_secs(3),
+            call_timeout: Duration::from_secs(8),
+            bss_cache: Arc::new(KernelBssCache),
+        }
+    }
+}
+
+/// Why the backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IwdError {
+    #[error("cannot connect to the D-Bus bus: {0}")]
+    Bus(#[source] zbus::Error),
+    #[error("D-Bus request failed: {0}")]
+    DBus(#[source] zbus::Error),
+}
+
+/// State shared by the backend, its stations and its agent.
+pub(crate) struct Shared {
+    pub(crate) conn: zbus::Connection,
+    pub(crate) hub: EventHub,
+    pub(crate) config: IwdConfig,
+    /// iwd's unique name while it is on the bus.
+    owner: Mutex<Option<OwnedUniqueName>>,
+    /// iwd's state directory, once known.
+    state_dir: Mutex<PathBuf>,
+    stations: Mutex<Vec<Arc<IwdStation>>>,
+    /// The proxy's provisioning file on each station (station path -> file).
+    provisioned: Mutex<HashMap<OwnedObjectPath, PathBuf>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn state_dir(&self) -> PathBuf {
+        locked(&self.state_dir).clone()
+    }
+
+    pub(crate) fn set_provisioned(&self, station: &OwnedObjectPath, file: PathBuf) {
+        locked(&self.provisioned).insert(station.clone(), file);
+    }
+
+    pub(crate) fn take_provisioned(&self, station: &OwnedObjectPath) -> Option<PathBuf> {
+        locked(&self.provisioned).remove(station)
+    }
+
+    /// Whether another station uses the proxy's file at `path`.
+    pub(crate) fn file_in_use(&self, path: &Path) -> bool {
+        locked(&self.provisioned).values().any(|p| p == path)
+    }
+
+    fn find(&self, path: &ObjectPath<'_>) -> Option<Arc<IwdStation>> {
+        locked(&self.stations)
+            .iter()
+            .find(|s| s.path().as_ref() == *path)
+            .cloned()
+    }
+}
+
+/// Removes one of the proxy's provisioning files (blocking file I/O off the
+/// runtime). Never touches a file without the marker.
+pub(crate) async fn remove_file(path: PathBuf) {
+    let shown = path.display().to_string();
+    match tokio::task::spawn_blocking(move || profile::remove(&path)).await {
+        Ok(Ok(true)) => debug!(file = %shown, "removed the proxy's provisioning file"),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => warn!(file = %shown, "cannot remove the proxy's provisioning file: {e}"),
+        Err(e) => warn!(file = %shown, "cannot remove the proxy's provisioning file: {e}"),
+    }
+}
+
+/// iwd as seen while it owns its bus name.
+struct Session {
+    owner: OwnedUniqueName,
+    dispatcher: JoinHandle<()>,
+}
+
+/// The host's Wi-Fi through iwd. See the module documentation.
+pub struct IwdWifi {
+    shared: Arc<Shared>,
+    session: Arc<tokio::sync::Mutex<Option<Session>>>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Receives iwd's signal level reports.
+struct SignalAgent {
+    shared: std::sync::Weak<Shared>,
+}
+
+#[zbus::interface(name = "net.connman.iwd.SignalLevelAgent")]
+impl SignalAgent {
+    fn release(&self, _device: OwnedObjectPath) {}
+
+    fn changed(
+        &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        device: OwnedObjectPath,
+        level: u8,
+    ) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        // Only iwd may report levels.
+        let from_iwd = {
+            let owner = locked(&shared.owner);
+            match (header.sender(), owner.as_ref()) {
+                (Some(sender), Some(owner)) => sender.as_str() == owner.as_str(),
+                _ => false,
+            }
+        };
+        if !from_iwd {
+            return;
+        }
+        if let Some(station) = shared.find(&device.as_ref()) {
+            station.on_signal_level(level_to_percent(level));
+        }
+    }
+}
+
+/// A level iwd reports (an index into [`SIGNAL_LEVELS`]) as link quality in
+/// percent: the middle of the range in dBm, mapped as `2 × (dBm + 100)`.
+pub fn level_to_percent(level: u8) -> u8 {
+    let l = usize::from(level);
+    let n = SIGNAL_LEVELS.len();
+    let dbm = if l == 0 {
+        i32::from(SIGNAL_LEVELS[0])
+    } else if l >= n {
+        i32::from(SIGNAL_LEVELS[n - 1]) - 4
+    } else {
+        (i32::from(SIGNAL_LEVELS[l - 1]) + i32::from(SIGNAL_LEVELS[l])) / 2
+    };
+    (2 * (dbm + 100)).clamp(0, 100) as u8
+}
+
+impl IwdWifi {
+    /// Connects to the bus and starts following iwd. Succeeds when iwd is
+    /// absent (it is picked up when it appears); fails only when the bus
+    /// cannot be reached.
+    pub async fn start(bus: BusAddress, config: IwdConfig) -> Result<Arc<IwdWifi>, IwdError> {
+        let builder = match &bus {
+            BusAddress::System => zbus::connection::Builder::system(),
+            BusAddress::Address(a) => zbus::connection::Builder::address(a.as_str()),
+        }
+        .map_err(IwdError::Bus)?;
+        let conn = builder
+            .max_queued(4096)
+            .method_timeout(config.call_timeout)
+            .build()
+            .await
+            .map_err(IwdError::Bus)?;
+        let state_dir = config
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let shared = Arc::new(Shared {
+            conn,
+            hub: EventHub::new(),
+            config,
+            owner: Mutex::new(None),
+            state_dir: Mutex::new(state_dir),
+            stations: Mutex::new(Vec::new()),
+            provisioned: Mutex::new(HashMap::new()),
+        });
+        shared
+            .conn
+            .object_server()
+            .at(
+                AGENT_PATH,
+                SignalAgent {
+                    shared: Arc::downgrade(&shared),
+                },
+            )
+            .await
+            .map_err(IwdError::DBus)?;
+
+        let dbus = zbus::fdo::DBusProxy::new(&shared.conn)
+            .await
+            .map_err(IwdError::DBus)?;
+        let mut owners = dbus
+            .receive_name_owner_changed_with_args(&[(0, IWD_BUS_NAME)])
+            .await
+            .map_err(IwdError::DBus)?;
+        let session: Arc<tokio::sync::Mutex<Option<Session>>> = Arc::default();
+        match dbus
+            .get_name_owner(BusName::from(
+                zbus::names::WellKnownName::from_static_str_unchecked(IWD_BUS_NAME),
+            ))
+            .await
+        {
+            Ok(owner) => *session.lock().await = start_session(&shared, owner).await,
+            Err(e) => {
+                warn!("iwd is not running ({e}); serving without host Wi-Fi until it appears")
+            }
+        }
+
+        let sup_shared = shared.clone();
+        let sup_session = session.clone();
+        let supervisor = tokio::spawn(async move {
+            while let Some(signal) = owners.next().await {
+                let Ok(args) = signal.args() else { continue };
+                let new_owner: Option<OwnedUniqueName> =
+                    args.new_owner().as_ref().map(|o| o.to_owned().into());
+                let mut current = sup_session.lock().await;
+                match new_owner {
+                    Some(owner) => {
+                        if current.as_ref().is_some_and(|s| s.owner == owner) {
+                            continue;
+                        }
+                        if let Some(old) = current.take() {
+                            stop_session(&sup_shared, old).await;
+                        }
+                        info!("iwd appeared on the bus");
+                        *current = start_session(&sup_shared, owner).await;
+                    }
+                    None => {
+                        if let Some(old) = current.take() {
+                            warn!("iwd went away; host Wi-Fi interfaces are gone until it returns");
+                            stop_session(&sup_shared, old).await;
+                        }
+                    }
+                }
+            }
+            warn!("lost the D-Bus connection; no longer following iwd");
+            if let Some(old) = sup_session.lock().await.take() {
+                stop_session(&sup_shared, old).await;
+            }
+        });
+
+        Ok(Arc::new(IwdWifi {
+            shared,
+            session,
+            supervisor: Mutex::new(Some(supervisor)),
+        }))
+    }
+
+    /// Whether iwd is on the bus now.
+    pub async fn is_available(&self) -> bool {
+        self.session.lock().await.is_some()
+    }
+
+    /// The state directory the backend provisions files in.
+    pub fn state_dir(&self) -> PathBuf {
+        self.shared.state_dir()
+    }
+
+    /// Stops following iwd, disconnects what the guests started, removes the
+    /// interfaces and every provisioning file of the proxy.
+    pub async fn shutdown(&self) {
+        if let Some(s) = locked(&self.supervisor).take() {
+            s.abort();
+        }
+        if let Some(session) = self.session.lock().await.take() {
+            stop_session(&self.shared, session).await;
+        }
+        let _ = self
+            .shared
+            .conn
+            .object_server()
+            .remove::<SignalAgent, _>(AGENT_PATH)
+            .await;
+    }
+}
+
+impl Drop for IwdWifi {
+    fn drop(&mut self) {
+        if let Some(s) = locked(&self.supervisor).take() {
+            s.abort();
+        }
+        if let Ok(mut session) = self.session.try_lock() {
+            if let Some(session) = session.take() {
+                session.dispatcher.abort();
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl HostWifi for IwdWifi {
+    fn subscribe(&self) -> broadcast::Receiver<InterfaceEvent> {
+        self.shared.hub.subscribe()
+    }
+
+    fn interfaces(&self) -> Vec<Arc<dyn WifiInterface>> {
+        self.shared.hub.interfaces()
+    }
+
+    async fn shutdown(&self) {
+        IwdWifi::shutdown(self).await
+    }
+}
+
+async fn start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> Option<Session> {
+    const ATTEMPTS: u32 = 3;
+    for attempt in 1..=ATTEMPTS {
+        match try_start_session(shared, owner.clone()).await {
+            Ok(session) => return Some(session),
+            Err(e) if attempt < ATTEMPTS => {
+                debug!("iwd not ready ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => warn!("cannot follow iwd: {e}"),
+        }
+    }
+    None
+}
+
+type ManagedObjects = HashMap<OwnedObjectPath, HashMap<String, HashMap<String, OwnedValue>>>;
+
+async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus::Result<Session> {
+    *locked(&shared.owner) = Some(owner.clone());
+    let rule = MatchRule::builder()
+        .msg_type(MessageType::Signal)
+        .sender(owner.clone())?
+        .build();
+    let stream = MessageStream::for_match_rule(rule, &shared.conn, Some(4096)).await?;
+
+    // iwd says where its files are, unless the configuration does.
+    if shared.config.state_dir.is_none() {
+        let daemon = DaemonProxy::builder(&shared.conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await?;
+        match daemon.get_info().await {
+            Ok(info) => {
+                if let Some(dir) = info
+                    .get("StateDirectory")
+                    .and_then(|v| String::try_from(v.clone()).ok())
+                {
+                    *locked(&shared.state_dir) = PathBuf::from(dir);
+                }
+            }
+            Err(e) => debug!(
+                "iwd GetInfo failed ({e}); using {}",
+                shared.state_dir().display()
+            ),
+        }
+    }
+    remove_leftovers(shared).await;
+
+    let objects: ManagedObjects = shared
+        .conn
+        .call_method(
+            Some(IWD_BUS_NAME),
+            "/",
+            Some(OBJECT_MANAGER_IFACE),
+            "GetManagedObjects",
+            &(),
+        )
+        .await?
+        .body()
+        .deserialize()?;
+    for (path, interfaces) in objects {
+        if interfaces.contains_key(STATION_IFACE) {
+            add_station(shared, path, interfaces.get(DEVICE_IFACE)).await;
+        }
+    }
+    info!(
+        state_dir = %shared.state_dir().display(),
+        "following iwd: {} station(s)",
+        locked(&shared.stations).len()
+    );
+    let dispatcher = tokio::spawn(dispatch(shared.clone(), stream));
+    Ok(Session { owner, dispatcher })
+}
+
+async fn stop_session(shared: &Shared, session: Session) {
+    session.dispatcher.abort();
+    *locked(&shared.owner) = None;
+    let stations = std::mem::take(&mut *locked(&shared.stations));
+    // Disconnect what the guests started while iwd may still answer.
+    let guest_stations: Vec<_> = {
+        let provisioned = locked(&shared.provisioned);
+        stations
+            .iter()
+            .filter(|s| provisioned.contains_key(s.path()))
+            .cloned()
+            .collect()
+    };
+    for station in guest_stations {
+        station.disconnect_quietly().await;
+    }
+    for station in stations {
+        station.mark_gone();
+        shared.hub.remove(station.id());
+    }
+    let files: Vec<PathBuf> = locked(&shared.provisioned)
+        .drain()
+        .map(|(_, f)| f)
+        .collect();
+    for file in files {
+        remove_file(file).await;
+    }
+}
+
+/// Removes files the proxy left behind (a crash, a kill). Only files with
+/// the marker are touched.
+async fn remove_leftovers(shared: &Shared) {
+    if !locked(&shared.provisioned).is_empty() {
+        return;
+    }
+    let dir = shared.state_dir();
+    let shown = dir.display().to_string();
+    match tokio::task::spawn_blocking(move || profile::remove_leftovers(&dir)).await {
+        Ok(Ok(removed)) => {
+            for file in removed {
+                info!(file = %file.display(), "removed a leftover proxy-wifi provisioning file");
+            }
+        }
+        Ok(Err(e)) => warn!(state_dir = %shown, "cannot look for leftover provisioning files: {e}"),
+        Err(e) => warn!("cannot look for leftover provisioning files: {e}"),
+    }
+}
+
+fn string_prop(props: Option<&HashMap<String, OwnedValue>>, name: &str) -> Option<String> {
+    props?
+        .get(name)
+        .and_then(|v| String::try_from(v.clone()).ok())
+}
+
+async fn add_station(
+    shared: &Arc<Shared>,
+    path: OwnedObjectPath,
+    device_props: Option<&HashMap<String, OwnedValue>>,
+) {
+    let info = async {
+        let device: DeviceProxy<'_> = proxies::at(&shared.conn, &path).await?;
+        let name = match string_prop(device_props, "Name") {
+            Some(n) => n,
+            None => device.name().await?,
+        };
+        let address = match string_prop(device_props, "Address") {
+            Some(a) => Some(a),
+            None => device.address().await.ok(),
+        };
+        let station: StationProxy<'_> = proxies::at(&shared.conn, &path).await?;
+        let state = station.state().await?;
+        let scanning = station.scanning().await.unwrap_or(false);
+        Ok::<_, zbus::Error>(StationInfo {
+            path: path.clone(),
+            name,
+            address,
+            state,
+            scanning,
+        })
+    };
+    let info = match info.await {
+        Ok(info) => info,
+        Err(e) => {
+            debug!(station = %path.as_str(), "cannot read station: {e}");
+            return;
+        }
+    };
+    let station = IwdStation::new(shared.clone(), info);
+    {
+        let mut list = locked(&shared.stations);
+        if list.iter().any(|s| s.path() == station.path()) {
+            return;
+        }
+        list.push(station.clone());
+    }
+    info!(iface = %station.name(), id = %station.id(), "iwd station added");
+    shared.hub.add(station.clone());
+    // Signal levels: best effort, a station works without them.
+    let conn = shared.conn.clone();
+    tokio::spawn(async move {
+        let result = async {
+            let proxy: StationProxy<'_> = proxies::at(&conn, &path).await?;
+            proxy
+                .register_signal_level_agent(
+                    &ObjectPath::from_static_str_unchecked(AGENT_PATH),
+                    &SIGNAL_LEVELS,
+                )
+                .await
+        };
+        if let Err(e) = result.await {
+            debug!(station = %path.as_str(), "signal level agent not registered: {e}");
+        }
+    });
+}
+
+fn remove_station(shared: &Shared, path: &ObjectPath<'_>) {
+    let removed = {
+        let mut list = locked(&shared.stations);
+        let pos = list.iter().position(|s| s.path().as_ref() == *path);
+        pos.map(|i| list.remove(i))
+    };
+    if let Some(station) = removed {
+        info!(iface = %station.name(), "iwd station removed");
+        station.mark_gone();
+        shared.hub.remove(station.id());
+        if let Some(file) = shared.take_provisioned(station.path()) {
+            tokio::spawn(remove_file(file));
+        }
+    }
+}
+
+/// Routes iwd's signals to the stations, in order.
+async fn dispatch(shared: Arc<Shared>, mut stream: MessageStream) {
+    while let Some(msg) = stream.next().await {
+        let Ok(msg) = msg else { continue };
+        let header = msg.header();
+        let (Some(path), Some(interface), Some(member)) =
+            (header.path(), header.interface(), header.member())
+        else {
+            continue;
+        };
+        match (interface.as_str(), member.as_str()) {
+            (OBJECT_MANAGER_IFACE, "InterfacesAdded") => {
+                type Added = (
+                    OwnedObjectPath,
+                    HashMap<String, HashMap<String, OwnedValue>>,
+                );
+                if let Ok((object, interfaces)) = msg.body().deserialize::<Added>() {
+                    if interfaces.contains_key(STATION_IFACE) {
+                        add_station(&shared, object, interfaces.get(DEVICE_IFACE)).await;
+                    }
+                }
+            }
+            (OBJECT_MANAGER_IFACE, "InterfacesRemoved") => {
+                if let Ok((object, interfaces)) =
+                    msg.body().deserialize::<(OwnedObjectPath, Vec<String>)>()
+                {
+                    if interfaces
+                        .iter()
+                        .any(|i| i == STATION_IFACE || i == DEVICE_IFACE)
+                    {
+                        remove_station(&shared, &object.as_ref());
+                    }
+                }
+            }
+            (PROPERTIES_IFACE, "PropertiesChanged") => {
+                type Changed = (String, HashMap<String, OwnedValue>, Vec<String>);
+                let Ok((iface, changed, _)) = msg.body().deserialize::<Changed>() else {
+                    continue;
+                };
+                if iface == STATION_IFACE {
+                    if let Some(station) = shared.find(path) {
+                        station.on_properties_changed(&changed);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    debug!("iwd signal stream ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_map_to_percent() {
+        assert_eq!(level_to_percent(0), 100);
+        assert_eq!(level_to_percent(1), 92);
+        assert_eq!(level_to_percent(3), 60);
+        assert_eq!(level_to_percent(6), 12);
+        assert_eq!(level_to_percent(200), 12);
+        for l in 0..7 {
+            assert!(level_to_percent(l) >= level_to_percent(l + 1));
+        }
+    }
+}
