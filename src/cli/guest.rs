@@ -248,7 +248,7 @@ pub async fn run(args: GuestArgs) -> ExitCode {
                 watcher.local_description()
             );
             let mut seen = 0u64;
-            while count.map_or(true, |n| seen < n) {
+            while count.is_none_or(|n| seen < n) {
                 match watcher.next().await {
                     Ok(n) => {
                         out.notification(&n);

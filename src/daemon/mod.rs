@@ -354,7 +354,7 @@ impl Daemon {
         for g in state
             .guests
             .iter()
-            .filter(|g| only.map_or(true, |n| n == g.config.name))
+            .filter(|g| only.is_none_or(|n| n == g.config.name))
         {
             let stats = g.service.stats();
             let handler = g.service.handler_status().await.unwrap_or_default();
