@@ -98,7 +98,8 @@ fn connect_request(choice: u8) -> Request {
 }
 
 fn scan_request(choice: u8) -> Request {
-    let target = (!choice.is_multiple_of(6)).then(|| ssid(NAMES[usize::from(choice) % NAMES.len()]));
+    let target =
+        (!choice.is_multiple_of(6)).then(|| ssid(NAMES[usize::from(choice) % NAMES.len()]));
     Request::Scan(ScanRequest { ssid: target })
 }
 

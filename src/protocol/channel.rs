@@ -22,7 +22,9 @@ pub fn channel_for_freq_khz(freq_khz: u32) -> Option<(Band, u16)> {
     let mhz = freq_khz / 1000;
     match mhz {
         2484 => Some((Band::Ghz2_4, 14)),
-        2412..=2472 if (mhz - 2407).is_multiple_of(5) => Some((Band::Ghz2_4, ((mhz - 2407) / 5) as u16)),
+        2412..=2472 if (mhz - 2407).is_multiple_of(5) => {
+            Some((Band::Ghz2_4, ((mhz - 2407) / 5) as u16))
+        }
         // 5 GHz: UNII-1..UNII-4, channels 36..177 step 4, except the gap
         // 68..96 that no regulatory domain opens (149 starts the odd run).
         5180..=5885 if (mhz - 5000).is_multiple_of(5) => {
