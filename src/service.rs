@@ -97,7 +97,7 @@ pub enum Backend {
 }
 
 impl Backend {
-    fn host(&self) -> Arc<dyn HostWifi> {
+    pub(crate) fn host(&self) -> Arc<dyn HostWifi> {
         match self {
             Backend::Simulated(s) => s.clone(),
             Backend::Host(h) => h.clone(),
@@ -141,6 +141,8 @@ struct Counters {
     /// Prometheus metrics and this guest's name in them, when a daemon runs
     /// the service.
     metrics: Option<(Arc<Metrics>, String)>,
+    /// The scan floor (`scan_min_latency`), a label of the latency metric.
+    scan_floor: Duration,
 }
 
 impl Counters {
@@ -155,9 +157,39 @@ impl Counters {
                 Message::ConnectResponse(r) if r.result_code != 0 => "failed",
                 _ => "ok",
             };
+            let floor = match operation {
+                Some(Operation::ScanRequest) => self.scan_floor,
+                _ => Duration::ZERO,
+            };
             let operation = operation.map_or("unreadable", Operation::name);
-            metrics.request(guest, operation, result, arrived.elapsed());
+            metrics.request(guest, operation, result, arrived.elapsed(), floor);
         }
+    }
+
+    fn connection_refused(&self) {
+        Counters::bump(&self.refused_connections);
+        if let Some((metrics, guest)) = &self.metrics {
+            metrics.connection_refused(guest, "too_many_in_flight");
+        }
+    }
+
+    /// Keeps the guest's `guest_connected` metric equal to the handler's
+    /// view until the handler goes away. Wakes only when that view changes.
+    fn follow_connection(
+        &self,
+        mut status: tokio::sync::watch::Receiver<HandlerStatus>,
+    ) -> Option<JoinHandle<()>> {
+        let (metrics, guest) = self.metrics.clone()?;
+        Some(tokio::spawn(async move {
+            loop {
+                let connected = status.borrow_and_update().connection.is_some();
+                metrics.set_guest_connected(&guest, connected);
+                if status.changed().await.is_err() {
+                    metrics.set_guest_connected(&guest, false);
+                    return;
+                }
+            }
+        }))
     }
 
     fn notification_sent(&self) {
@@ -215,6 +247,7 @@ impl ServiceBuilder {
     }
 
     pub fn build(self) -> Service {
+        let scan_floor = self.settings.scan_min_latency;
         Service {
             transport: self.transport,
             backend: self.backend,
@@ -223,6 +256,7 @@ impl ServiceBuilder {
             settings: self.settings,
             counters: Arc::new(Counters {
                 metrics: self.metrics,
+                scan_floor,
                 ..Counters::default()
             }),
             running: Mutex::new(None),
@@ -323,6 +357,7 @@ impl Service {
             stop_rx,
         ));
         tasks.push(handler.task);
+        tasks.extend(self.counters.follow_connection(handler.status.clone()));
         tracing::info!("listening for guest requests on {local_description}");
         *running = Some(Running {
             stop,
@@ -353,6 +388,9 @@ impl Service {
         }
         for task in running.tasks {
             let _ = task.await;
+        }
+        if let Some((metrics, guest)) = &self.counters.metrics {
+            metrics.set_guest_connected(guest, false);
         }
         tracing::info!(
             "stopped serving guest requests on {}",
@@ -437,7 +475,7 @@ async fn accept_loop(
                     // Reap finished connections first, so only live ones count.
                     while connections.try_join_next().is_some() {}
                     if connections.len() >= MAX_CONNECTIONS_IN_FLIGHT {
-                        Counters::bump(&counters.refused_connections);
+                        counters.connection_refused();
                         refusals.refused(&peer);
                         drop(stream);
                         continue;

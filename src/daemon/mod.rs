@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::task::JoinHandle;
 
 pub use config::{BackendKind, ConfigError, DaemonConfig, GuestConfig, PolicyConfig};
 pub use policy::{GuestPolicy, Policy, Registry};
@@ -35,7 +36,7 @@ use crate::metrics::Metrics;
 use crate::observer::ConnectionKind;
 use crate::service::{Backend, Service, ServiceError};
 use crate::wifi::simulated::{SimulatedNetwork, SimulatedWifi};
-use crate::wifi::Security;
+use crate::wifi::{HostWifi, Security};
 
 /// Why the daemon could not start or reload.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +223,8 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     state: tokio::sync::Mutex<State>,
+    /// Keeps the backend health metrics current; aborted by `stop`.
+    backend_health: JoinHandle<()>,
 }
 
 impl Daemon {
@@ -234,11 +237,18 @@ impl Daemon {
     ) -> Result<Arc<Daemon>, DaemonError> {
         let config = overrides.apply(config);
         let host = Host::start(&config).await?;
+        let metrics = Arc::new(Metrics::new());
+        let backend_health = tokio::spawn(follow_backend_health(
+            host.backend().host(),
+            config.backend.name(),
+            metrics.clone(),
+        ));
         let daemon = Daemon {
             config_path,
             overrides,
             host,
-            metrics: Arc::new(Metrics::new()),
+            backend_health,
+            metrics,
             registry: Registry::new(),
             state: tokio::sync::Mutex::new(State {
                 config: config.clone(),
@@ -256,6 +266,7 @@ impl Daemon {
                 Ok(guest) => started.push(guest),
                 Err(e) => {
                     daemon.stop_guests(started).await;
+                    daemon.backend_health.abort();
                     daemon.host.shutdown().await;
                     return Err(e);
                 }
@@ -314,6 +325,7 @@ impl Daemon {
             .retired
             .store(true, std::sync::atomic::Ordering::Release);
         self.registry.forget(&guest.config.name);
+        self.metrics.forget_guest(&guest.config.name);
         tracing::info!(guest = %guest.config.name, "guest stopped");
     }
 
@@ -501,8 +513,22 @@ impl Daemon {
     pub async fn stop(&self) {
         let guests = std::mem::take(&mut self.state.lock().await.guests);
         self.stop_guests(guests).await;
+        self.backend_health.abort();
         self.host.shutdown().await;
         self.metrics.set_guests(0);
+    }
+}
+
+/// Keeps `backend_up` and `backend_wifi_interfaces` equal to the interfaces
+/// the backend offers. Wakes only on the backend's interface events.
+async fn follow_backend_health(host: Arc<dyn HostWifi>, name: &'static str, metrics: Arc<Metrics>) {
+    let mut events = host.subscribe();
+    loop {
+        metrics.set_backend_interfaces(name, host.interfaces().len());
+        match events.recv().await {
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 
