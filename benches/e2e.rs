@@ -49,7 +49,7 @@ mod imp {
         akm, cipher, ConnectRequest, DisconnectRequest, Key, Message, Operation, Request,
         ScanLayout, ScanRequest, Ssid, HEADER_LEN,
     };
-    use proxy_wifi::service::{Backend, Service};
+    use proxy_wifi::service::Service;
     use proxy_wifi::transport::TransportConfig;
     use proxy_wifi::wifi::simulated::SimulatedWifi;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -437,7 +437,7 @@ mod imp {
                 request_port: 0,
                 notification_port: 9,
             },
-            Backend::Simulated(wifi.clone()),
+            wifi.clone(),
         )
         .settings(settings.clone())
         .build();
@@ -447,7 +447,7 @@ mod imp {
                 request_port: REQUEST_PORT,
                 notification_port: 12346,
             },
-            Backend::Simulated(wifi),
+            wifi,
         )
         .settings(settings)
         .build();

@@ -45,7 +45,7 @@ mod imp {
     use proxy_wifi::daemon::DaemonConfig;
     use proxy_wifi::handler::HandlerSettings;
     use proxy_wifi::protocol::{Message, Request, ScanLayout, ScanRequest};
-    use proxy_wifi::service::{Backend, Service};
+    use proxy_wifi::service::Service;
     use proxy_wifi::wifi::simulated::SimulatedWifi;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -234,10 +234,9 @@ mod imp {
                     notify_guest_on_host_disconnect: guest.notify_host_disconnect,
                     ..defaults
                 };
-                let service =
-                    Service::builder(guest.transport.clone(), Backend::Simulated(wifi.clone()))
-                        .settings(settings)
-                        .build();
+                let service = Service::builder(guest.transport.clone(), wifi.clone())
+                    .settings(settings)
+                    .build();
                 service.start().await?;
                 services.push(service);
             }

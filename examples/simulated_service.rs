@@ -12,7 +12,7 @@ use proxy_wifi::observer::{
     Authorization, ConnectionKind, GuestConnectCompletion, HostConnection, Observer,
 };
 use proxy_wifi::protocol::{MacAddr, Ssid};
-use proxy_wifi::service::{Backend, Service};
+use proxy_wifi::service::Service;
 use proxy_wifi::transport::TransportConfig;
 use proxy_wifi::wifi::simulated::SimulatedWifi;
 
@@ -50,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let corp: MacAddr = "02:00:00:00:00:aa".parse()?;
     let service = Service::builder(
         TransportConfig::tcp("127.0.0.1".parse()?),
-        Backend::Simulated(simulated.clone()),
+        simulated.clone(),
     )
     .fake_networks(move || vec![(Ssid::new(b"CorpNet").unwrap_or_default(), corp)])
     .observer(Arc::new(Printer))

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::protocol::Ssid;
-use crate::wifi::simulated::{ScanMode, SimulatedWifi};
+use crate::protocol::{Ssid, SsidError};
+use crate::wifi::{HostEvent, HostWifi, ScanMode, SimulatedError};
 
 /// How long a client waits for the service's answer.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -105,57 +105,47 @@ pub trait ControlHandler: Send + Sync + 'static {
     async fn handle(&self, request: ControlRequest) -> ControlResponse;
 }
 
-/// Control of a single-guest service: simulated events only, and only when
-/// the backend is simulated.
-pub struct SimulatedControl {
-    wifi: Option<Arc<SimulatedWifi>>,
+/// Why a control command could not be applied as a simulated host event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostEventError {
+    /// `status` and `reload` act on the daemon, not on the host.
+    #[error("{0} is a daemon command, not a simulated host event")]
+    NotAHostEvent(&'static str),
+    /// The backend has no simulator capability.
+    #[error("the backend is not simulated")]
+    NotSimulated,
+    /// The SSID of `host-connect` is not one.
+    #[error("ssid: {0}")]
+    Ssid(#[from] SsidError),
+    /// The simulated host refused the event.
+    #[error(transparent)]
+    Simulated(#[from] SimulatedError),
 }
 
-impl SimulatedControl {
-    pub fn new(wifi: Option<Arc<SimulatedWifi>>) -> SimulatedControl {
-        SimulatedControl { wifi }
-    }
-
-    /// Applies a command to a simulated backend.
-    pub fn apply(wifi: &SimulatedWifi, command: &ControlCommand) -> Result<(), String> {
-        match command {
-            ControlCommand::HostConnect { ssid } => {
-                let ssid = Ssid::new(ssid.as_bytes()).map_err(|e| e.to_string())?;
-                wifi.host_connect(&ssid).map_err(|e| e.to_string())
-            }
-            ControlCommand::HostDisconnect => wifi.host_disconnect().map_err(|e| e.to_string()),
-            ControlCommand::Signal { percent } => wifi.signal(*percent).map_err(|e| e.to_string()),
-            ControlCommand::ScanResults => {
-                wifi.scan_results();
-                Ok(())
-            }
-            ControlCommand::ScanMode { mode } => {
-                wifi.set_scan_mode(*mode);
-                Ok(())
-            }
-            ControlCommand::Status | ControlCommand::Reload => {
-                Err("status and reload are daemon commands, not simulated host events".into())
-            }
-        }
+impl ControlCommand {
+    /// The command as a simulated host event, if it is one.
+    pub fn host_event(&self) -> Result<HostEvent, HostEventError> {
+        Ok(match self {
+            ControlCommand::HostConnect { ssid } => HostEvent::Connect(Ssid::new(ssid.as_bytes())?),
+            ControlCommand::HostDisconnect => HostEvent::Disconnect,
+            ControlCommand::Signal { percent } => HostEvent::Signal(*percent),
+            ControlCommand::ScanResults => HostEvent::ScanResults,
+            ControlCommand::ScanMode { mode } => HostEvent::ScanMode(*mode),
+            ControlCommand::Status => return Err(HostEventError::NotAHostEvent("status")),
+            ControlCommand::Reload => return Err(HostEventError::NotAHostEvent("reload")),
+        })
     }
 }
 
-#[async_trait]
-impl ControlHandler for SimulatedControl {
-    async fn handle(&self, request: ControlRequest) -> ControlResponse {
-        if let Some(guest) = &request.guest {
-            return ControlResponse::error(format!(
-                "this service serves a single guest; there is no guest named {guest:?}"
-            ));
-        }
-        let Some(wifi) = &self.wifi else {
-            return ControlResponse::error("the service is not in simulated mode");
-        };
-        match SimulatedControl::apply(wifi, &request.command) {
-            Ok(()) => ControlResponse::ok(),
-            Err(e) => ControlResponse::error(e),
-        }
-    }
+/// Applies a host-event command to `backend` through its simulator
+/// capability.
+pub fn apply_host_event(
+    backend: &dyn HostWifi,
+    command: &ControlCommand,
+) -> Result<(), HostEventError> {
+    let event = command.host_event()?;
+    let simulator = backend.simulator().ok_or(HostEventError::NotSimulated)?;
+    Ok(simulator.apply(event)?)
 }
 
 /// Why the control socket could not be used.
@@ -419,8 +409,27 @@ pub async fn request_within(
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use crate::wifi::HostWifi;
+    use crate::wifi::simulated::SimulatedWifi;
     use std::os::unix::fs::PermissionsExt;
+
+    /// Applies every request to one backend, as a single-guest service would.
+    struct HostEvents(Option<Arc<dyn HostWifi>>);
+
+    #[async_trait]
+    impl ControlHandler for HostEvents {
+        async fn handle(&self, request: ControlRequest) -> ControlResponse {
+            if request.guest.is_some() {
+                return ControlResponse::error("no guests here");
+            }
+            let Some(host) = &self.0 else {
+                return ControlResponse::error("no backend");
+            };
+            match apply_host_event(&**host, &request.command) {
+                Ok(()) => ControlResponse::ok(),
+                Err(e) => ControlResponse::error(e.to_string()),
+            }
+        }
+    }
 
     #[test]
     fn wire_format_is_pinned() {
@@ -462,10 +471,12 @@ mod tests {
         std::fs::write(&path, b"stale").unwrap();
         let wifi = SimulatedWifi::reference();
         let mut events = wifi.subscribe();
-        let server =
-            ControlServer::bind(&path, Arc::new(SimulatedControl::new(Some(wifi.clone()))))
-                .await
-                .unwrap();
+        let server = ControlServer::bind(
+            &path,
+            Arc::new(HostEvents(Some(wifi.clone() as Arc<dyn HostWifi>))),
+        )
+        .await
+        .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         // Nothing is left of the private directory it was bound in.
@@ -476,7 +487,7 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("ctl.sock")]);
         // A live one is refused.
         assert!(matches!(
-            ControlServer::bind(&path, Arc::new(SimulatedControl::new(None))).await,
+            ControlServer::bind(&path, Arc::new(HostEvents(None))).await,
             Err(ControlError::InUse(_))
         ));
         let ask = |command| ControlRequest {
@@ -524,17 +535,30 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn non_simulated_service_refuses() {
-        let r = SimulatedControl::new(None)
-            .handle(ControlRequest {
-                guest: None,
-                command: ControlCommand::ScanResults,
-            })
-            .await;
+    #[test]
+    fn host_events_need_a_simulator_and_a_host_event() {
+        let hub = crate::wifi::EventHub::new();
         assert_eq!(
-            r,
-            ControlResponse::error("the service is not in simulated mode")
+            apply_host_event(&hub, &ControlCommand::ScanResults),
+            Err(HostEventError::NotSimulated)
+        );
+        let wifi = SimulatedWifi::reference();
+        assert_eq!(
+            apply_host_event(&*wifi, &ControlCommand::Reload),
+            Err(HostEventError::NotAHostEvent("reload"))
+        );
+        assert!(matches!(
+            apply_host_event(
+                &*wifi,
+                &ControlCommand::HostConnect {
+                    ssid: "x".repeat(33)
+                }
+            ),
+            Err(HostEventError::Ssid(_))
+        ));
+        assert_eq!(
+            apply_host_event(&*wifi, &ControlCommand::Signal { percent: 101 }),
+            Err(HostEventError::Simulated(SimulatedError::BadPercent(101)))
         );
     }
 }

@@ -3,13 +3,13 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), proxy_wifi::service::ServiceError> {
-//! use proxy_wifi::service::{Backend, Service};
+//! use proxy_wifi::service::Service;
 //! use proxy_wifi::transport::TransportConfig;
 //! use proxy_wifi::wifi::simulated::SimulatedWifi;
 //!
 //! let service = Service::builder(
 //!     TransportConfig::tcp("127.0.0.1".parse().unwrap()),
-//!     Backend::Simulated(SimulatedWifi::reference()),
+//!     SimulatedWifi::reference(),
 //! )
 //! .build();
 //! service.start().await?;
@@ -61,9 +61,7 @@ use crate::transport::framing::{read_message, write_message, FrameError};
 use crate::transport::{
     BoxStream, NotificationConnector, RequestListener, TransportConfig, TransportError,
 };
-use crate::wifi::fake::{FakeNetworkProvider, FakeWifi};
-use crate::wifi::simulated::SimulatedWifi;
-use crate::wifi::HostWifi;
+use crate::wifi::{fake_networks, FakeNetworkProvider, HostWifi};
 
 /// How long a guest connection may take to deliver its request.
 pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(1);
@@ -85,25 +83,6 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// severs them. A request is bounded by the read deadline and the handler's
 /// 10 s rules, so most finish well within it.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// Where the host's Wi-Fi comes from.
-#[derive(Clone)]
-pub enum Backend {
-    /// Simulated mode; the handle drives host-side events.
-    Simulated(Arc<SimulatedWifi>),
-    /// Any backend (NetworkManager, WlanAPI, a test double), possibly shared
-    /// with other services.
-    Host(Arc<dyn HostWifi>),
-}
-
-impl Backend {
-    pub(crate) fn host(&self) -> Arc<dyn HostWifi> {
-        match self {
-            Backend::Simulated(s) => s.clone(),
-            Backend::Host(h) => h.clone(),
-        }
-    }
-}
 
 /// Why a service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +189,7 @@ impl Counters {
 /// Builds a [`Service`].
 pub struct ServiceBuilder {
     transport: TransportConfig,
-    backend: Backend,
+    backend: Arc<dyn HostWifi>,
     fake: Option<FakeNetworkProvider>,
     observer: Option<Arc<dyn Observer>>,
     settings: HandlerSettings,
@@ -279,7 +258,7 @@ struct Running {
 /// The host service for one guest. Start, stop, start again.
 pub struct Service {
     transport: TransportConfig,
-    backend: Backend,
+    backend: Arc<dyn HostWifi>,
     fake: Option<FakeNetworkProvider>,
     observer: Option<Arc<dyn Observer>>,
     settings: HandlerSettings,
@@ -288,7 +267,7 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn builder(transport: TransportConfig, backend: Backend) -> ServiceBuilder {
+    pub fn builder(transport: TransportConfig, backend: Arc<dyn HostWifi>) -> ServiceBuilder {
         ServiceBuilder {
             transport,
             backend,
@@ -307,12 +286,9 @@ impl Service {
         &self.settings
     }
 
-    /// The simulated backend, in simulated mode.
-    pub fn simulated(&self) -> Option<&Arc<SimulatedWifi>> {
-        match &self.backend {
-            Backend::Simulated(s) => Some(s),
-            Backend::Host(_) => None,
-        }
+    /// The host backend.
+    pub fn backend(&self) -> &Arc<dyn HostWifi> {
+        &self.backend
     }
 
     /// Binds the transport and starts serving. Every start is a new guest
@@ -331,8 +307,8 @@ impl Service {
         tasks.extend(observer_task);
         let (notify_tx, notify_rx) = mpsc::channel(NOTIFICATION_QUEUE);
         let handler = handler::spawn(
-            self.backend.host(),
-            self.fake.clone().map(FakeWifi::new),
+            self.backend.clone(),
+            self.fake.clone().map(fake_networks),
             observer,
             notify_tx,
             self.settings.clone(),
@@ -810,6 +786,7 @@ pub async fn send_notification(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wifi::simulated::SimulatedWifi;
     use std::io;
     use std::pin::Pin;
     use std::sync::Mutex as StdMutex;
@@ -1182,8 +1159,7 @@ mod tests {
             request_port: 0,
             notification_port: 9,
         };
-        let service =
-            Service::builder(config, Backend::Simulated(SimulatedWifi::reference())).build();
+        let service = Service::builder(config, SimulatedWifi::reference()).build();
         service.start().await.unwrap();
         assert!(matches!(
             service.start().await,
@@ -1215,7 +1191,7 @@ mod tests {
                 request_port: port as u16,
                 notification_port: 9,
             },
-            Backend::Simulated(SimulatedWifi::reference()),
+            SimulatedWifi::reference(),
         )
         .build();
         let err = clash.start().await.unwrap_err();

@@ -36,13 +36,13 @@ use proxy_wifi::protocol::{
     ScanRequest, ScanResponse, Ssid,
 };
 use proxy_wifi::service::{
-    serve_request_connection, Backend, Service, ServiceStats, MAX_CONNECTIONS_IN_FLIGHT,
+    serve_request_connection, Service, ServiceStats, MAX_CONNECTIONS_IN_FLIGHT,
     REQUEST_READ_TIMEOUT,
 };
 use proxy_wifi::transport::TransportConfig;
 use proxy_wifi::wifi::simulated::SimulatedWifi;
 use proxy_wifi::wifi::{
-    ConnectParams, ConnectedNetwork, EventHub, InterfaceError, InterfaceId, ScanResult,
+    ConnectParams, ConnectedNetwork, EventHub, HostWifi, InterfaceError, InterfaceId, ScanResult,
     WifiInterface,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -130,7 +130,7 @@ async fn dead_port() -> u16 {
 
 /// Starts a TCP service on an ephemeral request port.
 async fn tcp_service(
-    backend: Backend,
+    backend: std::sync::Arc<dyn proxy_wifi::wifi::HostWifi>,
     notification_port: u16,
     configure: impl FnOnce(proxy_wifi::service::ServiceBuilder) -> proxy_wifi::service::ServiceBuilder,
 ) -> (Service, u16) {
@@ -226,10 +226,10 @@ struct Scripted {
 }
 
 impl Scripted {
-    fn backend(self) -> Backend {
+    fn backend(self) -> Arc<dyn HostWifi> {
         let hub = Arc::new(EventHub::new());
         hub.add(Arc::new(self));
-        Backend::Host(hub)
+        hub
     }
 
     async fn wait(&self) {
@@ -295,7 +295,7 @@ impl WifiInterface for Scripted {
 #[tokio::test]
 async fn a_header_announcing_4_gib_is_refused_at_once_without_allocating() {
     let wifi = SimulatedWifi::reference();
-    let (service, port) = tcp_service(Backend::Simulated(wifi), dead_port().await, |b| b).await;
+    let (service, port) = tcp_service(wifi, dead_port().await, |b| b).await;
     let rss_before = rss_kib();
     LARGEST.store(0, Ordering::Relaxed);
     TRACK.with(|t| t.set(true));
@@ -343,10 +343,7 @@ async fn a_header_announcing_4_gib_is_refused_at_once_without_allocating() {
 #[tokio::test]
 async fn a_guest_sending_3_bytes_is_answered_invalid_at_the_read_deadline() {
     let wifi = SimulatedWifi::reference();
-    let (service, port) = tcp_service(Backend::Simulated(wifi), dead_port().await, |b| {
-        b.settings(quick())
-    })
-    .await;
+    let (service, port) = tcp_service(wifi, dead_port().await, |b| b.settings(quick())).await;
     let mut slow = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     slow.write_all(&[1, 33, 0]).await.unwrap();
     let start = Instant::now();
@@ -442,10 +439,7 @@ async fn connections_past_the_limit_are_closed_at_once() {
 #[tokio::test]
 async fn a_guest_closing_mid_request_does_not_disturb_the_service() {
     let wifi = SimulatedWifi::reference();
-    let (service, port) = tcp_service(Backend::Simulated(wifi), dead_port().await, |b| {
-        b.settings(quick())
-    })
-    .await;
+    let (service, port) = tcp_service(wifi, dead_port().await, |b| b.settings(quick())).await;
     let connect = open_request("FakeOpen").encode().unwrap();
 
     let mut half = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -492,10 +486,8 @@ async fn connect_ok(port: u16, name: &str) -> ConnectResponse {
 #[tokio::test]
 async fn notifications_to_a_refusing_port_are_dropped() {
     let wifi = SimulatedWifi::reference();
-    let (service, port) = tcp_service(Backend::Simulated(wifi.clone()), dead_port().await, |b| {
-        b.settings(quick())
-    })
-    .await;
+    let (service, port) =
+        tcp_service(wifi.clone(), dead_port().await, |b| b.settings(quick())).await;
     assert_eq!(scan(port).await.bss.len(), 3);
     for _ in 0..3 {
         wifi.scan_results();
@@ -526,10 +518,8 @@ async fn a_notification_port_that_accepts_and_never_reads() {
             let _ = accepted_tx.send(s).await;
         }
     });
-    let (service, port) = tcp_service(Backend::Simulated(wifi.clone()), notification_port, |b| {
-        b.settings(quick())
-    })
-    .await;
+    let (service, port) =
+        tcp_service(wifi.clone(), notification_port, |b| b.settings(quick())).await;
     assert_eq!(scan(port).await.bss.len(), 3);
     wifi.scan_results();
     let _kept = timeout(LIMIT, accepted.recv()).await.unwrap().unwrap();
@@ -589,7 +579,7 @@ mod hybrid {
             request_port: 12345,
             notification_port: 12346,
         };
-        let service = Service::builder(config, Backend::Simulated(wifi.clone()))
+        let service = Service::builder(config, wifi.clone())
             .settings(quick())
             .build();
         service.start().await.unwrap();
@@ -626,7 +616,7 @@ mod hybrid {
             request_port: 12345,
             notification_port: 12346,
         };
-        let service = Service::builder(config, Backend::Simulated(crowded_wifi(27000)))
+        let service = Service::builder(config, crowded_wifi(27000))
             .settings(quick())
             .build();
         service.start().await.unwrap();
@@ -819,7 +809,7 @@ impl Observer for Panicky {
 #[tokio::test]
 async fn a_panicking_observer_is_contained_end_to_end() {
     let wifi = SimulatedWifi::reference();
-    let (service, port) = tcp_service(Backend::Simulated(wifi.clone()), dead_port().await, |b| {
+    let (service, port) = tcp_service(wifi.clone(), dead_port().await, |b| {
         b.settings(quick()).observer(Arc::new(Panicky))
     })
     .await;

@@ -33,7 +33,7 @@ use proxy_wifi::protocol::{
     akm, cipher, ConnectRequest, DisconnectRequest, Key, MacAddr, Message, Request, ScanLayout,
     ScanRequest, Ssid,
 };
-use proxy_wifi::service::{Backend, Service};
+use proxy_wifi::service::Service;
 use proxy_wifi::transport::TransportConfig;
 use proxy_wifi::wifi::simulated::SimulatedWifi;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -313,7 +313,7 @@ async fn run(panics: Arc<AtomicU64>) {
                 request_port: 0,
                 notification_port,
             },
-            Backend::Simulated(wifi.clone()),
+            wifi.clone(),
         )
         .settings(HandlerSettings {
             scan_min_latency: Duration::ZERO,

@@ -33,7 +33,7 @@ use proxy_wifi::protocol::{
     Request, ScanLayout, ScanRequest, Ssid, HEADER_LEN,
 };
 use proxy_wifi::service::serve_request_connection;
-use proxy_wifi::wifi::fake::FakeWifi;
+use proxy_wifi::wifi::fake_networks;
 use proxy_wifi::wifi::simulated::{ScanMode, SimulatedWifi};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -148,7 +148,7 @@ async fn drive(data: &[u8]) -> Summary {
     };
     let wifi = SimulatedWifi::reference();
     wifi.set_async_scan_delay(Duration::from_millis(300));
-    let fake = FakeWifi::new(Arc::new(|| {
+    let fake = fake_networks(Arc::new(|| {
         vec![(ssid("FakeNet"), MacAddr([2, 0, 0, 0, 0, 9]))]
     }));
     let (notify_tx, mut notify_rx) = tokio::sync::mpsc::channel::<Message>(64);

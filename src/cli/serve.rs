@@ -11,22 +11,18 @@ use clap::{Args, ValueEnum};
 #[cfg(unix)]
 use proxy_wifi::daemon::DaemonControl;
 use proxy_wifi::daemon::{
-    notify_ready, notify_stopping, BackendKind as DaemonBackend, Daemon, DaemonConfig, GuestConfig,
-    Overrides, PolicyConfig,
+    notify_ready, notify_stopping, Daemon, DaemonConfig, GuestConfig, Overrides, PolicyConfig,
 };
 use proxy_wifi::protocol::{MacAddr, ScanLayout, Ssid};
+use proxy_wifi::wifi::BackendKind;
 
 use super::transport_args::TransportArgs;
 
-/// Where the host's Wi-Fi comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendKind {
-    /// Three simulated networks; host events through `proxy-wifi ctl`.
-    Simulated,
-    /// The host's Wi-Fi through NetworkManager (Linux).
-    Networkmanager,
-    /// The host's Wi-Fi through WlanAPI (Windows).
-    Wlanapi,
+/// `--backend NAME`: any backend `wifi` knows, by its name.
+fn backend_parser() -> impl clap::builder::TypedValueParser<Value = BackendKind> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(BackendKind::names())
+        .try_map(|name| name.parse::<BackendKind>())
 }
 
 /// SCAN_RESPONSE layout the guest speaks.
@@ -94,8 +90,9 @@ pub struct ServeArgs {
     /// Simulated mode (same as --backend simulated).
     #[arg(long, conflicts_with = "backend")]
     pub simulated: bool,
-    /// Where the host's Wi-Fi comes from (default: the platform's).
-    #[arg(long, value_enum)]
+    /// Where the host's Wi-Fi comes from (default: the platform's:
+    /// networkmanager on Linux, wlanapi on Windows).
+    #[arg(long, value_name = "NAME", value_parser = backend_parser())]
     pub backend: Option<BackendKind>,
     /// A fake network shown to the guest, always connected (repeatable).
     #[arg(long = "fake-network", value_name = "SSID=BSSID", value_parser = parse_fake_network)]
@@ -173,15 +170,10 @@ const EXIT_CONFIG: u8 = 78;
 /// The single-VM flags as a one-guest configuration.
 fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
     let transport = args.transport.to_config()?;
-    let backend = if args.simulated {
-        DaemonBackend::Simulated
-    } else {
-        match args.backend {
-            Some(BackendKind::Simulated) => DaemonBackend::Simulated,
-            Some(BackendKind::Networkmanager) => DaemonBackend::NetworkManager,
-            Some(BackendKind::Wlanapi) => DaemonBackend::WlanApi,
-            None => DaemonBackend::platform_default(),
-        }
+    let backend = match (args.simulated, args.backend) {
+        (true, _) => BackendKind::Simulated,
+        (false, Some(kind)) => kind,
+        (false, None) => BackendKind::platform_default(),
     };
     for f in &args.fake_networks {
         tracing::info!(ssid = %f.ssid, bssid = %f.bssid, "fake network");

@@ -16,81 +16,8 @@ use crate::protocol::{
     DEFAULT_REQUEST_PORT,
 };
 use crate::transport::TransportConfig;
-
-/// Which host Wi-Fi the daemon proxies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// NetworkManager over the system D-Bus (Linux).
-    NetworkManager,
-    /// Simulated networks, no host Wi-Fi touched.
-    Simulated,
-    /// WlanAPI (Windows).
-    WlanApi,
-}
-
-impl BackendKind {
-    /// The backend of normal mode on this platform.
-    pub fn platform_default() -> BackendKind {
-        if cfg!(windows) {
-            BackendKind::WlanApi
-        } else {
-            BackendKind::NetworkManager
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::NetworkManager => "networkmanager",
-            BackendKind::Simulated => "simulated",
-            BackendKind::WlanApi => "wlanapi",
-        }
-    }
-}
-
-/// Security of a simulated network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SimulatedSecurity {
-    Open,
-    Wpa2Psk,
-}
-
-/// A simulated network (`[[simulated_network]]`, backend `simulated` only).
-/// Its `Debug` hides the passphrase.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimulatedNetworkConfig {
-    pub ssid: String,
-    pub bssid: MacAddr,
-    pub freq_khz: u32,
-    #[serde(default = "default_rssi")]
-    pub rssi_dbm: i32,
-    pub security: SimulatedSecurity,
-    /// For `wpa2-psk`: the guest's PMK must derive from this passphrase,
-    /// else the connect is refused as a wrong key. Absent: any key accepted.
-    pub passphrase: Option<String>,
-}
-
-impl std::fmt::Debug for SimulatedNetworkConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimulatedNetworkConfig")
-            .field("ssid", &self.ssid)
-            .field("bssid", &self.bssid)
-            .field("freq_khz", &self.freq_khz)
-            .field("rssi_dbm", &self.rssi_dbm)
-            .field("security", &self.security)
-            .field(
-                "passphrase",
-                &self.passphrase.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
-}
-
-fn default_rssi() -> i32 {
-    -50
-}
+use crate::wifi::simulated::SimulatedNetwork;
+use crate::wifi::{BackendKind, Security};
 
 /// A fake network shown to one guest (always "connected": joining it is
 /// mirroring and never touches the host).
@@ -161,7 +88,7 @@ struct RawConfig {
     control_socket: Option<PathBuf>,
     metrics: Option<Spanned<SocketAddr>>,
     #[serde(default)]
-    simulated_network: Vec<Spanned<SimulatedNetworkConfig>>,
+    simulated_network: Vec<Spanned<SimulatedNetwork>>,
     #[serde(default)]
     guest: Vec<Spanned<GuestTable>>,
 }
@@ -186,7 +113,7 @@ pub struct DaemonConfig {
     pub log_level: Option<String>,
     pub control_socket: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
-    pub simulated_networks: Vec<SimulatedNetworkConfig>,
+    pub simulated_networks: Vec<SimulatedNetwork>,
     pub guests: Vec<GuestConfig>,
 }
 
@@ -276,7 +203,6 @@ impl DaemonConfig {
                     backend.name()
                 )));
             }
-            Ssid::new(n.ssid.as_bytes()).map_err(|e| err(format!("ssid: {e}")))?;
             if channel_for_freq_khz(n.freq_khz).is_none() {
                 return Err(err(format!(
                     "freq_khz: {} is not a 2.4/5/6 GHz channel centre in kHz (2437 MHz is 2437000)",
@@ -290,10 +216,10 @@ impl DaemonConfig {
                 )));
             }
             match (n.security, &n.passphrase) {
-                (SimulatedSecurity::Open, Some(_)) => {
+                (Security::OPEN, Some(_)) => {
                     return Err(err("passphrase: an open network has no passphrase".into()))
                 }
-                (SimulatedSecurity::Wpa2Psk, Some(p)) => {
+                (_, Some(p)) => {
                     let ok = (8..=63).contains(&p.len())
                         && p.bytes().all(|b| (0x20..=0x7e).contains(&b));
                     if !ok {

@@ -26,7 +26,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
-pub use config::{BackendKind, ConfigError, DaemonConfig, GuestConfig, PolicyConfig};
+pub use crate::wifi::BackendKind;
+pub use config::{ConfigError, DaemonConfig, GuestConfig, PolicyConfig};
 pub use policy::{GuestPolicy, Policy, Registry};
 pub use sd::{notify_ready, notify_reloading, notify_stopping};
 
@@ -34,22 +35,16 @@ use crate::control::{ControlCommand, ControlHandler, ControlRequest, ControlResp
 use crate::handler::HandlerSettings;
 use crate::metrics::Metrics;
 use crate::observer::ConnectionKind;
-use crate::service::{Backend, Service, ServiceError};
-use crate::wifi::simulated::{SimulatedNetwork, SimulatedWifi};
-use crate::wifi::{HostWifi, Security};
+use crate::service::{Service, ServiceError};
+use crate::wifi::{BackendError, BackendSettings, HostWifi};
 
 /// Why the daemon could not start or reload.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("the {0} backend is not available on this platform")]
-    BackendUnavailable(&'static str),
-    #[error("cannot start the {backend} backend: {message}")]
-    Backend {
-        backend: &'static str,
-        message: String,
-    },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
     #[error("guest {guest}: {source}")]
     Guest {
         guest: String,
@@ -60,97 +55,6 @@ pub enum DaemonError {
     GlobalChanged(String),
     #[error("the daemon was started without a configuration file; there is nothing to reload")]
     NoConfigFile,
-}
-
-/// The host backend, with what stopping it takes.
-enum Host {
-    Simulated(Arc<SimulatedWifi>),
-    #[cfg(target_os = "linux")]
-    NetworkManager(Arc<crate::wifi::networkmanager::NetworkManagerWifi>),
-    #[cfg(windows)]
-    WlanApi(Arc<crate::wifi::wlanapi::WlanApiWifi>),
-}
-
-impl Host {
-    async fn start(config: &DaemonConfig) -> Result<Host, DaemonError> {
-        match config.backend {
-            BackendKind::Simulated => Ok(Host::Simulated(simulated_backend(config))),
-            #[cfg(target_os = "linux")]
-            BackendKind::NetworkManager => {
-                use crate::wifi::networkmanager::{BusAddress, NetworkManagerWifi};
-                NetworkManagerWifi::start(BusAddress::System)
-                    .await
-                    .map(Host::NetworkManager)
-                    .map_err(|e| DaemonError::Backend {
-                        backend: "networkmanager",
-                        message: e.to_string(),
-                    })
-            }
-            #[cfg(windows)]
-            BackendKind::WlanApi => crate::wifi::wlanapi::WlanApiWifi::start()
-                .map(Host::WlanApi)
-                .map_err(|e| DaemonError::Backend {
-                    backend: "wlanapi",
-                    message: e.to_string(),
-                }),
-            #[allow(unreachable_patterns)]
-            other => Err(DaemonError::BackendUnavailable(other.name())),
-        }
-    }
-
-    fn backend(&self) -> Backend {
-        match self {
-            Host::Simulated(s) => Backend::Simulated(s.clone()),
-            #[cfg(target_os = "linux")]
-            Host::NetworkManager(nm) => Backend::Host(nm.clone()),
-            #[cfg(windows)]
-            Host::WlanApi(w) => Backend::Host(w.clone()),
-        }
-    }
-
-    fn simulated(&self) -> Option<&Arc<SimulatedWifi>> {
-        match self {
-            Host::Simulated(s) => Some(s),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        }
-    }
-
-    async fn shutdown(&self) {
-        match self {
-            Host::Simulated(_) => {}
-            #[cfg(target_os = "linux")]
-            Host::NetworkManager(nm) => nm.shutdown().await,
-            #[cfg(windows)]
-            Host::WlanApi(_) => {}
-        }
-    }
-}
-
-/// The shared simulated radio: the configured networks, or the reference's
-/// three when none are configured.
-pub fn simulated_backend(config: &DaemonConfig) -> Arc<SimulatedWifi> {
-    if config.simulated_networks.is_empty() {
-        return SimulatedWifi::reference();
-    }
-    let networks = config
-        .simulated_networks
-        .iter()
-        .filter_map(|n| {
-            Some(SimulatedNetwork {
-                ssid: crate::protocol::Ssid::new(n.ssid.as_bytes()).ok()?,
-                bssid: n.bssid,
-                freq_khz: n.freq_khz,
-                rssi_dbm: n.rssi_dbm,
-                security: match n.security {
-                    config::SimulatedSecurity::Open => Security::OPEN,
-                    config::SimulatedSecurity::Wpa2Psk => Security::WPA2_PSK_CCMP,
-                },
-                passphrase: n.passphrase.clone(),
-            })
-        })
-        .collect();
-    SimulatedWifi::new(networks)
 }
 
 /// One guest's line of `status`.
@@ -219,7 +123,7 @@ impl Overrides {
 pub struct Daemon {
     config_path: Option<PathBuf>,
     overrides: Overrides,
-    host: Host,
+    host: Arc<dyn HostWifi>,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     state: tokio::sync::Mutex<State>,
@@ -236,10 +140,13 @@ impl Daemon {
         overrides: Overrides,
     ) -> Result<Arc<Daemon>, DaemonError> {
         let config = overrides.apply(config);
-        let host = Host::start(&config).await?;
+        let settings = BackendSettings {
+            simulated_networks: config.simulated_networks.clone(),
+        };
+        let host = crate::wifi::open(config.backend, &settings).await?;
         let metrics = Arc::new(Metrics::new());
         let backend_health = tokio::spawn(follow_backend_health(
-            host.backend().host(),
+            host.clone(),
             config.backend.name(),
             metrics.clone(),
         ));
@@ -291,7 +198,7 @@ impl Daemon {
             self.registry.clone(),
         );
         let retired = observer.retired_flag();
-        let mut builder = Service::builder(g.transport.clone(), self.host.backend())
+        let mut builder = Service::builder(g.transport.clone(), self.host.clone())
             .settings(settings)
             .observer(Arc::new(observer))
             .metrics(self.metrics.clone(), g.name.clone());
@@ -343,9 +250,9 @@ impl Daemon {
         self.state.lock().await.config.clone()
     }
 
-    /// The shared simulated radio, with backend `simulated`.
-    pub fn simulated(&self) -> Option<&Arc<SimulatedWifi>> {
-        self.host.simulated()
+    /// The shared host backend.
+    pub fn host(&self) -> &Arc<dyn HostWifi> {
+        &self.host
     }
 
     /// Names of the guests, in configuration order.
@@ -589,12 +496,9 @@ impl ControlHandler for DaemonControl {
                         return ControlResponse::error(unknown_guest(name));
                     }
                 }
-                let Some(wifi) = self.daemon.simulated() else {
-                    return ControlResponse::error("the daemon's backend is not simulated");
-                };
-                match crate::control::SimulatedControl::apply(wifi, event) {
+                match crate::control::apply_host_event(&*self.daemon.host, event) {
                     Ok(()) => ControlResponse::ok(),
-                    Err(e) => ControlResponse::error(e),
+                    Err(e) => ControlResponse::error(e.to_string()),
                 }
             }
         }

@@ -34,7 +34,6 @@ use crate::protocol::{
     Request, ScanBss, ScanLayout, ScanRequest, ScanResponse, Ssid, BSS_ENTRY_LEN,
     MAX_SCAN_RESPONSE_LEN, STATUS_SUCCESS, STATUS_UNSPECIFIED_FAILURE,
 };
-use crate::wifi::fake::FakeWifi;
 use crate::wifi::{
     guest_bss, AuthAlgorithm, ConnectParams, ConnectedNetwork, HostWifi, InterfaceError,
     InterfaceEvent, InterfaceId, ScannedBss, Security, WifiInterface,
@@ -238,7 +237,7 @@ pub struct HandlerHandle {
 /// never waits for the notification sender).
 pub fn spawn(
     host: Arc<dyn HostWifi>,
-    fake: Option<FakeWifi>,
+    fake: Option<Arc<dyn WifiInterface>>,
     observer: ObserverQueue,
     notifications: mpsc::Sender<Message>,
     settings: HandlerSettings,
@@ -291,7 +290,8 @@ struct State {
     reply_gate: Arc<ReplyGate>,
     settings: HandlerSettings,
     host: Arc<dyn HostWifi>,
-    fake: Option<FakeWifi>,
+    /// The client's fake networks: asked first, never connected by a guest.
+    fake: Option<Arc<dyn WifiInterface>>,
     /// Host interfaces, in the order connects try them.
     interfaces: Vec<Arc<dyn WifiInterface>>,
     /// What each host interface is connected to, as last known.
@@ -424,7 +424,23 @@ impl State {
     }
 
     async fn query_connection(iface: &Arc<dyn WifiInterface>) -> Option<ConnectedNetwork> {
-        match timeout(QUERY_TIMEOUT, iface.connected_network()).await {
+        Self::bounded_query(iface, iface.connected_network()).await
+    }
+
+    async fn query_connection_to(
+        iface: &Arc<dyn WifiInterface>,
+        ssid: &Ssid,
+    ) -> Option<ConnectedNetwork> {
+        Self::bounded_query(iface, iface.connection_to(ssid)).await
+    }
+
+    /// A connection-state query, bounded by [`QUERY_TIMEOUT`]; a failure is
+    /// logged and reads as "not connected".
+    async fn bounded_query(
+        iface: &Arc<dyn WifiInterface>,
+        query: impl std::future::Future<Output = Result<Option<ConnectedNetwork>, InterfaceError>>,
+    ) -> Option<ConnectedNetwork> {
+        match timeout(QUERY_TIMEOUT, query).await {
             Ok(Ok(network)) => network,
             Ok(Err(e)) => {
                 tracing::warn!(interface = %iface.name(), "cannot read the connection state: {e}");
@@ -666,9 +682,7 @@ impl State {
         tracing::debug!(target_ssid = ?request.ssid, "guest scan");
         self.observer.notify(ObserverEvent::GuestScanRequested);
         let mut sources: Vec<Arc<dyn WifiInterface>> = Vec::new();
-        if let Some(fake) = &self.fake {
-            sources.push(Arc::new(fake.clone()));
-        }
+        sources.extend(self.fake.iter().cloned());
         sources.extend(self.interfaces.iter().cloned());
         let limit = self.settings.scan_timeout;
         let target = request.ssid;
@@ -716,21 +730,24 @@ impl State {
 
     /// The first interface (fake networks first) connected to `ssid`.
     async fn find_mirror(&self, ssid: &Ssid) -> Option<(InterfaceId, ConnectedNetwork)> {
-        if let Some(network) = self.fake.as_ref().and_then(|f| f.find(ssid)) {
-            return Some((crate::wifi::fake::FAKE_INTERFACE_ID, network));
+        if let Some(fake) = &self.fake {
+            if let Some(network) = Self::query_connection_to(fake, ssid).await {
+                return Some((fake.id(), network));
+            }
         }
         // Asked all at once (each bounded), then taken in interface order:
         // one slow interface costs its query timeout once, not once per
         // interface before it.
-        let states =
-            futures::future::join_all(self.interfaces.iter().map(Self::query_connection)).await;
+        let states = join_all(
+            self.interfaces
+                .iter()
+                .map(|iface| Self::query_connection_to(iface, ssid)),
+        )
+        .await;
         self.interfaces
             .iter()
             .zip(states)
-            .find_map(|(iface, network)| match network {
-                Some(network) if network.ssid == *ssid => Some((iface.id(), network)),
-                _ => None,
-            })
+            .find_map(|(iface, network)| Some((iface.id(), network?)))
     }
 
     /// Asks the observer, but only for as long as the guest still waits.

@@ -11,8 +11,7 @@ use crate::observer::{Observer, ObserverEvent};
 use crate::protocol::{
     akm, cipher, wpa2_psk_ccmp_rsn_element, Key, CAPABILITY_ESS, CAPABILITY_PRIVACY,
 };
-use crate::wifi::fake::{FakeWifi, FAKE_INTERFACE_ID};
-use crate::wifi::{CipherAlgorithm, EventHub, ScanResult};
+use crate::wifi::{fake_networks, CipherAlgorithm, EventHub, ScanResult, FAKE_INTERFACE_ID};
 
 // ---------------------------------------------------------------- fixtures
 
@@ -255,7 +254,7 @@ fn harness(
     let (observer, _) = ObserverQueue::start(Some(recorder.clone()));
     let fake = (!fake.is_empty()).then(|| {
         let list: Vec<(Ssid, MacAddr)> = fake.into_iter().map(|(s, m)| (ssid(s), m)).collect();
-        FakeWifi::new(Arc::new(move || list.clone()))
+        fake_networks(Arc::new(move || list.clone()))
     });
     let (tx, notes) = mpsc::channel(64);
     let handle = spawn(hub.clone(), fake, observer.clone(), tx, settings);

@@ -28,20 +28,21 @@ pub const FAKE_RSSI_DBM: i32 = -50;
 /// Returns the fake networks of the moment, as (SSID, BSSID) pairs.
 pub type FakeNetworkProvider = Arc<dyn Fn() -> Vec<(Ssid, MacAddr)> + Send + Sync>;
 
+/// The fake networks of `provider` as an interface, for the handler to put
+/// first.
+pub fn fake_networks(provider: FakeNetworkProvider) -> Arc<dyn WifiInterface> {
+    Arc::new(FakeWifi { provider })
+}
+
 /// The fake networks as a [`WifiInterface`].
-#[derive(Clone)]
-pub struct FakeWifi {
+struct FakeWifi {
     provider: FakeNetworkProvider,
 }
 
 impl FakeWifi {
-    pub fn new(provider: FakeNetworkProvider) -> FakeWifi {
-        FakeWifi { provider }
-    }
-
     /// The networks the provider returns now. A provider that panics is
     /// logged and yields none.
-    pub fn networks(&self) -> Vec<(Ssid, MacAddr)> {
+    fn networks(&self) -> Vec<(Ssid, MacAddr)> {
         match catch_unwind(AssertUnwindSafe(|| (self.provider)())) {
             Ok(list) => list,
             Err(_) => {
@@ -53,7 +54,7 @@ impl FakeWifi {
 
     /// The fake network called `ssid`, as a connection (fake networks are
     /// always connected).
-    pub fn find(&self, ssid: &Ssid) -> Option<ConnectedNetwork> {
+    fn find(&self, ssid: &Ssid) -> Option<ConnectedNetwork> {
         self.networks()
             .into_iter()
             .find(|(s, _)| s == ssid)
@@ -75,8 +76,8 @@ impl WifiInterface for FakeWifi {
         "fake-networks".into()
     }
 
-    /// The first fake network: the trait has room for one connection, and
-    /// the handler asks [`FakeWifi::find`] for the others.
+    /// The first fake network: the trait has room for one connection;
+    /// [`WifiInterface::connection_to`] answers for each of them.
     async fn connected_network(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
         Ok(self
             .networks()
@@ -87,6 +88,10 @@ impl WifiInterface for FakeWifi {
                 bssid,
                 security: Security::WPA2_PSK_CCMP,
             }))
+    }
+
+    async fn connection_to(&self, ssid: &Ssid) -> Result<Option<ConnectedNetwork>, InterfaceError> {
+        Ok(self.find(ssid))
     }
 
     async fn scan(&self, _target: Option<&Ssid>) -> Result<ScanResult, InterfaceError> {
@@ -127,7 +132,7 @@ mod tests {
     #[tokio::test]
     async fn fake_networks_are_wpa2_on_5240_and_connected() {
         let mac: MacAddr = "aa:bb:cc:dd:ee:ff".parse().unwrap();
-        let fake = FakeWifi::new(Arc::new(move || vec![(Ssid::new(b"Corp").unwrap(), mac)]));
+        let fake = fake_networks(Arc::new(move || vec![(Ssid::new(b"Corp").unwrap(), mac)]));
         let scan = fake.scan(None).await.unwrap();
         assert!(scan.complete);
         assert_eq!(scan.bss.len(), 1);
@@ -136,8 +141,10 @@ mod tests {
             (b.bssid, b.freq_khz, b.rssi_dbm, b.security),
             (mac, 5_240_000, -50, Security::WPA2_PSK_CCMP)
         );
-        assert_eq!(fake.find(&Ssid::new(b"Corp").unwrap()).unwrap().bssid, mac);
-        assert!(fake.find(&Ssid::new(b"Other").unwrap()).is_none());
+        let corp = fake.connection_to(&Ssid::new(b"Corp").unwrap()).await;
+        assert_eq!(corp.unwrap().unwrap().bssid, mac);
+        let other = fake.connection_to(&Ssid::new(b"Other").unwrap()).await;
+        assert!(other.unwrap().is_none());
         assert_eq!(
             fake.id().to_string(),
             "1b57e649-a1df-482f-85c2-a16063836418"
@@ -146,7 +153,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_provider_yields_nothing() {
-        let fake = FakeWifi::new(Arc::new(|| panic!("provider bug")));
+        let fake = fake_networks(Arc::new(|| panic!("provider bug")));
         assert!(fake.scan(None).await.unwrap().bss.is_empty());
     }
 }

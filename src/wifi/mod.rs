@@ -1,16 +1,22 @@
-//! Wi-Fi interfaces: the one trait the handler knows the host's Wi-Fi by.
+//! The host's Wi-Fi, as the layers above know it: [`WifiInterface`] (one
+//! interface) and [`HostWifi`] (a backend: its interfaces, their events,
+//! its shutdown and, for a simulated host, the [`HostSimulator`]
+//! capability).
 //!
-//! Implementations live in their own modules: the client's fake networks,
-//! the simulated interface, NetworkManager (Linux) and WlanAPI (Windows). A
-//! [`HostWifi`] backend discovers the host's interfaces and publishes their
-//! events; one backend may serve many guests.
+//! Backends are built here and only here: [`open`] takes a [`BackendKind`]
+//! and returns an `Arc<dyn HostWifi>`, and [`fake_networks`] turns the
+//! client's fake networks into one more interface. Nothing above `wifi/`
+//! names a backend, and every `cfg(target_os)` stays in this module's
+//! adapters. One backend may serve many guests.
 
-pub mod fake;
+mod backend;
+mod fake;
 mod hub;
 #[cfg(target_os = "linux")]
 pub mod networkmanager;
 mod security;
 pub mod simulated;
+mod simulator;
 pub mod wlanapi;
 
 use std::fmt;
@@ -19,10 +25,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
+pub use backend::{open, BackendError, BackendKind, BackendSettings, UnknownBackend};
+pub use fake::{fake_networks, FakeNetworkProvider, FAKE_INTERFACE_ID};
 pub use hub::EventHub;
 pub use security::{
     guest_bss, AuthAlgorithm, CipherAlgorithm, Security, DEFAULT_BEACON_INTERVAL_TU,
 };
+pub use simulator::{HostEvent, HostSimulator, ScanMode, SimulatedError};
 
 use crate::protocol::{Key, MacAddr, Ssid};
 
@@ -91,6 +100,15 @@ pub enum InterfaceError {
     Gone,
     #[error("host Wi-Fi service unavailable: {0}")]
     Unavailable(String),
+    /// The guest asked for another security than the network has.
+    #[error("the network is {}, the request is {}", .network.label(), .requested.label())]
+    SecurityMismatch {
+        network: Security,
+        requested: Security,
+    },
+    /// A configured passphrase cannot give a key (simulated networks).
+    #[error("unusable passphrase: {0}")]
+    UnusablePassphrase(#[source] crate::protocol::PskError),
     #[error("{0}")]
     Failed(String),
 }
@@ -109,6 +127,16 @@ pub trait WifiInterface: Send + Sync + 'static {
 
     /// The network the interface is connected to, if any.
     async fn connected_network(&self) -> Result<Option<ConnectedNetwork>, InterfaceError>;
+
+    /// The interface's connection to `ssid`, if it has one. An interface
+    /// that holds several connections at once (the fake networks) answers
+    /// for each; the others answer from [`WifiInterface::connected_network`].
+    async fn connection_to(&self, ssid: &Ssid) -> Result<Option<ConnectedNetwork>, InterfaceError> {
+        Ok(self
+            .connected_network()
+            .await?
+            .filter(|network| network.ssid == *ssid))
+    }
 
     /// Answers with the cached results at once and starts a host scan in the
     /// background; if a host scan is already running, waits for it instead.
@@ -169,7 +197,9 @@ impl fmt::Debug for InterfaceEvent {
     }
 }
 
-/// A source of host Wi-Fi interfaces, shared by every guest of a daemon.
+/// A host backend: a source of Wi-Fi interfaces, shared by every guest of a
+/// daemon.
+#[async_trait]
 pub trait HostWifi: Send + Sync + 'static {
     /// Subscribes to events. Subscribe before calling [`HostWifi::interfaces`]
     /// so no arrival falls between the two; arrivals of an interface already
@@ -179,4 +209,13 @@ pub trait HostWifi: Send + Sync + 'static {
     /// The interfaces present now, in a stable order (the order in which the
     /// handler tries them for a connect).
     fn interfaces(&self) -> Vec<Arc<dyn WifiInterface>>;
+
+    /// Releases what the backend holds on the host (NetworkManager deletes
+    /// the profiles it created). Called once, when every guest has stopped.
+    async fn shutdown(&self) {}
+
+    /// The simulator capability, for a backend that simulates its host.
+    fn simulator(&self) -> Option<&dyn HostSimulator> {
+        None
+    }
 }

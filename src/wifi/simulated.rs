@@ -11,9 +11,11 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{
-    ConnectParams, ConnectedNetwork, EventHub, HostWifi, InterfaceError, InterfaceEvent,
-    InterfaceId, ScanResult, ScannedBss, Security, WifiInterface, DEFAULT_BEACON_INTERVAL_TU,
+    ConnectParams, ConnectedNetwork, EventHub, HostEvent, HostSimulator, HostWifi, InterfaceError,
+    InterfaceEvent, InterfaceId, ScanResult, ScannedBss, Security, WifiInterface,
+    DEFAULT_BEACON_INTERVAL_TU,
 };
+pub use super::{ScanMode, SimulatedError};
 use crate::protocol::{pmk_from_passphrase, MacAddr, Ssid};
 
 /// The simulated interface's id.
@@ -26,17 +28,46 @@ pub const DEFAULT_ASYNC_SCAN_DELAY: Duration = Duration::from_millis(500);
 /// 802.11 status CHALLENGE_FAIL: what a wrong key gets.
 const STATUS_CHALLENGE_FAIL: u16 = 15;
 
-/// One simulated network.
-#[derive(Clone, PartialEq, Eq)]
+/// One simulated network. It is also what a `[[simulated_network]]` table
+/// of the daemon's configuration reads into (`security` is `"open"` or
+/// `"wpa2-psk"` there; `rssi_dbm` defaults to -50).
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SimulatedNetwork {
+    /// The network's name.
     pub ssid: Ssid,
+    /// Its one BSS.
     pub bssid: MacAddr,
+    /// Channel centre frequency in kHz.
     pub freq_khz: u32,
+    /// Signal strength shown in scans.
+    #[serde(default = "default_rssi")]
     pub rssi_dbm: i32,
+    /// Open or WPA2-PSK/CCMP.
+    #[serde(deserialize_with = "simulated_security")]
     pub security: Security,
     /// `None`: any key is accepted (as the reference). `Some`: the guest's
     /// PMK must be the one derived from this passphrase and the SSID.
     pub passphrase: Option<String>,
+}
+
+fn default_rssi() -> i32 {
+    -50
+}
+
+/// The securities a simulated network may have, by their configuration
+/// names.
+fn simulated_security<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Security, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    enum Name {
+        Open,
+        Wpa2Psk,
+    }
+    Ok(match <Name as serde::Deserialize>::deserialize(d)? {
+        Name::Open => Security::OPEN,
+        Name::Wpa2Psk => Security::WPA2_PSK_CCMP,
+    })
 }
 
 impl fmt::Debug for SimulatedNetwork {
@@ -94,29 +125,6 @@ impl SimulatedNetwork {
             security: self.security,
         }
     }
-}
-
-/// Whether scans answer with everything at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ScanMode {
-    /// Every network in the answer, scan complete.
-    #[default]
-    Sync,
-    /// Only the first network in the answer, scan still running; the rest
-    /// arrive a little later as scan results that complete the scan.
-    Async,
-}
-
-/// Why a simulated host event could not be applied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SimulatedError {
-    #[error("no simulated network is called {0:?}")]
-    UnknownNetwork(String),
-    #[error("the simulated host is not connected")]
-    NotConnected,
-    #[error("signal quality {0} is not a percentage (0-100)")]
-    BadPercent(u8),
 }
 
 #[derive(Default)]
@@ -209,16 +217,14 @@ impl WifiInterface for SimulatedInterface {
             .ok_or_else(|| InterfaceError::NotFound(params.ssid.to_string_lossy()))?;
         let network = &self.networks[index];
         if network.security.as_seen_by_guest() != params.security {
-            return Err(InterfaceError::Failed(format!(
-                "{} is {}, the request is {}",
-                network.ssid,
-                network.security.label(),
-                params.security.label()
-            )));
+            return Err(InterfaceError::SecurityMismatch {
+                network: network.security,
+                requested: params.security,
+            });
         }
         if let Some(passphrase) = &network.passphrase {
             let expected = pmk_from_passphrase(passphrase, &network.ssid)
-                .map_err(|_| InterfaceError::Failed("unusable simulated passphrase".into()))?;
+                .map_err(InterfaceError::UnusablePassphrase)?;
             if params.key.as_ref() != Some(&expected) {
                 return Err(InterfaceError::Rejected {
                     status: STATUS_CHALLENGE_FAIL,
@@ -349,6 +355,28 @@ impl HostWifi for SimulatedWifi {
 
     fn interfaces(&self) -> Vec<Arc<dyn WifiInterface>> {
         self.hub.interfaces()
+    }
+
+    fn simulator(&self) -> Option<&dyn HostSimulator> {
+        Some(self)
+    }
+}
+
+impl HostSimulator for SimulatedWifi {
+    fn apply(&self, event: HostEvent) -> Result<(), SimulatedError> {
+        match event {
+            HostEvent::Connect(ssid) => self.host_connect(&ssid),
+            HostEvent::Disconnect => self.host_disconnect(),
+            HostEvent::Signal(percent) => self.signal(percent),
+            HostEvent::ScanResults => {
+                self.scan_results();
+                Ok(())
+            }
+            HostEvent::ScanMode(mode) => {
+                self.set_scan_mode(mode);
+                Ok(())
+            }
+        }
     }
 }
 

@@ -282,6 +282,7 @@ impl Drop for NetworkManagerWifi {
     }
 }
 
+#[async_trait::async_trait]
 impl HostWifi for NetworkManagerWifi {
     fn subscribe(&self) -> broadcast::Receiver<InterfaceEvent> {
         self.shared.hub.subscribe()
@@ -289,6 +290,10 @@ impl HostWifi for NetworkManagerWifi {
 
     fn interfaces(&self) -> Vec<Arc<dyn WifiInterface>> {
         self.shared.hub.interfaces()
+    }
+
+    async fn shutdown(&self) {
+        NetworkManagerWifi::shutdown(self).await
     }
 }
 
