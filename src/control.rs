@@ -54,6 +54,21 @@ pub enum ControlCommand {
     Reload,
 }
 
+/// For logs: the command as `ctl` spells it.
+impl std::fmt::Display for ControlCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlCommand::HostConnect { ssid } => write!(f, "host-connect {ssid}"),
+            ControlCommand::HostDisconnect => f.write_str("host-disconnect"),
+            ControlCommand::Signal { percent } => write!(f, "signal {percent}"),
+            ControlCommand::ScanResults => f.write_str("scan-results"),
+            ControlCommand::ScanMode { mode } => write!(f, "scan-mode {}", mode.name()),
+            ControlCommand::Status => f.write_str("status"),
+            ControlCommand::Reload => f.write_str("reload"),
+        }
+    }
+}
+
 /// One request line.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ControlRequest {
@@ -177,7 +192,8 @@ mod unix {
     use std::os::unix::fs::PermissionsExt;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::{UnixListener, UnixStream};
-    use tokio::task::JoinHandle;
+    use tokio::task::JoinSet;
+    use tokio_util::sync::CancellationToken;
 
     /// Binds a Unix socket at `path` that is owner-only from the moment it
     /// appears there: it is bound inside a fresh 0700 directory beside
@@ -222,11 +238,13 @@ mod unix {
         result
     }
 
-    /// A listening control socket. Dropping it (or [`ControlServer::stop`])
-    /// stops serving and removes the socket file.
+    /// A bound control socket. [`ControlServer::serve`] answers on it until
+    /// shutdown; the socket file is removed then, or when the server is
+    /// dropped unserved.
     pub struct ControlServer {
         path: PathBuf,
-        task: Option<JoinHandle<()>>,
+        listener: UnixListener,
+        handler: Arc<dyn ControlHandler>,
     }
 
     impl ControlServer {
@@ -248,36 +266,44 @@ mod unix {
             }
             let listener = bind_private(path).map_err(bind_err)?;
             tracing::info!("control socket at {}", path.display());
-            let task = tokio::spawn(async move {
-                loop {
-                    match listener.accept().await {
+            Ok(ControlServer {
+                path: path.to_path_buf(),
+                listener,
+                handler,
+            })
+        }
+
+        /// Where the socket is.
+        pub fn path(&self) -> &Path {
+            &self.path
+        }
+
+        /// Answers requests until `shutdown` is cancelled, then waits for
+        /// the requests being handled (a reload is not cut in half) and
+        /// removes the socket file.
+        pub async fn serve(self, shutdown: CancellationToken) {
+            let mut connections = JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    accepted = self.listener.accept() => match accepted {
                         Ok((stream, _)) => {
-                            tokio::spawn(serve(stream, handler.clone()));
+                            connections.spawn(serve_connection(
+                                stream,
+                                self.handler.clone(),
+                                shutdown.clone(),
+                            ));
                         }
                         Err(e) => {
                             tracing::warn!("control socket accept failed: {e}");
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
-                    }
+                    },
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 }
-            });
-            Ok(ControlServer {
-                path: path.to_path_buf(),
-                task: Some(task),
-            })
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.path
-        }
-
-        /// Stops serving and removes the socket file.
-        pub async fn stop(mut self) {
-            if let Some(task) = self.task.take() {
-                task.abort();
-                let _ = task.await;
             }
-            self.remove();
+            while connections.join_next().await.is_some() {}
+            // Drop runs next and removes the file.
         }
 
         fn remove(&self) {
@@ -291,20 +317,27 @@ mod unix {
 
     impl Drop for ControlServer {
         fn drop(&mut self) {
-            if let Some(task) = self.task.take() {
-                task.abort();
-                self.remove();
-            }
+            self.remove();
         }
     }
 
-    async fn serve(stream: UnixStream, handler: Arc<dyn ControlHandler>) {
+    /// One client: requests in, answers out, until it leaves or shutdown
+    /// comes between two requests.
+    async fn serve_connection(
+        stream: UnixStream,
+        handler: Arc<dyn ControlHandler>,
+        shutdown: CancellationToken,
+    ) {
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read.take(MAX_LINE as u64 * 64));
         let mut line = String::new();
         loop {
             line.clear();
-            match lines.read_line(&mut line).await {
+            let read = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                read = lines.read_line(&mut line) => read,
+            };
+            match read {
                 Ok(0) => return,
                 Ok(_) if line.len() > MAX_LINE => {
                     let _ = write
@@ -324,7 +357,12 @@ mod unix {
             }
             let response = match serde_json::from_str::<ControlRequest>(text) {
                 Ok(request) => {
-                    tracing::info!(command = ?request.command, guest = ?request.guest, "control request");
+                    match &request.guest {
+                        Some(guest) => {
+                            tracing::info!(command = %request.command, %guest, "control request")
+                        }
+                        None => tracing::info!(command = %request.command, "control request"),
+                    }
                     handler.handle(request).await
                 }
                 Err(e) => ControlResponse::error(format!("bad request: {e}")),
@@ -386,6 +424,28 @@ mod unix {
 
 #[cfg(unix)]
 pub use unix::{request, request_within, ControlServer};
+
+/// Control sockets are Unix sockets: elsewhere binding one says so.
+#[cfg(not(unix))]
+pub struct ControlServer {
+    never: std::convert::Infallible,
+}
+
+#[cfg(not(unix))]
+impl ControlServer {
+    /// Always [`ControlError::Unsupported`] on this platform.
+    pub async fn bind(
+        _path: &Path,
+        _handler: Arc<dyn ControlHandler>,
+    ) -> Result<ControlServer, ControlError> {
+        Err(ControlError::Unsupported)
+    }
+
+    /// Never called: no server can be bound here.
+    pub async fn serve(self, _shutdown: tokio_util::sync::CancellationToken) {
+        match self.never {}
+    }
+}
 
 /// Sends one request (unavailable on this platform).
 #[cfg(not(unix))]
@@ -477,6 +537,8 @@ mod tests {
         )
         .await
         .unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let served = tokio::spawn(server.serve(shutdown.clone()));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         // Nothing is left of the private directory it was bound in.
@@ -527,7 +589,8 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(wifi.scan_mode(), ScanMode::Async);
-        server.stop().await;
+        shutdown.cancel();
+        served.await.unwrap();
         assert!(!path.exists());
         assert!(matches!(
             request(&path, &ask(ControlCommand::ScanResults)).await,

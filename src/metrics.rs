@@ -22,6 +22,8 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -276,16 +278,24 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, MetricsError> {
         .map_err(|source| MetricsError { address, source })
 }
 
-/// Answers `GET /metrics` (and `GET /`) until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+/// Answers `GET /metrics` (and `GET /`) until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    // Answers in flight are owned here (each bounded at 5 s) and dropped
+    // with the set when shutdown comes.
+    let mut answers = JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+            Some(_) = answers.join_next(), if !answers.is_empty() => continue,
+        };
+        let Ok((stream, _)) = accepted else {
             // Out of file descriptors and the like: back off briefly.
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let metrics = metrics.clone();
-        tokio::spawn(async move {
+        answers.spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &metrics)).await;
         });
     }
@@ -396,7 +406,8 @@ mod tests {
         m.set_guests(3);
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(serve(listener, m));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, m, shutdown.clone()));
         let get = |req: &'static str| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             s.write_all(req.as_bytes()).await.unwrap();
@@ -411,6 +422,8 @@ mod tests {
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
         let post = get("POST /metrics HTTP/1.1\r\n\r\n").await;
         assert!(post.starts_with("HTTP/1.1 405"), "{post}");
-        task.abort();
+        shutdown.cancel();
+        task.await.unwrap();
+        assert!(TcpStream::connect(addr).await.is_err(), "still listening");
     }
 }

@@ -3,18 +3,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-#[cfg(unix)]
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-#[cfg(unix)]
-use proxy_wifi::daemon::DaemonControl;
-use proxy_wifi::daemon::{
-    notify_ready, notify_stopping, Daemon, DaemonConfig, GuestConfig, Overrides, PolicyConfig,
-};
+use proxy_wifi::daemon::{Daemon, DaemonConfig, GuestConfig, Overrides, PolicyConfig};
 use proxy_wifi::protocol::{MacAddr, ScanLayout, Ssid};
 use proxy_wifi::wifi::BackendKind;
+
+use tokio_util::sync::CancellationToken;
 
 use super::transport_args::TransportArgs;
 
@@ -122,43 +118,6 @@ pub fn config_log_level(args: &ServeArgs) -> Option<String> {
     DaemonConfig::load(path).ok()?.log_level
 }
 
-enum Stop {
-    Shutdown,
-    /// SIGHUP (Unix only).
-    #[cfg_attr(not(unix), allow(dead_code))]
-    Reload,
-}
-
-/// Waits for SIGTERM or SIGINT (stop) or SIGHUP (reload).
-async fn next_signal() -> Stop {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) {
-            (Ok(mut term), Ok(mut hup)) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => Stop::Shutdown,
-                    _ = term.recv() => Stop::Shutdown,
-                    _ = hup.recv() => Stop::Reload,
-                }
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!("cannot watch SIGTERM/SIGHUP: {e}");
-                let _ = tokio::signal::ctrl_c().await;
-                Stop::Shutdown
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        Stop::Shutdown
-    }
-}
-
 fn usage_error(message: &str) -> ExitCode {
     eprintln!("error: {message}\n\nFor more information, try '--help'.");
     ExitCode::from(2)
@@ -175,9 +134,6 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
         (false, Some(kind)) => kind,
         (false, None) => BackendKind::platform_default(),
     };
-    for f in &args.fake_networks {
-        tracing::info!(ssid = %f.ssid, bssid = %f.bssid, "fake network");
-    }
     Ok(DaemonConfig {
         backend,
         log_level: None,
@@ -251,90 +207,17 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             }
         }
     };
-    if config.guests.is_empty() {
-        tracing::warn!("no guests configured; add [[guest]] tables and reload");
-    }
     let overrides = Overrides {
         control_socket: args.control.clone(),
         metrics: args.metrics,
     };
-    #[cfg(not(unix))]
-    if overrides.control_socket.is_some() || config.control_socket.is_some() {
-        eprintln!("proxy-wifi: control sockets are not available on this platform");
-        return ExitCode::FAILURE;
-    }
-    let daemon = match Daemon::start(config, path, overrides).await {
-        Ok(d) => d,
+    match Daemon::serve(config, path, overrides, CancellationToken::new()).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("proxy-wifi: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let config = daemon.config().await;
-
-    #[cfg(unix)]
-    let control = match &config.control_socket {
-        Some(path) => {
-            let handler = Arc::new(DaemonControl::new(daemon.clone()));
-            match proxy_wifi::control::ControlServer::bind(path, handler).await {
-                Ok(server) => Some(server),
-                Err(e) => {
-                    eprintln!("proxy-wifi: {e}");
-                    daemon.stop().await;
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-        None => None,
-    };
-
-    let metrics_task = match config.metrics {
-        Some(address) => match proxy_wifi::metrics::bind(address).await {
-            Ok(listener) => {
-                let bound = listener.local_addr().map_or(address, |a| a);
-                tracing::info!("metrics on http://{bound}/metrics");
-                Some(tokio::spawn(proxy_wifi::metrics::serve(
-                    listener,
-                    daemon.metrics().clone(),
-                )))
-            }
-            Err(e) => {
-                eprintln!("proxy-wifi: {e}");
-                #[cfg(unix)]
-                if let Some(control) = control {
-                    control.stop().await;
-                }
-                daemon.stop().await;
-                return ExitCode::FAILURE;
-            }
-        },
-        None => None,
-    };
-
-    notify_ready();
-    tracing::info!("ready");
-    loop {
-        match next_signal().await {
-            Stop::Shutdown => break,
-            Stop::Reload => {
-                tracing::info!("SIGHUP: reloading the configuration");
-                if let Err(e) = daemon.reload().await {
-                    tracing::error!("reload failed: {e}");
-                }
-            }
+            ExitCode::FAILURE
         }
     }
-    tracing::info!("shutting down");
-    notify_stopping();
-    #[cfg(unix)]
-    if let Some(control) = control {
-        control.stop().await;
-    }
-    if let Some(task) = metrics_task {
-        task.abort();
-    }
-    daemon.stop().await;
-    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 pub mod config;
 pub mod policy;
 mod sd;
+mod signals;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,15 +26,19 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use crate::wifi::BackendKind;
 pub use config::{ConfigError, DaemonConfig, GuestConfig, PolicyConfig};
 pub use policy::{GuestPolicy, Policy, Registry};
 pub use sd::{notify_ready, notify_reloading, notify_stopping};
 
-use crate::control::{ControlCommand, ControlHandler, ControlRequest, ControlResponse};
+use crate::control::{
+    ControlCommand, ControlError, ControlHandler, ControlRequest, ControlResponse, ControlServer,
+};
 use crate::handler::HandlerSettings;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, MetricsError};
 use crate::observer::ConnectionKind;
 use crate::service::{Service, ServiceError};
 use crate::wifi::{BackendError, BackendSettings, HostWifi};
@@ -45,6 +50,10 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Backend(#[from] BackendError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("guest {guest}: {source}")]
     Guest {
         guest: String,
@@ -132,6 +141,79 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The whole life of a daemon: starts it from `config`, serves until
+    /// `shutdown` is cancelled or the operating system asks it to stop
+    /// (SIGHUP reloads), then stops everything once. `config_path` is what
+    /// a reload re-reads.
+    pub async fn serve(
+        config: DaemonConfig,
+        config_path: Option<PathBuf>,
+        overrides: Overrides,
+        shutdown: CancellationToken,
+    ) -> Result<(), DaemonError> {
+        let daemon = Daemon::start(config, config_path, overrides).await?;
+        daemon.run(shutdown).await
+    }
+
+    /// Serves a started daemon: its control socket and metrics endpoint,
+    /// readiness for the service manager, signals. Every task it starts
+    /// watches `shutdown`, the daemon's one shutdown primitive; whatever
+    /// ends the run (cancellation, a signal, a socket that cannot be
+    /// bound), teardown is the same single path: cancel, wait for the
+    /// tasks, stop every guest (their observers get every event they are
+    /// owed), shut the backend down.
+    pub async fn run(self: &Arc<Self>, shutdown: CancellationToken) -> Result<(), DaemonError> {
+        let tasks = TaskTracker::new();
+        let result = self.serve_until(&shutdown, &tasks).await;
+        tracing::info!("shutting down");
+        notify_stopping();
+        shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+        self.stop().await;
+        result
+    }
+
+    async fn serve_until(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Result<(), DaemonError> {
+        let config = self.config().await;
+        if let Some(path) = &config.control_socket {
+            let handler = Arc::new(DaemonControl::new(self.clone()));
+            let server = ControlServer::bind(path, handler).await?;
+            tasks.spawn(server.serve(shutdown.clone()));
+        }
+        if let Some(address) = config.metrics {
+            let listener = crate::metrics::bind(address).await?;
+            let bound = listener.local_addr().map_or(address, |a| a);
+            tracing::info!("metrics on http://{bound}/metrics");
+            tasks.spawn(crate::metrics::serve(
+                listener,
+                self.metrics.clone(),
+                shutdown.clone(),
+            ));
+        }
+        notify_ready();
+        tracing::info!("ready");
+        let mut signals = signals::Signals::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                signal = signals.next() => match signal {
+                    signals::Signal::Stop => return Ok(()),
+                    signals::Signal::Reload => {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        if let Err(e) = self.reload().await {
+                            tracing::error!("reload failed: {e}");
+                        }
+                    }
+                },
+            }
+        }
+    }
+
     /// Starts the backend and every guest (all or nothing). `config_path`
     /// is what [`Daemon::reload`] re-reads.
     pub async fn start(
@@ -140,6 +222,9 @@ impl Daemon {
         overrides: Overrides,
     ) -> Result<Arc<Daemon>, DaemonError> {
         let config = overrides.apply(config);
+        if config.guests.is_empty() {
+            tracing::warn!("no guests configured; add [[guest]] tables and reload");
+        }
         let settings = BackendSettings {
             simulated_networks: config.simulated_networks.clone(),
         };
@@ -215,6 +300,9 @@ impl Daemon {
             guest: g.name.clone(),
             source,
         })?;
+        for (ssid, bssid) in &g.fake_networks {
+            tracing::info!(guest = %g.name, %ssid, %bssid, "fake network");
+        }
         let at = service.local_description().await.unwrap_or_default();
         tracing::info!(guest = %g.name, transport = %g.transport, "guest {} listening on {at}", g.name);
         Ok(Guest {
