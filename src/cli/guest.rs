@@ -94,14 +94,6 @@ enum GuestCommand {
     },
     /// Listen for the host's notifications and print each as it arrives.
     Watch {
-        /// Port to listen on (overrides the one given before the
-        /// subcommand; 0 picks a free port, printed on stderr).
-        #[arg(
-            long = "notification-port",
-            id = "watch_notification_port",
-            value_name = "PORT"
-        )]
-        notification_port: Option<u32>,
         /// Exit after this many notifications.
         #[arg(long, value_name = "N")]
         count: Option<u64>,
@@ -154,14 +146,7 @@ fn usage(what: &str, message: impl std::fmt::Display) -> ExitCode {
 }
 
 pub async fn run(args: GuestArgs) -> ExitCode {
-    let mut transport = args.transport.clone();
-    if let GuestCommand::Watch {
-        notification_port: Some(port),
-        ..
-    } = &args.command
-    {
-        transport.notification_port = *port;
-    }
+    let transport = args.transport.clone();
     let what = args.command.name();
     if !transport.is_set() {
         return usage(
@@ -237,7 +222,6 @@ pub async fn run(args: GuestArgs) -> ExitCode {
         GuestCommand::Watch {
             count,
             read_timeout_ms,
-            ..
         } => {
             let watcher = match NotificationWatcher::bind(&config, layout).await {
                 Ok(w) => w.read_timeout(Duration::from_millis(read_timeout_ms)),
