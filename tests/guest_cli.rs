@@ -72,13 +72,13 @@ async fn scan_prints_a_table() {
     assert_eq!(rows[0]["CHAN"], "6");
     assert_eq!(rows[0]["SIGNAL"], "-45 dBm");
     assert_eq!(rows[0]["BARS"], "▂▄▆█");
-    assert_eq!(rows[0]["SECURITY"], "WPA2-PSK");
+    assert_eq!(rows[0]["SECURITY"], "WPA2");
     assert_eq!(rows[1]["SSID"], "Fake Open");
     assert_eq!(rows[1]["FREQ"], "5180 MHz");
     assert_eq!(rows[1]["CHAN"], "36");
     assert_eq!(rows[1]["SIGNAL"], "-80 dBm");
     assert_eq!(rows[1]["BARS"], "▂▄__");
-    assert_eq!(rows[1]["SECURITY"], "open");
+    assert_eq!(rows[1]["SECURITY"], "--");
     assert!(run.stderr.is_empty(), "{}", run.stderr);
     assert_eq!(host.requests().await, vec![wildcard_scan_request()]);
 }

@@ -229,7 +229,7 @@ async fn scan_table_and_json(kind: Kind) {
                 "2432 MHz",
                 "5",
                 "-50 dBm",
-                "WPA2-PSK"
+                "WPA2"
             ],
             vec![
                 "00:00:00:00:00:02",
@@ -237,7 +237,7 @@ async fn scan_table_and_json(kind: Kind) {
                 "5240 MHz",
                 "48",
                 "-50 dBm",
-                "open"
+                "--"
             ],
             vec![
                 "00:00:00:00:00:03",
@@ -245,7 +245,7 @@ async fn scan_table_and_json(kind: Kind) {
                 "6115 MHz",
                 "33",
                 "-50 dBm",
-                "open"
+                "--"
             ],
         ],
         "{}",
