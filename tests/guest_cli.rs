@@ -248,7 +248,12 @@ async fn disconnect() {
     let args = tcp_guest_args(host.port);
     let run = run_guest(&args, &["disconnect", "258"]).await;
     run.expect_code(0);
-    assert_eq!(run.stdout.trim(), "disconnected session 258");
+    assert_eq!(run.stdout.trim(), "disconnect of session 258 acknowledged");
+    assert!(
+        run.stderr
+            .contains("ignores a session that is not its current one"),
+        "{run:#?}"
+    );
     let run = run_guest(&args, &["disconnect", "3", "--json"]).await;
     run.expect_code(0);
     assert_eq!(run.json()["session_id"], 3);

@@ -322,7 +322,7 @@ async fn connect_and_disconnect(kind: Kind) {
 
     let run = guest(&lab, &serve, &["disconnect", "2"]).await;
     run.expect_code(0);
-    assert_eq!(run.stdout, "disconnected session 2\n");
+    assert_eq!(run.stdout, "disconnect of session 2 acknowledged\n");
     let run = guest(&lab, &serve, &["disconnect", "2", "--json"]).await;
     run.expect_code(0);
     assert_eq!(run.json(), json!({"session_id": 2, "disconnected": true}));

@@ -327,7 +327,14 @@ impl Output {
         if self.json {
             println!("{}", json!({ "session_id": session, "disconnected": true }));
         } else {
-            println!("disconnected session {session}");
+            // DISCONNECT_RESPONSE is empty: the host acknowledges every
+            // disconnect, and ignores a session that is not its current one.
+            println!("disconnect of session {session} acknowledged");
+            eprintln!(
+                "proxy-wifi guest disconnect: the host acknowledges every disconnect and \
+                 ignores a session that is not its current one; its reply cannot say which \
+                 (the host's log and `proxy-wifi ctl status` do)"
+            );
         }
     }
 
