@@ -29,4 +29,5 @@ cargo test --all-targets
 
 log "cargo test --doc"
 cargo test --doc
+scripts/everyday.sh
 scripts/windows-check.sh
