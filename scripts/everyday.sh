@@ -112,7 +112,7 @@ deb() {
 
   log "deb: install with dpkg"
   # Purge whatever happens below, so a failed check leaves no package.
-  trap 'dpkg --purge proxy-wifi >/dev/null 2>&1 || true' RETURN
+  trap 'dpkg --purge proxy-wifi >/dev/null 2>&1 || true' RETURN EXIT
   dpkg -i "$deb_file"
   local fail=0
   check() { if "$@"; then echo "ok: $*"; else echo "FAIL: $*"; fail=1; fi; }
@@ -151,8 +151,8 @@ deb() {
 
   log "deb: purge"
   dpkg --purge proxy-wifi
-  trap - RETURN
-  for f in /usr/bin/proxy-wifi /usr/lib/systemd/system/proxy-wifi.service /etc/proxy-wifi/config.toml /usr/share/man/man1/proxy-wifi.1.gz; do
+  trap - RETURN EXIT
+  for f in /usr/bin/proxy-wifi /usr/lib/systemd/system/proxy-wifi.service /etc/proxy-wifi/config.toml /usr/share/man/man1/proxy-wifi.1 /usr/share/man/man1/proxy-wifi.1.gz; do
     check test ! -e "$f"
   done
   if [ "$fail" != 0 ]; then
