@@ -1,5 +1,5 @@
 //! Codec benchmarks: encoding scan responses of realistic size and decoding
-//! the largest request a guest sends. `cargo bench --bench codec`.
+//! the largest request a guest sends. `cargo bench --profile profiling --bench codec`.
 
 use std::hint::black_box;
 

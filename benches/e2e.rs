@@ -1,7 +1,7 @@
 //! End-to-end request latency against the physical floor, in one run.
 //!
 //! ```text
-//! cargo bench --bench e2e -- --requests 20000
+//! cargo bench --profile profiling --bench e2e -- --requests 20000
 //! ```
 //!
 //! Does what the guest driver does, a new connection per request (connect,
@@ -149,7 +149,7 @@ mod imp {
                 }
                 "--help" | "-h" => {
                     println!(
-                        "cargo bench --bench e2e -- [--requests N] [--block N] [--warmup N] [--runtime multi|multiN|current] [--placement free,same,split]"
+                        "cargo bench --profile profiling --bench e2e -- [--requests N] [--block N] [--warmup N] [--runtime multi|multiN|current] [--placement free,same,split]"
                     );
                     std::process::exit(0);
                 }

@@ -2,7 +2,7 @@
 //! and under concurrent scans.
 //!
 //! ```text
-//! cargo bench --bench guests -- --guests 256 --clients 32 --requests 50000 --mode auto
+//! cargo bench --profile profiling --bench guests -- --guests 256 --clients 32 --requests 50000 --mode auto
 //! ```
 //!
 //! The harness writes a daemon configuration (backend `simulated`, one
@@ -146,7 +146,7 @@ mod imp {
                 "--library-workers" => options.library_workers = Some(value()?.parse()?),
                 "--help" | "-h" => {
                     println!(
-                        "cargo bench --bench guests -- [--guests N] [--clients N] [--requests N] \
+                        "cargo bench --profile profiling --bench guests -- [--guests N] [--clients N] [--requests N] \
                          [--idle-seconds S] [--mode auto|daemon|library|both] [--daemon-bin PATH] [--library-workers N] [--no-strace]"
                     );
                     std::process::exit(0);

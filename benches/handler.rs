@@ -1,7 +1,7 @@
 //! The handler's request paths on the simulated backend, without sockets:
 //! `handler::spawn` driven through `HandlerClient::request`, scan minimum
 //! latency 0 (the product's 150 ms default exists for `iw`, and would be
-//! all this benchmark measured). `cargo bench --bench handler`.
+//! all this benchmark measured). `cargo bench --profile profiling --bench handler`.
 //!
 //! Each iteration is one request's round trip through the handler task
 //! (channel in, state machine, backend call, oneshot out), on a

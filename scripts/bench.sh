@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every benchmark recorded in BENCHMARKS.md, in release mode, one after
+# Runs every benchmark recorded in BENCHMARKS.md, in the `profiling` profile
+# (release with line tables and symbols, so perf can attribute), one after
 # the other (they must not overlap: each measures against the others' CPU).
 #   scripts/bench.sh            # everything (about 3 minutes)
 #   scripts/bench.sh e2e        # one of: codec handler e2e guests
@@ -11,10 +12,10 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) (other builds on the machin
 
 run() {
   case "$1" in
-    codec) cargo bench --bench codec -- --warm-up-time 1 --measurement-time 3 ;;
-    handler) cargo bench --bench handler -- --warm-up-time 1 --measurement-time 3 ;;
-    e2e) cargo bench --bench e2e -- --requests 20000 ;;
-    guests) cargo bench --bench guests -- --guests 256 --clients 32 --requests 50000 ;;
+    codec) cargo bench --profile profiling --bench codec -- --warm-up-time 1 --measurement-time 3 ;;
+    handler) cargo bench --profile profiling --bench handler -- --warm-up-time 1 --measurement-time 3 ;;
+    e2e) cargo bench --profile profiling --bench e2e -- --requests 20000 ;;
+    guests) cargo bench --profile profiling --bench guests -- --guests 256 --clients 32 --requests 50000 ;;
     *) echo "unknown benchmark $1 (codec handler e2e guests)" >&2; exit 2 ;;
   esac
 }

@@ -30,6 +30,7 @@ cargo test --all-targets
 
 log "cargo test --doc"
 cargo test --doc
+scripts/everyday.sh
 scripts/windows-check.sh
 scripts/windows-wine.sh
 scripts/test-guest-driver.sh

@@ -1,5 +1,7 @@
-//! Prometheus metrics: requests by guest, operation and result, request
-//! latency, notifications sent and dropped, guests configured.
+//! Prometheus metrics: build information, backend health, requests by
+//! guest, operation and result, request latency (with the scan floor as a
+//! label), refused connections, each guest's connection state,
+//! notifications sent and dropped, guests configured.
 //!
 //! The registry is `prometheus-client`'s. The HTTP side is a deliberately
 //! tiny responder for `GET /metrics` (one fixed read-only endpoint, bounded
@@ -18,6 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,6 +38,15 @@ struct RequestLabels {
 struct OperationLabels {
     guest: String,
     operation: String,
+    /// The deliberate minimum latency of this operation in milliseconds
+    /// (`scan_min_latency_ms` for scans, 0 otherwise): a scan p50 equal to
+    /// it is the floor, not a slow host.
+    floor_ms: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +78,10 @@ pub struct Metrics {
     notification_retries: Family<GuestLabels, Counter>,
     notification_give_ups: Family<GuestLabels, Counter>,
     guests: Gauge<i64, AtomicI64>,
+    refused: Family<DropLabels, Counter>,
+    guest_connected: Family<GuestLabels, Gauge<i64, AtomicI64>>,
+    backend_up: Family<BackendLabels, Gauge<i64, AtomicI64>>,
+    backend_interfaces: Family<BackendLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -118,6 +134,40 @@ impl Metrics {
             notification_give_ups.clone(),
         );
         registry.register("guests_configured", "Guests configured", guests.clone());
+        // Registered as "build": the Info type adds the `_info` suffix.
+        registry.register(
+            "build",
+            "The running proxy-wifi: version and operating system",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("os", std::env::consts::OS),
+            ]),
+        );
+        let refused = Family::<DropLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Guest request connections closed unanswered, by reason",
+            refused.clone(),
+        );
+        let guest_connected = Family::<GuestLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "guest_connected",
+            "1 while the guest has a connection (guest-directed or mirrored), else 0",
+            guest_connected.clone(),
+        );
+        let backend_up = Family::<BackendLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "backend_up",
+            "1 while the host backend offers at least one Wi-Fi interface \
+             (0: e.g. NetworkManager not running, or no Wi-Fi device)",
+            backend_up.clone(),
+        );
+        let backend_interfaces = Family::<BackendLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "backend_wifi_interfaces",
+            "Wi-Fi interfaces the host backend offers now",
+            backend_interfaces.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -127,12 +177,24 @@ impl Metrics {
             notification_retries,
             notification_give_ups,
             guests,
+            refused,
+            guest_connected,
+            backend_up,
+            backend_interfaces,
         }
     }
 
     /// Records an answered request. `operation` is the request's operation
-    /// name (or `malformed`), `result` e.g. `ok`, `failed`, `invalid`.
-    pub fn request(&self, guest: &str, operation: &str, result: &str, elapsed: Duration) {
+    /// name (or `malformed`), `result` e.g. `ok`, `failed`, `invalid`;
+    /// `floor` is the deliberate minimum latency applied to it.
+    pub fn request(
+        &self,
+        guest: &str,
+        operation: &str,
+        result: &str,
+        elapsed: Duration,
+        floor: Duration,
+    ) {
         self.requests
             .get_or_create(&RequestLabels {
                 guest: guest.to_string(),
@@ -144,6 +206,7 @@ impl Metrics {
             .get_or_create(&OperationLabels {
                 guest: guest.to_string(),
                 operation: operation.to_string(),
+                floor_ms: u64::try_from(floor.as_millis()).unwrap_or(u64::MAX),
             })
             .observe(elapsed.as_secs_f64());
     }
@@ -188,6 +251,47 @@ impl Metrics {
     /// How many guests are configured.
     pub fn set_guests(&self, n: usize) {
         self.guests.set(n as i64);
+    }
+
+    /// A guest request connection closed unanswered (`reason`, e.g.
+    /// `too_many_in_flight`).
+    pub fn connection_refused(&self, guest: &str, reason: &str) {
+        self.refused
+            .get_or_create(&DropLabels {
+                guest: guest.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets whether `guest` has a connection (its `guest_connected` gauge).
+    pub fn set_guest_connected(&self, guest: &str, connected: bool) {
+        self.guest_connected
+            .get_or_create(&GuestLabels {
+                guest: guest.to_string(),
+            })
+            .set(i64::from(connected));
+    }
+
+    /// Drops a removed guest's connection state (its counters stay, as
+    /// counters do).
+    pub fn forget_guest(&self, guest: &str) {
+        self.guest_connected.remove(&GuestLabels {
+            guest: guest.to_string(),
+        });
+    }
+
+    /// The backend's health: how many Wi-Fi interfaces it offers now.
+    pub fn set_backend_interfaces(&self, backend: &str, interfaces: usize) {
+        let labels = BackendLabels {
+            backend: backend.to_string(),
+        };
+        self.backend_interfaces
+            .get_or_create(&labels)
+            .set(i64::try_from(interfaces).unwrap_or(i64::MAX));
+        self.backend_up
+            .get_or_create(&labels)
+            .set(i64::from(interfaces > 0));
     }
 
     /// The OpenMetrics text exposition.
@@ -284,8 +388,28 @@ mod tests {
     fn renders_every_family() {
         let m = Metrics::new();
         m.set_guests(2);
-        m.request("vm1", "scan_request", "ok", Duration::from_millis(3));
-        m.request("vm1", "scan_request", "ok", Duration::from_millis(4));
+        let floor = Duration::from_millis(150);
+        m.request(
+            "vm1",
+            "scan_request",
+            "ok",
+            Duration::from_millis(153),
+            floor,
+        );
+        m.request(
+            "vm1",
+            "scan_request",
+            "ok",
+            Duration::from_millis(154),
+            floor,
+        );
+        m.connection_refused("vm1", "too_many_in_flight");
+        m.set_guest_connected("vm1", true);
+        m.set_guest_connected("vm2", true);
+        m.set_guest_connected("vm2", false);
+        m.set_guest_connected("gone", true);
+        m.forget_guest("gone");
+        m.set_backend_interfaces("networkmanager", 0);
         m.notification_sent("vm1");
         m.notification_dropped("vm2", "no_guest_request_yet");
         let text = m.render();
@@ -295,7 +419,23 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("proxy_wifi_request_duration_seconds_count{guest=\"vm1\",operation=\"scan_request\"} 2"), "{text}");
+        assert!(text.contains("proxy_wifi_request_duration_seconds_count{guest=\"vm1\",operation=\"scan_request\",floor_ms=\"150\"} 2"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "proxy_wifi_build_info{{version=\"{}\",os=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS
+            )),
+            "{text}"
+        );
+        assert!(text.contains(
+            "proxy_wifi_connections_refused_total{guest=\"vm1\",reason=\"too_many_in_flight\"} 1"
+        ));
+        assert!(text.contains("proxy_wifi_guest_connected{guest=\"vm1\"} 1"));
+        assert!(text.contains("proxy_wifi_guest_connected{guest=\"vm2\"} 0"));
+        assert!(!text.contains("guest=\"gone\""), "{text}");
+        assert!(text.contains("proxy_wifi_backend_up{backend=\"networkmanager\"} 0"));
+        assert!(text.contains("proxy_wifi_backend_wifi_interfaces{backend=\"networkmanager\"} 0"));
         assert!(text.contains("proxy_wifi_notifications_sent_total{guest=\"vm1\"} 1"));
         assert!(text.contains(
             "proxy_wifi_notifications_dropped_total{guest=\"vm2\",reason=\"no_guest_request_yet\"} 1"

@@ -439,9 +439,27 @@ scan_min_latency_ms = 3000
     }
     assert_eq!(daemon.guest("a").await.connected_ssid, None);
 
-    // --- metrics over HTTP.
-    let metrics = daemon.metrics().await;
+    // --- metrics over HTTP. The connection gauge follows the handler's
+    // state on its own task: wait for it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let metrics = loop {
+        let metrics = daemon.metrics().await;
+        if metrics.contains("proxy_wifi_guest_connected{guest=\"w\"} 1") {
+            break metrics;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "w not connected in\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     for line in [
+        "proxy_wifi_guest_connected{guest=\"a\"} 0",
+        "proxy_wifi_backend_up{backend=\"simulated\"} 1",
+        "proxy_wifi_backend_wifi_interfaces{backend=\"simulated\"} 1",
+        "proxy_wifi_build_info{version=\"",
+        "proxy_wifi_request_duration_seconds_count{guest=\"a\",operation=\"scan_request\",floor_ms=\"0\"} 5",
+        "proxy_wifi_request_duration_seconds_count{guest=\"slow\",operation=\"scan_request\",floor_ms=\"3000\"}",
         "proxy_wifi_guests_configured 5",
         "proxy_wifi_requests_total{guest=\"a\",operation=\"scan_request\",result=\"ok\"} 5",
         "proxy_wifi_requests_total{guest=\"a\",operation=\"connect_request\",result=\"failed\"} 1",
@@ -451,7 +469,7 @@ scan_min_latency_ms = 3000
         assert!(metrics.contains(line), "no {line} in\n{metrics}");
     }
     assert!(
-        metrics.contains("proxy_wifi_request_duration_seconds_count{guest=\"m\",operation=\"connect_request\"} 2"),
+        metrics.contains("proxy_wifi_request_duration_seconds_count{guest=\"m\",operation=\"connect_request\",floor_ms=\"0\"} 2"),
         "{metrics}"
     );
     assert!(

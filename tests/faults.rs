@@ -382,7 +382,11 @@ async fn connections_past_the_limit_are_closed_at_once() {
         fail: false,
     }
     .backend();
-    let (service, port) = tcp_service(backend, dead_port().await, |b| b.settings(quick())).await;
+    let metrics = Arc::new(proxy_wifi::metrics::Metrics::new());
+    let (service, port) = tcp_service(backend, dead_port().await, |b| {
+        b.name("g").settings(quick()).metrics(metrics.clone())
+    })
+    .await;
     // Fill the service: the first scan blocks the handler, the others wait
     // behind it.
     let mut held = Vec::new();
@@ -402,6 +406,13 @@ async fn connections_past_the_limit_are_closed_at_once() {
     }
     assert!(got.is_empty(), "answered past the limit: {got:?}");
     assert_eq!(service.stats().refused_connections, 1);
+    let text = metrics.render();
+    assert!(
+        text.contains(
+            "proxy_wifi_connections_refused_total{guest=\"g\",reason=\"too_many_in_flight\"} 1"
+        ),
+        "{text}"
+    );
 
     gate.add_permits(Semaphore::MAX_PERMITS / 2);
     for mut s in held {

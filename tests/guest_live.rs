@@ -229,7 +229,7 @@ async fn scan_table_and_json(kind: Kind) {
                 "2432 MHz",
                 "5",
                 "-50 dBm",
-                "WPA2-PSK"
+                "WPA2"
             ],
             vec![
                 "00:00:00:00:00:02",
@@ -237,7 +237,7 @@ async fn scan_table_and_json(kind: Kind) {
                 "5240 MHz",
                 "48",
                 "-50 dBm",
-                "open"
+                "--"
             ],
             vec![
                 "00:00:00:00:00:03",
@@ -245,7 +245,7 @@ async fn scan_table_and_json(kind: Kind) {
                 "6115 MHz",
                 "33",
                 "-50 dBm",
-                "open"
+                "--"
             ],
         ],
         "{}",
@@ -322,7 +322,7 @@ async fn connect_and_disconnect(kind: Kind) {
 
     let run = guest(&lab, &serve, &["disconnect", "2"]).await;
     run.expect_code(0);
-    assert_eq!(run.stdout, "disconnected session 2\n");
+    assert_eq!(run.stdout, "disconnect of session 2 acknowledged\n");
     let run = guest(&lab, &serve, &["disconnect", "2", "--json"]).await;
     run.expect_code(0);
     assert_eq!(run.json(), json!({"session_id": 2, "disconnected": true}));

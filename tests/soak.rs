@@ -333,7 +333,7 @@ async fn run(panics: Arc<AtomicU64>) {
             loop {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 let _ = wifi.signal((i % 101) as u8);
-                if i % 10 == 0 {
+                if i.is_multiple_of(10) {
                     wifi.scan_results();
                 }
                 i += 1;

@@ -1,8 +1,9 @@
 //! AF_VSOCK transport. CID filtering and address handling are unit-tested in
 //! `src/transport/vsock.rs` without sockets; here the configuration checks,
 //! binding (where AF_VSOCK exists), and a real end-to-end run over the
-//! kernel's vsock loopback (CID 1, `vsock_loopback` module) where the kernel
-//! offers it. What could not run says `SKIPPED:` on stderr.
+//! kernel's vsock loopback (CID 1, `vsock_loopback` module), an ignored test
+//! run with `--ignored` where the kernel offers it. What could not run says
+//! `SKIPPED:` on stderr.
 #![cfg(target_os = "linux")]
 
 use std::time::Duration;
@@ -101,14 +102,15 @@ async fn loopback_available() -> Result<(), String> {
     }
 }
 
+/// Ignored by default, so a machine without vsock loopback counts it as
+/// ignored rather than passed; where loopback is missing or broken, running
+/// it fails. `scripts/everyday.sh vsock` runs it where the kernel has the
+/// `vsock_loopback` module and prints SKIPPED otherwise.
 #[tokio::test]
+#[ignore = "needs the kernel's vsock loopback (CID 1, vsock_loopback module): run with --ignored where it exists (scripts/everyday.sh vsock)"]
 async fn end_to_end_over_vsock_loopback() {
     if let Err(why) = loopback_available().await {
-        skipped(&format!(
-            "AF_VSOCK end-to-end test needs vsock loopback \
-             (CID 1, vsock_loopback module): {why}"
-        ));
-        return;
+        panic!("vsock loopback (CID 1) does not work here: {why}");
     }
 
     // The guest's notification listener first, to learn its port; then the

@@ -84,7 +84,7 @@ fn ssid(name: &str) -> Ssid {
 
 fn connect_request(choice: u8) -> Request {
     let name = NAMES[usize::from(choice) % NAMES.len()];
-    let psk = choice / 8 % 2 == 0;
+    let psk = (choice / 8).is_multiple_of(2);
     Request::Connect(ConnectRequest {
         ssid: ssid(name),
         bssid: None,
@@ -98,7 +98,8 @@ fn connect_request(choice: u8) -> Request {
 }
 
 fn scan_request(choice: u8) -> Request {
-    let target = (choice % 6 != 0).then(|| ssid(NAMES[usize::from(choice) % NAMES.len()]));
+    let target =
+        (!choice.is_multiple_of(6)).then(|| ssid(NAMES[usize::from(choice) % NAMES.len()]));
     Request::Scan(ScanRequest { ssid: target })
 }
 

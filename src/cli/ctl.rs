@@ -21,9 +21,11 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Args)]
 pub struct CtlArgs {
     /// The service's control socket (`serve --control PATH` or
-    /// `control_socket` in the configuration).
+    /// `control_socket` in the configuration). Required.
+    // An Option only because clap accepts a flag after the subcommand
+    // (global) only when it is optional; `run` insists on it.
     #[arg(long, value_name = "PATH")]
-    pub control: PathBuf,
+    pub control: Option<PathBuf>,
     /// Which guest to act on. Simulated host events affect the one shared
     /// simulated host (every guest sees them); the name is checked. With
     /// `status`: only that guest.
@@ -42,11 +44,18 @@ pub enum ScanModeArg {
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
     /// The simulated host connects to a network.
-    HostConnect { ssid: String },
+    HostConnect {
+        /// The network's SSID, one of the simulated networks (`scan` lists
+        /// them).
+        ssid: String,
+    },
     /// The simulated host disconnects.
     HostDisconnect,
-    /// The link quality of the host's connection changes (percent).
+    /// The link quality of the host's connection changes; a connected
+    /// guest gets NOTIF_SIGNAL_QUALITY.
     Signal {
+        /// Link quality, 0 to 100; the guest gets percent / 2 - 100 dBm
+        /// (80 is -60 dBm).
         #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
         percent: u8,
     },
@@ -54,6 +63,8 @@ pub enum CtlCommand {
     ScanResults,
     /// Scans answer at once (sync) or with the first network and the rest later (async).
     ScanMode {
+        /// sync: every network in the reply; async: the first in the reply,
+        /// the rest as a notification.
         #[arg(value_enum)]
         mode: ScanModeArg,
     },
@@ -185,7 +196,13 @@ pub async fn run(args: CtlArgs) -> ExitCode {
         guest: args.guest.clone(),
         command,
     };
-    match proxy_wifi::control::request_within(&args.control, &request, limit).await {
+    let Some(control) = &args.control else {
+        eprintln!(
+            "error: which service? give --control PATH (its control socket)\n\nFor more information, try '--help'."
+        );
+        return ExitCode::from(2);
+    };
+    match proxy_wifi::control::request_within(control, &request, limit).await {
         Ok(response) if response.ok => match print_answer(&args.command, &response) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

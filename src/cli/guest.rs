@@ -79,14 +79,6 @@ enum GuestCommand {
     },
     /// Listen for the host's notifications and print each as it arrives.
     Watch {
-        /// Port to listen on (overrides the one given before the
-        /// subcommand; 0 picks a free port, printed on stderr).
-        #[arg(
-            long = "notification-port",
-            id = "watch_notification_port",
-            value_name = "PORT"
-        )]
-        notification_port: Option<u32>,
         /// Exit after this many notifications.
         #[arg(long, value_name = "N")]
         count: Option<u64>,
@@ -139,14 +131,7 @@ fn usage(what: &str, message: impl std::fmt::Display) -> ExitCode {
 }
 
 pub async fn run(args: GuestArgs) -> ExitCode {
-    let mut transport = args.transport.clone();
-    if let GuestCommand::Watch {
-        notification_port: Some(port),
-        ..
-    } = &args.command
-    {
-        transport.notification_port = *port;
-    }
+    let transport = args.transport.clone();
     let what = args.command.name();
     if !transport.is_set() {
         return usage(
@@ -222,7 +207,6 @@ pub async fn run(args: GuestArgs) -> ExitCode {
         GuestCommand::Watch {
             count,
             read_timeout_ms,
-            ..
         } => {
             let watcher = match NotificationWatcher::bind(&config, layout).await {
                 Ok(w) => w.read_timeout(Duration::from_millis(read_timeout_ms)),
@@ -233,7 +217,7 @@ pub async fn run(args: GuestArgs) -> ExitCode {
                 watcher.local_description()
             );
             let mut seen = 0u64;
-            while count.map_or(true, |n| seen < n) {
+            while count.is_none_or(|n| seen < n) {
                 match watcher.next().await {
                     Ok(n) => {
                         out.notification(&n);
@@ -328,7 +312,14 @@ impl Output {
         if self.json {
             println!("{}", json!({ "session_id": session, "disconnected": true }));
         } else {
-            println!("disconnected session {session}");
+            // DISCONNECT_RESPONSE is empty: the host acknowledges every
+            // disconnect, and ignores a session that is not its current one.
+            println!("disconnect of session {session} acknowledged");
+            eprintln!(
+                "proxy-wifi guest disconnect: the host acknowledges every disconnect and \
+                 ignores a session that is not its current one; its reply cannot say which \
+                 (the host's log and `proxy-wifi ctl status` do)"
+            );
         }
     }
 
@@ -383,15 +374,24 @@ fn pretty<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-/// The scan table: a header and one row per BSS, columns padded to their
-/// widest cell.
+/// The scan table, as `nmcli dev wifi` prints it: strongest signal first
+/// (ties keep the host's order), nmcli's security words, and columns
+/// padded to their widest cell by display width, so an SSID in CJK or
+/// with emoji does not shift the columns after it.
 fn table(list: &[ScanBss], indent: &str) -> Vec<String> {
+    table_with(list, indent, Bars::for_locale())
+}
+
+fn table_with(list: &[ScanBss], indent: &str, bars: Bars) -> Vec<String> {
+    use unicode_width::UnicodeWidthStr;
     let header = [
         "BSSID", "SSID", "FREQ", "CHAN", "SIGNAL", "BARS", "SECURITY",
     ]
     .map(String::from);
+    let mut sorted: Vec<&ScanBss> = list.iter().collect();
+    sorted.sort_by_key(|b| std::cmp::Reverse(b.rssi_dbm));
     let mut rows = vec![header];
-    for bss in list {
+    for bss in sorted {
         let s = BssSummary::new(bss);
         let ssid = match bss.ssid() {
             Some(ssid) if !ssid.is_empty() => ssid.to_string(),
@@ -405,14 +405,14 @@ fn table(list: &[ScanBss], indent: &str) -> Vec<String> {
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "?".into()),
             format!("{} dBm", s.rssi_dbm),
-            s.bars(),
-            s.security.clone(),
+            bars.render(s.signal_percent),
+            nmcli_security(&s.security),
         ]);
     }
     let mut widths = [0usize; 7];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(cell.width());
         }
     }
     rows.iter()
@@ -421,13 +421,78 @@ fn table(list: &[ScanBss], indent: &str) -> Vec<String> {
             for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
                 line.push_str(cell);
                 if i + 1 < row.len() {
-                    let pad = w - cell.chars().count() + 2;
-                    line.push_str(&" ".repeat(pad));
+                    line.push_str(&" ".repeat(w - cell.width() + 2));
                 }
             }
             line
         })
         .collect()
+}
+
+/// Security as nmcli words it: `WPA2`, `WPA3`, `WPA2 WPA3` (transition),
+/// `WPA2 802.1X`, `WPA1`, `WEP`, `OWE`, and `--` for an open network. The
+/// JSON output keeps the precise label (`WPA2-PSK`, ...).
+fn nmcli_security(label: &str) -> String {
+    if label == "open" {
+        return "--".to_string();
+    }
+    let mut words: Vec<&str> = Vec::new();
+    for part in label.split('/') {
+        let word = match part {
+            "WPA2-PSK" => "WPA2",
+            "WPA3-SAE" => "WPA3",
+            "WPA2-EAP" => "WPA2 802.1X",
+            "WPA" => "WPA1",
+            other => other,
+        };
+        if !words.contains(&word) {
+            words.push(word);
+        }
+    }
+    words.join(" ")
+}
+
+/// Signal bars: block glyphs on a UTF-8 terminal, `*` otherwise (what
+/// nmcli does in a C locale).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bars {
+    Glyphs,
+    Ascii,
+}
+
+impl Bars {
+    fn for_locale() -> Bars {
+        let var = |name: &str| std::env::var(name).ok();
+        if locale_is_utf8(var("LC_ALL"), var("LC_CTYPE"), var("LANG")) {
+            Bars::Glyphs
+        } else {
+            Bars::Ascii
+        }
+    }
+
+    fn render(self, percent: u8) -> String {
+        let glyphs = proxy_wifi::guest::signal_bars(percent);
+        match self {
+            Bars::Glyphs => glyphs,
+            Bars::Ascii => glyphs
+                .chars()
+                .map(|c| if c == '_' { '_' } else { '*' })
+                .collect(),
+        }
+    }
+}
+
+/// The character set of the locale, as the C library picks it: the first
+/// non-empty of LC_ALL, LC_CTYPE, LANG; none at all is the C locale (ASCII).
+fn locale_is_utf8(lc_all: Option<String>, lc_ctype: Option<String>, lang: Option<String>) -> bool {
+    [lc_all, lc_ctype, lang]
+        .into_iter()
+        .flatten()
+        .find(|v| !v.is_empty())
+        .is_some_and(|v| {
+            let v = v.to_ascii_lowercase();
+            v.contains("utf-8") || v.contains("utf8")
+        })
 }
 
 #[cfg(test)]
@@ -503,18 +568,12 @@ mod tests {
         assert_eq!(a.transport.request_port, 7);
     }
 
+    // The transport flags after the subcommand (global through
+    // cli::help::command) are tested on the binary in tests/cli_everyday.rs.
     #[test]
-    fn notification_port_in_either_position() {
+    fn notification_port_before_the_subcommand() {
         let a = parse(&["--tcp", "127.0.0.1", "--notification-port", "5000", "watch"]).unwrap();
         assert_eq!(a.transport.notification_port, 5000);
-        let a = parse(&["--tcp", "127.0.0.1", "watch", "--notification-port", "5001"]).unwrap();
-        assert!(matches!(
-            a.command,
-            GuestCommand::Watch {
-                notification_port: Some(5001),
-                ..
-            }
-        ));
     }
 
     #[test]
@@ -572,22 +631,88 @@ mod tests {
                 ies: vec![0, 0],
             },
         ];
-        let lines = table(&list, "");
+        let lines = table_with(&list, "", Bars::Glyphs);
         assert_eq!(lines.len(), 3);
         let col = |line: &str, word: &str| line.find(word).unwrap();
         assert_eq!(col(&lines[0], " SSID"), col(&lines[1], " a longer"));
         assert_eq!(col(&lines[0], " SSID"), col(&lines[2], " --"));
-        assert!(lines[1].ends_with("WPA2-PSK"), "{}", lines[1]);
+        assert!(lines[1].ends_with("WPA2"), "{}", lines[1]);
         assert!(
             lines[1].contains("2437 MHz") && lines[1].contains(" 6 "),
             "{}",
             lines[1]
         );
-        assert!(lines[2].ends_with("open"), "{}", lines[2]);
+        assert!(lines[2].ends_with("--"), "{}", lines[2]);
         assert!(
             lines[2].contains("5180 MHz") && lines[2].contains(" 36 "),
             "{}",
             lines[2]
         );
+    }
+
+    fn bss(ssid: &str, rssi_dbm: i32, ies_extra: &[u8]) -> ScanBss {
+        let mut ies = proxy_wifi::protocol::ssid_element(&Ssid::new(ssid.as_bytes()).unwrap());
+        ies.extend_from_slice(ies_extra);
+        ScanBss {
+            bssid: MacAddr([2, 0, 0, 0, 0, rssi_dbm.unsigned_abs() as u8]),
+            capabilities: 0x11,
+            rssi_dbm,
+            beacon_interval: 100,
+            freq_khz: 2_412_000,
+            ies,
+        }
+    }
+
+    /// Display columns before `word` on `line`.
+    fn display_column(line: &str, word: &str) -> usize {
+        use unicode_width::UnicodeWidthStr;
+        line[..line.find(word).unwrap()].width()
+    }
+
+    #[test]
+    fn wide_ssids_keep_the_columns_aligned_and_rows_sort_by_signal() {
+        let rsn = proxy_wifi::protocol::wpa2_psk_ccmp_rsn_element();
+        let list = vec![
+            bss("plain", -80, &[]),
+            bss("日本語のWi-Fi", -40, &rsn),
+            bss("café ☕", -60, &[]),
+        ];
+        let lines = table_with(&list, "", Bars::Glyphs);
+        assert!(lines[1].contains("日本語のWi-Fi"), "{lines:#?}");
+        assert!(lines[2].contains("café ☕"), "{lines:#?}");
+        assert!(lines[3].contains("plain"), "{lines:#?}");
+        let freq = display_column(&lines[0], "FREQ");
+        for line in &lines[1..] {
+            assert_eq!(display_column(line, "2412 MHz"), freq, "{lines:#?}");
+        }
+        let security = display_column(&lines[0], "SECURITY");
+        assert_eq!(display_column(&lines[1], "WPA2"), security, "{lines:#?}");
+    }
+
+    #[test]
+    fn ascii_bars_outside_utf8_locales() {
+        let list = vec![bss("x", -45, &[]), bss("y", -80, &[])];
+        let lines = table_with(&list, "", Bars::Ascii);
+        assert!(lines.iter().all(|l| l.is_ascii()), "{lines:#?}");
+        assert!(lines[1].contains("  ****  "), "{lines:#?}");
+        assert!(lines[2].contains("  **__  "), "{lines:#?}");
+        let s = |v: &str| Some(v.to_string());
+        assert!(locale_is_utf8(None, None, s("en_US.UTF-8")));
+        assert!(locale_is_utf8(None, s("C.utf8"), s("C")));
+        assert!(!locale_is_utf8(s("C"), None, s("en_US.UTF-8")));
+        assert!(locale_is_utf8(s(""), None, s("de_DE.UTF-8")));
+        assert!(!locale_is_utf8(None, None, None));
+        assert!(!locale_is_utf8(None, None, s("POSIX")));
+    }
+
+    #[test]
+    fn security_in_nmcli_words() {
+        assert_eq!(nmcli_security("open"), "--");
+        assert_eq!(nmcli_security("WPA2-PSK"), "WPA2");
+        assert_eq!(nmcli_security("WPA2-PSK/WPA3-SAE"), "WPA2 WPA3");
+        assert_eq!(nmcli_security("WPA2-EAP"), "WPA2 802.1X");
+        assert_eq!(nmcli_security("WPA"), "WPA1");
+        assert_eq!(nmcli_security("WEP"), "WEP");
+        assert_eq!(nmcli_security("OWE"), "OWE");
     }
 }

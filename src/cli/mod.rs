@@ -3,12 +3,14 @@
 
 mod ctl;
 mod guest;
+mod help;
 mod serve;
 mod transport_args;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{FromArgMatches, Parser, Subcommand};
 use proxy_wifi::logging::{self, LogFormat, LogSink};
 
 #[derive(Debug, Parser)]
@@ -40,6 +42,21 @@ enum Command {
     Guest(guest::GuestArgs),
     /// Control a running service through its control socket.
     Ctl(ctl::CtlArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    #[command(after_help = "Examples:
+  proxy-wifi completions bash > /etc/bash_completion.d/proxy-wifi
+  proxy-wifi completions zsh > \"${fpath[1]}/_proxy-wifi\"
+  proxy-wifi completions fish > ~/.config/fish/completions/proxy-wifi.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (proxy-wifi.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// The directory to write into (created if missing).
+        dir: PathBuf,
+    },
 }
 
 /// The one-shot commands (`guest`, `ctl`) end quietly, as `cat` does, when
@@ -57,12 +74,29 @@ fn end_quietly_on_closed_output() {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = help::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if !matches!(cli.command, Command::Serve(_)) {
         end_quietly_on_closed_output();
     }
     let level = match &cli.command {
         Command::Serve(args) => serve::config_log_level(args),
+        Command::Completions { shell } => {
+            help::print_completions(*shell);
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { dir } => {
+            return match help::write_man_pages(dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("proxy-wifi man: cannot write into {}: {e}", dir.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
         _ => None,
     };
     let format = match cli.log_format {
@@ -94,6 +128,8 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Guest(args) => guest::run(args).await,
             Command::Ctl(args) => ctl::run(args).await,
+            // Answered above, without a runtime.
+            Command::Completions { .. } | Command::Man { .. } => ExitCode::SUCCESS,
         }
     })
 }

@@ -64,6 +64,16 @@ pub struct ServeArgs {
     /// one guest described by flags.
     #[arg(long, value_name = "FILE", conflicts_with_all = SINGLE_VM_FLAGS)]
     pub config: Option<PathBuf>,
+    /// Check this configuration file and exit: 0 if it is valid, 78 with
+    /// the error serve would print otherwise. Nothing is started (for
+    /// ExecStartPre=, CI and configuration management).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = SINGLE_VM_FLAGS,
+        conflicts_with_all = ["config", "control", "metrics"]
+    )]
+    pub check_config: Option<PathBuf>,
     #[command(flatten)]
     pub transport: TransportArgs,
     /// Simulated mode (same as --backend simulated).
@@ -152,7 +162,31 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
 /// The guest's name in single-VM mode (status, metrics, `ctl --guest`).
 pub const SINGLE_GUEST: &str = "default";
 
+/// `--check-config FILE`: the same loading and messages as `serve
+/// --config FILE`, without starting anything.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match DaemonConfig::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: valid ({} guest{}, backend {})",
+                path.display(),
+                config.guests.len(),
+                if config.guests.len() == 1 { "" } else { "s" },
+                config.backend.name()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("proxy-wifi: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
 pub async fn run(args: ServeArgs) -> ExitCode {
+    if let Some(path) = &args.check_config {
+        return check_config(path);
+    }
     let (config, path) = match &args.config {
         Some(path) => match DaemonConfig::load(path) {
             Ok(config) => (config, Some(path.clone())),

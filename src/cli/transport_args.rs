@@ -67,6 +67,24 @@ impl TransportArgs {
 
     /// The transport these flags describe, or a message saying what is wrong.
     pub fn to_config(&self) -> Result<TransportConfig, String> {
+        // clap's group sees only the flags given on one level; `guest`'s
+        // are global (accepted after the subcommand too), so two transports
+        // on two levels arrive here.
+        let given: Vec<&str> = [
+            (self.tcp.is_some(), "--tcp"),
+            (self.hybrid_vsock.is_some(), "--hybrid-vsock"),
+            (self.vsock_cid.is_some(), "--vsock-cid"),
+            (self.hyperv_vm_id.is_some(), "--hyperv-vm-id"),
+        ]
+        .into_iter()
+        .filter_map(|(set, flag)| set.then_some(flag))
+        .collect();
+        if given.len() > 1 {
+            return Err(format!(
+                "one transport only: {} were given together",
+                given.join(" and ")
+            ));
+        }
         let (request_port, notification_port) = (self.request_port, self.notification_port);
         if let Some(address) = self.tcp {
             let port = |p: u32, name: &str| {

@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -160,6 +161,8 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     state: tokio::sync::Mutex<State>,
+    /// Keeps the backend health metrics current; aborted by `stop`.
+    backend_health: JoinHandle<()>,
 }
 
 impl Daemon {
@@ -258,11 +261,18 @@ impl Daemon {
             iwd_state_dir: config.iwd_state_dir.clone(),
         };
         let host = crate::wifi::open(config.backend, &settings).await?;
+        let metrics = Arc::new(Metrics::new());
+        let backend_health = tokio::spawn(follow_backend_health(
+            host.clone(),
+            config.backend.name(),
+            metrics.clone(),
+        ));
         let daemon = Daemon {
             config_path,
             overrides,
             host,
-            metrics: Arc::new(Metrics::new()),
+            backend_health,
+            metrics,
             registry: Registry::new(),
             state: tokio::sync::Mutex::new(State {
                 config: config.clone(),
@@ -280,6 +290,7 @@ impl Daemon {
                 Ok(guest) => started.push(guest),
                 Err(e) => {
                     daemon.stop_guests(started).await;
+                    daemon.backend_health.abort();
                     daemon.host.shutdown().await;
                     return Err(e);
                 }
@@ -346,6 +357,7 @@ impl Daemon {
             .retired
             .store(true, std::sync::atomic::Ordering::Release);
         self.registry.forget(&guest.config.name);
+        self.metrics.forget_guest(&guest.config.name);
         tracing::info!(guest = %guest.config.name, "guest stopped");
     }
 
@@ -386,7 +398,7 @@ impl Daemon {
         for g in state
             .guests
             .iter()
-            .filter(|g| only.map_or(true, |n| n == g.config.name))
+            .filter(|g| only.is_none_or(|n| n == g.config.name))
         {
             let stats = g.service.stats();
             let handler = g.service.handler_status().await.unwrap_or_default();
@@ -531,8 +543,22 @@ impl Daemon {
     pub async fn stop(&self) {
         let guests = std::mem::take(&mut self.state.lock().await.guests);
         self.stop_guests(guests).await;
+        self.backend_health.abort();
         self.host.shutdown().await;
         self.metrics.set_guests(0);
+    }
+}
+
+/// Keeps `backend_up` and `backend_wifi_interfaces` equal to the interfaces
+/// the backend offers. Wakes only on the backend's interface events.
+async fn follow_backend_health(host: Arc<dyn HostWifi>, name: &'static str, metrics: Arc<Metrics>) {
+    let mut events = host.subscribe();
+    loop {
+        metrics.set_backend_interfaces(name, host.interfaces().len());
+        match events.recv().await {
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 

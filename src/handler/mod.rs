@@ -999,6 +999,18 @@ impl State {
             );
             return Message::DisconnectResponse;
         }
+        // A session this host never issued: not the guest's connection (the
+        // driver only sends ids it was given; after a host restart there is
+        // no connection to lose either). The reply cannot say so (it is
+        // empty by protocol); the log does.
+        if request.session_id > self.session_id {
+            tracing::info!(
+                session = request.session_id,
+                last_issued = self.session_id,
+                "disconnect for a session this host never issued; nothing to do"
+            );
+            return Message::DisconnectResponse;
+        }
         let Some(guest) = self.guest.take() else {
             tracing::info!("disconnect while not connected; nothing to do");
             return Message::DisconnectResponse;

@@ -996,6 +996,10 @@ async fn disconnect_rules() {
     let s2 = h.connect(psk_request("Net")).await.session_id;
     assert_eq!(s2, 2);
     h.events().await;
+    // A session never issued: nothing happens either.
+    h.disconnect(99).await;
+    assert!(!b.calls().contains(&"disconnect".to_string()));
+    assert!(h.events().await.is_empty());
     // Stale session: nothing happens.
     h.disconnect(s1).await;
     assert!(!b.calls().contains(&"disconnect".to_string()));

@@ -16,19 +16,21 @@ pub enum Band {
 /// The band and channel number of a centre frequency in kHz, or `None` when
 /// it is not a channel centre the guest knows.
 pub fn channel_for_freq_khz(freq_khz: u32) -> Option<(Band, u16)> {
-    if freq_khz % 1000 != 0 {
+    if !freq_khz.is_multiple_of(1000) {
         return None;
     }
     let mhz = freq_khz / 1000;
     match mhz {
         2484 => Some((Band::Ghz2_4, 14)),
-        2412..=2472 if (mhz - 2407) % 5 == 0 => Some((Band::Ghz2_4, ((mhz - 2407) / 5) as u16)),
+        2412..=2472 if (mhz - 2407).is_multiple_of(5) => {
+            Some((Band::Ghz2_4, ((mhz - 2407) / 5) as u16))
+        }
         // 5 GHz: UNII-1..UNII-4, channels 36..177 step 4, except the gap
         // 68..96 that no regulatory domain opens (149 starts the odd run).
-        5180..=5885 if (mhz - 5000) % 5 == 0 => {
+        5180..=5885 if (mhz - 5000).is_multiple_of(5) => {
             let ch = (mhz - 5000) / 5;
-            let valid = matches!(ch, 36..=64 | 100..=144) && ch % 4 == 0
-                || matches!(ch, 149..=177) && (ch - 149) % 4 == 0;
+            let valid = matches!(ch, 36..=64 | 100..=144) && ch.is_multiple_of(4)
+                || matches!(ch, 149..=177) && (ch - 149).is_multiple_of(4);
             valid.then_some((Band::Ghz5, ch as u16))
         }
         5935 => Some((Band::Ghz6, 2)),

@@ -3,9 +3,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::handler::HandlerStatus;
 use crate::metrics::Metrics;
 use crate::protocol::{Message, Operation};
 
@@ -45,12 +47,15 @@ pub(super) struct Counters {
     /// Prometheus metrics and this guest's name in them, when a daemon runs
     /// the service.
     metrics: Option<(Arc<Metrics>, String)>,
+    /// The scan floor (`scan_min_latency`), a label of the latency metric.
+    scan_floor: Duration,
 }
 
 impl Counters {
-    pub(super) fn new(metrics: Option<(Arc<Metrics>, String)>) -> Counters {
+    pub(super) fn new(metrics: Option<(Arc<Metrics>, String)>, scan_floor: Duration) -> Counters {
         Counters {
             metrics,
+            scan_floor,
             ..Counters::default()
         }
     }
@@ -78,9 +83,39 @@ impl Counters {
                 Message::ConnectResponse(r) if r.result_code != 0 => "failed",
                 _ => "ok",
             };
+            let floor = match operation {
+                Some(Operation::ScanRequest) => self.scan_floor,
+                _ => Duration::ZERO,
+            };
             let operation = operation.map_or("unreadable", Operation::name);
-            metrics.request(guest, operation, result, arrived.elapsed());
+            metrics.request(guest, operation, result, arrived.elapsed(), floor);
         }
+    }
+
+    pub(super) fn connection_refused(&self) {
+        Counters::bump(&self.refused_connections);
+        if let Some((metrics, guest)) = &self.metrics {
+            metrics.connection_refused(guest, "too_many_in_flight");
+        }
+    }
+
+    /// Keeps the guest's `guest_connected` metric equal to the handler's
+    /// view until the handler goes away. Wakes only when that view changes.
+    pub(super) fn follow_connection(
+        &self,
+        mut status: tokio::sync::watch::Receiver<HandlerStatus>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let (metrics, guest) = self.metrics.clone()?;
+        Some(tokio::spawn(async move {
+            loop {
+                let connected = status.borrow_and_update().connection.is_some();
+                metrics.set_guest_connected(&guest, connected);
+                if status.changed().await.is_err() {
+                    metrics.set_guest_connected(&guest, false);
+                    return;
+                }
+            }
+        }))
     }
 
     pub(super) fn notification_sent(&self) {

@@ -169,6 +169,7 @@ impl ServiceBuilder {
     /// The service, stopped.
     pub fn build(self) -> Service {
         let metrics = self.metrics.map(|m| (m, self.name.clone()));
+        let counters = Arc::new(Counters::new(metrics, self.settings.scan_min_latency));
         Service {
             name: self.name,
             transport: self.transport,
@@ -177,7 +178,7 @@ impl ServiceBuilder {
             observer: self.observer,
             settings: self.settings,
             notification_deadline: self.notification_deadline,
-            counters: Arc::new(Counters::new(metrics)),
+            counters,
             running: Mutex::new(None),
         }
     }
@@ -199,6 +200,8 @@ struct Running {
     local_port: Option<u32>,
     /// The handler's view of the guest's connection.
     status: tokio::sync::watch::Receiver<HandlerStatus>,
+    /// Keeps the `guest_connected` metric current (daemon services only).
+    connection_metric: Option<JoinHandle<()>>,
     /// The `guest` span every task runs in.
     span: tracing::Span,
 }
@@ -306,6 +309,7 @@ impl Service {
             )
             .in_current_span(),
         );
+        let connection_metric = self.counters.follow_connection(handler.status.clone());
         tracing::info!("listening for guest requests on {local_description}");
         drop(_in_span);
         *running = Some(Running {
@@ -317,6 +321,7 @@ impl Service {
             local_description,
             local_port,
             status: handler.status,
+            connection_metric,
             span,
         });
         Ok(())
@@ -389,6 +394,10 @@ impl Running {
             let _ = handler.await;
         }
         let _ = self.notifier.await;
+        // Ends (and reports the guest disconnected) with the handler.
+        if let Some(metric) = self.connection_metric {
+            let _ = metric.await;
+        }
         if let Some(mut observer) = self.observer {
             if timeout(OBSERVER_GRACE, &mut observer).await.is_err() {
                 tracing::warn!(

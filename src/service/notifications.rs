@@ -432,7 +432,7 @@ mod tests {
         });
         let (tx, rx) = mpsc::channel(8);
         let seen = Arc::new(AtomicBool::new(false));
-        let counters = Arc::new(Counters::new(None));
+        let counters = Arc::new(Counters::new(None, std::time::Duration::ZERO));
         let task = tokio::spawn(run_notifier(
             rx,
             connector.clone(),
@@ -616,7 +616,7 @@ mod tests {
             delivered: Arc::default(),
         });
         let (tx, rx) = mpsc::channel(NOTIFICATION_QUEUE);
-        let counters = Arc::new(Counters::new(None));
+        let counters = Arc::new(Counters::new(None, std::time::Duration::ZERO));
         let task = tokio::spawn(run_notifier(
             rx,
             connector.clone(),
@@ -712,7 +712,7 @@ mod tests {
         status: Option<watch::Receiver<HandlerStatus>>,
     ) -> (mpsc::Sender<Message>, Arc<Counters>, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(NOTIFICATION_QUEUE);
-        let counters = Arc::new(Counters::new(None));
+        let counters = Arc::new(Counters::new(None, std::time::Duration::ZERO));
         let task = tokio::spawn(run_notifier(
             rx,
             connector,

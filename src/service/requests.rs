@@ -76,7 +76,7 @@ pub(super) async fn accept_loop(
                     while connections.try_join_next().is_some() {}
                     open.retain(|(task, _)| !task.is_finished());
                     if connections.len() >= MAX_CONNECTIONS_IN_FLIGHT {
-                        Counters::bump(&counters.refused_connections);
+                        counters.connection_refused();
                         // Let connections that were just spawned read what
                         // is already sent, so a request that arrived is not
                         // taken for a stall.
@@ -174,7 +174,7 @@ pub async fn serve_request_connection(
         handler,
         layout,
         Arc::new(AtomicBool::new(false)),
-        Arc::new(Counters::new(None)),
+        Arc::new(Counters::new(None, std::time::Duration::ZERO)),
         Arc::new(AtomicBool::new(false)),
     )
     .await;

@@ -219,7 +219,7 @@ impl WifiInterface for SimulatedInterface {
         let index = self
             .networks
             .iter()
-            .position(|n| n.ssid == params.ssid && params.bssid.map_or(true, |b| b == n.bssid))
+            .position(|n| n.ssid == params.ssid && params.bssid.is_none_or(|b| b == n.bssid))
             .ok_or_else(|| InterfaceError::NotFound(params.ssid.to_string_lossy()))?;
         let network = &self.networks[index];
         if network.security.as_seen_by_guest() != params.security {

@@ -82,7 +82,9 @@ pub fn tcp_guest_args(request_port: u16) -> Vec<String> {
 /// `stdin` fed to it.
 pub async fn run_guest_with_stdin(transport: &[String], args: &[&str], stdin: &[u8]) -> Run {
     let mut cmd = Command::new(bin());
-    cmd.arg("guest")
+    // The tables' bars are block glyphs in a UTF-8 locale only.
+    cmd.env("LC_ALL", "C.UTF-8")
+        .arg("guest")
         .args(transport)
         .args(args)
         .stdin(Stdio::piped())
@@ -294,6 +296,7 @@ impl Watch {
     /// vsock, the guest notification port it answers `CONNECT` for).
     pub async fn start_described(transport: &[String], args: &[&str]) -> (Watch, String) {
         let mut child = Command::new(bin())
+            .env("LC_ALL", "C.UTF-8")
             .arg("guest")
             .args(transport)
             .arg("watch")
