@@ -15,11 +15,11 @@
 //! with an error, or a change to a global setting, changes nothing.
 
 pub mod config;
+#[cfg(windows)]
+mod console;
 pub mod fds;
 pub mod policy;
 mod sd;
-#[cfg(windows)]
-mod console;
 mod signals;
 
 use std::collections::HashMap;
