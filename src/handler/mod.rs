@@ -1054,7 +1054,7 @@ impl State {
         };
         let same_bss = request
             .bssid
-            .map_or(true, |b| b.is_zero() || b == network.bssid);
+            .is_none_or(|b| b.is_zero() || b == network.bssid);
         let kind = ConnectionKind::GuestDirected;
         if !(same_credentials && same_bss) {
             tracing::info!(ssid = %ssid, interface = %iface.name(), "the guest connects again to its own network with other credentials or another BSS; leaving the old connection first");

@@ -401,8 +401,8 @@ async fn poll_changes(
             let _ = tx.send(Notification::InterfaceRemoval { iface });
         }
         for info in &listed {
-            if !links.contains_key(&info.id) {
-                links.insert(info.id, None);
+            if let std::collections::hash_map::Entry::Vacant(e) = links.entry(info.id) {
+                e.insert(None);
                 let _ = tx.send(Notification::InterfaceArrival { iface: info.id });
             }
         }
