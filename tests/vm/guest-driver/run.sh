@@ -177,7 +177,7 @@ for attempt in 1 2; do
 	set +e
 	timeout 600 vng --run "/boot/vmlinuz-$KVER" "${ACCEL[@]}" --memory "$MEM" --cpus 2 --verbose \
 		--rwdir "$WORK" --qemu-opts="$QEMU_OPTS" \
-		--exec "VW_DEBUG_SCAN=${VW_DEBUG_SCAN:-0} bash $HERE/guest.sh $WORK/module/vsock_wifi.ko $WORK $HAVE_SAE" \
+		--exec "VW_DEBUG_SCAN=${VW_DEBUG_SCAN:-0} VW_SAE_IWD=${VW_SAE_IWD:-0} bash $HERE/guest.sh $WORK/module/vsock_wifi.ko $WORK $HAVE_SAE" \
 		</dev/null >"$WORK/vng.log" 2>&1
 	rc=$?
 	set -e
