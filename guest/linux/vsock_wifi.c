@@ -1508,14 +1508,15 @@ static int vw_register_wiphy(struct vsock_wifi *vw)
 	wiphy->n_cipher_suites = ARRAY_SIZE(vw_cipher_suites);
 	wiphy->flags |= WIPHY_FLAG_NETNS_OK;
 	wiphy_ext_feature_set(wiphy, NL80211_EXT_FEATURE_4WAY_HANDSHAKE_STA_PSK);
-	wiphy_ext_feature_set(wiphy, NL80211_EXT_FEATURE_SAE_OFFLOAD);
 	/*
-	 * wpa_supplicant before 2.11 (Debian 12, Ubuntu 22.04) picks the SAE
-	 * key management only with this flag, even for SAE offload. There is
-	 * no authenticate operation, so it still connects through .connect
-	 * with the SAE password.
+	 * SAE offload only, not NL80211_FEATURE_SAE: with that flag and no
+	 * authenticate/associate operations, iwd takes the driver for one
+	 * that expects SAE in user space through NL80211_CMD_EXTERNAL_AUTH
+	 * and refuses WPA3 networks (iwd 2.3). wpa_supplicant 2.10 would
+	 * select SAE with the flag but never sends the password, so it gains
+	 * nothing from it.
 	 */
-	wiphy->features |= NL80211_FEATURE_SAE;
+	wiphy_ext_feature_set(wiphy, NL80211_EXT_FEATURE_SAE_OFFLOAD);
 	wiphy_ext_feature_set(wiphy, NL80211_EXT_FEATURE_MFP_OPTIONAL);
 
 	ret = wiphy_register(wiphy);
