@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The vsock_wifi guest driver (issue 19): installs what its test needs
 # (idempotently), builds the module warning-free (W=1) against every
-# installed Debian kernel header tree, builds the proxy-wifi-dkms package and
+# installed Debian kernel header tree and against Debian 11's 5.10 headers
+# (bullseye archive), builds the proxy-wifi-dkms package and
 # builds it once through DKMS (private tree), then runs the VM test
 # (tests/vm/guest-driver/run.sh). About 5-6 minutes on 2 cores, plus a
 # one-time `cargo install vhost-device-vsock` (about 2.5 minutes).
@@ -22,6 +23,9 @@ command -v iw >/dev/null || need+=(iw)
 command -v wpa_supplicant >/dev/null || need+=(wpasupplicant)
 command -v NetworkManager >/dev/null || need+=(network-manager)
 command -v dbus-daemon >/dev/null || need+=(dbus-daemon)
+command -v dbus-send >/dev/null || need+=(dbus-bin)
+command -v busctl >/dev/null || need+=(systemd)
+[ -x /usr/libexec/iwd ] || need+=(iwd)
 command -v dkms >/dev/null || need+=(dkms)
 command -v udevadm >/dev/null || need+=(udev)
 command -v modprobe >/dev/null || need+=(kmod)
@@ -59,6 +63,68 @@ for build in /lib/modules/*/build; do
 	fi
 	rm -rf "$tmp"
 done
+
+# --- kernel 5.10: Debian 11's headers, from the bullseye archive ----------------
+# Debian 12 has no 5.10 headers. The bullseye archive's linux-headers-amd64
+# (with its -common half, linux-kbuild-5.10 and the gcc-10 it was built
+# with) is downloaded once with a private apt state (nothing is installed
+# on this machine: the packages are unpacked under the target directory) and
+# the module is built against it with W=1, as for the installed kernels.
+build_bullseye_510() {
+	local cache=${CARGO_TARGET_DIR:-$ROOT/target}/linux-5.10
+	local root=$cache/root hdr
+	local apt_opts=(-o "Dir::Etc::sourcelist=$cache/apt/sources.list" -o Dir::Etc::sourceparts=-
+		-o "Dir::State::Lists=$cache/apt/lists" -o "Dir::Cache=$cache/apt/cache"
+		-o "Dir::State::status=$cache/apt/status" -o APT::Architecture=amd64
+		-o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false
+		-o Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false
+		-o Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false)
+	if [ ! -s "$cache/headers" ]; then
+		log "fetching Debian 11's 5.10 headers and gcc-10 (bullseye archive, one-time)"
+		rm -rf "$cache"
+		mkdir -p "$cache/apt/lists/partial" "$cache/apt/cache/archives/partial" "$cache/debs"
+		: >"$cache/apt/status"
+		cat >"$cache/apt/sources.list" <<-EOF
+			deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main
+			deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bullseye-security main
+		EOF
+		if ! timeout 300 apt-get -qq "${apt_opts[@]}" update >"$cache/apt.log" 2>&1; then
+			echo "SKIPPED: kernel 5.10 build (the bullseye archive is unreachable: $(tail -1 "$cache/apt.log"))"
+			return 0
+		fi
+		hdr=$(apt-cache "${apt_opts[@]}" depends linux-headers-amd64 |
+			sed -n 's/^ *Depends: \(linux-headers-5\.10[^ ]*-amd64\)$/\1/p' | head -1)
+		if [ -z "$hdr" ]; then
+			echo "SKIPPED: kernel 5.10 build (the bullseye archive lists no 5.10 linux-headers-amd64)"
+			return 0
+		fi
+		if ! (cd "$cache/debs" && timeout 300 apt-get -qq "${apt_opts[@]}" download \
+			"$hdr" "${hdr%-amd64}-common" linux-kbuild-5.10 gcc-10 cpp-10 libgcc-10-dev) \
+			>>"$cache/apt.log" 2>&1; then
+			echo "SKIPPED: kernel 5.10 build (download from the bullseye archive failed: $(tail -1 "$cache/apt.log"))"
+			return 0
+		fi
+		for deb in "$cache"/debs/*.deb; do dpkg-deb -x "$deb" "$root"; done
+		rm -rf "$cache/debs" "$cache/apt/cache"
+		# The package's Makefile includes its -common half by absolute path.
+		sed -i "s#^include /usr/src/#include $root/usr/src/#" "$root/usr/src/$hdr/Makefile"
+		echo "$hdr" >"$cache/headers"
+	fi
+	hdr=$(cat "$cache/headers")
+	log "building vsock_wifi.ko for ${hdr#linux-headers-} (W=1, gcc-10)"
+	tmp=$(mktemp -d)
+	cp -a guest/linux/. "$tmp/"
+	if ! PATH=$root/usr/bin:$PATH make -s -C "$root/usr/src/$hdr" M="$tmp" W=1 modules \
+		>"$tmp/build.log" 2>&1 || grep -E 'warning:|error:' "$tmp/build.log"; then
+		cat "$tmp/build.log"
+		echo "FAIL: vsock_wifi does not build warning-free against ${hdr#linux-headers-}"
+		exit 1
+	fi
+	modinfo -F vermagic "$tmp/vsock_wifi.ko" | grep -q '^5\.10\.' ||
+		{ echo "FAIL: the 5.10 build has vermagic $(modinfo -F vermagic "$tmp/vsock_wifi.ko")"; exit 1; }
+	rm -rf "$tmp"
+}
+build_bullseye_510
 
 # --- the Debian package, and one DKMS build from it ------------------------------
 log "building the proxy-wifi-dkms package"
