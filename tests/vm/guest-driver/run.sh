@@ -8,7 +8,8 @@
 # Prints `SKIPPED: <reason>` and exits 0 when the machine cannot run it
 # (no kernel image, no QEMU, ...); exits non-zero on any failure.
 # Environment: PROXY_WIFI (the binary; default: cargo build), VW_KEEP=1 keeps
-# the work directory.
+# the work directory, VW_SMOKE=1 runs only load, scan and unload (for a
+# second kernel), VW_KIMG/VW_KBUILD (see below) for a kernel not installed.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
@@ -22,12 +23,22 @@ skip() {
 
 # --- what the machine has ---------------------------------------------------
 # The kernel of Debian's linux-image-amd64 (VW_KERNEL=<version> for another
-# installed one with headers).
-KVER=${VW_KERNEL:-$(dpkg-query -W -f='${Depends}' linux-image-amd64 2>/dev/null |
-	sed -n 's/^linux-image-\([^ ,]*\).*/\1/p')}
-[ -d "/lib/modules/$KVER/build" ] || KVER=""
-[ -n "$KVER" ] || skip "no Debian kernel image with headers (linux-image-amd64, linux-headers-amd64)"
-[ -r "/boot/vmlinuz-$KVER" ] || skip "/boot/vmlinuz-$KVER is not readable"
+# installed one with headers). A kernel that is not installed:
+# VW_KIMG=<image> (unpacked with its lib/modules/<version> above it, where
+# virtme-ng looks for the modules) and VW_KBUILD=<its headers' build tree>.
+if [ -n "${VW_KIMG:-}" ]; then
+	KIMG=$VW_KIMG
+	KBUILD=${VW_KBUILD:?VW_KBUILD (the headers of VW_KIMG) is needed with VW_KIMG}
+	KVER=${KIMG##*/vmlinuz-}
+else
+	KVER=${VW_KERNEL:-$(dpkg-query -W -f='${Depends}' linux-image-amd64 2>/dev/null |
+		sed -n 's/^linux-image-\([^ ,]*\).*/\1/p')}
+	[ -d "/lib/modules/$KVER/build" ] || KVER=""
+	[ -n "$KVER" ] || skip "no Debian kernel image with headers (linux-image-amd64, linux-headers-amd64)"
+	KIMG=/boot/vmlinuz-$KVER
+	KBUILD=/lib/modules/$KVER/build
+fi
+[ -r "$KIMG" ] || skip "$KIMG is not readable"
 command -v qemu-system-x86_64 >/dev/null || skip "no qemu-system-x86_64"
 command -v vng >/dev/null || skip "no virtme-ng (vng)"
 command -v vhost-device-vsock >/dev/null || skip "no vhost-device-vsock"
@@ -54,7 +65,7 @@ trap cleanup EXIT
 
 log "building vsock_wifi.ko for $KVER (W=1)"
 cp -a "$ROOT/guest/linux" "$WORK/module"
-make -s -C "/lib/modules/$KVER/build" M="$WORK/module" W=1 modules >"$WORK/build.log" 2>&1 ||
+make -s -C "$KBUILD" M="$WORK/module" W=1 modules >"$WORK/build.log" 2>&1 ||
 	{ cat "$WORK/build.log"; exit 1; }
 if grep -E 'warning:|error:' "$WORK/build.log"; then
 	echo "FAIL: the module does not build warning-free"
@@ -175,9 +186,9 @@ log "booting $KVER (TCG: ${#ACCEL[@]})"
 # never loaded) is booted once more; any later failure counts.
 for attempt in 1 2; do
 	set +e
-	timeout 600 vng --run "/boot/vmlinuz-$KVER" "${ACCEL[@]}" --memory "$MEM" --cpus 2 --verbose \
+	timeout 600 vng --run "$KIMG" "${ACCEL[@]}" --memory "$MEM" --cpus 2 --verbose \
 		--rwdir "$WORK" --qemu-opts="$QEMU_OPTS" \
-		--exec "VW_DEBUG_SCAN=${VW_DEBUG_SCAN:-0} bash $HERE/guest.sh $WORK/module/vsock_wifi.ko $WORK $HAVE_SAE" \
+		--exec "VW_DEBUG_SCAN=${VW_DEBUG_SCAN:-0} VW_SMOKE=${VW_SMOKE:-0} bash $HERE/guest.sh $WORK/module/vsock_wifi.ko $WORK $HAVE_SAE" \
 		</dev/null >"$WORK/vng.log" 2>&1
 	rc=$?
 	set -e
