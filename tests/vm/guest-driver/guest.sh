@@ -205,10 +205,11 @@ start_system_bus() {
 	SYSTEM_BUS=1
 }
 
-# wpa_supplicant hands an SAE password to a driver with SAE offload from
-# 2.11 on; 2.10 (Debian 12, Ubuntu 22.04) never puts
-# NL80211_ATTR_SAE_PASSWORD in its connect (its nl80211 connect logs
-# "  * SAE password" when it does).
+# wpa_supplicant 2.10 (Debian 12, Ubuntu 22.04) never puts
+# NL80211_ATTR_SAE_PASSWORD in its connect: no SAE offload. A later one that
+# does is recognised by the debug line naming that attribute in its connect
+# ("  * SAE password"); not verified here, Debian 12 has no such build, and a
+# wrong guess only sends the test through iwd instead.
 wpa_has_sae_offload() { strings "$(command -v wpa_supplicant)" | grep -q '\* SAE password'; }
 wpa_version() { wpa_supplicant -v | sed -n 's/^wpa_supplicant v//p'; }
 
