@@ -208,8 +208,8 @@ start_system_bus() {
 # wpa_supplicant 2.10 (Debian 12, Ubuntu 22.04) never puts
 # NL80211_ATTR_SAE_PASSWORD in its connect: no SAE offload. A later one that
 # does is recognised by the debug line naming that attribute in its connect
-# ("  * SAE password"); not verified here, Debian 12 has no such build, and a
-# wrong guess only sends the test through iwd instead.
+# ("  * SAE password"); not verified here (Debian 12 has no such build): a
+# build that has it but logs otherwise only sends the test through iwd.
 wpa_has_sae_offload() { strings "$(command -v wpa_supplicant)" | grep -q '\* SAE password'; }
 wpa_version() { wpa_supplicant -v | sed -n 's/^wpa_supplicant v//p'; }
 
