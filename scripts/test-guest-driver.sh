@@ -120,7 +120,7 @@ build_bullseye_510() {
 		for deb in "$cache"/debs/linux-image-*.deb; do dpkg-deb -x "$deb" "$cache/image"; done
 		rm -f "$cache"/debs/linux-image-*.deb
 		for deb in "$cache"/debs/*.deb; do dpkg-deb -x "$deb" "$root"; done
-		rm -rf "$cache/debs" "$cache/apt/cache"
+		rm -rf "$cache/debs" "$cache/apt/cache" "$cache/apt/lists"
 		# The package's Makefile includes its -common half by absolute path.
 		sed -i "s#^include /usr/src/#include $root/usr/src/#" "$root/usr/src/$hdr/Makefile"
 		echo "$hdr" >"$cache/headers"
