@@ -90,7 +90,12 @@ pub struct ServeArgs {
     /// A fake network shown to the guest, always connected (repeatable).
     #[arg(long = "fake-network", value_name = "SSID=BSSID", value_parser = parse_fake_network)]
     pub fake_networks: Vec<FakeNetworkArg>,
-    /// Control socket for `proxy-wifi ctl` (overrides the file's).
+    /// Control socket for `proxy-wifi ctl` (overrides $PROXY_WIFI_CONTROL,
+    /// which overrides the file's). With --config and none of them: under
+    /// systemd $RUNTIME_DIRECTORY/control.sock, else
+    /// /run/proxy-wifi/control.sock for root, else
+    /// $XDG_RUNTIME_DIR/proxy-wifi/control.sock. One VM from flags has none
+    /// unless asked.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// Serve Prometheus metrics on ADDR:PORT at /metrics (overrides the
@@ -140,6 +145,7 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
         iwd_state_dir: args.iwd_state_dir.clone(),
         log_level: None,
         control_socket: None,
+        control_socket_access: Default::default(),
         metrics: None,
         simulated_networks: Vec::new(),
         guests: vec![GuestConfig {
@@ -155,6 +161,7 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
                 .map(|f| (f.ssid, f.bssid))
                 .collect(),
             policy: PolicyConfig::default(),
+            socket_access: Default::default(),
         }],
     })
 }
@@ -183,6 +190,37 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// The control socket: `--control`, else $PROXY_WIFI_CONTROL, else the
+/// file's, else (a daemon from a file only) the default place. One VM from
+/// flags gets none unless asked: that is how tests and one-off runs start
+/// it, several at once, and they would fight over one default path.
+fn control_socket(args: &ServeArgs, config: &DaemonConfig) -> Option<PathBuf> {
+    if let Some(path) = &args.control {
+        return Some(path.clone());
+    }
+    if let Some(path) = std::env::var_os(proxy_wifi::control::CONTROL_ENV).filter(|v| !v.is_empty())
+    {
+        return Some(PathBuf::from(path));
+    }
+    if config.control_socket.is_some() || args.config.is_none() {
+        return None;
+    }
+    let path = proxy_wifi::control::default_server_path();
+    match &path {
+        Some(p) => {
+            if let Err(e) = proxy_wifi::control::create_parent(p) {
+                // Binding will fail and say so, with the path.
+                tracing::debug!("cannot create the directory of {}: {e}", p.display());
+            }
+        }
+        None => tracing::warn!(
+            "no control socket: no --control, {}, control_socket or XDG_RUNTIME_DIR",
+            proxy_wifi::control::CONTROL_ENV
+        ),
+    }
+    path
+}
+
 pub async fn run(args: ServeArgs) -> ExitCode {
     if let Some(path) = &args.check_config {
         return check_config(path);
@@ -208,7 +246,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         }
     };
     let overrides = Overrides {
-        control_socket: args.control.clone(),
+        control_socket: control_socket(&args, &config),
         metrics: args.metrics,
     };
     match Daemon::serve(config, path, overrides, CancellationToken::new()).await {
