@@ -83,7 +83,7 @@ pub enum ControlCommand {
     /// the answer's `data` is its [`GuestStatus`](crate::daemon::GuestStatus).
     AddGuest {
         /// The guest, as a `[[guest]]` table would describe it.
-        spec: GuestSpec,
+        spec: Box<GuestSpec>,
     },
     /// Stop and remove a guest.
     RemoveGuest {

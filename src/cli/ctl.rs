@@ -81,7 +81,7 @@ pub enum CtlCommand {
     /// Add a guest to the running service, checked as a [[guest]] table
     /// is. It lives until remove-guest or a restart of the service: it is
     /// not written to the configuration file.
-    AddGuest(AddGuestArgs),
+    AddGuest(Box<AddGuestArgs>),
     /// Stop and remove a guest (a guest of the file comes back at the next
     /// reload).
     RemoveGuest {
@@ -310,7 +310,9 @@ pub async fn run(args: CtlArgs) -> ExitCode {
         CtlCommand::Status { .. } => ControlCommand::Status,
         CtlCommand::Reload => ControlCommand::Reload,
         CtlCommand::AddGuest(add) => match add.spec() {
-            Ok(spec) => ControlCommand::AddGuest { spec },
+            Ok(spec) => ControlCommand::AddGuest {
+                spec: Box::new(spec),
+            },
             Err(e) => {
                 eprintln!("error: {e}\n\nFor more information, try '--help'.");
                 return ExitCode::from(2);
