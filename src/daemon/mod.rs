@@ -827,6 +827,99 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn run_time_guests_survive_reloads_unless_the_file_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let write = |guests: &str| {
+            std::fs::write(&path, format!("backend = \"simulated\"\n{guests}")).unwrap()
+        };
+        write(&guest("a", 0));
+        let config = DaemonConfig::load(&path).unwrap();
+        let daemon = Daemon::start(config, Some(path.clone()), Overrides::default())
+            .await
+            .unwrap();
+        let spec = |name: &str, port: u32| GuestSpec {
+            name: name.into(),
+            tcp: Some("127.0.0.1".into()),
+            request_port: Some(port),
+            scan_min_latency_ms: Some(0),
+            ..Default::default()
+        };
+        let r = daemon.add_guest(&spec("r", 0)).await.unwrap();
+        assert!(r.runtime);
+        assert!(matches!(
+            daemon.add_guest(&spec("a", 0)).await,
+            Err(DaemonError::Conflict(_))
+        ));
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = u32::from(taken.local_addr().unwrap().port());
+        drop(taken);
+        daemon.add_guest(&spec("p", port)).await.unwrap();
+        let p_at = daemon.status(Some("p")).await.unwrap()[0].listening.clone();
+
+        // The file knows nothing of r and p: they stay, untouched.
+        let summary = daemon.reload().await.unwrap();
+        assert_eq!(summary.unchanged, ["a"]);
+        assert!(summary.removed.is_empty());
+        let names: Vec<String> = daemon
+            .status(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        assert_eq!(names, ["a", "r", "p"]);
+        assert_eq!(daemon.status(Some("p")).await.unwrap()[0].listening, p_at);
+
+        // A new file guest on p's endpoint: refused as a whole.
+        write(&format!("{}{}", guest("a", 0), guest("b", port as u16)));
+        let err = daemon.reload().await.unwrap_err();
+        assert!(
+            err.to_string().contains("already used by guest 'p'"),
+            "{err}"
+        );
+        assert_eq!(daemon.status(None).await.unwrap().len(), 3);
+
+        // The file names p now (same settings): it becomes the file's, and
+        // a later file without it removes it.
+        write(&format!(
+            "{}[[guest]]\nname = \"p\"\ntcp = \"127.0.0.1\"\nrequest_port = {port}\nscan_min_latency_ms = 0\n",
+            guest("a", 0)
+        ));
+        let summary = daemon.reload().await.unwrap();
+        assert_eq!(summary.unchanged, ["a", "p"]);
+        let p = &daemon.status(Some("p")).await.unwrap()[0];
+        assert!(!p.runtime);
+        assert_eq!(p.listening, p_at);
+        write(&guest("a", 0));
+        let summary = daemon.reload().await.unwrap();
+        assert_eq!(summary.removed, ["p"]);
+        let names: Vec<String> = daemon
+            .status(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        assert_eq!(names, ["a", "r"]);
+
+        daemon.remove_guest("r").await.unwrap();
+        assert!(matches!(
+            daemon.remove_guest("r").await,
+            Err(DaemonError::UnknownGuest(_))
+        ));
+        assert!(daemon
+            .metrics()
+            .render()
+            .contains("proxy_wifi_guests_configured 1"));
+        assert!(daemon
+            .metrics()
+            .render()
+            .contains("proxy_wifi_unknown_peer_connections_total "));
+        daemon.stop().await;
+    }
+
+    #[tokio::test]
     async fn control_checks_guest_names_and_backend() {
         let config = DaemonConfig::parse(
             "backend = \"simulated\"\n[[guest]]\nname = \"a\"\ntcp = \"127.0.0.1\"\nrequest_port = 0\n",
