@@ -263,8 +263,21 @@ impl CidRouter {
             return Ok(CidRouter::new(Box::new(VsockAcceptor(bind(port)?))));
         }
         let mut table = lock(&SHARED);
-        if let Some(router) = table.get(&port).and_then(Weak::upgrade) {
-            return Ok(router);
+        // A router whose last guest is going away right now is still in
+        // the table until its drop has closed the listener: wait for that
+        // (it takes microseconds) rather than fail to bind the port.
+        for _ in 0..1000 {
+            match table.get(&port) {
+                Some(weak) => match weak.upgrade() {
+                    Some(router) => return Ok(router),
+                    None => {
+                        drop(table);
+                        std::thread::sleep(Duration::from_millis(1));
+                        table = lock(&SHARED);
+                    }
+                },
+                None => break,
+            }
         }
         let listener = bind(port)?;
         tracing::info!("vsock listener on {}", describe(&listen_address(port)));
@@ -358,10 +371,10 @@ impl Drop for CidRouter {
             return;
         };
         let mut table = lock(&SHARED);
+        drop(std::mem::replace(&mut self.acceptor, Box::new(Closed)));
         if table.get(&port).is_some_and(|w| w.strong_count() == 0) {
             table.remove(&port);
         }
-        drop(std::mem::replace(&mut self.acceptor, Box::new(Closed)));
         tracing::info!("vsock listener on port {port} closed: no guest left on it");
     }
 }
