@@ -250,6 +250,44 @@ async fn two_guests_with_one_cid_are_a_config_error() {
     }
 }
 
+#[tokio::test]
+async fn socket_flags_of_one_vm_are_checked() {
+    for (args, message) in [
+        (
+            &["--tcp", "127.0.0.1", "--socket-mode", "0660"][..],
+            "apply to --hybrid-vsock only",
+        ),
+        (
+            &[
+                "--hybrid-vsock",
+                "/tmp/pw-none.vsock",
+                "--socket-mode",
+                "0999",
+            ],
+            "--socket-mode",
+        ),
+        (
+            &[
+                "--hybrid-vsock",
+                "/tmp/pw-none.vsock",
+                "--socket-owner",
+                "no-such-user-pw",
+            ],
+            "no user named 'no-such-user-pw'",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--simulated"])
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+}
+
 fn ssid(s: &str) -> Ssid {
     Ssid::new(s.as_bytes()).unwrap()
 }

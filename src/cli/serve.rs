@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use proxy_wifi::daemon::{Daemon, DaemonConfig, DaemonError, GuestConfig, Overrides, PolicyConfig};
 use proxy_wifi::protocol::{MacAddr, Ssid};
+use proxy_wifi::transport::{self, SocketAccess, TransportConfig};
 use proxy_wifi::wifi::BackendKind;
 
 use tokio_util::sync::CancellationToken;
@@ -43,7 +44,7 @@ pub fn parse_fake_network(text: &str) -> Result<FakeNetworkArg, String> {
 
 /// The transport and per-guest flags: the single-VM shortcut, which
 /// `--config` replaces.
-const SINGLE_VM_FLAGS: [&str; 12] = [
+const SINGLE_VM_FLAGS: [&str; 15] = [
     "tcp",
     "hybrid_vsock",
     "vsock_cid",
@@ -56,6 +57,9 @@ const SINGLE_VM_FLAGS: [&str; 12] = [
     "scan_min_latency_ms",
     "notify_host_disconnect",
     "notification_deadline_ms",
+    "socket_owner",
+    "socket_group",
+    "socket_mode",
 ];
 
 #[derive(Debug, Args)]
@@ -115,6 +119,17 @@ pub struct ServeArgs {
     /// retried, from when it was produced (0: one attempt only).
     #[arg(long, value_name = "N", default_value_t = 60_000)]
     pub notification_deadline_ms: u64,
+    /// Hybrid vsock: the request socket's owner, for a VMM running as
+    /// another user (a user name or uid; needs CAP_CHOWN).
+    #[arg(long, value_name = "USER")]
+    pub socket_owner: Option<String>,
+    /// Hybrid vsock: the request socket's group (a group name or gid).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Hybrid vsock: the request socket's mode, octal (default 0600; 0660
+    /// with --socket-group).
+    #[arg(long, value_name = "MODE")]
+    pub socket_mode: Option<String>,
 }
 
 /// The log level a configuration file asks for, if it can be read (errors
@@ -135,6 +150,26 @@ const EXIT_CONFIG: u8 = 78;
 /// The single-VM flags as a one-guest configuration.
 fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
     let transport = args.transport.to_config()?;
+    let resolve = |value: &Option<String>, flag: &str, f: fn(&str) -> Result<u32, String>| {
+        value
+            .as_deref()
+            .map(|v| f(v).map_err(|e| format!("--{flag}: {e}")))
+            .transpose()
+    };
+    let socket_access = SocketAccess {
+        owner: resolve(&args.socket_owner, "socket-owner", transport::resolve_user)?,
+        group: resolve(&args.socket_group, "socket-group", transport::resolve_group)?,
+        mode: resolve(
+            &args.socket_mode,
+            "socket-mode",
+            transport::parse_socket_mode,
+        )?,
+    };
+    if !socket_access.is_default() && !matches!(transport, TransportConfig::HybridVsock { .. }) {
+        return Err(
+            "--socket-owner, --socket-group and --socket-mode apply to --hybrid-vsock only".into(),
+        );
+    }
     let backend = match (args.simulated, args.backend) {
         (true, _) => BackendKind::Simulated,
         (false, Some(kind)) => kind,
@@ -161,7 +196,7 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
                 .map(|f| (f.ssid, f.bssid))
                 .collect(),
             policy: PolicyConfig::default(),
-            socket_access: Default::default(),
+            socket_access,
         }],
     })
 }
