@@ -514,6 +514,9 @@ impl Daemon {
         if new.control_socket != old.control_socket {
             changed.push("control_socket");
         }
+        if new.control_socket_access != old.control_socket_access {
+            changed.push("control_socket_owner/group/mode");
+        }
         if new.metrics != old.metrics {
             changed.push("metrics");
         }
