@@ -736,12 +736,13 @@ fn client_path_from(env: Env<'_>, root: bool, exists: &dyn Fn(&Path) -> bool) ->
     PathBuf::from(SYSTEM_CONTROL_SOCKET)
 }
 
+#[cfg(unix)]
 fn is_root() -> bool {
-    #[cfg(unix)]
-    {
-        nix::unistd::geteuid().is_root()
-    }
-    #[cfg(not(unix))]
+    nix::unistd::geteuid().is_root()
+}
+
+#[cfg(not(unix))]
+fn is_root() -> bool {
     false
 }
 

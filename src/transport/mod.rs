@@ -85,35 +85,45 @@ impl SocketAccess {
 
 /// A user name (or a numeric uid) as a uid, for [`SocketAccess::owner`].
 pub fn resolve_user(name: &str) -> Result<u32, String> {
-    if let Ok(uid) = name.parse::<u32>() {
-        return Ok(uid);
+    match name.parse::<u32>() {
+        Ok(uid) => Ok(uid),
+        Err(_) => lookup_user(name),
     }
-    #[cfg(unix)]
-    {
-        match nix::unistd::User::from_name(name) {
-            Ok(Some(user)) => Ok(user.uid.as_raw()),
-            Ok(None) => Err(format!("no user named '{name}' on this host")),
-            Err(e) => Err(format!("cannot look up user '{name}': {e}")),
-        }
-    }
-    #[cfg(not(unix))]
-    Err("socket owners are Unix users; this platform has none".into())
 }
 
 /// A group name (or a numeric gid) as a gid, for [`SocketAccess::group`].
 pub fn resolve_group(name: &str) -> Result<u32, String> {
-    if let Ok(gid) = name.parse::<u32>() {
-        return Ok(gid);
+    match name.parse::<u32>() {
+        Ok(gid) => Ok(gid),
+        Err(_) => lookup_group(name),
     }
-    #[cfg(unix)]
-    {
-        match nix::unistd::Group::from_name(name) {
-            Ok(Some(group)) => Ok(group.gid.as_raw()),
-            Ok(None) => Err(format!("no group named '{name}' on this host")),
-            Err(e) => Err(format!("cannot look up group '{name}': {e}")),
-        }
+}
+
+#[cfg(unix)]
+fn lookup_user(name: &str) -> Result<u32, String> {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err(format!("no user named '{name}' on this host")),
+        Err(e) => Err(format!("cannot look up user '{name}': {e}")),
     }
-    #[cfg(not(unix))]
+}
+
+#[cfg(unix)]
+fn lookup_group(name: &str) -> Result<u32, String> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!("no group named '{name}' on this host")),
+        Err(e) => Err(format!("cannot look up group '{name}': {e}")),
+    }
+}
+
+#[cfg(not(unix))]
+fn lookup_user(_name: &str) -> Result<u32, String> {
+    Err("socket owners are Unix users; this platform has none".into())
+}
+
+#[cfg(not(unix))]
+fn lookup_group(_name: &str) -> Result<u32, String> {
     Err("socket groups are Unix groups; this platform has none".into())
 }
 
