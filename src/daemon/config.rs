@@ -960,6 +960,8 @@ hybrid_vsock = "/run/fc/vm2.vsock"
         assert!(e.to_string().starts_with("test.toml:4:"), "{e}");
     }
 
+    // User and group names are Unix's.
+    #[cfg(unix)]
     #[test]
     fn socket_owner_group_and_mode() {
         let cfg = parse(
