@@ -120,6 +120,7 @@ deb() {
            /usr/lib/systemd/system/proxy-wifi.service \
            /usr/lib/sysusers.d/proxy-wifi.conf \
            /usr/share/polkit-1/rules.d/50-proxy-wifi.rules \
+           /usr/share/proxy-wifi/libvirt-hook-qemu \
            /etc/proxy-wifi/config.toml \
            /usr/share/bash-completion/completions/proxy-wifi \
            /usr/share/zsh/vendor-completions/_proxy-wifi \
@@ -127,7 +128,7 @@ deb() {
            /usr/share/doc/proxy-wifi/copyright; do
     check test -s "$f"
   done
-  for page in proxy-wifi proxy-wifi-serve proxy-wifi-guest proxy-wifi-guest-scan proxy-wifi-ctl proxy-wifi-ctl-reload; do
+  for page in proxy-wifi proxy-wifi-serve proxy-wifi-guest proxy-wifi-guest-scan proxy-wifi-ctl proxy-wifi-ctl-reload proxy-wifi-ctl-add-guest; do
     check test -n "$(ls /usr/share/man/man1/"$page".1* 2>/dev/null)"
   done
   check sh -c 'man -P cat proxy-wifi-serve 2>/dev/null | grep -q -- "--check-config"'

@@ -25,7 +25,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::daemon::config::GuestSpec;
 use crate::protocol::{Ssid, SsidError};
+use crate::transport::SocketAccess;
 use crate::wifi::{HostEvent, HostWifi, ScanMode, SimulatedError};
 
 /// How long a client waits for the service's answer.
@@ -77,6 +79,17 @@ pub enum ControlCommand {
     /// Re-read the daemon's configuration file; the answer's `data` is a
     /// [`ReloadSummary`](crate::daemon::ReloadSummary).
     Reload,
+    /// Add a guest at run time (not written to the configuration file);
+    /// the answer's `data` is its [`GuestStatus`](crate::daemon::GuestStatus).
+    AddGuest {
+        /// The guest, as a `[[guest]]` table would describe it.
+        spec: Box<GuestSpec>,
+    },
+    /// Stop and remove a guest.
+    RemoveGuest {
+        /// The guest's name.
+        name: String,
+    },
 }
 
 /// For logs: the command as `ctl` spells it.
@@ -90,6 +103,8 @@ impl std::fmt::Display for ControlCommand {
             ControlCommand::ScanMode { mode } => write!(f, "scan-mode {}", mode.name()),
             ControlCommand::Status => f.write_str("status"),
             ControlCommand::Reload => f.write_str("reload"),
+            ControlCommand::AddGuest { spec } => write!(f, "add-guest {}", spec.name),
+            ControlCommand::RemoveGuest { name } => write!(f, "remove-guest {name}"),
         }
     }
 }
@@ -155,7 +170,8 @@ pub trait ControlHandler: Send + Sync + 'static {
 /// Why a control command could not be applied as a simulated host event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostEventError {
-    /// `status` and `reload` act on the daemon, not on the host.
+    /// `status`, `reload`, `add-guest` and `remove-guest` act on the
+    /// daemon, not on the host.
     #[error("{0} is a daemon command, not a simulated host event")]
     NotAHostEvent(&'static str),
     /// The backend has no simulator capability.
@@ -180,6 +196,12 @@ impl ControlCommand {
             ControlCommand::ScanMode { mode } => HostEvent::ScanMode(*mode),
             ControlCommand::Status => return Err(HostEventError::NotAHostEvent("status")),
             ControlCommand::Reload => return Err(HostEventError::NotAHostEvent("reload")),
+            ControlCommand::AddGuest { .. } => {
+                return Err(HostEventError::NotAHostEvent("add-guest"))
+            }
+            ControlCommand::RemoveGuest { .. } => {
+                return Err(HostEventError::NotAHostEvent("remove-guest"))
+            }
         })
     }
 }
@@ -251,7 +273,7 @@ mod unix {
     /// appears there: it is bound inside a fresh 0700 directory beside
     /// `path`, set to 0600, then renamed into place (a rename keeps the
     /// listening socket), so no one else can ever reach it in between.
-    fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    fn bind_private(path: &Path, access: SocketAccess) -> io::Result<UnixListener> {
         use std::os::unix::fs::DirBuilderExt;
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -282,6 +304,10 @@ mod unix {
         let result = (|| {
             let listener = UnixListener::bind(&inner)?;
             std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+            // Still inside the 0700 directory: nobody can reach it yet.
+            if !access.is_default() {
+                access.apply(&inner)?;
+            }
             std::fs::rename(&inner, path)?;
             Ok(listener)
         })();
@@ -336,12 +362,22 @@ mod unix {
             path: &Path,
             handler: Arc<dyn ControlHandler>,
         ) -> Result<ControlServer, ControlError> {
+            ControlServer::bind_with(path, handler, SocketAccess::default()).await
+        }
+
+        /// [`ControlServer::bind`], with the socket handed to `access`'s
+        /// owner and group and given its mode before anyone can connect.
+        pub async fn bind_with(
+            path: &Path,
+            handler: Arc<dyn ControlHandler>,
+            access: SocketAccess,
+        ) -> Result<ControlServer, ControlError> {
             let bind_err = |source| ControlError::Bind {
                 path: path.to_path_buf(),
                 source,
             };
             remove_stale(path).await?;
-            let listener = bind_private(path).map_err(bind_err)?;
+            let listener = bind_private(path, access).map_err(bind_err)?;
             tracing::info!("control socket at {}", path.display());
             Ok(ControlServer {
                 path: path.to_path_buf(),
@@ -610,6 +646,15 @@ impl ControlServer {
         Err(ControlError::Unsupported)
     }
 
+    /// Always [`ControlError::Unsupported`] on this platform.
+    pub async fn bind_with(
+        _path: &Path,
+        _handler: Arc<dyn ControlHandler>,
+        _access: SocketAccess,
+    ) -> Result<ControlServer, ControlError> {
+        Err(ControlError::Unsupported)
+    }
+
     /// Never called: no server can be bound here.
     pub async fn serve(self, _shutdown: tokio_util::sync::CancellationToken) {
         match self.never {}
@@ -633,6 +678,149 @@ pub async fn request_within(
     _limit: Duration,
 ) -> Result<ControlResponse, ControlError> {
     Err(ControlError::Unsupported)
+}
+
+/// The environment variable naming the control socket (for `serve` and
+/// `ctl`; `--control` wins over it).
+pub const CONTROL_ENV: &str = "PROXY_WIFI_CONTROL";
+
+/// The system service's control socket.
+pub const SYSTEM_CONTROL_SOCKET: &str = "/run/proxy-wifi/control.sock";
+
+/// Where a daemon puts its control socket when neither `--control`,
+/// [`CONTROL_ENV`] nor the file names one: `$RUNTIME_DIRECTORY/control.sock`
+/// under systemd (`RuntimeDirectory=proxy-wifi`: /run/proxy-wifi for the
+/// system unit, $XDG_RUNTIME_DIR/proxy-wifi for a user unit), else
+/// [`SYSTEM_CONTROL_SOCKET`] for root, else
+/// `$XDG_RUNTIME_DIR/proxy-wifi/control.sock`; `None` when a user has no
+/// runtime directory.
+pub fn default_server_path() -> Option<PathBuf> {
+    server_path_from(&|k| std::env::var_os(k), is_root())
+}
+
+/// Where `ctl` looks when neither `--control` nor [`CONTROL_ENV`] says:
+/// the user's own service (`$XDG_RUNTIME_DIR/proxy-wifi/control.sock`) if
+/// one is there, else the system service's.
+pub fn default_client_path() -> PathBuf {
+    client_path_from(&|k| std::env::var_os(k), is_root(), &|p| p.exists())
+}
+
+type Env<'a> = &'a dyn Fn(&str) -> Option<std::ffi::OsString>;
+
+fn user_path(env: Env<'_>) -> Option<PathBuf> {
+    let dir = PathBuf::from(env("XDG_RUNTIME_DIR").filter(|d| !d.is_empty())?);
+    dir.is_absolute()
+        .then(|| dir.join("proxy-wifi").join("control.sock"))
+}
+
+fn server_path_from(env: Env<'_>, root: bool) -> Option<PathBuf> {
+    if let Some(dirs) = env("RUNTIME_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd lists one directory per RuntimeDirectory= entry, by ':'.
+        let first = dirs.to_string_lossy().split(':').next().map(PathBuf::from);
+        if let Some(dir) = first.filter(|d| d.is_absolute()) {
+            return Some(dir.join("control.sock"));
+        }
+    }
+    if root {
+        return Some(PathBuf::from(SYSTEM_CONTROL_SOCKET));
+    }
+    user_path(env)
+}
+
+fn client_path_from(env: Env<'_>, root: bool, exists: &dyn Fn(&Path) -> bool) -> PathBuf {
+    if !root {
+        if let Some(path) = user_path(env).filter(|p| exists(p)) {
+            return path;
+        }
+    }
+    PathBuf::from(SYSTEM_CONTROL_SOCKET)
+}
+
+#[cfg(unix)]
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[cfg(not(unix))]
+fn is_root() -> bool {
+    false
+}
+
+/// Creates the directory a default control socket lives in (owner-only),
+/// when it is missing.
+pub fn create_parent(path: &Path) -> io::Result<()> {
+    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(parent)
+}
+
+// Unix paths: "/run/..." is not absolute on Windows.
+#[cfg(all(test, unix))]
+mod default_path_tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| std::ffi::OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn the_service_picks_systemd_root_or_user_directories() {
+        let systemd = env(&[
+            ("RUNTIME_DIRECTORY", "/run/proxy-wifi"),
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+        ]);
+        assert_eq!(
+            server_path_from(&systemd, false),
+            Some(PathBuf::from("/run/proxy-wifi/control.sock"))
+        );
+        let two = env(&[("RUNTIME_DIRECTORY", "/run/a:/run/b")]);
+        assert_eq!(
+            server_path_from(&two, false),
+            Some(PathBuf::from("/run/a/control.sock"))
+        );
+        let user = env(&[("XDG_RUNTIME_DIR", "/run/user/1000")]);
+        assert_eq!(
+            server_path_from(&user, false),
+            Some(PathBuf::from("/run/user/1000/proxy-wifi/control.sock"))
+        );
+        assert_eq!(
+            server_path_from(&user, true),
+            Some(PathBuf::from(SYSTEM_CONTROL_SOCKET))
+        );
+        assert_eq!(server_path_from(&env(&[]), false), None);
+        assert_eq!(
+            server_path_from(&env(&[("XDG_RUNTIME_DIR", "relative")]), false),
+            None
+        );
+    }
+
+    #[test]
+    fn ctl_finds_the_users_service_else_the_systems() {
+        let user = env(&[("XDG_RUNTIME_DIR", "/run/user/1000")]);
+        let mine = PathBuf::from("/run/user/1000/proxy-wifi/control.sock");
+        assert_eq!(client_path_from(&user, false, &|p| p == mine), mine);
+        assert_eq!(
+            client_path_from(&user, false, &|_| false),
+            PathBuf::from(SYSTEM_CONTROL_SOCKET)
+        );
+        assert_eq!(
+            client_path_from(&user, true, &|_| true),
+            PathBuf::from(SYSTEM_CONTROL_SOCKET)
+        );
+        assert_eq!(
+            client_path_from(&env(&[]), false, &|_| true),
+            PathBuf::from(SYSTEM_CONTROL_SOCKET)
+        );
+    }
 }
 
 #[cfg(all(test, unix))]

@@ -82,6 +82,7 @@ pub struct Metrics {
     guest_connected: Family<GuestLabels, Gauge<i64, AtomicI64>>,
     backend_up: Family<BackendLabels, Gauge<i64, AtomicI64>>,
     backend_interfaces: Family<BackendLabels, Gauge<i64, AtomicI64>>,
+    unknown_peers: Counter,
 }
 
 impl Default for Metrics {
@@ -149,6 +150,12 @@ impl Metrics {
             "Guest request connections closed unanswered, by reason",
             refused.clone(),
         );
+        let unknown_peers = Counter::default();
+        registry.register(
+            "unknown_peer_connections",
+            "Connections closed because no configured guest is their peer (a vsock CID no guest has)",
+            unknown_peers.clone(),
+        );
         let guest_connected = Family::<GuestLabels, Gauge<i64, AtomicI64>>::default();
         registry.register(
             "guest_connected",
@@ -181,6 +188,7 @@ impl Metrics {
             guest_connected,
             backend_up,
             backend_interfaces,
+            unknown_peers,
         }
     }
 
@@ -296,6 +304,12 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
+        // The transports count process-wide; catch the counter up.
+        let seen = crate::transport::unknown_peer_connections();
+        let shown = self.unknown_peers.get();
+        if seen > shown {
+            self.unknown_peers.inc_by(seen - shown);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -10,6 +10,7 @@ fn run(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .env_remove("RUST_LOG")
+        .env_remove("PROXY_WIFI_CONTROL")
         .output()
         .expect("run proxy-wifi")
 }
@@ -212,15 +213,18 @@ fn transport_flags_work_after_the_subcommand() {
     // Two transports are still refused, wherever they are.
     let out = run(&["guest", "--tcp", "127.0.0.1", "scan", "--vsock-cid", "2"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    // ctl: --control after the subcommand; missing, a usage error.
+    // ctl: --control after the subcommand; missing, the default socket.
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("none.sock").display().to_string();
     let out = run(&["ctl", "status", "--control", &socket]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(text(&out.stderr).contains("none.sock"), "{out:?}");
     let out = run(&["ctl", "status"]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(text(&out.stderr).contains("--control PATH"), "{out:?}");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("proxy-wifi/control.sock"),
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use proxy_wifi::control::{ControlCommand, ControlError, ControlRequest, ControlResponse};
-use proxy_wifi::daemon::{GuestStatus, ReloadSummary};
+use proxy_wifi::daemon::config::FakeNetworkSpec;
+use proxy_wifi::daemon::{GuestSpec, GuestStatus, PolicyConfig, ReloadSummary};
 use proxy_wifi::wifi::simulated::ScanMode;
 
 /// The request went out but no answer came: it may still take effect.
@@ -21,9 +22,9 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Args)]
 pub struct CtlArgs {
     /// The service's control socket (`serve --control PATH` or
-    /// `control_socket` in the configuration). Required.
-    // An Option only because clap accepts a flag after the subcommand
-    // (global) only when it is optional; `run` insists on it.
+    /// `control_socket` in the configuration). Default: $PROXY_WIFI_CONTROL,
+    /// else your own service's ($XDG_RUNTIME_DIR/proxy-wifi/control.sock)
+    /// if it runs, else the system service's (/run/proxy-wifi/control.sock).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// Which guest to act on. Simulated host events affect the one shared
@@ -75,7 +76,117 @@ pub enum CtlCommand {
         json: bool,
     },
     /// Re-read the configuration file: add, remove and restart guests.
+    /// Guests added with add-guest stay unless the file names them.
     Reload,
+    /// Add a guest to the running service, checked as a [[guest]] table
+    /// is. It lives until remove-guest or a restart of the service: it is
+    /// not written to the configuration file.
+    AddGuest(Box<AddGuestArgs>),
+    /// Stop and remove a guest (a guest of the file comes back at the next
+    /// reload).
+    RemoveGuest {
+        /// The guest's name.
+        name: String,
+    },
+}
+
+/// A guest for `add-guest`: the keys of a `[[guest]]` table as flags.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("guest_transport").required(true).multiple(false)))]
+pub struct AddGuestArgs {
+    /// The guest's name (1 to 64 of A-Z a-z 0-9 - _ .).
+    pub name: String,
+    /// AF_VSOCK: the guest's CID.
+    #[arg(long, value_name = "CID", group = "guest_transport")]
+    pub vsock_cid: Option<u32>,
+    /// Hybrid vsock: the VMM's vsock Unix socket.
+    #[arg(long, value_name = "PATH", group = "guest_transport")]
+    pub hybrid_vsock: Option<PathBuf>,
+    /// TCP: the address to listen on.
+    #[arg(long, value_name = "ADDR", group = "guest_transport")]
+    pub tcp: Option<String>,
+    /// Hyper-V: the VM id (Windows hosts).
+    #[arg(long, value_name = "GUID", group = "guest_transport")]
+    pub hyperv_vm_id: Option<String>,
+    /// Port the guest sends requests to (default 12345).
+    #[arg(long, value_name = "PORT")]
+    pub request_port: Option<u32>,
+    /// Port the guest listens on for notifications (default 12346).
+    #[arg(long, value_name = "PORT")]
+    pub notification_port: Option<u32>,
+    /// SCAN_RESPONSE layout of the guest driver: current or legacy.
+    #[arg(long, value_name = "LAYOUT")]
+    pub scan_layout: Option<String>,
+    /// Minimum time between a scan request and its reply (default 150).
+    #[arg(long, value_name = "N")]
+    pub scan_min_latency_ms: Option<u64>,
+    /// Tell the guest when the host leaves its network.
+    #[arg(long)]
+    pub notify_host_disconnect: bool,
+    /// How long an undeliverable notification is retried (default 60000).
+    #[arg(long, value_name = "N")]
+    pub notification_deadline_ms: Option<u64>,
+    /// A fake network shown to the guest, always connected (repeatable).
+    #[arg(long = "fake-network", value_name = "SSID=BSSID")]
+    pub fake_networks: Vec<String>,
+    /// Policy: the guest may only mirror the host's connections.
+    #[arg(long)]
+    pub mirror_only: bool,
+    /// Policy: only these SSIDs may be joined (repeatable).
+    #[arg(long = "allow-ssid", value_name = "SSID")]
+    pub allow_ssids: Vec<String>,
+    /// Policy: these SSIDs may never be joined (repeatable).
+    #[arg(long = "deny-ssid", value_name = "SSID")]
+    pub deny_ssids: Vec<String>,
+    /// Owner of the hybrid vsock request socket (user name or uid).
+    #[arg(long, value_name = "USER")]
+    pub socket_owner: Option<String>,
+    /// Group of the hybrid vsock request socket (group name or gid).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Mode of the hybrid vsock request socket, octal (default 0600, 0660
+    /// with --socket-group).
+    #[arg(long, value_name = "MODE")]
+    pub socket_mode: Option<String>,
+}
+
+impl AddGuestArgs {
+    /// The guest as the daemon checks it.
+    pub fn spec(&self) -> Result<GuestSpec, String> {
+        let mut fake_network = Vec::new();
+        for f in &self.fake_networks {
+            let (ssid, bssid) = f
+                .rsplit_once('=')
+                .ok_or_else(|| format!("--fake-network '{f}' is not SSID=BSSID"))?;
+            fake_network.push(FakeNetworkSpec {
+                ssid: ssid.to_string(),
+                bssid: bssid.to_string(),
+            });
+        }
+        let policy = PolicyConfig {
+            guest_directed: !self.mirror_only,
+            allow_ssids: (!self.allow_ssids.is_empty()).then(|| self.allow_ssids.clone()),
+            deny_ssids: self.deny_ssids.clone(),
+        };
+        Ok(GuestSpec {
+            name: self.name.clone(),
+            tcp: self.tcp.clone(),
+            vsock_cid: self.vsock_cid,
+            hybrid_vsock: self.hybrid_vsock.clone(),
+            hyperv_vm_id: self.hyperv_vm_id.clone(),
+            request_port: self.request_port,
+            notification_port: self.notification_port,
+            scan_layout: self.scan_layout.clone(),
+            scan_min_latency_ms: self.scan_min_latency_ms,
+            notify_host_disconnect: self.notify_host_disconnect,
+            notification_deadline_ms: self.notification_deadline_ms,
+            fake_network,
+            policy: (policy != PolicyConfig::default()).then_some(policy),
+            socket_owner: self.socket_owner.clone(),
+            socket_group: self.socket_group.clone(),
+            socket_mode: self.socket_mode.clone(),
+        })
+    }
 }
 
 fn cell(value: &Option<String>) -> &str {
@@ -168,6 +279,17 @@ fn print_answer(command: &CtlCommand, response: &ControlResponse) -> Result<(), 
             println!("restarted: {}", list(&s.restarted));
             println!("unchanged: {}", list(&s.unchanged));
         }
+        CtlCommand::AddGuest(_) => {
+            let g: GuestStatus = serde_json::from_value(data)
+                .map_err(|e| format!("unreadable answer from the service: {e}"))?;
+            println!(
+                "added {} ({}), listening on {}; run time only: not written to the configuration file",
+                g.name,
+                g.transport,
+                g.listening.as_deref().unwrap_or("-")
+            );
+        }
+        CtlCommand::RemoveGuest { name } => println!("removed {name}"),
         _ => {}
     }
     Ok(())
@@ -187,22 +309,36 @@ pub async fn run(args: CtlArgs) -> ExitCode {
         },
         CtlCommand::Status { .. } => ControlCommand::Status,
         CtlCommand::Reload => ControlCommand::Reload,
+        CtlCommand::AddGuest(add) => match add.spec() {
+            Ok(spec) => ControlCommand::AddGuest {
+                spec: Box::new(spec),
+            },
+            Err(e) => {
+                eprintln!("error: {e}\n\nFor more information, try '--help'.");
+                return ExitCode::from(2);
+            }
+        },
+        CtlCommand::RemoveGuest { name } => ControlCommand::RemoveGuest { name: name.clone() },
     };
     let limit = match command {
-        ControlCommand::Reload => RELOAD_TIMEOUT,
+        // Removing a guest lets its requests finish, as a reload does.
+        ControlCommand::Reload | ControlCommand::RemoveGuest { .. } => RELOAD_TIMEOUT,
         _ => proxy_wifi::control::CONTROL_TIMEOUT,
     };
     let request = ControlRequest {
         guest: args.guest.clone(),
         command,
     };
-    let Some(control) = &args.control else {
-        eprintln!(
-            "error: which service? give --control PATH (its control socket)\n\nFor more information, try '--help'."
-        );
-        return ExitCode::from(2);
-    };
-    match proxy_wifi::control::request_within(control, &request, limit).await {
+    let control = args
+        .control
+        .clone()
+        .or_else(|| {
+            std::env::var_os(proxy_wifi::control::CONTROL_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(proxy_wifi::control::default_client_path);
+    match proxy_wifi::control::request_within(&control, &request, limit).await {
         Ok(response) if response.ok => match print_answer(&args.command, &response) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -244,6 +380,7 @@ mod tests {
             invalid_requests: 0,
             notifications_sent: 1,
             notifications_dropped: 2,
+            runtime: false,
         };
         let t = status_table(&[g("vm1", Some("Home Net")), g("a-longer-name", None)]);
         let lines: Vec<&str> = t.lines().collect();

@@ -14,7 +14,7 @@ Examples:
   proxy-wifi serve --simulated --tcp 127.0.0.1        a simulated host for one guest over TCP
   proxy-wifi serve --config /etc/proxy-wifi/config.toml
   proxy-wifi guest --tcp 127.0.0.1 scan               be the guest: scan that host
-  proxy-wifi ctl --control /run/proxy-wifi/control.sock status
+  proxy-wifi ctl status                               the service's guests (its default control socket)
 
 Exit codes: 0 success; 2 bad arguments; the others are listed in each
 command's --help (proxy-wifi serve --help, guest --help, ctl --help).";
@@ -55,13 +55,17 @@ Exit codes:
   7  local problem (transport unavailable here, port cannot be bound)";
 
 const CTL_AFTER: &str = "\
-The control socket is `serve --control PATH`, or `control_socket` in the
-configuration file (the packaged unit's is /run/proxy-wifi/control.sock).
+The control socket: --control PATH, else $PROXY_WIFI_CONTROL, else your own
+service's ($XDG_RUNTIME_DIR/proxy-wifi/control.sock) when it runs, else the
+system service's, /run/proxy-wifi/control.sock (where `serve --config`
+puts it by default; `serve --control PATH` or `control_socket` in the file
+put it elsewhere).
 
 Examples:
-  proxy-wifi ctl --control /run/proxy-wifi/control.sock status
+  proxy-wifi ctl status
   proxy-wifi ctl --control /tmp/pw.sock signal 80
-  proxy-wifi ctl --control /run/proxy-wifi/control.sock reload
+  proxy-wifi ctl add-guest vm7 --vsock-cid 7
+  proxy-wifi ctl reload
 
 Exit codes:
   0  done
@@ -82,7 +86,7 @@ const TRANSPORT_HELP: [(&str, &str, &str); 6] = [
     ),
     (
         "vsock_cid",
-        "AF_VSOCK: the guest's CID; connections from any other CID are closed",
+        "AF_VSOCK: the guest's CID; connections from a CID no guest has are closed",
         "AF_VSOCK: the host's CID (2 from inside a VM, 1 for loopback tests)",
     ),
     (
@@ -121,7 +125,7 @@ const GUEST_EXAMPLES: [(&str, &str); 4] = [
     ),
 ];
 
-const CTL_EXAMPLES: [(&str, &str); 7] = [
+const CTL_EXAMPLES: [(&str, &str); 9] = [
     ("host-connect", "Example:\n  proxy-wifi ctl --control /tmp/pw.sock host-connect FakeOpen"),
     ("host-disconnect", "Example:\n  proxy-wifi ctl --control /tmp/pw.sock host-disconnect"),
     ("signal", "Example:\n  proxy-wifi ctl --control /tmp/pw.sock signal 80     (sent to a connected guest as -60 dBm)"),
@@ -129,6 +133,8 @@ const CTL_EXAMPLES: [(&str, &str); 7] = [
     ("scan-mode", "Example:\n  proxy-wifi ctl --control /tmp/pw.sock scan-mode async"),
     ("status", "Examples:\n  proxy-wifi ctl --control /run/proxy-wifi/control.sock status\n  proxy-wifi ctl --control /run/proxy-wifi/control.sock status --guest vm1 --json"),
     ("reload", "Example:\n  proxy-wifi ctl --control /run/proxy-wifi/control.sock reload     (what systemctl reload runs)"),
+    ("add-guest", "Examples:\n  proxy-wifi ctl add-guest vm7 --vsock-cid 7\n  proxy-wifi ctl add-guest fc-1 --hybrid-vsock /srv/jailer/firecracker/fc-1/root/v.sock --socket-owner fc-1 --mirror-only\n  proxy-wifi ctl add-guest test --tcp 127.0.0.1 --request-port 0\n\nThe guest lives until remove-guest or a restart of the service: it is not\nwritten to the configuration file (a reload keeps it unless the file names\na guest of the same name)."),
+    ("remove-guest", "Example:\n  proxy-wifi ctl remove-guest vm7"),
 ];
 
 /// The whole command line, as parsed and as documented.

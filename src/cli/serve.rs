@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use proxy_wifi::daemon::{Daemon, DaemonConfig, DaemonError, GuestConfig, Overrides, PolicyConfig};
 use proxy_wifi::protocol::{MacAddr, Ssid};
+use proxy_wifi::transport::{self, SocketAccess, TransportConfig};
 use proxy_wifi::wifi::BackendKind;
 
 use tokio_util::sync::CancellationToken;
@@ -43,7 +44,7 @@ pub fn parse_fake_network(text: &str) -> Result<FakeNetworkArg, String> {
 
 /// The transport and per-guest flags: the single-VM shortcut, which
 /// `--config` replaces.
-const SINGLE_VM_FLAGS: [&str; 12] = [
+const SINGLE_VM_FLAGS: [&str; 15] = [
     "tcp",
     "hybrid_vsock",
     "vsock_cid",
@@ -56,6 +57,9 @@ const SINGLE_VM_FLAGS: [&str; 12] = [
     "scan_min_latency_ms",
     "notify_host_disconnect",
     "notification_deadline_ms",
+    "socket_owner",
+    "socket_group",
+    "socket_mode",
 ];
 
 #[derive(Debug, Args)]
@@ -90,7 +94,12 @@ pub struct ServeArgs {
     /// A fake network shown to the guest, always connected (repeatable).
     #[arg(long = "fake-network", value_name = "SSID=BSSID", value_parser = parse_fake_network)]
     pub fake_networks: Vec<FakeNetworkArg>,
-    /// Control socket for `proxy-wifi ctl` (overrides the file's).
+    /// Control socket for `proxy-wifi ctl` (overrides $PROXY_WIFI_CONTROL,
+    /// which overrides the file's). With --config and none of them: under
+    /// systemd $RUNTIME_DIRECTORY/control.sock, else
+    /// /run/proxy-wifi/control.sock for root, else
+    /// $XDG_RUNTIME_DIR/proxy-wifi/control.sock. One VM from flags has none
+    /// unless asked.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// Serve Prometheus metrics on ADDR:PORT at /metrics (overrides the
@@ -110,6 +119,17 @@ pub struct ServeArgs {
     /// retried, from when it was produced (0: one attempt only).
     #[arg(long, value_name = "N", default_value_t = 60_000)]
     pub notification_deadline_ms: u64,
+    /// Hybrid vsock: the request socket's owner, for a VMM running as
+    /// another user (a user name or uid; needs CAP_CHOWN).
+    #[arg(long, value_name = "USER")]
+    pub socket_owner: Option<String>,
+    /// Hybrid vsock: the request socket's group (a group name or gid).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Hybrid vsock: the request socket's mode, octal (default 0600; 0660
+    /// with --socket-group).
+    #[arg(long, value_name = "MODE")]
+    pub socket_mode: Option<String>,
 }
 
 /// The log level a configuration file asks for, if it can be read (errors
@@ -130,6 +150,26 @@ const EXIT_CONFIG: u8 = 78;
 /// The single-VM flags as a one-guest configuration.
 fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
     let transport = args.transport.to_config()?;
+    let resolve = |value: &Option<String>, flag: &str, f: fn(&str) -> Result<u32, String>| {
+        value
+            .as_deref()
+            .map(|v| f(v).map_err(|e| format!("--{flag}: {e}")))
+            .transpose()
+    };
+    let socket_access = SocketAccess {
+        owner: resolve(&args.socket_owner, "socket-owner", transport::resolve_user)?,
+        group: resolve(&args.socket_group, "socket-group", transport::resolve_group)?,
+        mode: resolve(
+            &args.socket_mode,
+            "socket-mode",
+            transport::parse_socket_mode,
+        )?,
+    };
+    if !socket_access.is_default() && !matches!(transport, TransportConfig::HybridVsock { .. }) {
+        return Err(
+            "--socket-owner, --socket-group and --socket-mode apply to --hybrid-vsock only".into(),
+        );
+    }
     let backend = match (args.simulated, args.backend) {
         (true, _) => BackendKind::Simulated,
         (false, Some(kind)) => kind,
@@ -140,6 +180,7 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
         iwd_state_dir: args.iwd_state_dir.clone(),
         log_level: None,
         control_socket: None,
+        control_socket_access: Default::default(),
         metrics: None,
         simulated_networks: Vec::new(),
         guests: vec![GuestConfig {
@@ -155,6 +196,7 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
                 .map(|f| (f.ssid, f.bssid))
                 .collect(),
             policy: PolicyConfig::default(),
+            socket_access,
         }],
     })
 }
@@ -183,6 +225,37 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// The control socket: `--control`, else $PROXY_WIFI_CONTROL, else the
+/// file's, else (a daemon from a file only) the default place. One VM from
+/// flags gets none unless asked: that is how tests and one-off runs start
+/// it, several at once, and they would fight over one default path.
+fn control_socket(args: &ServeArgs, config: &DaemonConfig) -> Option<PathBuf> {
+    if let Some(path) = &args.control {
+        return Some(path.clone());
+    }
+    if let Some(path) = std::env::var_os(proxy_wifi::control::CONTROL_ENV).filter(|v| !v.is_empty())
+    {
+        return Some(PathBuf::from(path));
+    }
+    if config.control_socket.is_some() || args.config.is_none() {
+        return None;
+    }
+    let path = proxy_wifi::control::default_server_path();
+    match &path {
+        Some(p) => {
+            if let Err(e) = proxy_wifi::control::create_parent(p) {
+                // Binding will fail and say so, with the path.
+                tracing::debug!("cannot create the directory of {}: {e}", p.display());
+            }
+        }
+        None => tracing::warn!(
+            "no control socket: no --control, {}, control_socket or XDG_RUNTIME_DIR",
+            proxy_wifi::control::CONTROL_ENV
+        ),
+    }
+    path
+}
+
 pub async fn run(args: ServeArgs) -> ExitCode {
     if let Some(path) = &args.check_config {
         return check_config(path);
@@ -208,7 +281,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         }
     };
     let overrides = Overrides {
-        control_socket: args.control.clone(),
+        control_socket: control_socket(&args, &config),
         metrics: args.metrics,
     };
     match Daemon::serve(config, path, overrides, CancellationToken::new()).await {

@@ -15,7 +15,7 @@ use crate::protocol::{
     channel_for_freq_khz, MacAddr, ScanLayout, Ssid, DEFAULT_NOTIFICATION_PORT,
     DEFAULT_REQUEST_PORT,
 };
-use crate::transport::TransportConfig;
+use crate::transport::{SocketAccess, TransportConfig};
 use crate::wifi::simulated::SimulatedNetwork;
 use crate::wifi::{BackendKind, Security};
 
@@ -29,7 +29,7 @@ pub struct FakeNetworkConfig {
 }
 
 /// What a guest may do, applied through the authorization hook.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Allow guest-directed connects (the host joins a network for the
@@ -37,6 +37,7 @@ pub struct PolicyConfig {
     #[serde(default = "yes")]
     pub guest_directed: bool,
     /// When set, only these SSIDs may be joined (mirrored or directed).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_ssids: Option<Vec<String>>,
     /// These SSIDs may never be joined.
     #[serde(default)]
@@ -79,6 +80,12 @@ pub struct GuestTable {
     pub fake_network: Vec<Spanned<FakeNetworkConfig>>,
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Owner of the hybrid vsock request socket (a user name or uid).
+    pub socket_owner: Option<Spanned<String>>,
+    /// Group of the hybrid vsock request socket (a group name or gid).
+    pub socket_group: Option<Spanned<String>>,
+    /// Mode of the hybrid vsock request socket, octal in a string.
+    pub socket_mode: Option<Spanned<String>>,
 }
 
 /// The file as written.
@@ -89,6 +96,9 @@ struct RawConfig {
     iwd_state_dir: Option<PathBuf>,
     log_level: Option<Spanned<String>>,
     control_socket: Option<PathBuf>,
+    control_socket_owner: Option<Spanned<String>>,
+    control_socket_group: Option<Spanned<String>>,
+    control_socket_mode: Option<Spanned<String>>,
     metrics: Option<Spanned<SocketAddr>>,
     #[serde(default)]
     simulated_network: Vec<Spanned<SimulatedNetwork>>,
@@ -110,6 +120,8 @@ pub struct GuestConfig {
     pub notification_deadline: Option<Duration>,
     pub fake_networks: Vec<(Ssid, MacAddr)>,
     pub policy: PolicyConfig,
+    /// Owner, group and mode of the request socket (hybrid vsock only).
+    pub socket_access: SocketAccess,
 }
 
 /// The whole configuration, checked.
@@ -121,6 +133,9 @@ pub struct DaemonConfig {
     pub iwd_state_dir: Option<PathBuf>,
     pub log_level: Option<String>,
     pub control_socket: Option<PathBuf>,
+    /// Owner, group and mode of the control socket (default: the
+    /// service's user, 0600).
+    pub control_socket_access: SocketAccess,
     pub metrics: Option<SocketAddr>,
     pub simulated_networks: Vec<SimulatedNetwork>,
     pub guests: Vec<GuestConfig>,
@@ -367,30 +382,35 @@ impl DaemonConfig {
                 ));
             }
             let transport = guest_transport(&c, table.span(), g, &name)?;
-            let endpoint = match &transport {
-                TransportConfig::Tcp {
-                    address,
-                    request_port,
-                    ..
-                } if *request_port != 0 => Some(format!("tcp {address}:{request_port}")),
-                TransportConfig::Tcp { .. } => None,
-                TransportConfig::Vsock {
-                    cid, request_port, ..
-                } => Some(format!("vsock cid {cid} port {request_port}")),
-                TransportConfig::HybridVsock {
-                    path, request_port, ..
-                } => Some(format!("hybrid {}_{request_port}", path.display())),
-                TransportConfig::HyperV {
-                    vm_id,
-                    request_port,
-                    ..
-                } => Some(format!("hyper-v {vm_id} port {request_port}")),
-            };
-            if let Some(ep) = endpoint {
+            if let Some(ep) = endpoint_key(&transport) {
                 if !endpoints.insert(ep.clone()) {
                     return Err(c.at(
                         table.span(),
                         format!("[[guest]] '{name}': {ep} is already used by another guest"),
+                    ));
+                }
+            }
+            let socket_access = socket_access(
+                &c,
+                &format!("[[guest]] '{name}' socket_"),
+                [&g.socket_owner, &g.socket_group, &g.socket_mode],
+            )?;
+            if !socket_access.is_default()
+                && !matches!(transport, TransportConfig::HybridVsock { .. })
+            {
+                let field = [
+                    ("socket_owner", &g.socket_owner),
+                    ("socket_group", &g.socket_group),
+                    ("socket_mode", &g.socket_mode),
+                ]
+                .into_iter()
+                .find_map(|(n, f)| f.as_ref().map(|f| (n, f.span())));
+                if let Some((field, span)) = field {
+                    return Err(c.at(
+                        span,
+                        format!(
+                            "[[guest]] '{name}' {field}: only a hybrid_vsock guest has a request socket file"
+                        ),
                     ));
                 }
             }
@@ -431,19 +451,191 @@ impl DaemonConfig {
                 notification_deadline: g.notification_deadline_ms.map(Duration::from_millis),
                 fake_networks,
                 policy: g.policy.clone(),
+                socket_access,
             });
         }
+        let control_socket_access = socket_access(
+            &c,
+            "control_socket_",
+            [
+                &raw.control_socket_owner,
+                &raw.control_socket_group,
+                &raw.control_socket_mode,
+            ],
+        )?;
 
         Ok(DaemonConfig {
             backend,
             iwd_state_dir: raw.iwd_state_dir,
             log_level: raw.log_level.map(Spanned::into_inner),
             control_socket: raw.control_socket,
+            control_socket_access,
             metrics: raw.metrics.map(|m| m.into_inner()),
             simulated_networks,
             guests,
         })
     }
+}
+
+/// A guest described field by field, as `proxy-wifi ctl add-guest` sends
+/// it: the names and meanings of a `[[guest]]` table's keys, checked by
+/// exactly the same code ([`GuestSpec::check`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestSpec {
+    /// The guest's name.
+    pub name: String,
+    /// TCP: the address to listen on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
+    /// AF_VSOCK: the guest's CID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock_cid: Option<u32>,
+    /// Hybrid vsock: the VMM's vsock socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hybrid_vsock: Option<PathBuf>,
+    /// Hyper-V: the VM id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hyperv_vm_id: Option<String>,
+    /// The port the guest sends requests to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_port: Option<u32>,
+    /// The port the guest listens on for notifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_port: Option<u32>,
+    /// `current` or `legacy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_layout: Option<String>,
+    /// Minimum scan reply latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_min_latency_ms: Option<u64>,
+    /// Tell the guest when the host leaves its network.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notify_host_disconnect: bool,
+    /// How long an undeliverable notification is retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_deadline_ms: Option<u64>,
+    /// Fake networks: `{ ssid, bssid }` tables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fake_network: Vec<FakeNetworkSpec>,
+    /// What the guest may do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyConfig>,
+    /// Owner of the request socket (hybrid vsock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_owner: Option<String>,
+    /// Group of the request socket (hybrid vsock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<String>,
+    /// Mode of the request socket (hybrid vsock), octal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_mode: Option<String>,
+}
+
+/// A fake network in a [`GuestSpec`], as written (the BSSID unparsed).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FakeNetworkSpec {
+    /// The network's SSID.
+    pub ssid: String,
+    /// Its BSSID, `aa:bb:cc:dd:ee:ff`.
+    pub bssid: String,
+}
+
+impl GuestSpec {
+    /// Checks the guest exactly as a `[[guest]]` table of the file is
+    /// checked (on its own: see [`guest_conflict`] for the others). The
+    /// error's message has no line: there is no file.
+    pub fn check(&self) -> Result<GuestConfig, ConfigError> {
+        #[derive(serde::Serialize)]
+        struct One<'a> {
+            guest: [&'a GuestSpec; 1],
+        }
+        let origin = "add-guest";
+        let text = toml::to_string(&One { guest: [self] }).map_err(|e| ConfigError {
+            file: origin.into(),
+            line: None,
+            column: None,
+            message: format!("cannot express the guest as a [[guest]] table: {e}"),
+        })?;
+        let config = DaemonConfig::parse(&text, origin).map_err(|e| ConfigError {
+            line: None,
+            column: None,
+            ..e
+        })?;
+        config.guests.into_iter().next().ok_or_else(|| ConfigError {
+            file: origin.into(),
+            line: None,
+            column: None,
+            message: "no guest".into(),
+        })
+    }
+}
+
+/// What two guests may not share: a TCP listening address, a vsock CID
+/// (one VM is one guest, whatever the ports), a hybrid request socket, a
+/// Hyper-V VM and port. `None` for a TCP guest on port 0 (any free port).
+pub fn endpoint_key(transport: &TransportConfig) -> Option<String> {
+    match transport {
+        TransportConfig::Tcp {
+            address,
+            request_port,
+            ..
+        } if *request_port != 0 => Some(format!("tcp {address}:{request_port}")),
+        TransportConfig::Tcp { .. } => None,
+        TransportConfig::Vsock { cid, .. } => Some(format!("vsock cid {cid}")),
+        TransportConfig::HybridVsock {
+            path, request_port, ..
+        } => Some(format!("hybrid {}_{request_port}", path.display())),
+        TransportConfig::HyperV {
+            vm_id,
+            request_port,
+            ..
+        } => Some(format!("hyper-v {vm_id} port {request_port}")),
+    }
+}
+
+/// Why `guest` cannot join `others`: its name or its endpoint
+/// ([`endpoint_key`]) is taken.
+pub fn guest_conflict<'a>(
+    others: impl IntoIterator<Item = &'a GuestConfig>,
+    guest: &GuestConfig,
+) -> Option<String> {
+    let key = endpoint_key(&guest.transport);
+    for other in others {
+        if other.name == guest.name {
+            return Some(format!("a guest named '{}' exists already", guest.name));
+        }
+        if key.is_some() && endpoint_key(&other.transport) == key {
+            return Some(format!(
+                "guest '{}': {} is already used by guest '{}'",
+                guest.name,
+                key.as_deref().unwrap_or_default(),
+                other.name
+            ));
+        }
+    }
+    None
+}
+
+/// `*_owner`, `*_group`, `*_mode` (`prefix` names them in errors), resolved.
+fn socket_access(
+    c: &Checker<'_>,
+    prefix: &str,
+    [owner, group, mode]: [&Option<Spanned<String>>; 3],
+) -> Result<SocketAccess, ConfigError> {
+    let resolve =
+        |field: &Option<Spanned<String>>, what: &str, f: fn(&str) -> Result<u32, String>| {
+            field
+                .as_ref()
+                .map(|v| f(v.get_ref()).map_err(|e| c.at(v.span(), format!("{prefix}{what}: {e}"))))
+                .transpose()
+        };
+    Ok(SocketAccess {
+        owner: resolve(owner, "owner", crate::transport::resolve_user)?,
+        group: resolve(group, "group", crate::transport::resolve_group)?,
+        mode: resolve(mode, "mode", crate::transport::parse_socket_mode)?,
+    })
 }
 
 fn guest_transport(
@@ -749,6 +941,123 @@ hybrid_vsock = "/run/fc/vm2.vsock"
         assert!(e.to_string().len() < 1024, "{} bytes", e.to_string().len());
         let e = parse(&format!("[[guest]]\nname = {huge}\n")).unwrap_err();
         assert!(e.to_string().len() < 1024, "{} bytes", e.to_string().len());
+    }
+
+    #[test]
+    fn many_vsock_guests_share_a_port_but_never_a_cid() {
+        let cfg = parse(
+            "[[guest]]\nname = \"a\"\nvsock_cid = 3\n[[guest]]\nname = \"b\"\nvsock_cid = 7\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.guests.len(), 2);
+        // The same CID is one VM, whatever the ports: line of the second.
+        let e = parse(
+            "[[guest]]\nname = \"a\"\nvsock_cid = 3\n[[guest]]\nname = \"b\"\nvsock_cid = 3\nrequest_port = 5000\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("vsock cid 3 is already used"), "{e}");
+        assert!(e.to_string().starts_with("test.toml:4:"), "{e}");
+    }
+
+    // User and group names are Unix's.
+    #[cfg(unix)]
+    #[test]
+    fn socket_owner_group_and_mode() {
+        let cfg = parse(
+            "control_socket_owner = \"0\"\ncontrol_socket_mode = \"0660\"\n[[guest]]\nname = \"fc\"\nhybrid_vsock = \"/run/fc/v.sock\"\nsocket_owner = \"root\"\nsocket_group = \"0\"\n",
+        )
+        .unwrap();
+        let access = cfg.guests[0].socket_access;
+        assert_eq!(
+            (access.owner, access.group, access.mode),
+            (Some(0), Some(0), None)
+        );
+        assert_eq!(access.effective_mode(), 0o660);
+        assert_eq!(cfg.control_socket_access.owner, Some(0));
+        assert_eq!(cfg.control_socket_access.effective_mode(), 0o660);
+
+        let e =
+            parse("[[guest]]\nname = \"a\"\nvsock_cid = 3\nsocket_mode = \"0660\"\n").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("only a hybrid_vsock guest"), "{e}");
+        let e = parse("[[guest]]\nname = \"a\"\nhybrid_vsock = \"/x\"\nsocket_mode = \"0999\"\n")
+            .unwrap_err();
+        assert!(e.message.contains("socket_mode"), "{e}");
+        let e = parse(
+            "[[guest]]\nname = \"a\"\nhybrid_vsock = \"/x\"\nsocket_owner = \"no-such-user-pw\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("no user named 'no-such-user-pw'"), "{e}");
+        let e = parse("control_socket_group = \"no-such-group-pw\"\n").unwrap_err();
+        assert!(e.message.starts_with("control_socket_group:"), "{e}");
+    }
+
+    #[test]
+    fn a_guest_spec_is_checked_like_a_table() {
+        let spec = GuestSpec {
+            name: "libvirt-vm1".into(),
+            vsock_cid: Some(5),
+            ..Default::default()
+        };
+        let g = spec.check().unwrap();
+        assert_eq!(
+            g.transport,
+            TransportConfig::Vsock {
+                cid: 5,
+                request_port: 12345,
+                notification_port: 12346
+            }
+        );
+        let bad = GuestSpec {
+            name: "x".into(),
+            vsock_cid: Some(2),
+            ..Default::default()
+        };
+        let e = bad.check().unwrap_err();
+        assert_eq!(e.line, None);
+        assert!(e.message.contains("not a guest CID"), "{e}");
+        let none = GuestSpec {
+            name: "x".into(),
+            ..Default::default()
+        };
+        assert!(none
+            .check()
+            .unwrap_err()
+            .message
+            .contains("needs one transport"));
+        let two = GuestSpec {
+            name: "x".into(),
+            vsock_cid: Some(9),
+            tcp: Some("127.0.0.1".into()),
+            ..Default::default()
+        };
+        assert!(two
+            .check()
+            .unwrap_err()
+            .message
+            .contains("only one transport"));
+
+        let other = GuestSpec {
+            name: "other".into(),
+            vsock_cid: Some(5),
+            ..Default::default()
+        }
+        .check()
+        .unwrap();
+        let why = guest_conflict([&other], &g).unwrap();
+        assert!(
+            why.contains("vsock cid 5 is already used by guest 'other'"),
+            "{why}"
+        );
+        let named = GuestConfig {
+            name: "libvirt-vm1".into(),
+            ..other.clone()
+        };
+        assert!(guest_conflict([&named], &g)
+            .unwrap()
+            .contains("exists already"));
     }
 
     #[test]

@@ -13,6 +13,15 @@
 //! are stopped, new ones started, changed ones restarted; unchanged guests
 //! keep running untouched (listener, session counter, connection). A file
 //! with an error, or a change to a global setting, changes nothing.
+//!
+//! Guests can also be added and removed at run time ([`Daemon::add_guest`],
+//! [`Daemon::remove_guest`]; `proxy-wifi ctl add-guest` / `remove-guest`),
+//! for VMs whose address is only known when they start (libvirt's
+//! `<cid auto='yes'/>`, orchestrators). A run-time guest is checked exactly
+//! as a `[[guest]]` table is, lives in memory only (it is never written to
+//! the file, and a restart of the service forgets it), and a reload leaves
+//! it alone unless the file names a guest of the same name, which then
+//! takes its place.
 
 pub mod config;
 #[cfg(windows)]
@@ -33,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::wifi::BackendKind;
-pub use config::{ConfigError, DaemonConfig, GuestConfig, PolicyConfig};
+pub use config::{ConfigError, DaemonConfig, GuestConfig, GuestSpec, PolicyConfig};
 pub use policy::{GuestPolicy, Policy, Registry};
 pub use sd::{notify_ready, notify_reloading, notify_stopping};
 
@@ -68,6 +77,12 @@ pub enum DaemonError {
     DescriptorLimit(#[from] fds::DescriptorLimitError),
     #[error("the daemon was started without a configuration file; there is nothing to reload")]
     NoConfigFile,
+    /// A guest's name or endpoint is taken by another guest.
+    #[error("{0}")]
+    Conflict(String),
+    /// No guest has that name.
+    #[error("{0}")]
+    UnknownGuest(String),
 }
 
 /// One guest's line of `status`.
@@ -88,6 +103,9 @@ pub struct GuestStatus {
     pub invalid_requests: u64,
     pub notifications_sent: u64,
     pub notifications_dropped: u64,
+    /// Added at run time (`ctl add-guest`), not from the file.
+    #[serde(default)]
+    pub runtime: bool,
 }
 
 /// For logs: `added=a,b removed=- restarted=c unchanged=d`.
@@ -125,11 +143,14 @@ struct Guest {
     service: Service,
     /// Retires the guest's policy observer when the guest is removed.
     retired: Arc<std::sync::atomic::AtomicBool>,
+    /// Added at run time, not named by the file.
+    runtime: bool,
 }
 
 struct State {
     config: DaemonConfig,
-    /// In configuration order.
+    /// The file's guests in configuration order, then run-time guests in
+    /// the order they were added.
     guests: Vec<Guest>,
 }
 
@@ -212,7 +233,8 @@ impl Daemon {
         let config = self.config().await;
         if let Some(path) = &config.control_socket {
             let handler = Arc::new(DaemonControl::new(self.clone()));
-            let server = ControlServer::bind(path, handler).await?;
+            let server =
+                ControlServer::bind_with(path, handler, config.control_socket_access).await?;
             tasks.spawn(server.serve(shutdown.clone()));
         }
         if let Some(address) = config.metrics {
@@ -323,6 +345,7 @@ impl Daemon {
             )
             .observer(Arc::new(observer))
             .name(g.name.clone())
+            .socket_access(g.socket_access)
             .metrics(self.metrics.clone());
         if !g.fake_networks.is_empty() {
             let list = g.fake_networks.clone();
@@ -346,6 +369,7 @@ impl Daemon {
             config: g.clone(),
             service,
             retired,
+            runtime: false,
         })
     }
 
@@ -414,9 +438,48 @@ impl Daemon {
                 invalid_requests: stats.invalid_requests,
                 notifications_sent: stats.notifications_sent,
                 notifications_dropped: stats.notifications_dropped,
+                runtime: g.runtime,
             });
         }
         Ok(out)
+    }
+
+    /// Adds and starts a guest at run time, checked as a `[[guest]]` table
+    /// of the file would be (and against every guest running). It is not
+    /// written to the file; see the module documentation.
+    pub async fn add_guest(&self, spec: &GuestSpec) -> Result<GuestStatus, DaemonError> {
+        let g = spec.check()?;
+        let mut state = self.state.lock().await;
+        if let Some(why) = config::guest_conflict(state.guests.iter().map(|g| &g.config), &g) {
+            return Err(DaemonError::Conflict(why));
+        }
+        fds::ensure(state.guests.len() + 1)?;
+        let mut guest = self.start_guest(&g).await?;
+        guest.runtime = true;
+        state.guests.push(guest);
+        self.metrics.set_guests(state.guests.len());
+        drop(state);
+        tracing::info!(guest = %g.name, "guest added at run time (not written to the configuration file)");
+        let mut status = self
+            .status(Some(&g.name))
+            .await
+            .map_err(DaemonError::UnknownGuest)?;
+        status
+            .pop()
+            .ok_or_else(|| DaemonError::UnknownGuest(unknown_guest(&g.name)))
+    }
+
+    /// Stops and removes a guest (its in-flight requests finish first). A
+    /// guest the file names comes back at the next reload.
+    pub async fn remove_guest(&self, name: &str) -> Result<(), DaemonError> {
+        let mut state = self.state.lock().await;
+        let Some(i) = state.guests.iter().position(|g| g.config.name == name) else {
+            return Err(DaemonError::UnknownGuest(unknown_guest(name)));
+        };
+        let guest = state.guests.remove(i);
+        self.metrics.set_guests(state.guests.len());
+        self.stop_guest(guest).await;
+        Ok(())
     }
 
     /// Re-reads the configuration file and applies the guest changes; see
@@ -436,7 +499,6 @@ impl Daemon {
 
     async fn reload_from(&self, path: &std::path::Path) -> Result<ReloadSummary, DaemonError> {
         let new = self.overrides.apply(DaemonConfig::load(path)?);
-        fds::ensure(new.guests.len())?;
         let mut state = self.state.lock().await;
         let old = &state.config;
         let mut changed = Vec::new();
@@ -451,6 +513,9 @@ impl Daemon {
         }
         if new.control_socket != old.control_socket {
             changed.push("control_socket");
+        }
+        if new.control_socket_access != old.control_socket_access {
+            changed.push("control_socket_owner/group/mode");
         }
         if new.metrics != old.metrics {
             changed.push("metrics");
@@ -467,9 +532,30 @@ impl Daemon {
 
         let wanted: HashMap<&str, &GuestConfig> =
             new.guests.iter().map(|g| (g.name.as_str(), g)).collect();
+        // Run-time guests the file does not name stay as they are; the
+        // file's new or changed guests must not collide with them.
+        let staying: Vec<&GuestConfig> = state
+            .guests
+            .iter()
+            .filter(|g| g.runtime && !wanted.contains_key(g.config.name.as_str()))
+            .map(|g| &g.config)
+            .collect();
+        for g in &new.guests {
+            let unchanged = state.guests.iter().any(|old| old.config == *g);
+            if unchanged {
+                continue;
+            }
+            if let Some(why) = config::guest_conflict(staying.iter().copied(), g) {
+                return Err(DaemonError::Conflict(format!(
+                    "{why} (added at run time; remove-guest it first)"
+                )));
+            }
+        }
+        fds::ensure(new.guests.len() + staying.len())?;
         let mut summary = ReloadSummary::default();
         let mut keep: HashMap<String, Guest> = HashMap::new();
         let mut retired: Vec<Guest> = Vec::new();
+        let mut runtime_kept: Vec<Guest> = Vec::new();
         for guest in std::mem::take(&mut state.guests) {
             match wanted.get(guest.config.name.as_str()) {
                 Some(g) if **g == guest.config => {
@@ -480,6 +566,7 @@ impl Daemon {
                     summary.restarted.push(guest.config.name.clone());
                     retired.push(guest);
                 }
+                None if guest.runtime => runtime_kept.push(guest),
                 None => {
                     summary.removed.push(guest.config.name.clone());
                     retired.push(guest);
@@ -487,7 +574,10 @@ impl Daemon {
             }
         }
         // Stop first: a new or changed guest may take over an endpoint.
-        let retired_configs: Vec<GuestConfig> = retired.iter().map(|g| g.config.clone()).collect();
+        let retired_configs: Vec<(GuestConfig, bool)> = retired
+            .iter()
+            .map(|g| (g.config.clone(), g.runtime))
+            .collect();
         self.stop_guests(retired).await;
         let mut started: Vec<Guest> = Vec::new();
         let mut failure = None;
@@ -504,20 +594,30 @@ impl Daemon {
             // Put back what was there (the restarted ones start afresh).
             self.stop_guests(started).await;
             let mut restored = Vec::new();
-            for g in &retired_configs {
+            for (g, runtime) in &retired_configs {
                 match self.start_guest(g).await {
-                    Ok(guest) => restored.push(guest),
+                    Ok(mut guest) => {
+                        guest.runtime = *runtime;
+                        restored.push(guest)
+                    }
                     Err(e) => tracing::error!("cannot restore guest {}: {e}", g.name),
                 }
             }
+            // Back as it was: the file's guests in its order, then the
+            // run-time ones.
             let mut by_name: HashMap<String, Guest> = keep;
             by_name.extend(restored.into_iter().map(|g| (g.config.name.clone(), g)));
-            state.guests = state
+            let mut guests: Vec<Guest> = state
                 .config
                 .guests
                 .iter()
                 .filter_map(|g| by_name.remove(&g.name))
                 .collect();
+            let mut runtime: Vec<Guest> = by_name.into_values().collect();
+            runtime.extend(guests.extract_if(.., |g| g.runtime));
+            guests.extend(runtime);
+            guests.extend(runtime_kept);
+            state.guests = guests;
             self.metrics.set_guests(state.guests.len());
             return Err(e);
         }
@@ -528,11 +628,17 @@ impl Daemon {
         }
         let mut by_name = keep;
         by_name.extend(started.into_iter().map(|g| (g.config.name.clone(), g)));
-        state.guests = new
+        // The file names them all now: they are the file's.
+        for guest in by_name.values_mut() {
+            guest.runtime = false;
+        }
+        let mut guests: Vec<Guest> = new
             .guests
             .iter()
             .filter_map(|g| by_name.remove(&g.name))
             .collect();
+        guests.extend(runtime_kept);
+        state.guests = guests;
         self.metrics.set_guests(state.guests.len());
         state.config = new;
         Ok(summary)
@@ -617,6 +723,31 @@ impl ControlHandler for DaemonControl {
                     Err(e) => ControlResponse::error(e.to_string()),
                 }
             }
+            ControlCommand::AddGuest { spec } => {
+                if guest.is_some() {
+                    return ControlResponse::error(
+                        "add-guest names its guest itself; leave out --guest",
+                    );
+                }
+                match self.daemon.add_guest(spec).await {
+                    Ok(status) => match serde_json::to_value(status) {
+                        Ok(v) => ControlResponse::ok_with(v),
+                        Err(e) => ControlResponse::error(e.to_string()),
+                    },
+                    Err(e) => ControlResponse::error(e.to_string()),
+                }
+            }
+            ControlCommand::RemoveGuest { name } => {
+                if guest.is_some() {
+                    return ControlResponse::error(
+                        "remove-guest names its guest itself; leave out --guest",
+                    );
+                }
+                match self.daemon.remove_guest(name).await {
+                    Ok(()) => ControlResponse::ok(),
+                    Err(e) => ControlResponse::error(e.to_string()),
+                }
+            }
             event => {
                 if let Some(name) = guest {
                     if !self.daemon.guest_names().await.iter().any(|n| n == name) {
@@ -696,6 +827,99 @@ mod tests {
         assert_eq!(summary.unchanged, ["b"]);
         daemon.stop().await;
         assert!(daemon.status(None).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn run_time_guests_survive_reloads_unless_the_file_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let write = |guests: &str| {
+            std::fs::write(&path, format!("backend = \"simulated\"\n{guests}")).unwrap()
+        };
+        write(&guest("a", 0));
+        let config = DaemonConfig::load(&path).unwrap();
+        let daemon = Daemon::start(config, Some(path.clone()), Overrides::default())
+            .await
+            .unwrap();
+        let spec = |name: &str, port: u32| GuestSpec {
+            name: name.into(),
+            tcp: Some("127.0.0.1".into()),
+            request_port: Some(port),
+            scan_min_latency_ms: Some(0),
+            ..Default::default()
+        };
+        let r = daemon.add_guest(&spec("r", 0)).await.unwrap();
+        assert!(r.runtime);
+        assert!(matches!(
+            daemon.add_guest(&spec("a", 0)).await,
+            Err(DaemonError::Conflict(_))
+        ));
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = u32::from(taken.local_addr().unwrap().port());
+        drop(taken);
+        daemon.add_guest(&spec("p", port)).await.unwrap();
+        let p_at = daemon.status(Some("p")).await.unwrap()[0].listening.clone();
+
+        // The file knows nothing of r and p: they stay, untouched.
+        let summary = daemon.reload().await.unwrap();
+        assert_eq!(summary.unchanged, ["a"]);
+        assert!(summary.removed.is_empty());
+        let names: Vec<String> = daemon
+            .status(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        assert_eq!(names, ["a", "r", "p"]);
+        assert_eq!(daemon.status(Some("p")).await.unwrap()[0].listening, p_at);
+
+        // A new file guest on p's endpoint: refused as a whole.
+        write(&format!("{}{}", guest("a", 0), guest("b", port as u16)));
+        let err = daemon.reload().await.unwrap_err();
+        assert!(
+            err.to_string().contains("already used by guest 'p'"),
+            "{err}"
+        );
+        assert_eq!(daemon.status(None).await.unwrap().len(), 3);
+
+        // The file names p now (same settings): it becomes the file's, and
+        // a later file without it removes it.
+        write(&format!(
+            "{}[[guest]]\nname = \"p\"\ntcp = \"127.0.0.1\"\nrequest_port = {port}\nscan_min_latency_ms = 0\n",
+            guest("a", 0)
+        ));
+        let summary = daemon.reload().await.unwrap();
+        assert_eq!(summary.unchanged, ["a", "p"]);
+        let p = &daemon.status(Some("p")).await.unwrap()[0];
+        assert!(!p.runtime);
+        assert_eq!(p.listening, p_at);
+        write(&guest("a", 0));
+        let summary = daemon.reload().await.unwrap();
+        assert_eq!(summary.removed, ["p"]);
+        let names: Vec<String> = daemon
+            .status(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        assert_eq!(names, ["a", "r"]);
+
+        daemon.remove_guest("r").await.unwrap();
+        assert!(matches!(
+            daemon.remove_guest("r").await,
+            Err(DaemonError::UnknownGuest(_))
+        ));
+        assert!(daemon
+            .metrics()
+            .render()
+            .contains("proxy_wifi_guests_configured 1"));
+        assert!(daemon
+            .metrics()
+            .render()
+            .contains("proxy_wifi_unknown_peer_connections_total "));
+        daemon.stop().await;
     }
 
     #[tokio::test]

@@ -77,7 +77,7 @@ use crate::handler::{self, HandlerSettings, HandlerStatus};
 use crate::metrics::Metrics;
 use crate::observer::{Observer, ObserverQueue};
 use crate::protocol::{MacAddr, Ssid};
-use crate::transport::{TransportConfig, TransportError};
+use crate::transport::{SocketAccess, TransportConfig, TransportError};
 use crate::wifi::{fake_networks, FakeNetworkProvider, HostWifi};
 use counters::Counters;
 
@@ -118,6 +118,7 @@ pub struct ServiceBuilder {
     settings: HandlerSettings,
     notification_deadline: Duration,
     metrics: Option<Arc<Metrics>>,
+    socket_access: SocketAccess,
 }
 
 impl ServiceBuilder {
@@ -166,6 +167,13 @@ impl ServiceBuilder {
         self
     }
 
+    /// Who may use the request socket when it is a file (hybrid vsock):
+    /// its owner, group and mode (default: the service's, 0600).
+    pub fn socket_access(mut self, access: SocketAccess) -> ServiceBuilder {
+        self.socket_access = access;
+        self
+    }
+
     /// The service, stopped.
     pub fn build(self) -> Service {
         let metrics = self.metrics.map(|m| (m, self.name.clone()));
@@ -178,6 +186,7 @@ impl ServiceBuilder {
             observer: self.observer,
             settings: self.settings,
             notification_deadline: self.notification_deadline,
+            socket_access: self.socket_access,
             counters,
             running: Mutex::new(None),
         }
@@ -215,6 +224,7 @@ pub struct Service {
     observer: Option<Arc<dyn Observer>>,
     settings: HandlerSettings,
     notification_deadline: Duration,
+    socket_access: SocketAccess,
     counters: Arc<Counters>,
     running: Mutex<Option<Running>>,
 }
@@ -232,6 +242,7 @@ impl Service {
             settings: HandlerSettings::default(),
             notification_deadline: DEFAULT_NOTIFICATION_DEADLINE,
             metrics: None,
+            socket_access: SocketAccess::default(),
         }
     }
 
@@ -263,7 +274,11 @@ impl Service {
             return Err(ServiceError::AlreadyRunning);
         }
         let span = tracing::info_span!("guest", guest = %self.name, transport = %self.transport);
-        let endpoint = self.transport.bind_host().instrument(span.clone()).await?;
+        let endpoint = self
+            .transport
+            .bind_host_with(self.socket_access)
+            .instrument(span.clone())
+            .await?;
         let local_description = endpoint.listener.local_description();
         let local_port = endpoint.listener.local_port();
 

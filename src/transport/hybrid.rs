@@ -44,7 +44,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::{
     BoxStream, GuestEndpoint, HostEndpoint, NotificationConnector, NotificationListener,
-    RequestConnector, RequestListener, TransportConfig, TransportError,
+    RequestConnector, RequestListener, SocketAccess, TransportConfig, TransportError,
 };
 
 /// How long the host gives the VMM to accept `<uds>` and answer the
@@ -247,6 +247,17 @@ impl SocketFile {
     /// Binds `path` with mode 0600, replacing a stale socket file. Refuses
     /// a path on which a process listens, or that is not a socket.
     pub async fn bind(path: &Path, role: &str) -> Result<SocketFile, TransportError> {
+        SocketFile::bind_with(path, role, SocketAccess::default()).await
+    }
+
+    /// [`SocketFile::bind`], then hands the file to `access`'s owner and
+    /// group and sets its mode (a socket for a VMM running as another
+    /// user). The file is 0600 and the service's until then.
+    pub async fn bind_with(
+        path: &Path,
+        role: &str,
+        access: SocketAccess,
+    ) -> Result<SocketFile, TransportError> {
         check_socket_path(path, role)?;
         let bind_err = |source: io::Error| TransportError::Bind {
             address: path.display().to_string(),
@@ -258,11 +269,19 @@ impl SocketFile {
         std_listener.set_nonblocking(true).map_err(bind_err)?;
         let listener = UnixListener::from_std(std_listener).map_err(bind_err)?;
         let meta = std::fs::symlink_metadata(path).map_err(bind_err)?;
-        Ok(SocketFile {
+        let file = SocketFile {
             listener,
             path: path.to_path_buf(),
             identity: (meta.dev(), meta.ino()),
-        })
+        };
+        if !access.is_default() {
+            // On failure `file` is dropped, which removes the socket.
+            access.apply(path).map_err(|source| TransportError::Bind {
+                address: format!("{} (owner, group or mode)", path.display()),
+                source,
+            })?;
+        }
+        Ok(file)
     }
 
     pub fn path(&self) -> &Path {
@@ -356,9 +375,10 @@ pub async fn bind_host(
     path: &Path,
     request_port: u32,
     notification_port: u32,
+    access: SocketAccess,
 ) -> Result<HostEndpoint, TransportError> {
     check_socket_path(path, "VMM")?;
-    let socket = SocketFile::bind(&port_path(path, request_port), "request").await?;
+    let socket = SocketFile::bind_with(&port_path(path, request_port), "request", access).await?;
     Ok(HostEndpoint {
         listener: Box::new(HybridRequestListener {
             socket,

@@ -22,12 +22,122 @@ use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::protocol::{DEFAULT_NOTIFICATION_PORT, DEFAULT_REQUEST_PORT};
+
+/// Connections closed because no configured guest is their peer (a vsock
+/// CID no guest has), process-wide.
+static UNKNOWN_PEERS: AtomicU64 = AtomicU64::new(0);
+
+/// How many connections the host transports have closed since the process
+/// started because no configured guest is their peer (for metrics).
+pub fn unknown_peer_connections() -> u64 {
+    UNKNOWN_PEERS.load(Ordering::Relaxed)
+}
+
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn count_unknown_peer() {
+    UNKNOWN_PEERS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Who may use a guest's request socket, for transports whose listener is
+/// a file (hybrid vsock); `None` fields keep the default (the service's
+/// user and group, mode 0600).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketAccess {
+    /// The socket file's owner (a uid).
+    pub owner: Option<u32>,
+    /// The socket file's group (a gid).
+    pub group: Option<u32>,
+    /// The socket file's permission bits (at most 0o777).
+    pub mode: Option<u32>,
+}
+
+impl SocketAccess {
+    /// Whether anything differs from the default.
+    pub fn is_default(&self) -> bool {
+        *self == SocketAccess::default()
+    }
+
+    /// The mode to set: the one given, else 0660 when a group is given
+    /// (a group without group access would be pointless), else 0600.
+    pub fn effective_mode(&self) -> u32 {
+        self.mode
+            .unwrap_or(if self.group.is_some() { 0o660 } else { 0o600 })
+    }
+
+    /// Applies ownership, then mode, to the socket file at `path` (owner
+    /// first, so the file is never open to more than the owner intended).
+    #[cfg(unix)]
+    pub fn apply(&self, path: &std::path::Path) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if self.owner.is_some() || self.group.is_some() {
+            std::os::unix::fs::lchown(path, self.owner, self.group)?;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(self.effective_mode()))
+    }
+}
+
+/// A user name (or a numeric uid) as a uid, for [`SocketAccess::owner`].
+pub fn resolve_user(name: &str) -> Result<u32, String> {
+    match name.parse::<u32>() {
+        Ok(uid) => Ok(uid),
+        Err(_) => lookup_user(name),
+    }
+}
+
+/// A group name (or a numeric gid) as a gid, for [`SocketAccess::group`].
+pub fn resolve_group(name: &str) -> Result<u32, String> {
+    match name.parse::<u32>() {
+        Ok(gid) => Ok(gid),
+        Err(_) => lookup_group(name),
+    }
+}
+
+#[cfg(unix)]
+fn lookup_user(name: &str) -> Result<u32, String> {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err(format!("no user named '{name}' on this host")),
+        Err(e) => Err(format!("cannot look up user '{name}': {e}")),
+    }
+}
+
+#[cfg(unix)]
+fn lookup_group(name: &str) -> Result<u32, String> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!("no group named '{name}' on this host")),
+        Err(e) => Err(format!("cannot look up group '{name}': {e}")),
+    }
+}
+
+#[cfg(not(unix))]
+fn lookup_user(_name: &str) -> Result<u32, String> {
+    Err("socket owners are Unix users; this platform has none".into())
+}
+
+#[cfg(not(unix))]
+fn lookup_group(_name: &str) -> Result<u32, String> {
+    Err("socket groups are Unix groups; this platform has none".into())
+}
+
+/// A permission mode written in octal (`"0660"`, `"660"`), at most 0777.
+pub fn parse_socket_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if !digits.is_empty() && mode <= 0o777 => Ok(mode),
+        _ => Err(format!(
+            "'{}' is not an octal permission mode such as \"0660\" (at most 0777)",
+            text.chars().take(16).collect::<String>()
+        )),
+    }
+}
 
 /// A connected byte stream of any transport.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -171,6 +281,22 @@ impl TransportConfig {
     /// Binds the host end: the request listener and the notification
     /// connector.
     pub async fn bind_host(&self) -> Result<HostEndpoint, TransportError> {
+        self.bind_host_with(SocketAccess::default()).await
+    }
+
+    /// [`TransportConfig::bind_host`], with who may use the request socket
+    /// when it is a file (hybrid vsock); any other transport refuses a
+    /// non-default `access`.
+    pub async fn bind_host_with(
+        &self,
+        access: SocketAccess,
+    ) -> Result<HostEndpoint, TransportError> {
+        if !access.is_default() && !matches!(self, TransportConfig::HybridVsock { .. }) {
+            return Err(TransportError::Invalid(format!(
+                "socket owner, group and mode apply to hybrid vsock request sockets, not to {}",
+                self.kind()
+            )));
+        }
         match self {
             TransportConfig::Tcp {
                 address,
@@ -188,7 +314,7 @@ impl TransportConfig {
                 path,
                 request_port,
                 notification_port,
-            } => hybrid::bind_host(path, *request_port, *notification_port).await,
+            } => hybrid::bind_host(path, *request_port, *notification_port, access).await,
             #[cfg(windows)]
             TransportConfig::HyperV {
                 vm_id,

@@ -1,10 +1,14 @@
 //! AF_VSOCK (Linux hosts running QEMU/KVM with vhost-vsock, crosvm; and the
 //! guest side of any of them).
 //!
-//! Host: listens on (any local CID, request port) and accepts only
-//! connections whose peer CID is the configured guest's; any other VM's
-//! connection is closed and logged, never handed to the service.
-//! Notifications connect to (guest CID, notification port).
+//! Host: one listener per request port on (any local CID, port), shared by
+//! every guest on that port: the driver's ports are fixed, so every VM of a
+//! host connects to the same port. Each accepted connection is routed by its
+//! peer CID to that guest's service ([`CidRouter`]); a CID no guest has is
+//! closed, logged (at most once per [`UNKNOWN_CID_LOG_INTERVAL`]) and
+//! counted ([`super::unknown_peer_connections`]). Adding or removing a
+//! guest never rebinds the listener; it is closed when the last guest on
+//! its port goes. Notifications connect to (guest CID, notification port).
 //!
 //! Guest: requests connect to (host CID, request port); notifications are
 //! accepted on (any CID, notification port) from the host CID alone.
@@ -12,10 +16,14 @@
 //! Streams are the bare sockets (vsock has no Nagle-style delay), so a
 //! message written on a fresh notification connection leaves at once.
 
+use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use tokio::sync::mpsc;
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
 
 use super::{
@@ -138,43 +146,305 @@ impl FilteredListener {
 
 // ---------------------------------------------------------------- host side
 
-/// Host end: accept requests from `guest_cid` on `request_port`, notify it
-/// on `notification_port`.
+/// How often a connection from a CID no guest has is logged (the rest are
+/// counted, and the count is in the next line): a VM that retries in a
+/// loop must not flood the journal.
+pub const UNKNOWN_CID_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Accepted connections waiting for their guest's accept loop; past it,
+/// further connections for that guest are closed.
+const ROUTE_QUEUE: usize = 64;
+
+/// Where a [`CidRouter`] gets its connections: the vsock listener, or a
+/// test double.
+#[async_trait]
+pub trait PeerAcceptor: Send + Sync + 'static {
+    /// The next connection, its peer's CID and a description of the peer
+    /// for logs.
+    async fn accept(&self) -> io::Result<(BoxStream, u32, String)>;
+    /// Where it listens, for logs.
+    fn description(&self) -> String;
+    /// The port bound.
+    fn port(&self) -> Option<u32>;
+}
+
+struct VsockAcceptor(VsockListener);
+
+#[async_trait]
+impl PeerAcceptor for VsockAcceptor {
+    async fn accept(&self) -> io::Result<(BoxStream, u32, String)> {
+        let (stream, peer) = self.0.accept().await?;
+        Ok((Box::new(stream), peer.cid(), describe(&peer)))
+    }
+
+    fn description(&self) -> String {
+        match self.0.local_addr() {
+            Ok(a) => describe(&a),
+            Err(_) => "vsock".to_string(),
+        }
+    }
+
+    fn port(&self) -> Option<u32> {
+        self.0.local_addr().ok().map(|a| a.port())
+    }
+}
+
+/// Stands in for a closed acceptor while a router is dropped (see its
+/// `Drop`).
+struct Closed;
+
+#[async_trait]
+impl PeerAcceptor for Closed {
+    async fn accept(&self) -> io::Result<(BoxStream, u32, String)> {
+        Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            "listener closed",
+        ))
+    }
+    fn description(&self) -> String {
+        "vsock (closed)".to_string()
+    }
+    fn port(&self) -> Option<u32> {
+        None
+    }
+}
+
+type Routed = (BoxStream, String);
+
+/// One listener shared by the guests on its port, routing each accepted
+/// connection by its peer CID.
+///
+/// There is no accept task of its own: whichever guest's accept loop asks
+/// first accepts for everyone and forwards connections that are not its own
+/// to their guest's queue. So the listener lives exactly as long as its
+/// [`CidRoute`]s, and is closed the moment the last one is dropped.
+pub struct CidRouter {
+    acceptor: Box<dyn PeerAcceptor>,
+    /// Held by the route that is accepting for everyone.
+    accepting: tokio::sync::Mutex<()>,
+    routes: std::sync::Mutex<HashMap<u32, mpsc::Sender<Routed>>>,
+    unknown: AtomicU64,
+    unknown_logged: std::sync::Mutex<Option<Instant>>,
+    /// The shared-listener table's key, when it is in that table.
+    shared_port: Option<u32>,
+}
+
+/// The vsock listeners in use, by request port.
+static SHARED: LazyLock<std::sync::Mutex<HashMap<u32, Weak<CidRouter>>>> =
+    LazyLock::new(Default::default);
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere while holding it leaves plain data: carry on.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl CidRouter {
+    /// A router over `acceptor` (not shared: for a listener of its own, or
+    /// a test double).
+    pub fn new(acceptor: Box<dyn PeerAcceptor>) -> Arc<CidRouter> {
+        Arc::new(CidRouter::with(acceptor, None))
+    }
+
+    fn with(acceptor: Box<dyn PeerAcceptor>, shared_port: Option<u32>) -> CidRouter {
+        CidRouter {
+            acceptor,
+            accepting: tokio::sync::Mutex::new(()),
+            routes: std::sync::Mutex::new(HashMap::new()),
+            unknown: AtomicU64::new(0),
+            unknown_logged: std::sync::Mutex::new(None),
+            shared_port,
+        }
+    }
+
+    /// The router listening on `port` for every guest, bound on first use.
+    pub fn shared(port: u32) -> Result<Arc<CidRouter>, TransportError> {
+        if port == PORT_ANY {
+            // Any free port: a listener of its own, nobody else can share it.
+            return Ok(CidRouter::new(Box::new(VsockAcceptor(bind(port)?))));
+        }
+        let mut table = lock(&SHARED);
+        // A router whose last guest is going away right now is still in
+        // the table until its drop has closed the listener: wait for that
+        // (it takes microseconds) rather than fail to bind the port.
+        for _ in 0..1000 {
+            match table.get(&port) {
+                Some(weak) => match weak.upgrade() {
+                    Some(router) => return Ok(router),
+                    None => {
+                        drop(table);
+                        std::thread::sleep(Duration::from_millis(1));
+                        table = lock(&SHARED);
+                    }
+                },
+                None => break,
+            }
+        }
+        let listener = bind(port)?;
+        tracing::info!("vsock listener on {}", describe(&listen_address(port)));
+        let router = Arc::new(CidRouter::with(
+            Box::new(VsockAcceptor(listener)),
+            Some(port),
+        ));
+        table.insert(port, Arc::downgrade(&router));
+        Ok(router)
+    }
+
+    /// Serves `cid` through this router. A CID already served here is
+    /// refused (two guests cannot be one VM).
+    pub fn route(self: &Arc<Self>, cid: u32) -> Result<CidRoute, TransportError> {
+        let mut routes = lock(&self.routes);
+        if routes.contains_key(&cid) {
+            return Err(TransportError::Bind {
+                address: format!("{} (from CID {cid})", self.acceptor.description()),
+                source: io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("another guest is already served for vsock CID {cid} on this port"),
+                ),
+            });
+        }
+        let (tx, rx) = mpsc::channel(ROUTE_QUEUE);
+        routes.insert(cid, tx);
+        Ok(CidRoute {
+            router: self.clone(),
+            cid,
+            incoming: tokio::sync::Mutex::new(rx),
+        })
+    }
+
+    /// The CIDs served, sorted.
+    pub fn cids(&self) -> Vec<u32> {
+        let mut cids: Vec<u32> = lock(&self.routes).keys().copied().collect();
+        cids.sort_unstable();
+        cids
+    }
+
+    /// Connections closed because no guest has their CID.
+    pub fn unknown_peer_connections(&self) -> u64 {
+        self.unknown.load(Ordering::Relaxed)
+    }
+
+    /// Accepts one connection: returns it if it is `own`'s, forwards it to
+    /// its guest otherwise, or closes it.
+    async fn accept_for(&self, own: u32) -> io::Result<Option<Routed>> {
+        let (stream, cid, peer) = self.acceptor.accept().await?;
+        if cid == own {
+            return Ok(Some((stream, peer)));
+        }
+        let target = lock(&self.routes).get(&cid).cloned();
+        match target {
+            Some(tx) => {
+                if tx.try_send((stream, peer)).is_err() {
+                    tracing::warn!(
+                        cid,
+                        "closing a vsock connection: {ROUTE_QUEUE} are already waiting for that guest"
+                    );
+                }
+            }
+            None => self.unknown_peer(&peer),
+        }
+        Ok(None)
+    }
+
+    fn unknown_peer(&self, peer: &str) {
+        let total = self.unknown.fetch_add(1, Ordering::Relaxed) + 1;
+        super::count_unknown_peer();
+        let mut logged = lock(&self.unknown_logged);
+        let due = logged.is_none_or(|at| at.elapsed() >= UNKNOWN_CID_LOG_INTERVAL);
+        if due {
+            *logged = Some(Instant::now());
+            tracing::warn!(
+                %peer,
+                unknown_total = total,
+                served_cids = ?self.cids(),
+                "closing a vsock connection from a CID no guest is configured for"
+            );
+        }
+    }
+}
+
+impl Drop for CidRouter {
+    fn drop(&mut self) {
+        // Close the listener while holding the table, so a guest added at
+        // this moment binds after the port is free rather than finding it
+        // still in use.
+        let Some(port) = self.shared_port else {
+            return;
+        };
+        let mut table = lock(&SHARED);
+        drop(std::mem::replace(&mut self.acceptor, Box::new(Closed)));
+        if table.get(&port).is_some_and(|w| w.strong_count() == 0) {
+            table.remove(&port);
+        }
+        tracing::info!("vsock listener on port {port} closed: no guest left on it");
+    }
+}
+
+/// One guest's share of a [`CidRouter`]: its request listener.
+pub struct CidRoute {
+    router: Arc<CidRouter>,
+    cid: u32,
+    incoming: tokio::sync::Mutex<mpsc::Receiver<Routed>>,
+}
+
+impl Drop for CidRoute {
+    fn drop(&mut self) {
+        lock(&self.router.routes).remove(&self.cid);
+    }
+}
+
+#[async_trait]
+impl RequestListener for CidRoute {
+    async fn accept(&self) -> io::Result<(BoxStream, String)> {
+        let mut incoming = self.incoming.lock().await;
+        loop {
+            tokio::select! {
+                biased;
+                routed = incoming.recv() => match routed {
+                    Some(routed) => return Ok(routed),
+                    // The sender lives in the router's table until this
+                    // route is dropped.
+                    None => return Err(io::Error::other("vsock route closed")),
+                },
+                _turn = self.router.accepting.lock() => {
+                    // While this route accepts, nobody else forwards, so
+                    // nothing new can arrive on `incoming` meanwhile.
+                    if let Some(routed) = self.router.accept_for(self.cid).await? {
+                        return Ok(routed);
+                    }
+                }
+            }
+        }
+    }
+
+    fn local_description(&self) -> String {
+        format!(
+            "{} (from CID {})",
+            self.router.acceptor.description(),
+            self.cid
+        )
+    }
+
+    fn local_port(&self) -> Option<u32> {
+        self.router.acceptor.port()
+    }
+}
+
+/// Host end: accept requests from `guest_cid` on `request_port` (through
+/// the listener every guest on that port shares), notify it on
+/// `notification_port`.
 pub async fn bind_host(
     guest_cid: u32,
     request_port: u32,
     notification_port: u32,
 ) -> Result<HostEndpoint, TransportError> {
     check_guest_cid(guest_cid)?;
-    let listener = bind(request_port)?;
+    let route = CidRouter::shared(request_port)?.route(guest_cid)?;
     Ok(HostEndpoint {
-        listener: Box::new(VsockRequestListener(FilteredListener {
-            listener,
-            peer_cid: guest_cid,
-            role: "request",
-        })),
+        listener: Box::new(route),
         notifier: Arc::new(VsockConnector {
             address: peer_address(guest_cid, notification_port),
         }),
     })
-}
-
-struct VsockRequestListener(FilteredListener);
-
-#[async_trait]
-impl RequestListener for VsockRequestListener {
-    async fn accept(&self) -> io::Result<(BoxStream, String)> {
-        let (stream, peer) = self.0.accept().await?;
-        Ok((Box::new(stream), describe(&peer)))
-    }
-
-    fn local_description(&self) -> String {
-        self.0.description()
-    }
-
-    fn local_port(&self) -> Option<u32> {
-        self.0.port()
-    }
 }
 
 /// Connects to a fixed vsock address: the host's notification connector and
@@ -272,6 +542,143 @@ impl NotificationListener for VsockNotificationListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// Stands in for the vsock listener: connections arrive with the peer
+    /// CID the test gives them.
+    struct FakeAcceptor(tokio::sync::Mutex<mpsc::Receiver<(DuplexStream, u32)>>);
+
+    #[async_trait]
+    impl PeerAcceptor for FakeAcceptor {
+        async fn accept(&self) -> io::Result<(BoxStream, u32, String)> {
+            match self.0.lock().await.recv().await {
+                Some((stream, cid)) => Ok((Box::new(stream), cid, format!("vsock {cid}:1234"))),
+                None => std::future::pending().await,
+            }
+        }
+        fn description(&self) -> String {
+            "fake any-cid:12345".into()
+        }
+        fn port(&self) -> Option<u32> {
+            Some(12345)
+        }
+    }
+
+    fn fake_router() -> (Arc<CidRouter>, mpsc::Sender<(DuplexStream, u32)>) {
+        let (tx, rx) = mpsc::channel(16);
+        let router = CidRouter::new(Box::new(FakeAcceptor(tokio::sync::Mutex::new(rx))));
+        (router, tx)
+    }
+
+    /// A connection "from" `cid` carrying `tag`; returns the guest's end.
+    async fn connect(tx: &mpsc::Sender<(DuplexStream, u32)>, cid: u32, tag: u8) -> DuplexStream {
+        let (mut guest, host) = tokio::io::duplex(64);
+        guest.write_all(&[tag]).await.unwrap();
+        tx.send((host, cid)).await.unwrap();
+        guest
+    }
+
+    async fn tag_of(route: &CidRoute) -> (u8, String) {
+        let (mut stream, peer) = tokio::time::timeout(Duration::from_secs(5), route.accept())
+            .await
+            .expect("a connection for this route")
+            .unwrap();
+        let mut tag = [0u8];
+        stream.read_exact(&mut tag).await.unwrap();
+        (tag[0], peer)
+    }
+
+    #[tokio::test]
+    async fn connections_go_to_their_cids_guest_and_unknown_cids_are_closed() {
+        let (router, tx) = fake_router();
+        let three = router.route(3).unwrap();
+        let seven = router.route(7).unwrap();
+        assert_eq!(router.cids(), [3, 7]);
+        assert_eq!(three.local_description(), "fake any-cid:12345 (from CID 3)");
+
+        // Arrive in an order that makes the route accepting first forward
+        // the others': 7's, an unknown 9's, then 3's.
+        let _g7 = connect(&tx, 7, 70).await;
+        let mut g9 = connect(&tx, 9, 90).await;
+        let _g3 = connect(&tx, 3, 30).await;
+        assert_eq!(tag_of(&three).await, (30, "vsock 3:1234".into()));
+        assert_eq!(tag_of(&seven).await, (70, "vsock 7:1234".into()));
+        // The unknown CID's connection was closed: its guest reads EOF.
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), g9.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(rest.is_empty());
+        assert_eq!(router.unknown_peer_connections(), 1);
+
+        // Each route also accepts for itself, in either order.
+        let _a = connect(&tx, 3, 31).await;
+        let _b = connect(&tx, 7, 71).await;
+        assert_eq!(tag_of(&seven).await.0, 71);
+        assert_eq!(tag_of(&three).await.0, 31);
+    }
+
+    #[tokio::test]
+    async fn one_cid_per_router_and_removal_frees_it_without_touching_others() {
+        let (router, tx) = fake_router();
+        let three = router.route(3).unwrap();
+        let err = router.route(3).err().unwrap();
+        assert!(err.to_string().contains("CID 3"), "{err}");
+        let seven = router.route(7).unwrap();
+        drop(three);
+        assert_eq!(router.cids(), [7]);
+        // 3 is unknown now: closed and counted; 7 keeps being served.
+        let _g3 = connect(&tx, 3, 30).await;
+        let _g7 = connect(&tx, 7, 70).await;
+        assert_eq!(tag_of(&seven).await.0, 70);
+        assert_eq!(router.unknown_peer_connections(), 1);
+        let three = router.route(3).unwrap();
+        let _g3 = connect(&tx, 3, 32).await;
+        assert_eq!(tag_of(&three).await.0, 32);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_accept_hands_accepting_over_to_another_guest() {
+        let (router, tx) = fake_router();
+        let three = router.route(3).unwrap();
+        let seven = router.route(7).unwrap();
+        // 3's accept loop takes the turn, then is stopped mid-accept.
+        let cancelled = tokio::time::timeout(Duration::from_millis(50), three.accept()).await;
+        assert!(cancelled.is_err());
+        drop(three);
+        let _g7 = connect(&tx, 7, 70).await;
+        assert_eq!(tag_of(&seven).await.0, 70);
+    }
+
+    /// The real listener: guests on one port share it, it is closed when
+    /// the last one goes, and a CID is served once. This machine may have
+    /// no AF_VSOCK at all: then it says so and checks nothing.
+    #[tokio::test]
+    async fn guests_on_one_port_share_one_vsock_listener() {
+        let port = 40_000 + std::process::id() % 20_000;
+        let first = match bind_host(3, port, 12346).await {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                eprintln!("SKIPPED: cannot bind AF_VSOCK here: {e}");
+                return;
+            }
+        };
+        let second = bind_host(7, port, 12346)
+            .await
+            .expect("a second CID on the same port");
+        let err = bind_host(3, port, 12346).await.err().unwrap();
+        assert!(err.to_string().contains("CID 3"), "{err}");
+        drop(first);
+        let third = bind_host(3, port, 12346).await.expect("CID 3 free again");
+        drop(second);
+        drop(third);
+        // Closed with the last guest: the port can be bound by anyone.
+        let again = VsockListener::bind(listen_address(port)).expect("the port is free");
+        drop(again);
+        let fourth = bind_host(9, port, 12346).await.expect("rebound");
+        assert!(fourth.listener.local_description().contains("from CID 9"));
+    }
 
     #[test]
     fn only_the_configured_cid_is_served() {
