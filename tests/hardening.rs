@@ -556,3 +556,46 @@ async fn a_metrics_flood_is_bounded() {
     );
     drop(flood);
 }
+
+/// Point 15: `ctl signal` and `ctl scan-results` say so, with exit 4,
+/// when no guest can receive the notification; 0 once one can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_says_when_no_guest_can_be_notified() {
+    let d = Daemon::start(1, "", None);
+    let port = d.guest_port("vm0");
+    let code = |args: &[&str]| {
+        let out = d.ctl(args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No request yet: nobody is known to listen.
+    let (c, e) = code(&["signal", "80"]);
+    assert_eq!(c, Some(4), "{e}");
+    assert!(e.contains("no guest can receive the signal change"), "{e}");
+    let (c, e) = code(&["scan-results"]);
+    assert_eq!(c, Some(4), "{e}");
+    assert!(e.contains("no guest can receive the scan results"), "{e}");
+    // After a scan, scan results reach the guest; a signal change does
+    // not (it is not connected).
+    scan(port, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(code(&["scan-results"]).0, Some(0));
+    assert_eq!(code(&["signal", "80"]).0, Some(4));
+    // Connected through the simulated host: the signal reaches it.
+    let mut config = TransportConfig::tcp("127.0.0.1".parse().unwrap());
+    if let TransportConfig::Tcp { request_port, .. } = &mut config {
+        *request_port = port;
+    }
+    let client = GuestClient::new(&config).unwrap();
+    let ssid = proxy_wifi::protocol::Ssid::new(b"FakeOpen").unwrap();
+    let joined = client
+        .connect(&proxy_wifi::guest::ConnectSpec::open(ssid))
+        .await
+        .unwrap();
+    assert_eq!(joined.result_code, 0);
+    assert_eq!(code(&["signal", "80"]).0, Some(0));
+    assert_eq!(code(&["--guest", "vm0", "signal", "70"]).0, Some(0));
+    // Other commands are unaffected.
+    assert_eq!(code(&["scan-mode", "sync"]).0, Some(0));
+}
