@@ -404,6 +404,9 @@ async fn watch_text_output_with_port_before_the_subcommand() {
     assert_eq!(watch.wait().await, Some(0));
 }
 
+/// Environment variables a run sets.
+type Envs<'a> = Vec<(&'a str, &'a str)>;
+
 /// `guest connect` with `envs` set and `stdin` fed (issue 17, point 10).
 async fn run_connect(port: u16, args: &[&str], envs: &[(&str, &str)], stdin: &[u8]) -> common::Run {
     use tokio::io::AsyncWriteExt;
@@ -449,7 +452,7 @@ async fn secrets_from_files_stdin_and_environment() {
     std::fs::write(&psk_file, format!("{psk}\r\n")).unwrap();
     let pass_path = pass_file.display().to_string();
     let psk_path = psk_file.display().to_string();
-    let runs: Vec<(Vec<&str>, Vec<(&str, &str)>, &[u8], &str)> = vec![
+    let runs: Vec<(Vec<&str>, Envs, &[u8], &str)> = vec![
         (vec!["--passphrase-file", &pass_path], vec![], b"", PMK),
         (vec!["--passphrase-file", "-"], vec![], b"password\n", PMK),
         (
@@ -522,7 +525,7 @@ async fn unusable_secret_sources_are_usage_errors() {
     let psk = "ab".repeat(32);
     // Nothing listens: each must fail before any connection is tried.
     let port = closed_port().await;
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<(Vec<&str>, Envs, &str)> = vec![
         (vec!["--passphrase-file", &missing], vec![], "cannot open"),
         (vec!["--passphrase-file", &empty], vec![], "empty"),
         (

@@ -420,11 +420,7 @@ impl Daemon {
             .iter()
             .filter(|g| only.is_none_or(|n| n == g.config.name))
         {
-            if g.service
-                .notification_reach()
-                .await
-                .is_some_and(|r| reaches(r))
-            {
+            if g.service.notification_reach().await.is_some_and(&reaches) {
                 recipients.push(g.config.name.clone());
             }
         }
