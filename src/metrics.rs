@@ -33,7 +33,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -465,7 +465,17 @@ async fn serve_with(
 async fn refuse_busy(mut stream: TcpStream) {
     const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
                           Content-Length: 0\r\nConnection: close\r\n\r\n";
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(BUSY).await?;
+        stream.shutdown().await?;
+        // Take what the client sent before closing: a close with unread
+        // data resets the connection, which can destroy the 503 before
+        // the client reads it.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
@@ -497,7 +507,6 @@ fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Byte
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
     use tokio::task::JoinHandle;
 
     #[test]
@@ -698,6 +707,50 @@ mod tests {
                 .is_err(),
             "the newest silent client is still waited for"
         );
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_new_client_gets_503_when_every_slot_is_answering() {
+        // An answer of several MB that its client does not read stays in
+        // progress (socket buffers fill): the one slot is busy answering.
+        let m = Arc::new(Metrics::new());
+        for i in 0..8000 {
+            let guest = format!("guest-{i}");
+            m.request(&guest, "scan_request", "ok", Duration::ZERO, Duration::ZERO);
+        }
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let limits = Limits {
+            max_connections: 1,
+            slow_reader: Duration::from_secs(60),
+            ..LIMITS
+        };
+        let task = tokio::spawn(serve_with(listener, m, limits, shutdown.clone()));
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        busy.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // The answer has started; read no more of it.
+        let mut first = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(10), busy.read_exact(&mut first))
+            .await
+            .expect("the answer starts")
+            .unwrap();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+            .await
+            .expect("answered at once")
+            .unwrap();
+        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        assert!(out.contains("Retry-After: 1"), "{out}");
+        drop(busy);
         shutdown.cancel();
         task.await.unwrap();
     }
