@@ -260,11 +260,14 @@ mod imp {
             group_cipher: cipher::CCMP,
             key: Key::new(vec![0x5a; 32]),
         })
-        .encode()?)
+        .encode()?
+        .to_vec())
     }
 
     fn disconnect_request(session_id: u64) -> Result<Vec<u8>, Error> {
-        Ok(Request::Disconnect(DisconnectRequest { session_id }).encode()?)
+        Ok(Request::Disconnect(DisconnectRequest { session_id })
+            .encode()?
+            .to_vec())
     }
 
     fn session_of(reply: &[u8]) -> Result<u64, Error> {

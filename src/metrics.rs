@@ -3,17 +3,28 @@
 //! label), refused connections, each guest's connection state,
 //! notifications sent and dropped, guests configured.
 //!
-//! The registry is `prometheus-client`'s. The HTTP side is a deliberately
-//! tiny responder for `GET /metrics` (one fixed read-only endpoint, bounded
-//! request size and time): a full HTTP stack would be most of the daemon's
-//! dependency tree for one page.
+//! The registry is `prometheus-client`'s; the HTTP side is hyper's HTTP/1
+//! server (a hand-written responder got bare-LF requests and oversized
+//! headers wrong), bounded in connections, time and request size since
+//! any local user can reach it.
 
 #![warn(missing_docs)]
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicI64;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -26,6 +37,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::accept_backoff::AcceptBackoff;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -335,68 +348,180 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, MetricsError> {
         .map_err(|source| MetricsError { address, source })
 }
 
+/// Bounds of the metrics endpoint. Any local user can reach it, so each
+/// connection costs at most one descriptor, one task and 16 KiB of buffer
+/// for a bounded time, and only so many at once.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Connections served at once. Past it, the oldest connection that has
+    /// not delivered its request (or whose answer has waited
+    /// `slow_reader` to be read) is closed to make room; when every one is
+    /// being answered, the new one gets 503.
+    max_connections: usize,
+    /// Time to deliver the request head.
+    header_timeout: Duration,
+    /// Time for the whole exchange, the answer's write included.
+    connection_timeout: Duration,
+    /// An answer not read for this long may be evicted for a new client.
+    slow_reader: Duration,
+}
+
+const LIMITS: Limits = Limits {
+    max_connections: 16,
+    header_timeout: Duration::from_secs(5),
+    connection_timeout: Duration::from_secs(10),
+    slow_reader: Duration::from_secs(1),
+};
+
+/// Longest request head (request line and headers); more gets 431.
+const MAX_HEADER_SIZE: usize = 8 * 1024;
+/// Read buffer of a connection (hyper's minimum is 8 KiB).
+const MAX_BUF_SIZE: usize = 16 * 1024;
+
 /// Answers `GET /metrics` (and `GET /`) until `shutdown` is cancelled.
+///
+/// HTTP/1.1 by hyper, one request per connection (`Connection: close`),
+/// bounded (16 connections, 5 s for the head, 10 s in all); bare-LF line
+/// ends are accepted, a request head over 8 KiB is answered 431.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    // Answers in flight are owned here (each bounded at 5 s) and dropped
-    // with the set when shutdown comes.
-    let mut answers = JoinSet::new();
+    serve_with(listener, metrics, LIMITS, shutdown).await
+}
+
+/// A connection being served: its task, and since when its answer has
+/// been in progress (unset while it waits for its request).
+struct Open {
+    task: tokio::task::AbortHandle,
+    answering_since: Arc<OnceLock<Instant>>,
+}
+
+impl Open {
+    fn evictable(&self, limits: &Limits) -> bool {
+        self.answering_since
+            .get()
+            .is_none_or(|since| since.elapsed() >= limits.slow_reader)
+    }
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    // Connections in flight are owned here and dropped with the set when
+    // shutdown comes.
+    let mut connections = JoinSet::new();
+    // The same connections, oldest first, for eviction.
+    let mut open: VecDeque<Open> = VecDeque::new();
+    let mut backoff = AcceptBackoff::new("metrics endpoint");
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(MAX_HEADER_SIZE)
+        .max_buf_size(MAX_BUF_SIZE)
+        .keep_alive(false);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
-            Some(_) = answers.join_next(), if !answers.is_empty() => continue,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let Ok((stream, _)) = accepted else {
-            // Out of file descriptors and the like: back off briefly.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                backoff.succeeded();
+                stream
+            }
+            Err(e) => {
+                backoff.failed(&e).await;
+                continue;
+            }
         };
-        let metrics = metrics.clone();
-        answers.spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &metrics)).await;
+        open.retain(|c| !c.task.is_finished());
+        if open.len() >= limits.max_connections {
+            match open.iter().position(|c| c.evictable(&limits)) {
+                Some(oldest) => {
+                    if let Some(evicted) = open.remove(oldest) {
+                        evicted.task.abort();
+                    }
+                }
+                None => {
+                    connections.spawn(refuse_busy(stream));
+                    continue;
+                }
+            }
+        }
+        let answering_since = Arc::new(OnceLock::new());
+        let exchange = http.serve_connection(
+            TokioIo::new(stream),
+            service_fn({
+                let metrics = metrics.clone();
+                let answering_since = answering_since.clone();
+                move |request| {
+                    let _ = answering_since.set(Instant::now());
+                    let response = respond(&request, &metrics);
+                    async move { Ok::<_, Infallible>(response) }
+                }
+            }),
+        );
+        let task = connections.spawn(async move {
+            // Errors are the client's (bad request, gone, too slow): hyper
+            // has answered what can be answered; nothing to log per client.
+            let _ = tokio::time::timeout(limits.connection_timeout, exchange).await;
+        });
+        open.push_back(Open {
+            task,
+            answering_since,
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 || buf.len() + n > 8192 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let line = buf.split(|b| *b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|b| *b == b' ');
-    let method = parts.next().unwrap_or_default();
-    let path = parts.next().unwrap_or_default();
-    let (status, content_type, body) = match (method, path) {
-        (b"GET", b"/metrics" | b"/") => (
-            "200 OK",
+/// Every connection slot is busy answering: say so and close.
+async fn refuse_busy(mut stream: TcpStream) {
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+                          Content-Length: 0\r\nConnection: close\r\n\r\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(BUSY).await?;
+        stream.shutdown().await?;
+        // Take what the client sent before closing: a close with unread
+        // data resets the connection, which can destroy the 503 before
+        // the client reads it.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics" | "/") => (
+            StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.render(),
         ),
-        (b"GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        (&Method::GET | &Method::HEAD, _) => {
+            (StatusCode::NOT_FOUND, "text/plain", "not found\n".into())
+        }
         _ => (
-            "405 Method Not Allowed",
+            StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "only GET\n".to_string(),
+            "only GET\n".into(),
         ),
     };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::task::JoinHandle;
 
     #[test]
     fn renders_every_family() {
@@ -482,5 +607,165 @@ mod tests {
         shutdown.cancel();
         task.await.unwrap();
         assert!(TcpStream::connect(addr).await.is_err(), "still listening");
+    }
+
+    /// Sends `request` to a fresh endpoint and returns what came back
+    /// before the server closed (or `limit` passed).
+    async fn exchange(request: Vec<u8>, limit: Duration) -> String {
+        let m = Arc::new(Metrics::new());
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, m, shutdown.clone()));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&request).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(limit, s.read_to_end(&mut out)).await;
+        shutdown.cancel();
+        task.await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn bare_lf_line_ends_are_answered() {
+        // Well before the header deadline: answered, not timed out.
+        let out = exchange(
+            b"GET /metrics HTTP/1.1\nHost: x\n\n".to_vec(),
+            Duration::from_secs(3),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+        assert!(out.contains("proxy_wifi_guests_configured"), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_header_gets_an_answer() {
+        let mut request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
+        request.extend(std::iter::repeat_n(b'a', 9 * 1024));
+        request.extend_from_slice(b"\r\n\r\n");
+        let out = exchange(request, Duration::from_secs(3)).await;
+        assert!(
+            out.starts_with("HTTP/1.1 431") || out.starts_with("HTTP/1.1 400"),
+            "{out:?}"
+        );
+    }
+
+    async fn start_with(limits: Limits) -> (SocketAddr, CancellationToken, JoinHandle<()>) {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve_with(
+            listener,
+            Arc::new(Metrics::new()),
+            limits,
+            shutdown.clone(),
+        ));
+        (addr, shutdown, task)
+    }
+
+    #[tokio::test]
+    async fn a_stalled_client_is_closed_at_the_header_deadline() {
+        let (addr, shutdown, task) = start_with(Limits {
+            header_timeout: Duration::from_millis(300),
+            ..LIMITS
+        })
+        .await;
+        // A partial request line, then nothing. The bound is generous:
+        // this is about being closed at all, not about speed.
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+        stalled.write_all(b"GET /met").await.unwrap();
+        let mut sink = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut sink))
+            .await
+            .expect("a stalled client must be closed at the header deadline")
+            .ok();
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn silent_clients_past_the_cap_evict_the_oldest() {
+        // A header deadline far away: only eviction can close them soon.
+        let limits = Limits {
+            max_connections: 4,
+            header_timeout: Duration::from_secs(60),
+            ..LIMITS
+        };
+        let (addr, shutdown, task) = start_with(limits).await;
+        let mut silent = Vec::new();
+        for _ in 0..2 * limits.max_connections {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+            .await
+            .expect("scrape answered")
+            .unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        // The oldest silent ones were closed unanswered, the newest not.
+        let mut evicted = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), silent[0].read_to_end(&mut evicted))
+            .await
+            .expect("the oldest silent client was closed")
+            .ok();
+        assert!(evicted.is_empty(), "{evicted:?}");
+        let mut buf = [0u8; 1];
+        let newest = silent.last_mut().unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), newest.read(&mut buf))
+                .await
+                .is_err(),
+            "the newest silent client is still waited for"
+        );
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_new_client_gets_503_when_every_slot_is_answering() {
+        // An answer of several MB that its client does not read stays in
+        // progress (socket buffers fill): the one slot is busy answering.
+        let m = Arc::new(Metrics::new());
+        for i in 0..8000 {
+            let guest = format!("guest-{i}");
+            m.request(&guest, "scan_request", "ok", Duration::ZERO, Duration::ZERO);
+        }
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let limits = Limits {
+            max_connections: 1,
+            slow_reader: Duration::from_secs(60),
+            ..LIMITS
+        };
+        let task = tokio::spawn(serve_with(listener, m, limits, shutdown.clone()));
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        busy.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // The answer has started; read no more of it.
+        let mut first = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(10), busy.read_exact(&mut first))
+            .await
+            .expect("the answer starts")
+            .unwrap();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+            .await
+            .expect("answered at once")
+            .unwrap();
+        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        assert!(out.contains("Retry-After: 1"), "{out}");
+        drop(busy);
+        shutdown.cancel();
+        task.await.unwrap();
     }
 }

@@ -117,7 +117,10 @@ fn open_request(name: &str) -> Request {
 }
 
 fn scan_bytes() -> Vec<u8> {
-    Request::Scan(ScanRequest::default()).encode().unwrap()
+    Request::Scan(ScanRequest::default())
+        .encode()
+        .unwrap()
+        .to_vec()
 }
 
 /// A port on which nothing listens (bound, then released).

@@ -236,10 +236,10 @@ async fn iw_connect_joins_an_open_network_and_shared_key_is_refused() {
 
     // What `iw dev wlan0 connect Cafe` sends: auth_type 8, nothing else, a
     // 76-byte body.
-    let iw = request("Cafe", 8, 0, vec![], &[]);
-    let bytes = Request::Connect(iw.clone()).encode().unwrap();
+    let iw = || request("Cafe", 8, 0, vec![], &[]);
+    let bytes = Request::Connect(iw()).encode().unwrap();
     assert_eq!(bytes.len(), HEADER_LEN + CONNECT_REQUEST_FIXED_LEN);
-    let r = ask_connect(&g, iw).await;
+    let r = ask_connect(&g, iw()).await;
     assert_eq!(r.result_code, 0, "iw connect to an open network");
     assert_eq!(r.bssid, "02:00:00:00:00:02".parse::<MacAddr>().unwrap());
     g.disconnect(r.session_id).await.unwrap();

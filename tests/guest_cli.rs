@@ -403,3 +403,156 @@ async fn watch_text_output_with_port_before_the_subcommand() {
     assert_eq!(watch.next_line().await.unwrap(), "signal: -50 dBm ▂▄▆█");
     assert_eq!(watch.wait().await, Some(0));
 }
+
+/// Environment variables a run sets.
+type Envs<'a> = Vec<(&'a str, &'a str)>;
+
+/// `guest connect` with `envs` set and `stdin` fed (issue 17, point 10).
+async fn run_connect(port: u16, args: &[&str], envs: &[(&str, &str)], stdin: &[u8]) -> common::Run {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(common::bin());
+    cmd.arg("guest")
+        .args(tcp_guest_args(port))
+        .arg("connect")
+        .args(args)
+        .env_remove("PROXY_WIFI_PASSPHRASE")
+        .env_remove("PROXY_WIFI_PSK")
+        .envs(envs.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin).await.unwrap();
+    }
+    let out = tokio::time::timeout(common::COMMAND_LIMIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    common::Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Point 10: the passphrase and the PSK from a file, standard input or
+/// the environment, never needing the command line; the old flags still
+/// work and warn that every local user can read them.
+#[tokio::test]
+async fn secrets_from_files_stdin_and_environment() {
+    // IEEE 802.11i test vector: passphrase "password", SSID "IEEE".
+    const PMK: &str = "f42c6fc52df0ebef9ebb4b90b38a5f902e83fe1b135a70e23aed762e9710a12e";
+    let psk = "ab".repeat(32);
+    let dir = tempfile::tempdir().unwrap();
+    let pass_file = dir.path().join("pass");
+    std::fs::write(&pass_file, "password\n").unwrap();
+    let psk_file = dir.path().join("psk");
+    std::fs::write(&psk_file, format!("{psk}\r\n")).unwrap();
+    let pass_path = pass_file.display().to_string();
+    let psk_path = psk_file.display().to_string();
+    let runs: Vec<(Vec<&str>, Envs, &[u8], &str)> = vec![
+        (vec!["--passphrase-file", &pass_path], vec![], b"", PMK),
+        (vec!["--passphrase-file", "-"], vec![], b"password\n", PMK),
+        (
+            vec![],
+            vec![("PROXY_WIFI_PASSPHRASE", "password")],
+            b"",
+            PMK,
+        ),
+        (vec!["--psk-file", &psk_path], vec![], b"", &psk),
+        (vec!["--psk-file", "-"], vec![], psk.as_bytes(), &psk),
+        (vec![], vec![("PROXY_WIFI_PSK", &psk)], b"", &psk),
+        // A flag wins over the environment.
+        (
+            vec!["--passphrase-file", &pass_path],
+            vec![("PROXY_WIFI_PSK", &psk)],
+            b"",
+            PMK,
+        ),
+    ];
+    let replies = (0..runs.len() as u64)
+        .map(|i| connect_reply(0, 1, i + 1))
+        .collect();
+    let host = ScriptedHost::start(replies).await;
+    let mut expected = Vec::new();
+    for (flags, envs, stdin, key) in &runs {
+        let mut args = vec!["IEEE"];
+        args.extend(flags);
+        let run = run_connect(host.port, &args, envs, stdin).await;
+        run.expect_code(0);
+        assert!(!run.stderr.contains("warning"), "{flags:?}: {}", run.stderr);
+        expected.push(*key);
+    }
+    let requests = host.requests().await;
+    assert_eq!(requests.len(), runs.len());
+    for (request, key) in requests.iter().zip(expected) {
+        assert_eq!(hex::encode(&request[7 + 76..]), key);
+    }
+}
+
+#[tokio::test]
+async fn secrets_on_the_command_line_still_work_with_a_warning() {
+    let psk = "cd".repeat(32);
+    let host = ScriptedHost::start(vec![connect_reply(0, 1, 1), connect_reply(0, 1, 2)]).await;
+    let run = run_connect(host.port, &["IEEE", "--passphrase", "password"], &[], b"").await;
+    run.expect_code(0);
+    assert!(
+        run.stderr
+            .contains("warning: --passphrase puts the passphrase on the command line")
+            && run.stderr.contains("--passphrase-file")
+            && run.stderr.contains("PROXY_WIFI_PASSPHRASE"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("password\n") && !run.stderr.contains(" password"));
+    let run = run_connect(host.port, &["IEEE", "--psk", &psk], &[], b"").await;
+    run.expect_code(0);
+    assert!(run.stderr.contains("warning: --psk"), "{}", run.stderr);
+    assert!(!run.stderr.contains(&psk), "{}", run.stderr);
+    let requests = host.requests().await;
+    assert_eq!(hex::encode(&requests[1][7 + 76..]), psk);
+}
+
+#[tokio::test]
+async fn unusable_secret_sources_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing").display().to_string();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let empty = empty.display().to_string();
+    let psk = "ab".repeat(32);
+    // Nothing listens: each must fail before any connection is tried.
+    let port = closed_port().await;
+    let cases: Vec<(Vec<&str>, Envs, &str)> = vec![
+        (vec!["--passphrase-file", &missing], vec![], "cannot open"),
+        (vec!["--passphrase-file", &empty], vec![], "empty"),
+        (
+            vec!["--passphrase-file", &empty, "--psk-file", &empty],
+            vec![],
+            "cannot be used with",
+        ),
+        (
+            vec![],
+            vec![
+                ("PROXY_WIFI_PASSPHRASE", "password"),
+                ("PROXY_WIFI_PSK", &psk),
+            ],
+            "both PROXY_WIFI_PASSPHRASE and PROXY_WIFI_PSK",
+        ),
+        (vec![], vec![("PROXY_WIFI_PASSPHRASE", "short")], "8 to 63"),
+    ];
+    for (flags, envs, says) in cases {
+        let mut args = vec!["IEEE"];
+        args.extend(&flags);
+        let run = run_connect(port, &args, &envs, b"").await;
+        run.expect_code(2);
+        assert!(
+            run.stderr.contains(says),
+            "{flags:?} {envs:?}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains(&psk), "{}", run.stderr);
+    }
+}

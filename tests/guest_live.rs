@@ -492,7 +492,10 @@ async fn legacy_layout_on_both_sides(kind: Kind) {
         watch.next_json().await,
         json!({"type": "signal_quality", "dbm": -65})
     );
-    serve.ctl_ok(&["scan-results"]).await;
+    // `ctl` says so: exit 4, no guest can receive scan results.
+    let run = serve.ctl(&["scan-results"]).await;
+    assert_eq!(run.code, Some(4), "{run:#?}");
+    assert!(run.stderr.contains("legacy scan layout"), "{run:#?}");
     serve.ctl_ok(&["signal", "90"]).await;
     assert_eq!(
         watch.next_json().await,

@@ -470,3 +470,132 @@ fn a_ctl_timeout_says_the_outcome_is_unknown() {
     assert!(stderr.contains("outcome unknown"), "{stderr}");
     let _ = keeper.join();
 }
+
+/// The metrics endpoint's address, from its "metrics on" log line.
+fn metrics_addr(d: &Daemon) -> std::net::SocketAddr {
+    let needle = "metrics on http://";
+    d.wait_for_log(needle);
+    let log = d.log();
+    let rest = &log[log.find(needle).unwrap() + needle.len()..];
+    rest.split('/').next().unwrap().parse().unwrap()
+}
+
+/// One scrape: the status line and how long it took.
+async fn scrape(addr: std::net::SocketAddr, limit: Duration) -> Result<(String, u128), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    match tokio::time::timeout(limit, exchange).await {
+        Ok(Ok(out)) => {
+            let text = String::from_utf8_lossy(&out);
+            Ok((
+                text.lines().next().unwrap_or_default().to_string(),
+                started.elapsed().as_millis(),
+            ))
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {limit:?}")),
+    }
+}
+
+/// Point 4: idle and slow clients of the metrics endpoint (any local user
+/// can reach it) cannot pin the daemon's descriptors: a scrape, a guest
+/// scan and `ctl status` keep working, descriptors stay bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_flood_is_bounded() {
+    use tokio::io::AsyncWriteExt;
+    const LIMIT: u64 = 384;
+    const IDLE: usize = 300;
+    const SLOW: usize = 300;
+    let d = Daemon::start(1, "", Some(LIMIT));
+    let port = d.guest_port("vm0");
+    let addr = metrics_addr(&d);
+    let fds_before = d.fds();
+    let rss_before = d.rss_kib();
+    let mut flood = Vec::new();
+    // Half send nothing, half a partial request line (slowloris).
+    for i in 0..IDLE + SLOW {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 1 {
+            let _ = s.write_all(b"GET /metr").await;
+        }
+        flood.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fds_flood = d.fds();
+    let rss_flood = d.rss_kib();
+    let scraped = scrape(addr, Duration::from_secs(3)).await;
+    let scanned = scan(port, Duration::from_secs(5)).await;
+    let status = d.ctl(&["status", "--json"]);
+    let log = d.log();
+    println!(
+        "FIGURES metrics flood: {} connections ({IDLE} silent, {SLOW} partial), RLIMIT_NOFILE {LIMIT}: \
+         fds {fds_before} -> {fds_flood}, RSS {rss_before} -> {rss_flood} KiB, scrape {scraped:?}, \
+         'Too many open files' logged {} times",
+        flood.len(),
+        count(&log, "Too many open files")
+    );
+    let (line, _) = scraped.unwrap_or_else(|e| panic!("scrape failed: {e}\n{log}"));
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    assert!(scanned.is_ok(), "guest scan failed: {scanned:?}\n{log}");
+    assert!(
+        status.status.success(),
+        "ctl status failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        (fds_flood as u64) < fds_before as u64 + 64,
+        "fds {fds_flood}"
+    );
+    drop(flood);
+}
+
+/// Point 15: `ctl signal` and `ctl scan-results` say so, with exit 4,
+/// when no guest can receive the notification; 0 once one can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_says_when_no_guest_can_be_notified() {
+    let d = Daemon::start(1, "", None);
+    let port = d.guest_port("vm0");
+    let code = |args: &[&str]| {
+        let out = d.ctl(args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No request yet: nobody is known to listen.
+    let (c, e) = code(&["signal", "80"]);
+    assert_eq!(c, Some(4), "{e}");
+    assert!(e.contains("no guest can receive the signal change"), "{e}");
+    let (c, e) = code(&["scan-results"]);
+    assert_eq!(c, Some(4), "{e}");
+    assert!(e.contains("no guest can receive the scan results"), "{e}");
+    // After a scan, scan results reach the guest; a signal change does
+    // not (it is not connected).
+    scan(port, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(code(&["scan-results"]).0, Some(0));
+    assert_eq!(code(&["signal", "80"]).0, Some(4));
+    // Connected through the simulated host: the signal reaches it.
+    let mut config = TransportConfig::tcp("127.0.0.1".parse().unwrap());
+    if let TransportConfig::Tcp { request_port, .. } = &mut config {
+        *request_port = port;
+    }
+    let client = GuestClient::new(&config).unwrap();
+    let ssid = proxy_wifi::protocol::Ssid::new(b"FakeOpen").unwrap();
+    let joined = client
+        .connect(&proxy_wifi::guest::ConnectSpec::open(ssid))
+        .await
+        .unwrap();
+    assert_eq!(joined.result_code, 0);
+    assert_eq!(code(&["signal", "80"]).0, Some(0));
+    assert_eq!(code(&["--guest", "vm0", "signal", "70"]).0, Some(0));
+    // Other commands are unaffected.
+    assert_eq!(code(&["scan-mode", "sync"]).0, Some(0));
+}

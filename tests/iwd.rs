@@ -275,7 +275,7 @@ fn psk_params(ssid_text: &str, passphrase: &str) -> (ConnectParams, Key) {
             ssid: ssid(ssid_text),
             bssid: None,
             security: Security::WPA2_PSK_CCMP,
-            key: Some(pmk.clone()),
+            key: Some(pmk.duplicate()),
         },
         pmk,
     )

@@ -409,7 +409,9 @@ fn malformed_requests_get_invalid_and_the_service_carries_on() {
 #[test]
 fn notifications_are_dropped_until_the_first_request() {
     let server = Server::start(&[]);
-    server.ctl_ok(&["scan-results"]);
+    // Applied on the host, and `ctl` says nobody can get it (exit 4).
+    let out = server.ctl(&["scan-results"]);
+    assert_eq!(out.status.code(), Some(4));
     assert_eq!(server.notification(Duration::from_millis(500)), None);
     assert!(server.stderr().contains("dropping a notification"));
     server.scan();

@@ -96,8 +96,12 @@ fn malformed(kind: u64, rng: &mut Rng) -> Vec<u8> {
         ssid: Some(ssid("FakeOpen")),
     })
     .encode()
-    .unwrap();
-    let connect = connect_request("FakeWpa2Psk", true).encode().unwrap();
+    .unwrap()
+    .to_vec();
+    let connect = connect_request("FakeWpa2Psk", true)
+        .encode()
+        .unwrap()
+        .to_vec();
     match kind % 9 {
         // Version 2.
         0 => {
@@ -140,7 +144,8 @@ fn malformed(kind: u64, rng: &mut Rng) -> Vec<u8> {
         7 => {
             let mut b = Request::Disconnect(DisconnectRequest { session_id: 1 })
                 .encode()
-                .unwrap();
+                .unwrap()
+                .to_vec();
             b[1] = 7;
             b.pop();
             b

@@ -297,7 +297,10 @@ async fn drive(data: &[u8]) -> Summary {
 }
 
 fn encode(request: &Request) -> Vec<u8> {
-    request.encode().expect("a well-formed request encodes")
+    request
+        .encode()
+        .expect("a well-formed request encodes")
+        .to_vec()
 }
 
 /// One guest connection: send `bytes`, close the sending side, read

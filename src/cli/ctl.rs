@@ -1,7 +1,10 @@
 //! `proxy-wifi ctl`: sends one command to a running service's control socket.
 //!
 //! Exit codes: 0 done; 1 refused or unreachable; 3 sent but no answer in
-//! time, so the outcome is unknown (the command may still take effect).
+//! time, so the outcome is unknown (the command may still take effect);
+//! 4 `signal` or `scan-results` was applied to the host but no guest can
+//! receive its notification (none connected, none has made a request yet,
+//! or only legacy-layout guests for scan results).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +18,8 @@ use proxy_wifi::wifi::simulated::ScanMode;
 
 /// The request went out but no answer came: it may still take effect.
 const EXIT_OUTCOME_UNKNOWN: u8 = 3;
+/// The host event happened, but no guest can receive its notification.
+const EXIT_NO_RECIPIENT: u8 = 4;
 
 /// How long `reload` may take: removed guests finish their requests first.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -295,6 +300,27 @@ fn print_answer(command: &CtlCommand, response: &ControlResponse) -> Result<(), 
     Ok(())
 }
 
+/// For `signal` and `scan-results`: why no guest gets the notification,
+/// when the service says none can (its answer lists the recipients; an
+/// answer without the list, from an older service, says nothing).
+fn nobody_notified(command: &CtlCommand, response: &ControlResponse) -> Option<&'static str> {
+    let recipients = response.data.as_ref()?.get("recipients")?.as_array()?;
+    if !recipients.is_empty() {
+        return None;
+    }
+    match command {
+        CtlCommand::Signal { .. } => Some(
+            "no guest can receive the signal change: none is connected through the host's \
+             Wi-Fi (or none has made a request since it started)",
+        ),
+        CtlCommand::ScanResults => Some(
+            "no guest can receive the scan results: none has made a request since it started \
+             (or every one uses the legacy scan layout, which drops scan notifications)",
+        ),
+        _ => None,
+    }
+}
+
 pub async fn run(args: CtlArgs) -> ExitCode {
     let command = match &args.command {
         CtlCommand::HostConnect { ssid } => ControlCommand::HostConnect { ssid: ssid.clone() },
@@ -340,7 +366,13 @@ pub async fn run(args: CtlArgs) -> ExitCode {
         .unwrap_or_else(proxy_wifi::control::default_client_path);
     match proxy_wifi::control::request_within(&control, &request, limit).await {
         Ok(response) if response.ok => match print_answer(&args.command, &response) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => match nobody_notified(&args.command, &response) {
+                Some(why) => {
+                    eprintln!("proxy-wifi ctl: done on the host, but {why}");
+                    ExitCode::from(EXIT_NO_RECIPIENT)
+                }
+                None => ExitCode::SUCCESS,
+            },
             Err(e) => {
                 eprintln!("proxy-wifi ctl: {e}");
                 ExitCode::FAILURE

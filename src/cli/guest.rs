@@ -6,19 +6,20 @@
 //! 4 timeout; 5 malformed reply; 6 the host answered INVALID; 7 local
 //! problem (transport unavailable here, port cannot be bound).
 
-use std::io::BufRead;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use proxy_wifi::guest::{
-    BssSummary, ConnectSpec, ErrorClass, GuestClient, GuestError, Notification, NotificationWatcher,
+    read_secret, secret_from_env, BssSummary, ConnectSpec, ErrorClass, GuestClient, GuestError,
+    Notification, NotificationWatcher,
 };
 use proxy_wifi::protocol::{
     status_code_name, ConnectResponse, MacAddr, ScanBss, ScanLayout, ScanResponse, Ssid,
 };
 use serde_json::json;
-use zeroize::Zeroize;
+use zeroize::Zeroizing;
 
 use super::transport_args::{LayoutArg, TransportArgs};
 
@@ -57,15 +58,30 @@ enum GuestCommand {
         #[arg(long, value_name = "SSID")]
         ssid: Option<Ssid>,
     },
-    /// Connect to a network: open, or WPA2-PSK from a passphrase or a raw PSK.
+    /// Connect to a network: open, or WPA2-PSK from a passphrase or a raw
+    /// PSK. Give the secret with --passphrase-file / --psk-file (a file, or
+    /// `-` for standard input) or in PROXY_WIFI_PASSPHRASE / PROXY_WIFI_PSK
+    /// (read when no secret flag is given); a secret given on the command
+    /// line itself is visible to every local user.
     Connect {
         /// The network name (at most 32 bytes).
         ssid: Ssid,
-        /// WPA2 passphrase, 8 to 63 printable ASCII characters; `-` reads
-        /// it from the first line of standard input.
+        /// WPA2 passphrase, 8 to 63 printable ASCII characters, from the
+        /// first line of FILE; `-` reads standard input.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["passphrase", "psk", "psk_file"])]
+        passphrase_file: Option<PathBuf>,
+        /// WPA2 raw PSK (the PMK), 64 hexadecimal digits, from the first
+        /// line of FILE; `-` reads standard input.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["passphrase", "psk"])]
+        psk_file: Option<PathBuf>,
+        /// The passphrase itself: visible to every local user in `ps` and
+        /// /proc/PID/cmdline (a warning says so); prefer --passphrase-file.
+        /// `-` reads it from standard input.
         #[arg(long, value_name = "PASSPHRASE", conflicts_with = "psk")]
         passphrase: Option<String>,
-        /// WPA2 raw PSK (the PMK), 64 hexadecimal digits.
+        /// The raw PSK itself, 64 hexadecimal digits: visible to every
+        /// local user (a warning says so); prefer --psk-file. `-` reads it
+        /// from standard input.
         #[arg(long, value_name = "HEX")]
         psk: Option<String>,
         /// Join this BSS only.
@@ -162,11 +178,19 @@ pub async fn run(args: GuestArgs) -> ExitCode {
         }
         GuestCommand::Connect {
             ssid,
+            passphrase_file,
+            psk_file,
             passphrase,
             psk,
             bssid,
         } => {
-            let spec = match connect_spec(ssid, passphrase, psk, bssid) {
+            let secret = SecretArgs {
+                passphrase_file,
+                psk_file,
+                passphrase,
+                psk,
+            };
+            let spec = match connect_spec(ssid, secret, bssid) {
                 Ok(spec) => spec,
                 Err(message) => return usage("connect", message),
             };
@@ -237,35 +261,129 @@ pub async fn run(args: GuestArgs) -> ExitCode {
     }
 }
 
-fn connect_spec(
-    ssid: Ssid,
+/// The environment variable read for the passphrase when no secret flag
+/// is given.
+const PASSPHRASE_ENV: &str = "PROXY_WIFI_PASSPHRASE";
+/// The environment variable read for the raw PSK when no secret flag is
+/// given.
+const PSK_ENV: &str = "PROXY_WIFI_PSK";
+
+/// Where `guest connect` takes its secret from (clap keeps them exclusive).
+struct SecretArgs {
+    passphrase_file: Option<PathBuf>,
+    psk_file: Option<PathBuf>,
     passphrase: Option<String>,
     psk: Option<String>,
+}
+
+/// Which secret, read into memory that is wiped on drop.
+enum Secret {
+    Passphrase(Zeroizing<String>),
+    Psk(Zeroizing<String>),
+}
+
+/// A secret from FILE, or from standard input for `-`.
+fn secret_from_file(path: &Path, what: &str) -> Result<Zeroizing<String>, String> {
+    let read = if path == Path::new("-") {
+        read_secret(std::io::stdin().lock())
+    } else {
+        match std::fs::File::open(path) {
+            Ok(file) => read_secret(file),
+            Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+        }
+    };
+    read.map_err(|e| {
+        let from = if path == Path::new("-") {
+            "standard input".to_string()
+        } else {
+            path.display().to_string()
+        };
+        format!("cannot read the {what} from {from}: {e}")
+    })
+}
+
+/// A secret given on the command line: `-` means standard input;
+/// anything else is used, with a warning that every local user can read
+/// it (clap and the process arguments keep copies this cannot wipe).
+fn secret_from_argument(
+    value: String,
+    flag: &str,
+    file_flag: &str,
+    env: &str,
+    what: &str,
+) -> Result<Zeroizing<String>, String> {
+    let value = Zeroizing::new(value);
+    if value.as_str() == "-" {
+        return secret_from_file(Path::new("-"), what);
+    }
+    eprintln!(
+        "proxy-wifi guest connect: warning: {flag} puts the {what} on the command line, where \
+         every local user can read it (ps, /proc/PID/cmdline); use {file_flag} FILE, \
+         {file_flag} - (standard input) or {env}"
+    );
+    Ok(value)
+}
+
+fn secret_from_environment(name: &str, what: &str) -> Result<Option<Zeroizing<String>>, String> {
+    secret_from_env(name).map_err(|e| format!("cannot use the {what} in {name}: {e}"))
+}
+
+impl SecretArgs {
+    /// The secret, from the one flag given, else from the environment.
+    fn read(self) -> Result<Option<Secret>, String> {
+        const PASSPHRASE: &str = "passphrase";
+        const PSK: &str = "PSK";
+        if let Some(path) = self.passphrase_file {
+            return secret_from_file(&path, PASSPHRASE).map(|s| Some(Secret::Passphrase(s)));
+        }
+        if let Some(path) = self.psk_file {
+            return secret_from_file(&path, PSK).map(|s| Some(Secret::Psk(s)));
+        }
+        if let Some(value) = self.passphrase {
+            return secret_from_argument(
+                value,
+                "--passphrase",
+                "--passphrase-file",
+                PASSPHRASE_ENV,
+                PASSPHRASE,
+            )
+            .map(|s| Some(Secret::Passphrase(s)));
+        }
+        if let Some(value) = self.psk {
+            return secret_from_argument(value, "--psk", "--psk-file", PSK_ENV, PSK)
+                .map(|s| Some(Secret::Psk(s)));
+        }
+        let passphrase = secret_from_environment(PASSPHRASE_ENV, PASSPHRASE)?;
+        let psk = secret_from_environment(PSK_ENV, PSK)?;
+        match (passphrase, psk) {
+            (Some(_), Some(_)) => Err(format!(
+                "both {PASSPHRASE_ENV} and {PSK_ENV} are set; which one? unset one of them"
+            )),
+            (Some(p), None) => Ok(Some(Secret::Passphrase(p))),
+            (None, Some(k)) => Ok(Some(Secret::Psk(k))),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+fn connect_spec(
+    ssid: Ssid,
+    secret: SecretArgs,
     bssid: Option<MacAddr>,
 ) -> Result<ConnectSpec, String> {
-    let spec = match (passphrase, psk) {
-        (Some(p), _) => {
-            let mut p = if p == "-" { read_stdin_line()? } else { p };
-            let spec = ConnectSpec::wpa2_passphrase(ssid, &p).map_err(|e| e.to_string());
-            p.zeroize();
-            spec?
+    let spec = match secret.read()? {
+        Some(Secret::Passphrase(p)) => {
+            ConnectSpec::wpa2_passphrase(ssid, &p).map_err(|e| e.to_string())?
         }
-        (None, Some(hex)) => ConnectSpec::wpa2_psk_hex(ssid, &hex).map_err(|e| e.to_string())?,
-        (None, None) => ConnectSpec::open(ssid),
+        Some(Secret::Psk(hex)) => {
+            ConnectSpec::wpa2_psk_hex(ssid, &hex).map_err(|e| e.to_string())?
+        }
+        None => ConnectSpec::open(ssid),
     };
     Ok(match bssid {
         Some(b) => spec.bssid(b),
         None => spec,
     })
-}
-
-fn read_stdin_line() -> Result<String, String> {
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| format!("cannot read the passphrase from standard input: {e}"))?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 struct Output {

@@ -41,7 +41,7 @@ Name the host with one transport flag, before or after the subcommand:
 Examples:
   proxy-wifi guest --vsock-cid 2 scan
   proxy-wifi guest scan --tcp 127.0.0.1 --json
-  proxy-wifi guest --tcp 127.0.0.1 connect Home --passphrase -   (passphrase from stdin)
+  proxy-wifi guest --tcp 127.0.0.1 connect Home --passphrase-file -   (passphrase from stdin)
   proxy-wifi guest --tcp 127.0.0.1 watch --json
 
 Exit codes:
@@ -70,7 +70,9 @@ Examples:
 Exit codes:
   0  done
   1  the service refused the command or could not be reached
-  2  bad arguments";
+  2  bad arguments
+  3  sent, but no answer in time: the outcome is unknown (it may still take effect)
+  4  signal / scan-results done on the host, but no guest can receive the notification";
 
 /// The transport flags' help, per subcommand: (flag id, for serve, for guest).
 const TRANSPORT_HELP: [(&str, &str, &str); 6] = [
@@ -113,7 +115,7 @@ const GUEST_EXAMPLES: [(&str, &str); 4] = [
     ),
     (
         "connect",
-        "Examples:\n  proxy-wifi guest --tcp 127.0.0.1 connect FakeWpa2Psk --passphrase secretsecret\n  proxy-wifi guest --vsock-cid 2 connect Cafe\n  echo \"$PASS\" | proxy-wifi guest --vsock-cid 2 connect Home --passphrase -\n\nExit code 1: the host refused (the 802.11 status is printed).",
+        "Examples:\n  proxy-wifi guest --tcp 127.0.0.1 connect FakeWpa2Psk --passphrase-file ~/.pw-pass\n  proxy-wifi guest --vsock-cid 2 connect Cafe\n  echo \"$PASS\" | proxy-wifi guest --vsock-cid 2 connect Home --passphrase-file -\n  PROXY_WIFI_PSK=$(cat psk.hex) proxy-wifi guest --vsock-cid 2 connect Home\n\nExit code 1: the host refused (the 802.11 status is printed).",
     ),
     (
         "disconnect",
@@ -128,8 +130,8 @@ const GUEST_EXAMPLES: [(&str, &str); 4] = [
 const CTL_EXAMPLES: [(&str, &str); 9] = [
     ("host-connect", "Example:\n  proxy-wifi ctl --control /tmp/pw.sock host-connect FakeOpen"),
     ("host-disconnect", "Example:\n  proxy-wifi ctl --control /tmp/pw.sock host-disconnect"),
-    ("signal", "Example:\n  proxy-wifi ctl --control /tmp/pw.sock signal 80     (sent to a connected guest as -60 dBm)"),
-    ("scan-results", "Example:\n  proxy-wifi ctl --control /tmp/pw.sock scan-results"),
+    ("signal", "Example:\n  proxy-wifi ctl --control /tmp/pw.sock signal 80     (sent to a connected guest as -60 dBm; exit 4 if none can receive it)"),
+    ("scan-results", "Example:\n  proxy-wifi ctl --control /tmp/pw.sock scan-results     (exit 4 if no guest can receive them)"),
     ("scan-mode", "Example:\n  proxy-wifi ctl --control /tmp/pw.sock scan-mode async"),
     ("status", "Examples:\n  proxy-wifi ctl --control /run/proxy-wifi/control.sock status\n  proxy-wifi ctl --control /run/proxy-wifi/control.sock status --guest vm1 --json"),
     ("reload", "Example:\n  proxy-wifi ctl --control /run/proxy-wifi/control.sock reload     (what systemctl reload runs)"),

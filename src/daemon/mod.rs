@@ -51,7 +51,7 @@ use crate::control::{
 };
 use crate::handler::HandlerSettings;
 use crate::metrics::{Metrics, MetricsError};
-use crate::service::{Service, ServiceError};
+use crate::service::{NotificationReach, Service, ServiceError};
 use crate::wifi::{BackendError, BackendSettings, HostWifi};
 
 /// Why the daemon could not start or reload.
@@ -410,6 +410,47 @@ impl Daemon {
         state.guests.iter().map(|g| g.config.name.clone()).collect()
     }
 
+    /// For a host event that notifies guests (`signal`, `scan-results`):
+    /// the guests (all, or the one named) that can receive its
+    /// notification now. A signal change goes to a guest connected through
+    /// one of the backend's interfaces; scan results to a guest that does
+    /// not use the legacy layout; either only once the guest has made a
+    /// request. `None` for other commands.
+    pub async fn notification_recipients(
+        &self,
+        command: &ControlCommand,
+        only: Option<&str>,
+    ) -> Option<Vec<String>> {
+        let host_interfaces: Vec<_> = self.host.interfaces().iter().map(|i| i.id()).collect();
+        let reaches = |reach: NotificationReach| match command {
+            ControlCommand::Signal { .. } => {
+                reach.guest_seen
+                    && reach
+                        .connected_on
+                        .is_some_and(|id| host_interfaces.contains(&id))
+            }
+            _ => reach.guest_seen && reach.takes_scan_results,
+        };
+        if !matches!(
+            command,
+            ControlCommand::Signal { .. } | ControlCommand::ScanResults
+        ) {
+            return None;
+        }
+        let state = self.state.lock().await;
+        let mut recipients = Vec::new();
+        for g in state
+            .guests
+            .iter()
+            .filter(|g| only.is_none_or(|n| n == g.config.name))
+        {
+            if g.service.notification_reach().await.is_some_and(&reaches) {
+                recipients.push(g.config.name.clone());
+            }
+        }
+        Some(recipients)
+    }
+
     /// Status of every guest, or of the one named.
     pub async fn status(&self, only: Option<&str>) -> Result<Vec<GuestStatus>, String> {
         let state = self.state.lock().await;
@@ -754,9 +795,14 @@ impl ControlHandler for DaemonControl {
                         return ControlResponse::error(unknown_guest(name));
                     }
                 }
-                match crate::control::apply_host_event(&*self.daemon.host, event) {
-                    Ok(()) => ControlResponse::ok(),
-                    Err(e) => ControlResponse::error(e.to_string()),
+                if let Err(e) = crate::control::apply_host_event(&*self.daemon.host, event) {
+                    return ControlResponse::error(e.to_string());
+                }
+                match self.daemon.notification_recipients(event, guest).await {
+                    Some(recipients) => {
+                        ControlResponse::ok_with(serde_json::json!({ "recipients": recipients }))
+                    }
+                    None => ControlResponse::ok(),
                 }
             }
         }

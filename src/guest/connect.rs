@@ -12,7 +12,7 @@ const AUTH_OPEN_SYSTEM: u8 = 0;
 const WPA_VERSION_2: u8 = 2;
 
 /// How to authenticate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum ConnectSecurity {
     /// No security: every security field is zero and the key empty.
     Open,
@@ -30,7 +30,7 @@ pub enum ConnectSecurity {
 /// let spec = ConnectSpec::wpa2_passphrase(ssid, "correct horse").unwrap();
 /// assert_eq!(spec.to_request().key.len(), 32);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct ConnectSpec {
     ssid: Ssid,
     bssid: Option<MacAddr>,
@@ -107,7 +107,7 @@ impl ConnectSpec {
                 akm_suites: vec![akm::PSK],
                 pairwise_ciphers: vec![cipher::CCMP],
                 group_cipher: cipher::CCMP,
-                key: pmk.clone(),
+                key: pmk.duplicate(),
                 ..base
             },
         }

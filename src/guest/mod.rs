@@ -17,6 +17,7 @@ mod connect;
 mod display;
 mod error;
 mod notify;
+mod secret;
 #[cfg(test)]
 mod tests;
 
@@ -28,3 +29,4 @@ pub use notify::{
     Notification, NotificationWatcher, DEFAULT_NOTIFICATION_READ_TIMEOUT,
     DRIVER_NOTIFICATION_READ_TIMEOUT,
 };
+pub use secret::{read_secret, secret_from_env, SecretError, MAX_SECRET_LEN};

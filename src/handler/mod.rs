@@ -278,8 +278,9 @@ pub(crate) fn spawn(
     }
 }
 
-/// The guest's connection, as the handler remembers it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The guest's connection, as the handler remembers it. Not `Clone`: it
+/// may hold the key.
+#[derive(Debug, PartialEq, Eq)]
 struct GuestConnection {
     interface: InterfaceId,
     ssid: Ssid,
@@ -831,7 +832,7 @@ impl State {
         ));
     }
 
-    async fn connect(&mut self, request: ConnectRequest, deadline: Instant) -> Message {
+    async fn connect(&mut self, mut request: ConnectRequest, deadline: Instant) -> Message {
         let ssid = request.ssid;
         let requested = Security::from_connect_request(&request);
         let requested_auth = requested.map_or(AuthAlgorithm::Wpa2Psk, |s| s.auth);
@@ -927,11 +928,12 @@ impl State {
                 return self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default());
             }
         };
-        let params = ConnectParams {
+        let mut params = ConnectParams {
             ssid,
             bssid: request.bssid,
             security,
-            key: (security != Security::OPEN).then(|| request.key.clone()),
+            // Moved, not copied: the request is done with it.
+            key: (security != Security::OPEN).then(|| std::mem::take(&mut request.key)),
         };
         let mut rejected: Option<u16> = None;
         for iface in self.interfaces.clone() {
@@ -954,7 +956,8 @@ impl State {
                         interface: id,
                         ssid,
                         kind,
-                        credentials: Some((security, params.key.clone())),
+                        // Moved: `params` is not used after a success.
+                        credentials: Some((security, params.key.take())),
                     });
                     self.completion(
                         kind,
@@ -1038,20 +1041,29 @@ impl State {
         let own = self
             .guest
             .as_ref()
-            .filter(|g| g.kind == ConnectionKind::GuestDirected && g.ssid == ssid)?
-            .clone();
-        let iface = self.interface(own.interface)?;
+            .filter(|g| g.kind == ConnectionKind::GuestDirected && g.ssid == ssid)?;
+        // Compared in place: the key is never copied for it.
+        let same_credentials = match (&own.credentials, requested) {
+            (Some((security, key)), Ok(asked)) => {
+                *security == asked
+                    && match key {
+                        Some(key) => asked != Security::OPEN && *key == request.key,
+                        None => asked == Security::OPEN,
+                    }
+            }
+            _ => false,
+        };
+        let auth = own
+            .credentials
+            .as_ref()
+            .map_or(AuthAlgorithm::Open, |c| c.0.auth);
+        let own_interface = own.interface;
+        let iface = self.interface(own_interface)?;
         // The interface may have left the network without the event having
         // been read yet: ask it.
         let network = Self::query_connection(&iface)
             .await
             .filter(|n| n.ssid == ssid)?;
-        let same_credentials = match (&own.credentials, requested) {
-            (Some((security, key)), Ok(asked)) => {
-                *security == asked && *key == (asked != Security::OPEN).then(|| request.key.clone())
-            }
-            _ => false,
-        };
         let same_bss = request
             .bssid
             .is_none_or(|b| b.is_zero() || b == network.bssid);
@@ -1063,10 +1075,6 @@ impl State {
             }
             return None;
         }
-        let auth = own
-            .credentials
-            .as_ref()
-            .map_or(AuthAlgorithm::Open, |c| c.0.auth);
         match self.authorize_within(kind, ssid, deadline).await {
             Authorization::Approve => {
                 tracing::info!(ssid = %ssid, interface = %iface.name(), "the guest connects again to its own guest-directed connection; keeping it");
@@ -1074,7 +1082,7 @@ impl State {
                     kind,
                     ConnectOutcome::Succeeded,
                     STATUS_SUCCESS,
-                    Some(own.interface),
+                    Some(own_interface),
                     ssid,
                     auth,
                 );

@@ -881,12 +881,12 @@ async fn session_ids_count_every_connect_response() {
 async fn unsupported_security_fails_unless_mirrored() {
     let a = TestIface::new(1);
     // WPA (version 1): nothing the host joins for a guest.
-    let wpa1 = ConnectRequest {
+    let wpa1 = || ConnectRequest {
         wpa_versions: 1,
         ..psk_request("Wpa3Net")
     };
     let h = harness(vec![a.clone()], vec![], no_latency());
-    let c = h.connect(wpa1.clone()).await;
+    let c = h.connect(wpa1()).await;
     assert_eq!(c.result_code, 1);
     assert!(a.calls().is_empty());
     // The host is on it: mirroring works whatever the guest asked for.

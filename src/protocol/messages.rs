@@ -1,5 +1,7 @@
 use std::collections::HashSet;
 
+use zeroize::Zeroizing;
+
 use super::ie::{element_ids, parse_elements};
 use super::{
     channel_for_freq_khz, split_message, DecodeError, EncodeError, Header, Key, MacAddr, Operation,
@@ -77,8 +79,8 @@ pub struct ScanRequest {
     pub ssid: Option<Ssid>,
 }
 
-/// CONNECT_REQUEST.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// CONNECT_REQUEST. Not `Clone`: it carries the key.
+#[derive(Debug, PartialEq, Eq)]
 pub struct ConnectRequest {
     pub ssid: Ssid,
     /// `None` (all zero on the wire) means any BSS.
@@ -102,8 +104,8 @@ pub struct DisconnectRequest {
     pub session_id: u64,
 }
 
-/// A request from the guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A request from the guest. Not `Clone`: a connect carries the key.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Request {
     Scan(ScanRequest),
     Connect(ConnectRequest),
@@ -289,10 +291,19 @@ impl Request {
     }
 
     /// Encodes a whole request as the guest driver sends it.
-    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-        let mut body = Vec::new();
+    ///
+    /// A connect carries the key, so the message is built in one buffer
+    /// sized up front (a buffer that grew or was copied would leave a copy
+    /// behind) and wiped when dropped.
+    pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, EncodeError> {
+        let mut out = Zeroizing::new(Vec::with_capacity(
+            HEADER_LEN + CONNECT_REQUEST_FIXED_LEN + usize::from(u8::MAX),
+        ));
+        // The header goes in front once the body's size is known.
+        out.extend_from_slice(&[0; HEADER_LEN]);
+        let body: &mut Vec<u8> = &mut out;
         match self {
-            Request::Scan(req) => put_ssid(&mut body, &req.ssid.unwrap_or_default()),
+            Request::Scan(req) => put_ssid(body, &req.ssid.unwrap_or_default()),
             Request::Disconnect(req) => body.extend_from_slice(&req.session_id.to_le_bytes()),
             Request::Connect(req) => {
                 if req.akm_suites.len() > 2 {
@@ -304,8 +315,7 @@ impl Request {
                 if req.key.len() > usize::from(u8::MAX) {
                     return Err(EncodeError::KeyTooLong(req.key.len()));
                 }
-                body.reserve(CONNECT_REQUEST_FIXED_LEN + req.key.len());
-                put_ssid(&mut body, &req.ssid);
+                put_ssid(body, &req.ssid);
                 body.extend_from_slice(&req.bssid.unwrap_or_default().0);
                 body.push(req.auth_type);
                 body.push(req.wpa_versions);
@@ -324,7 +334,9 @@ impl Request {
                 body.extend_from_slice(req.key.expose());
             }
         }
-        Ok(with_header(self.operation(), &body))
+        let size = (out.len() - HEADER_LEN) as u32;
+        out[..HEADER_LEN].copy_from_slice(&Header::new(self.operation(), size).encode());
+        Ok(out)
     }
 }
 
@@ -612,7 +624,7 @@ mod tests {
         let bytes = req.encode().unwrap();
         let mut expected = vec![1, 33, 0, 0, 0, 1, 0, 2, b'a', b'b'];
         expected.extend_from_slice(&[0; 30]);
-        assert_eq!(bytes, expected);
+        assert_eq!(*bytes, expected);
         assert_eq!(Request::decode(&bytes).unwrap(), req);
         // ssid_len 0 is a wildcard scan.
         let wildcard = Request::Scan(ScanRequest::default()).encode().unwrap();
@@ -625,7 +637,8 @@ mod tests {
 
     #[test]
     fn connect_request_layout() {
-        let req = ConnectRequest {
+        // Built twice: a request is not Clone (it carries the key).
+        let req = || ConnectRequest {
             ssid: Ssid::new(b"FakeWpa2Psk").unwrap(),
             bssid: Some(MacAddr([1, 2, 3, 4, 5, 6])),
             auth_type: 0,
@@ -635,7 +648,7 @@ mod tests {
             group_cipher: cipher::CCMP,
             key: Key::new(vec![0xAB; 32]),
         };
-        let bytes = Request::Connect(req.clone()).encode().unwrap();
+        let bytes = Request::Connect(req()).encode().unwrap();
         let mut expected = vec![3, 108, 0, 0, 0, 1, 0];
         expected.push(11);
         let mut ssid = [0u8; 32];
@@ -650,8 +663,8 @@ mod tests {
         expected.extend_from_slice(&[0x04, 0xAC, 0x0F, 0x00]);
         expected.push(32);
         expected.extend_from_slice(&[0xAB; 32]);
-        assert_eq!(bytes, expected);
-        assert_eq!(Request::decode(&bytes).unwrap(), Request::Connect(req));
+        assert_eq!(*bytes, expected);
+        assert_eq!(Request::decode(&bytes).unwrap(), Request::Connect(req()));
     }
 
     #[test]
@@ -709,7 +722,7 @@ mod tests {
         let bytes = Request::Disconnect(DisconnectRequest { session_id: 0x0102 })
             .encode()
             .unwrap();
-        assert_eq!(bytes, vec![5, 8, 0, 0, 0, 1, 0, 2, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(*bytes, vec![5, 8, 0, 0, 0, 1, 0, 2, 1, 0, 0, 0, 0, 0, 0]);
         assert!(matches!(
             Request::decode_body(Operation::DisconnectRequest, &[0; 9]),
             Err(DecodeError::BodySize { .. })

@@ -166,13 +166,23 @@ impl<'de> serde::Deserialize<'de> for MacAddr {
 /// Key material from a connect request (for WPA2-PSK, the 32-byte PMK).
 ///
 /// Its `Debug` shows only the length, so a key cannot reach a log line by
-/// accident, and it is wiped from memory when dropped.
-#[derive(Clone, PartialEq, Eq, Default)]
+/// accident, and it is wiped from memory when dropped. It is not `Clone`:
+/// a key is moved or lent, and the few places that need a second copy say
+/// so with [`Key::duplicate`].
+#[derive(PartialEq, Eq, Default)]
 pub struct Key(Vec<u8>);
 
 impl Key {
+    /// Takes ownership of `bytes` (no copy is made; they are wiped with
+    /// the key).
     pub fn new(bytes: Vec<u8>) -> Key {
         Key(bytes)
+    }
+
+    /// A second copy of the key, wiped on drop like the first. Explicit so
+    /// that copies stay few and visible.
+    pub fn duplicate(&self) -> Key {
+        Key(self.0.clone())
     }
 
     /// The key bytes. Callers must not log them.

@@ -55,7 +55,7 @@ mod counters;
 pub(crate) mod notifications;
 pub(crate) mod requests;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,9 +76,9 @@ pub use requests::{MAX_CONNECTIONS_IN_FLIGHT, REPLY_WRITE_TIMEOUT, REQUEST_READ_
 use crate::handler::{self, HandlerSettings, HandlerStatus};
 use crate::metrics::Metrics;
 use crate::observer::{Observer, ObserverQueue};
-use crate::protocol::{MacAddr, Ssid};
+use crate::protocol::{MacAddr, ScanLayout, Ssid};
 use crate::transport::{SocketAccess, TransportConfig, TransportError};
-use crate::wifi::{fake_networks, FakeNetworkProvider, HostWifi};
+use crate::wifi::{fake_networks, FakeNetworkProvider, HostWifi, InterfaceId};
 use counters::Counters;
 
 /// How long [`Service::stop`] lets in-flight requests finish before it
@@ -213,6 +213,23 @@ struct Running {
     connection_metric: Option<JoinHandle<()>>,
     /// The `guest` span every task runs in.
     span: tracing::Span,
+    /// Set by the first guest request: notifications go out from then on.
+    guest_seen: Arc<AtomicBool>,
+}
+
+/// Whether a host event's notification could reach a guest now
+/// ([`Service::notification_reach`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotificationReach {
+    /// The guest has made a request since the service started; until then
+    /// notifications are dropped (nobody is known to listen).
+    pub guest_seen: bool,
+    /// The interface holding the guest's connection, if it has one: signal
+    /// changes are sent for that interface only.
+    pub connected_on: Option<InterfaceId>,
+    /// Scan results are sent as notifications (legacy-layout guests drop
+    /// them, so none are sent to those).
+    pub takes_scan_results: bool,
 }
 
 /// The host service for one guest. Start, stop, start again.
@@ -318,7 +335,7 @@ impl Service {
                 endpoint.listener,
                 handler.client,
                 layout,
-                guest_seen,
+                guest_seen.clone(),
                 self.counters.clone(),
                 shutdown.clone(),
             )
@@ -338,6 +355,7 @@ impl Service {
             status: handler.status,
             connection_metric,
             span,
+            guest_seen,
         });
         Ok(())
     }
@@ -377,6 +395,21 @@ impl Service {
             .await
             .as_ref()
             .map(|r| r.local_description.clone())
+    }
+
+    /// Whether a notification could reach the guest now, while running
+    /// (never waits for a request in progress).
+    pub async fn notification_reach(&self) -> Option<NotificationReach> {
+        let layout = self.settings.scan_layout;
+        self.running
+            .lock()
+            .await
+            .as_ref()
+            .map(|r| NotificationReach {
+                guest_seen: r.guest_seen.load(Ordering::SeqCst),
+                connected_on: r.status.borrow().connection.as_ref().map(|c| c.interface),
+                takes_scan_results: layout != ScanLayout::Legacy,
+            })
     }
 
     /// The guest's session id and connection, while running (never waits

@@ -6,6 +6,7 @@
 //! check, so a hostile peer cannot make the reader reserve memory.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroizing;
 
 use crate::protocol::{DecodeError, Header, HEADER_LEN};
 
@@ -43,10 +44,13 @@ async fn read_exact_or<R: AsyncRead + Unpin>(
 /// Reads one message, checking its header with `check` (for instance
 /// [`Header::decode_request`] on the host, [`Header::decode_host`] on the
 /// guest) before reading the body.
+///
+/// The body is read straight into one buffer of its exact size, wiped
+/// when dropped: a connect request's body holds the key.
 pub async fn read_message<R: AsyncRead + Unpin>(
     r: &mut R,
     check: fn(&[u8; HEADER_LEN]) -> Result<Header, DecodeError>,
-) -> Result<(Header, Vec<u8>), FrameError> {
+) -> Result<(Header, Zeroizing<Vec<u8>>), FrameError> {
     let mut head = [0u8; HEADER_LEN];
     let got = read_exact_or(r, &mut head).await?;
     if got == 0 {
@@ -59,7 +63,7 @@ pub async fn read_message<R: AsyncRead + Unpin>(
         });
     }
     let header = check(&head)?;
-    let mut body = vec![0u8; header.size as usize];
+    let mut body = Zeroizing::new(vec![0u8; header.size as usize]);
     let got = read_exact_or(r, &mut body).await?;
     if got < body.len() {
         return Err(FrameError::Truncated {

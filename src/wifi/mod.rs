@@ -84,7 +84,7 @@ pub struct ConnectedNetwork {
 /// What the handler asks an interface to connect to: only networks the
 /// guest can use (open, or WPA2-PSK or WPA3-SAE with CCMP/GCMP) ever get
 /// here.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct ConnectParams {
     pub ssid: Ssid,
     pub bssid: Option<MacAddr>,
@@ -92,6 +92,19 @@ pub struct ConnectParams {
     /// For WPA2-PSK, the 32-byte PMK; for WPA3-SAE, the SAE password (8 to
     /// 63 printable ASCII bytes). Zeroized on drop; never log it.
     pub key: Option<Key>,
+}
+
+/// A copy carries a copy of the key ([`Key::duplicate`], wiped on drop):
+/// a backend that hands the connect to a task of its own needs one.
+impl Clone for ConnectParams {
+    fn clone(&self) -> ConnectParams {
+        ConnectParams {
+            ssid: self.ssid,
+            bssid: self.bssid,
+            security: self.security,
+            key: self.key.as_ref().map(Key::duplicate),
+        }
+    }
 }
 
 /// Why an interface could not do what was asked.
