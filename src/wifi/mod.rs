@@ -137,7 +137,67 @@ pub enum InterfaceError {
     /// A configured passphrase cannot give a key (simulated networks).
     #[error("unusable passphrase: {0}")]
     UnusablePassphrase(#[source] crate::protocol::PskError),
-    /// Anything else, described (being replaced by typed variants).
+    /// A call into the host's Wi-Fi service failed with an error code.
+    #[error("{call} failed with error {code:#x}")]
+    HostCall {
+        /// The function called.
+        call: &'static str,
+        /// The code it returned.
+        code: u32,
+    },
+    /// A call into the host's Wi-Fi service did not finish: its task
+    /// panicked or was cancelled.
+    #[error("a call into the host's Wi-Fi service was aborted")]
+    HostCallAborted,
+    /// The host's Wi-Fi service answered with data that does not parse
+    /// (what is wrong given).
+    #[error("the host's Wi-Fi service answered malformed data: {0}")]
+    MalformedHostData(String),
+    /// The network cannot be described to the host (why given): a
+    /// security or key the host's profile format cannot carry.
+    #[error("cannot describe the network to the host: {0}")]
+    Profile(String),
+    /// The WPA3-SAE password the guest sent is not text.
+    #[error("the SAE password is not text")]
+    SaePasswordNotText,
+    /// A host scan this one waited for did not finish in time.
+    #[error("the running host scan did not complete within {} s", .limit.as_secs())]
+    ScanTimeout {
+        /// How long it was waited for.
+        limit: std::time::Duration,
+    },
+    /// The connect was superseded before the host reported its result.
+    #[error("the connection attempt was abandoned")]
+    ConnectAbandoned,
+    /// The host reported no result for the connect in time.
+    #[error("no connection result within {} s", .limit.as_secs())]
+    ConnectTimeout {
+        /// How long it was waited for.
+        limit: std::time::Duration,
+    },
+    /// The host's connection attempt failed with a reason code of its own.
+    #[error("the connection failed (host reason code {reason:#x})")]
+    ConnectFailed {
+        /// The host's reason code.
+        reason: u32,
+    },
+    /// The connect completed, but on another network.
+    #[error("connected to {ssid} instead")]
+    ConnectedElsewhere {
+        /// The network the interface is on.
+        ssid: Ssid,
+    },
+    /// The connect completed, but the interface is not connected.
+    #[error("not connected although the connection completed")]
+    NotConnectedAfterConnect,
+    /// The disconnect did not take: the interface is still on a network.
+    #[error("still connected to {ssid}")]
+    StillConnected {
+        /// The network the interface is still on.
+        ssid: Ssid,
+    },
+    /// Anything else, described. Only the NetworkManager and iwd backends
+    /// still use it; their typed variants replace it.
     #[error("{0}")]
     Failed(String),
 }

@@ -96,7 +96,11 @@ impl WlanError {
                 code: win32::ERROR_SERVICE_NOT_ACTIVE,
                 ..
             } => InterfaceError::Unavailable(self.to_string()),
-            other => InterfaceError::Failed(other.to_string()),
+            WlanError::Api { call, code } => InterfaceError::HostCall { call, code: *code },
+            WlanError::NoRuntime => InterfaceError::Unavailable(self.to_string()),
+            WlanError::BssList(e) => InterfaceError::MalformedHostData(e.to_string()),
+            WlanError::Malformed(what) => InterfaceError::MalformedHostData(what.to_string()),
+            WlanError::Profile(e) => InterfaceError::Profile(e.to_string()),
         }
     }
 }
