@@ -42,9 +42,8 @@ use zeroize::Zeroizing;
 use crate::protocol::{MacAddr, Ssid};
 use crate::wifi::{ConnectedNetwork, InterfaceError};
 
-pub use backend::{WlanApiWifi, WlanInterface, CONNECT_TIMEOUT, DISCONNECT_TIMEOUT};
+pub use backend::WlanApiWifi;
 pub use convert::{BssListError, ParsedBssList};
-pub use notify::Notification;
 pub use profile::ProfileError;
 
 /// Win32 error codes the backend tells apart.
