@@ -286,6 +286,7 @@ struct ConnectEnding {
     end: ConnectEnd,
 }
 
+/// What came of a connect.
 enum ConnectEnd {
     /// Connected (or mirroring) through this interface, on this BSS.
     Joined {
