@@ -4,9 +4,10 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use proxy_wifi::guest::ConnectSpec;
 use proxy_wifi::protocol::{
-    akm, cipher, ssid_element, wpa2_psk_ccmp_rsn_element, ConnectRequest, Key, MacAddr, Message,
-    Request, ScanBss, ScanLayout, ScanResponse, Ssid, CAPABILITY_ESS, CAPABILITY_PRIVACY,
+    ssid_element, wpa2_psk_ccmp_rsn_element, Key, MacAddr, Message, Request, ScanBss, ScanLayout,
+    ScanResponse, Ssid, CAPABILITY_ESS, CAPABILITY_PRIVACY,
 };
 
 /// About 300 bytes of IEs, like a real beacon: SSID, rates, DS, RSN, HT
@@ -70,18 +71,14 @@ fn encode_scan(c: &mut Criterion) {
 }
 
 fn decode_connect(c: &mut Criterion) {
-    let bytes = Request::Connect(ConnectRequest {
-        ssid: Ssid::new(b"FakeWpa2Psk").unwrap_or_default(),
-        bssid: Some(MacAddr([2, 0, 0, 0, 0, 1])),
-        auth_type: 0,
-        wpa_versions: 2,
-        akm_suites: vec![akm::PSK],
-        pairwise_ciphers: vec![cipher::CCMP],
-        group_cipher: cipher::CCMP,
-        key: Key::new(vec![0x5a; 32]),
-    })
-    .encode()
-    .unwrap_or_default();
+    let spec = ConnectSpec::wpa2_psk(
+        Ssid::new(b"FakeWpa2Psk").unwrap_or_default(),
+        Key::new(vec![0x5a; 32]),
+    )
+    .bssid(MacAddr([2, 0, 0, 0, 0, 1]));
+    let bytes = Request::Connect(spec.to_request())
+        .encode()
+        .unwrap_or_default();
     c.bench_function("decode_connect_request", |b| {
         b.iter(|| Request::decode(black_box(&bytes)))
     });

@@ -46,10 +46,10 @@ mod imp {
 
     use proxy_wifi::handler::HandlerSettings;
     use proxy_wifi::protocol::{
-        akm, cipher, ConnectRequest, DisconnectRequest, Key, Message, Operation, Request,
-        ScanLayout, ScanRequest, Ssid, HEADER_LEN,
+        DisconnectRequest, Key, Message, Operation, Request, ScanLayout, ScanRequest, HEADER_LEN,
     };
     use proxy_wifi::service::Service;
+    use proxy_wifi::test_utils::wpa2_connect;
     use proxy_wifi::transport::TransportConfig;
     use proxy_wifi::wifi::simulated::SimulatedWifi;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -250,18 +250,11 @@ mod imp {
     }
 
     fn connect_request() -> Result<Vec<u8>, Error> {
-        Ok(Request::Connect(ConnectRequest {
-            ssid: Ssid::new(b"FakeWpa2Psk")?,
-            bssid: None,
-            auth_type: 0,
-            wpa_versions: 2,
-            akm_suites: vec![akm::PSK],
-            pairwise_ciphers: vec![cipher::CCMP],
-            group_cipher: cipher::CCMP,
-            key: Key::new(vec![0x5a; 32]),
-        })
-        .encode()?
-        .to_vec())
+        Ok(
+            Request::Connect(wpa2_connect("FakeWpa2Psk", Key::new(vec![0x5a; 32])))
+                .encode()?
+                .to_vec(),
+        )
     }
 
     fn disconnect_request(session_id: u64) -> Result<Vec<u8>, Error> {

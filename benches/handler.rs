@@ -15,10 +15,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use proxy_wifi::handler::{HandlerClient, HandlerSettings};
 use proxy_wifi::observer::ObserverQueue;
-use proxy_wifi::protocol::{
-    akm, cipher, ConnectRequest, DisconnectRequest, Key, Message, Request, ScanRequest, Ssid,
-};
-use proxy_wifi::test_utils::spawn_handler;
+use proxy_wifi::protocol::{DisconnectRequest, Key, Message, Request, ScanRequest, Ssid};
+use proxy_wifi::test_utils::{spawn_handler, wpa2_connect};
 use proxy_wifi::wifi::simulated::{SimulatedNetwork, SimulatedWifi};
 use proxy_wifi::wifi::Security;
 use tokio::runtime::Runtime;
@@ -91,16 +89,7 @@ fn runtimes() -> Vec<(&'static str, Runtime)> {
 }
 
 fn connect_request() -> Request {
-    Request::Connect(ConnectRequest {
-        ssid: Ssid::new(b"FakeWpa2Psk").unwrap_or_default(),
-        bssid: None,
-        auth_type: 0,
-        wpa_versions: 2,
-        akm_suites: vec![akm::PSK],
-        pairwise_ciphers: vec![cipher::CCMP],
-        group_cipher: cipher::CCMP,
-        key: Key::new(vec![0x5a; 32]),
-    })
+    Request::Connect(wpa2_connect("FakeWpa2Psk", Key::new(vec![0x5a; 32])))
 }
 
 fn scan(c: &mut Criterion) {

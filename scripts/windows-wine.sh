@@ -314,7 +314,7 @@ echo "disconnect session $SESSION (WlanDisconnect, disconnected notification): d
 rc=0
 guest connect Missing >"$WORK/refused.json" || rc=$?
 [ "$rc" = 1 ] || fail "connect to a network the adapter does not see: exit $rc, expected 1"
-grep -q 'connection failed (WlanAPI reason code 0x28002)' "$SERVE_LOG" ||
+grep -q 'connection failed (host reason code 0x28002)' "$SERVE_LOG" ||
   fail "the refused connect did not come from the adapter's connection_complete"
 echo "connect Missing: refused (connection_complete with reason 0x28002)"
 kill "$WATCH_PID" 2>/dev/null || true

@@ -9,6 +9,8 @@
 //! (the interface trait and its implementations), [`transport`] (VM sockets),
 //! then the handler, service and daemon built on them.
 
+#![warn(missing_docs)]
+
 pub mod protocol;
 pub mod transport;
 pub mod wifi;

@@ -6,9 +6,7 @@
 
 #![cfg(target_os = "linux")]
 
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
 use std::time::Duration;
 
 use proxy_wifi::daemon::GuestStatus;
@@ -17,10 +15,13 @@ use proxy_wifi::protocol::{ConnectResponse, Header, MacAddr, Operation, ScanLayo
 use proxy_wifi::transport::TransportConfig;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixDatagram};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
+
+mod common;
+
+use common::daemon::{config_text, tcp_port, Daemon, WAIT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_proxy-wifi");
-const WAIT: Duration = Duration::from_secs(20);
 
 /// The simulated networks every test uses.
 const NETWORKS: &str = r#"
@@ -52,177 +53,9 @@ freq_khz = 2462000
 security = "open"
 "#;
 
-struct Daemon {
-    child: Option<Child>,
-    log: Arc<Mutex<String>>,
-    dir: PathBuf,
-    control: PathBuf,
-    config: PathBuf,
-}
-
-impl Daemon {
-    /// Writes `config.toml` (control socket and metrics on port 0 added)
-    /// into `dir` and starts the daemon on it; returns once it is ready.
-    async fn start(dir: &Path, guests: &str, env: &[(&str, &str)]) -> Daemon {
-        let control = dir.join("control.sock");
-        let config = dir.join("config.toml");
-        std::fs::write(&config, config_text(dir, guests)).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let daemon = Daemon {
-            child: Some(child),
-            log,
-            dir: dir.to_path_buf(),
-            control,
-            config,
-        };
-        daemon.wait_log(" ready").await;
-        daemon
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    async fn wait_log(&self, needle: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !self.log().contains(needle) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no {needle:?} in the log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn ctl(&self, args: &[&str]) -> std::process::Output {
-        tokio::time::timeout(
-            WAIT,
-            Command::new(BIN)
-                .arg("ctl")
-                .arg("--control")
-                .arg(&self.control)
-                .args(args)
-                .output(),
-        )
-        .await
-        .expect("ctl hung")
-        .unwrap()
-    }
-
-    async fn ctl_ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args).await;
-        assert!(
-            out.status.success(),
-            "ctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    async fn status(&self) -> Vec<GuestStatus> {
-        serde_json::from_str(&self.ctl_ok(&["status", "--json"]).await).unwrap()
-    }
-
-    async fn guest(&self, name: &str) -> GuestStatus {
-        self.status()
-            .await
-            .into_iter()
-            .find(|g| g.name == name)
-            .unwrap_or_else(|| panic!("no guest {name} in the status"))
-    }
-
-    /// A client for a TCP guest (its bound port from the status).
-    async fn tcp_client(&self, name: &str) -> GuestClient {
-        let port = tcp_port(&self.guest(name).await);
-        GuestClient::new(&TransportConfig::Tcp {
-            address: "127.0.0.1".parse().unwrap(),
-            request_port: port,
-            notification_port: 9,
-        })
-        .unwrap()
-    }
-
-    fn hybrid_client(&self, file: &str) -> GuestClient {
-        GuestClient::new(&hybrid(&self.dir, file, 12346)).unwrap()
-    }
-
-    async fn metrics(&self) -> String {
-        let line = self
-            .log()
-            .lines()
-            .find_map(|l| l.split("metrics on http://").nth(1).map(String::from))
-            .expect("the metrics address in the log");
-        let address = line.split('/').next().unwrap().to_string();
-        let mut s = TcpStream::connect(address).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
-        out
-    }
-
-    /// SIGTERM; waits for the exit.
-    async fn stop(mut self) -> (ExitStatus, String) {
-        let mut child = self.child.take().unwrap();
-        let pid = child.id().unwrap() as i32;
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let status = tokio::time::timeout(WAIT, child.wait())
-            .await
-            .expect("no exit after SIGTERM")
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        (status, self.log())
-    }
-}
-
-fn config_text(dir: &Path, guests: &str) -> String {
-    format!(
-        "control_socket = \"{}\"\nmetrics = \"127.0.0.1:0\"\n{NETWORKS}\n{guests}",
-        dir.join("control.sock").display()
-    )
-}
-
-fn hybrid(dir: &Path, file: &str, notification_port: u32) -> TransportConfig {
-    TransportConfig::HybridVsock {
-        path: dir.join(file),
-        request_port: 12345,
-        notification_port,
-    }
-}
-
-fn tcp_port(g: &GuestStatus) -> u16 {
-    g.listening
-        .as_deref()
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no TCP port in {g:?}"))
+/// The configuration after the control socket and metrics lines.
+fn body(guests: &str) -> String {
+    format!("{NETWORKS}\n{guests}")
 }
 
 fn ssid(s: &str) -> Ssid {
@@ -296,7 +129,7 @@ scan_min_latency_ms = 3000
 "#,
         dir = dir.path().display()
     );
-    let daemon = Daemon::start(dir.path(), &guests, &[]).await;
+    let daemon = Daemon::start(dir.path(), &body(&guests), &[]).await;
     let a = daemon.tcp_client("a").await;
     let b = daemon.hybrid_client("b.vsock");
     let m = daemon.tcp_client("m").await;
@@ -537,7 +370,7 @@ scan_min_latency_ms = 0
     );
     let daemon = Daemon::start(
         dir.path(),
-        &v1,
+        &body(&v1),
         &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
     )
     .await;
@@ -576,7 +409,7 @@ tcp = "127.0.0.1"
 request_port = 0
 "#
     );
-    std::fs::write(&daemon.config, config_text(dir.path(), &v2)).unwrap();
+    std::fs::write(&daemon.config, config_text(dir.path(), &body(&v2))).unwrap();
     let summary = daemon.ctl_ok(&["reload"]).await;
     assert_eq!(
         summary,
@@ -629,7 +462,7 @@ request_port = 0
     // A global change is refused too.
     std::fs::write(
         &daemon.config,
-        config_text(dir.path(), &v2)
+        config_text(dir.path(), &body(&v2))
             .replace("metrics = \"127.0.0.1:0\"", "metrics = \"127.0.0.1:1\""),
     )
     .unwrap();

@@ -32,11 +32,11 @@ use proxy_wifi::observer::{
     Observer, ObserverQueue,
 };
 use proxy_wifi::protocol::{
-    ConnectRequest, ConnectResponse, DisconnectRequest, Key, MacAddr, Message, Request, ScanLayout,
-    ScanRequest, ScanResponse, Ssid,
+    ConnectResponse, DisconnectRequest, MacAddr, Message, Request, ScanLayout, ScanRequest,
+    ScanResponse, Ssid,
 };
 use proxy_wifi::service::{Service, ServiceStats, MAX_CONNECTIONS_IN_FLIGHT, REQUEST_READ_TIMEOUT};
-use proxy_wifi::test_utils::{serve_request_connection, spawn_handler};
+use proxy_wifi::test_utils::{open_connect, serve_request_connection, spawn_handler};
 use proxy_wifi::transport::TransportConfig;
 use proxy_wifi::wifi::simulated::SimulatedWifi;
 use proxy_wifi::wifi::{
@@ -104,16 +104,7 @@ fn ssid(s: &str) -> Ssid {
 }
 
 fn open_request(name: &str) -> Request {
-    Request::Connect(ConnectRequest {
-        ssid: ssid(name),
-        bssid: None,
-        auth_type: 0,
-        wpa_versions: 0,
-        akm_suites: vec![],
-        pairwise_ciphers: vec![],
-        group_cipher: 0,
-        key: Key::default(),
-    })
+    Request::Connect(open_connect(name))
 }
 
 fn scan_bytes() -> Vec<u8> {

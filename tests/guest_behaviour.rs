@@ -13,25 +13,23 @@
 
 #![cfg(target_os = "linux")]
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proxy_wifi::daemon::GuestStatus;
 use proxy_wifi::guest::{ConnectSpec, GuestClient};
 use proxy_wifi::protocol::{
     akm, cipher, rsn_security, ConnectRequest, ConnectResponse, Key, MacAddr, Message, Request,
     ScanLayout, Ssid, CONNECT_REQUEST_FIXED_LEN, HEADER_LEN,
 };
 use proxy_wifi::transport::TransportConfig;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpStream, UnixListener};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
 use tokio::time::Instant;
 
-const BIN: &str = env!("CARGO_BIN_EXE_proxy-wifi");
-const WAIT: Duration = Duration::from_secs(20);
+mod common;
+
+use common::daemon::{Daemon, WAIT};
 
 const NETWORKS: &str = r#"
 backend = "simulated"
@@ -61,127 +59,9 @@ security = "wpa3-sae"
 passphrase = "correct horse battery"
 "#;
 
-struct Daemon {
-    _child: Child,
-    log: Arc<Mutex<String>>,
-    control: PathBuf,
-}
-
-impl Daemon {
-    async fn start(dir: &Path, networks: &str, guests: &str) -> Daemon {
-        let control = dir.join("control.sock");
-        let config = dir.join("config.toml");
-        let text = format!(
-            "control_socket = \"{}\"\nmetrics = \"127.0.0.1:0\"\n{NETWORKS}\n{networks}\n{guests}",
-            control.display()
-        );
-        std::fs::write(&config, text).unwrap();
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let daemon = Daemon {
-            _child: child,
-            log,
-            control,
-        };
-        daemon.wait_log(" ready").await;
-        daemon
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    async fn wait_log(&self, needle: &str) {
-        let deadline = Instant::now() + WAIT;
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in the log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn ctl_ok(&self, args: &[&str]) -> String {
-        let out = tokio::time::timeout(
-            WAIT,
-            Command::new(BIN)
-                .arg("ctl")
-                .arg("--control")
-                .arg(&self.control)
-                .args(args)
-                .output(),
-        )
-        .await
-        .expect("ctl hung")
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "ctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    async fn guest(&self, name: &str) -> GuestStatus {
-        let all: Vec<GuestStatus> =
-            serde_json::from_str(&self.ctl_ok(&["status", "--json"]).await).unwrap();
-        all.into_iter()
-            .find(|g| g.name == name)
-            .unwrap_or_else(|| panic!("no guest {name}"))
-    }
-
-    async fn tcp_client(&self, name: &str) -> GuestClient {
-        let g = self.guest(name).await;
-        let port = g
-            .listening
-            .as_deref()
-            .and_then(|l| l.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no TCP port in {g:?}"));
-        GuestClient::new(&TransportConfig::Tcp {
-            address: "127.0.0.1".parse().unwrap(),
-            request_port: port,
-            notification_port: 9,
-        })
-        .unwrap()
-    }
-
-    async fn metrics(&self) -> String {
-        let line = self
-            .log()
-            .lines()
-            .find_map(|l| l.split("metrics on http://").nth(1).map(String::from))
-            .expect("the metrics address in the log");
-        let address = line.split('/').next().unwrap().to_string();
-        let mut s = TcpStream::connect(address).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
-    }
+/// The configuration after the control socket and metrics lines.
+fn body(networks: &str, guests: &str) -> String {
+    format!("{NETWORKS}\n{networks}\n{guests}")
 }
 
 fn ssid(s: &str) -> Ssid {
@@ -231,7 +111,7 @@ scan_min_latency_ms = 0
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iw_connect_joins_an_open_network_and_shared_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(dir.path(), "", ONE_GUEST).await;
+    let daemon = Daemon::start(dir.path(), &body("", ONE_GUEST), &[]).await;
     let g = daemon.tcp_client("g").await;
 
     // What `iw dev wlan0 connect Cafe` sends: auth_type 8, nothing else, a
@@ -253,7 +133,7 @@ async fn iw_connect_joins_an_open_network_and_shared_key_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sae_joins_a_wpa3_network_with_its_password() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(dir.path(), WPA3_NETWORK, ONE_GUEST).await;
+    let daemon = Daemon::start(dir.path(), &body(WPA3_NETWORK, ONE_GUEST), &[]).await;
     let g = daemon.tcp_client("g").await;
 
     // The WPA3 network is advertised as WPA3-Personal: SAE, MFP required.
@@ -312,7 +192,7 @@ request_port = 0
 scan_min_latency_ms = 0
 policy = { guest_directed = false }
 "#;
-    let daemon = Daemon::start(dir.path(), "", guests).await;
+    let daemon = Daemon::start(dir.path(), &body("", guests), &[]).await;
     let a = daemon.tcp_client("a").await;
     let b = daemon.tcp_client("b").await;
     let m = daemon.tcp_client("m").await;
@@ -416,7 +296,7 @@ notify_host_disconnect = true
 "#,
         vmm_path.display()
     );
-    let daemon = Daemon::start(dir.path(), "", &guests).await;
+    let daemon = Daemon::start(dir.path(), &body("", &guests), &[]).await;
     let h = GuestClient::new(&TransportConfig::HybridVsock {
         path: vmm_path.clone(),
         request_port: 12345,

@@ -14,10 +14,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use proxy_wifi::protocol::{
-    akm, cipher, pmk_from_passphrase, wpa2_psk_ccmp_rsn_element, ConnectRequest, ConnectResponse,
+    pmk_from_passphrase, wpa2_psk_ccmp_rsn_element, ConnectRequest, ConnectResponse,
     DisconnectRequest, Key, MacAddr, Message, Request, ScanLayout, ScanRequest, ScanResponse, Ssid,
     CAPABILITY_ESS, CAPABILITY_PRIVACY,
 };
+use proxy_wifi::test_utils::{open_connect, wpa2_connect};
 
 const BIN: &str = env!("CARGO_BIN_EXE_proxy-wifi");
 
@@ -225,32 +226,6 @@ fn ssid(s: &str) -> Ssid {
     Ssid::new(s.as_bytes()).unwrap()
 }
 
-fn open_request(name: &str) -> ConnectRequest {
-    ConnectRequest {
-        ssid: ssid(name),
-        bssid: None,
-        auth_type: 0,
-        wpa_versions: 0,
-        akm_suites: vec![],
-        pairwise_ciphers: vec![],
-        group_cipher: 0,
-        key: Key::default(),
-    }
-}
-
-fn psk_request(name: &str, pmk: Key) -> ConnectRequest {
-    ConnectRequest {
-        ssid: ssid(name),
-        bssid: None,
-        auth_type: 0,
-        wpa_versions: 2,
-        akm_suites: vec![akm::PSK],
-        pairwise_ciphers: vec![cipher::CCMP],
-        group_cipher: cipher::CCMP,
-        key: pmk,
-    }
-}
-
 fn bssid(last: u8) -> MacAddr {
     MacAddr([0, 0, 0, 0, 0, last])
 }
@@ -326,7 +301,7 @@ fn scan_connect_signal_disconnect_like_the_driver() {
         ]
     );
 
-    let c = server.connect(open_request("FakeOpen"));
+    let c = server.connect(open_connect("FakeOpen"));
     assert_eq!((c.result_code, c.bssid, c.session_id), (0, bssid(2), 1));
 
     server.ctl_ok(&["signal", "80"]);
@@ -335,7 +310,7 @@ fn scan_connect_signal_disconnect_like_the_driver() {
         Some(Message::NotifSignalQuality { dbm: -60 })
     );
 
-    let c = server.connect(open_request("NoSuchNetwork"));
+    let c = server.connect(open_connect("NoSuchNetwork"));
     assert_eq!((c.result_code, c.session_id), (1, 2));
 
     assert_eq!(
@@ -344,7 +319,7 @@ fn scan_connect_signal_disconnect_like_the_driver() {
     );
 
     // A fake network is mirrored.
-    let c = server.connect(psk_request("a=b=c", Key::new(vec![1; 32])));
+    let c = server.connect(wpa2_connect("a=b=c", Key::new(vec![1; 32])));
     assert_eq!(
         (c.result_code, c.bssid, c.session_id),
         (0, "aa:bb:cc:dd:ee:ff".parse().unwrap(), 3)
@@ -352,7 +327,7 @@ fn scan_connect_signal_disconnect_like_the_driver() {
 
     // A network the host is on is mirrored too.
     server.ctl_ok(&["host-connect", "FakeWpa2Psk"]);
-    let c = server.connect(psk_request("FakeWpa2Psk", Key::new(vec![2; 32])));
+    let c = server.connect(wpa2_connect("FakeWpa2Psk", Key::new(vec![2; 32])));
     assert_eq!((c.result_code, c.bssid, c.session_id), (0, bssid(1), 4));
 
     let (status, log) = server.stop();
@@ -533,7 +508,7 @@ fn no_key_in_any_log_line_even_at_trace() {
     server.scan();
     let pmk = pmk_from_passphrase("secretsecret", &ssid("FakeWpa2Psk")).unwrap();
     let secret = pmk.expose().to_vec();
-    let c = server.connect(psk_request("FakeWpa2Psk", pmk));
+    let c = server.connect(wpa2_connect("FakeWpa2Psk", pmk));
     assert_eq!((c.result_code, c.bssid), (0, bssid(1)));
     server.ask(&Request::Disconnect(DisconnectRequest {
         session_id: c.session_id,

@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 
 use proxy_wifi::handler::HandlerSettings;
 use proxy_wifi::protocol::{
-    akm, cipher, ConnectRequest, DisconnectRequest, Key, MacAddr, Message, Request, ScanLayout,
-    ScanRequest, Ssid,
+    DisconnectRequest, Key, MacAddr, Message, Request, ScanLayout, ScanRequest, Ssid,
 };
 use proxy_wifi::service::Service;
+use proxy_wifi::test_utils::{open_connect, wpa2_connect};
 use proxy_wifi::transport::TransportConfig;
 use proxy_wifi::wifi::simulated::SimulatedWifi;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -77,15 +77,10 @@ impl Rng {
 }
 
 fn connect_request(name: &str, psk: bool) -> Request {
-    Request::Connect(ConnectRequest {
-        ssid: ssid(name),
-        bssid: None,
-        auth_type: 0,
-        wpa_versions: if psk { 2 } else { 0 },
-        akm_suites: if psk { vec![akm::PSK] } else { vec![] },
-        pairwise_ciphers: if psk { vec![cipher::CCMP] } else { vec![] },
-        group_cipher: if psk { cipher::CCMP } else { 0 },
-        key: Key::new(if psk { vec![0x5a; 32] } else { vec![] }),
+    Request::Connect(if psk {
+        wpa2_connect(name, Key::new(vec![0x5a; 32]))
+    } else {
+        open_connect(name)
     })
 }
 

@@ -29,10 +29,10 @@ use std::time::Duration;
 use proxy_wifi::handler::{self, HandlerSettings};
 use proxy_wifi::observer::ObserverQueue;
 use proxy_wifi::protocol::{
-    akm, cipher, ConnectRequest, DisconnectRequest, Header, Key, MacAddr, Message, Operation,
-    Request, ScanLayout, ScanRequest, Ssid, HEADER_LEN,
+    DisconnectRequest, Header, Key, MacAddr, Message, Operation, Request, ScanLayout, ScanRequest,
+    Ssid, HEADER_LEN,
 };
-use proxy_wifi::test_utils::{serve_request_connection, spawn_handler};
+use proxy_wifi::test_utils::{open_connect, serve_request_connection, spawn_handler, wpa2_connect};
 use proxy_wifi::wifi::fake_networks;
 use proxy_wifi::wifi::simulated::{ScanMode, SimulatedWifi};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -85,15 +85,10 @@ fn ssid(name: &str) -> Ssid {
 fn connect_request(choice: u8) -> Request {
     let name = NAMES[usize::from(choice) % NAMES.len()];
     let psk = (choice / 8).is_multiple_of(2);
-    Request::Connect(ConnectRequest {
-        ssid: ssid(name),
-        bssid: None,
-        auth_type: 0,
-        wpa_versions: if psk { 2 } else { 0 },
-        akm_suites: if psk { vec![akm::PSK] } else { vec![] },
-        pairwise_ciphers: if psk { vec![cipher::CCMP] } else { vec![] },
-        group_cipher: if psk { cipher::CCMP } else { 0 },
-        key: Key::new(if psk { vec![choice; 32] } else { vec![] }),
+    Request::Connect(if psk {
+        wpa2_connect(name, Key::new(vec![choice; 32]))
+    } else {
+        open_connect(name)
     })
 }
 

@@ -24,7 +24,9 @@ use crate::wifi::{BackendKind, Security};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FakeNetworkConfig {
+    /// The SSID, as text.
     pub ssid: String,
+    /// The BSSID shown for it.
     pub bssid: MacAddr,
 }
 
@@ -61,7 +63,7 @@ fn yes() -> bool {
 /// One `[[guest]]` table as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GuestTable {
+struct GuestTable {
     pub name: Spanned<String>,
     pub tcp: Option<Spanned<IpAddr>>,
     pub vsock_cid: Option<Spanned<u32>>,
@@ -109,16 +111,22 @@ struct RawConfig {
 /// One guest, checked and resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestConfig {
+    /// The guest's name (logs, metrics, `ctl --guest`).
     pub name: String,
+    /// Where its requests arrive and its notifications go.
     pub transport: TransportConfig,
+    /// The scan response layout its driver speaks.
     pub scan_layout: ScanLayout,
     /// `None`: the handler's default.
     pub scan_min_latency: Option<Duration>,
+    /// Send NOTIF_DISCONNECTED when the host loses the guest's network.
     pub notify_host_disconnect: bool,
     /// How long an undeliverable notification is retried; `None`: the
     /// service's default (60 s).
     pub notification_deadline: Option<Duration>,
+    /// Fake networks shown to this guest only.
     pub fake_networks: Vec<(Ssid, MacAddr)>,
+    /// What the guest may join.
     pub policy: PolicyConfig,
     /// Owner, group and mode of the request socket (hybrid vsock only).
     pub socket_access: SocketAccess,
@@ -127,17 +135,23 @@ pub struct GuestConfig {
 /// The whole configuration, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonConfig {
+    /// The host Wi-Fi backend all guests share.
     pub backend: BackendKind,
     /// iwd's state directory for the proxy's provisioning files (backend
     /// `iwd`); `None`: the one iwd reports.
     pub iwd_state_dir: Option<PathBuf>,
+    /// The log filter (`RUST_LOG` syntax) when `RUST_LOG` is not set.
     pub log_level: Option<String>,
+    /// The control socket's path, if any.
     pub control_socket: Option<PathBuf>,
     /// Owner, group and mode of the control socket (default: the
     /// service's user, 0600).
     pub control_socket_access: SocketAccess,
+    /// The metrics endpoint's address, if any.
     pub metrics: Option<SocketAddr>,
+    /// The networks of the simulated backend (empty: the reference's three).
     pub simulated_networks: Vec<SimulatedNetwork>,
+    /// The guests, in file order.
     pub guests: Vec<GuestConfig>,
 }
 
@@ -145,9 +159,13 @@ pub struct DaemonConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}{}: {message}", location(*.line, *.column))]
 pub struct ConfigError {
+    /// The configuration file (or the flag) at fault.
     pub file: String,
+    /// Line of the error in the file, when known (1-based).
     pub line: Option<usize>,
+    /// Column of the error in the file, when known (1-based).
     pub column: Option<usize>,
+    /// What is wrong.
     pub message: String,
 }
 

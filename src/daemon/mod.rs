@@ -26,8 +26,8 @@
 pub mod config;
 #[cfg(windows)]
 mod console;
-pub mod fds;
-pub mod policy;
+mod fds;
+mod policy;
 mod sd;
 mod signals;
 
@@ -43,7 +43,7 @@ use tokio_util::task::TaskTracker;
 
 pub use crate::wifi::BackendKind;
 pub use config::{ConfigError, DaemonConfig, GuestConfig, GuestSpec, PolicyConfig};
-pub use policy::{GuestPolicy, Policy, Registry};
+pub(crate) use policy::{GuestPolicy, Policy, Registry};
 pub use sd::{notify_ready, notify_reloading, notify_stopping};
 
 use crate::control::{
@@ -58,24 +58,34 @@ use crate::wifi::{BackendError, BackendSettings, HostWifi};
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
+    /// The configuration is invalid.
     Config(#[from] ConfigError),
     #[error(transparent)]
+    /// The host Wi-Fi backend could not be opened.
     Backend(#[from] BackendError),
     #[error(transparent)]
+    /// The control socket could not be served.
     Control(#[from] ControlError),
     #[error(transparent)]
+    /// The metrics endpoint could not be served.
     Metrics(#[from] MetricsError),
     #[error("guest {guest}: {source}")]
+    /// A guest's service could not start.
     Guest {
+        /// The guest's name.
         guest: String,
         #[source]
+        /// Why its service could not start.
         source: ServiceError,
     },
     #[error("{0}: restart the daemon to apply it; nothing was changed")]
+    /// A reload changed a daemon-wide setting (named) that needs a restart.
     GlobalChanged(String),
     #[error(transparent)]
+    /// Too few file descriptors for the guests.
     DescriptorLimit(#[from] fds::DescriptorLimitError),
     #[error("the daemon was started without a configuration file; there is nothing to reload")]
+    /// `reload` without a configuration file.
     NoConfigFile,
     /// A guest's name or endpoint is taken by another guest.
     #[error("{0}")]
@@ -88,6 +98,7 @@ pub enum DaemonError {
 /// One guest's line of `status`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GuestStatus {
+    /// The guest's name.
     pub name: String,
     /// The configured transport.
     pub transport: String,
@@ -99,9 +110,13 @@ pub struct GuestStatus {
     pub connection: Option<String>,
     /// The session id of the last connect response (0: none yet).
     pub session_id: u64,
+    /// Requests answered.
     pub requests: u64,
+    /// Requests answered INVALID.
     pub invalid_requests: u64,
+    /// Notifications delivered.
     pub notifications_sent: u64,
+    /// Notifications dropped (queue full, no guest listening, undeliverable).
     pub notifications_dropped: u64,
     /// Added at run time (`ctl add-guest`), not from the file.
     #[serde(default)]
@@ -132,9 +147,13 @@ impl std::fmt::Display for ReloadSummary {
 /// What a reload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReloadSummary {
+    /// Guests started.
     pub added: Vec<String>,
+    /// Guests stopped.
     pub removed: Vec<String>,
+    /// Guests whose configuration changed, stopped and started again.
     pub restarted: Vec<String>,
+    /// Guests left running as they were.
     pub unchanged: Vec<String>,
 }
 
@@ -158,7 +177,9 @@ struct State {
 /// overriding it across reloads).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
+    /// Replaces the file's `control_socket`.
     pub control_socket: Option<PathBuf>,
+    /// Replaces the file's `metrics`.
     pub metrics: Option<SocketAddr>,
 }
 
@@ -728,11 +749,12 @@ fn unknown_guest(name: &str) -> String {
 /// simulated interface, as the handler's rules say). `--guest NAME` is
 /// checked (an unknown name is an error) and restricts `status`; `reload`
 /// acts on the whole daemon and refuses `--guest`.
-pub struct DaemonControl {
+pub(crate) struct DaemonControl {
     daemon: Arc<Daemon>,
 }
 
 impl DaemonControl {
+    /// Serves control commands for `daemon`.
     pub fn new(daemon: Arc<Daemon>) -> DaemonControl {
         DaemonControl { daemon }
     }

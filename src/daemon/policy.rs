@@ -57,6 +57,7 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// An empty registry, shared by the daemon's guests.
     pub fn new() -> Arc<Registry> {
         Arc::new(Registry::default())
     }
@@ -103,6 +104,7 @@ impl Registry {
     }
 
     /// The SSID `guest` holds through a guest-directed connection.
+    #[cfg(test)]
     pub fn held_by(&self, guest: &str) -> Option<Ssid> {
         self.entries()
             .get(guest)
@@ -113,8 +115,11 @@ impl Registry {
 /// A guest's policy, checked: SSIDs as the guest sends them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
+    /// Guest-directed connects allowed (else mirroring only).
     pub guest_directed: bool,
+    /// When set, the only SSIDs the guest may join.
     pub allow: Option<HashSet<Ssid>>,
+    /// SSIDs the guest may never join.
     pub deny: HashSet<Ssid>,
 }
 
@@ -172,6 +177,7 @@ impl GuestPolicy {
         }
     }
 
+    /// The policy of `guest`, registered in `registry`.
     pub fn new(guest: impl Into<String>, policy: Policy, registry: Arc<Registry>) -> GuestPolicy {
         GuestPolicy {
             guest: guest.into(),

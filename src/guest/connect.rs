@@ -74,14 +74,17 @@ impl ConnectSpec {
         self
     }
 
+    /// The network to join.
     pub fn ssid(&self) -> &Ssid {
         &self.ssid
     }
 
+    /// The BSS asked for, if the connection is restricted to one.
     pub fn requested_bssid(&self) -> Option<MacAddr> {
         self.bssid
     }
 
+    /// The credentials.
     pub fn security(&self) -> &ConnectSecurity {
         &self.security
     }

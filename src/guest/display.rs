@@ -15,15 +15,20 @@ const WPA1_PREFIX: [u8; 4] = [0x00, 0x50, 0xF2, 0x01];
 /// This is also the JSON shape of `proxy-wifi guest scan --json` entries.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BssSummary {
+    /// The BSS's MAC address.
     pub bssid: MacAddr,
     /// The SSID, lossily decoded as UTF-8 (empty for a hidden network).
     pub ssid: String,
+    /// Frequency in kHz, as on the wire.
     pub freq_khz: u32,
+    /// Frequency in MHz.
     pub freq_mhz: u32,
     /// Channel number, when the frequency is a known channel (it always is
     /// in a validated reply).
     pub channel: Option<u16>,
+    /// The band, when the frequency is a known channel.
     pub band: Option<Band>,
+    /// Signal strength in dBm.
     pub rssi_dbm: i32,
     /// Signal as a 0..=100 quality, the inverse of the host's
     /// percent-to-dBm formula (`2 * (dBm + 100)`, clamped).
@@ -42,6 +47,7 @@ pub struct BssSummary {
 }
 
 impl BssSummary {
+    /// The summary of one BSS of a scan response.
     pub fn new(bss: &ScanBss) -> BssSummary {
         let channel = channel_for_freq_khz(bss.freq_khz);
         let (security, ciphers) = security_labels(bss);

@@ -41,7 +41,12 @@ pub enum Violation {
     /// The message stopped before the size its header announced (the
     /// driver would read the missing bytes as zeros).
     #[error("the message was cut short: {got} of {expected} bytes arrived")]
-    Truncated { got: usize, expected: usize },
+    Truncated {
+        /// Bytes that arrived.
+        got: usize,
+        /// Bytes the header announced.
+        expected: usize,
+    },
     /// The header is refused: version, unknown operation, an operation a
     /// host never sends, or a body larger than the operation allows.
     #[error("bad header: {0}")]
@@ -52,6 +57,7 @@ pub enum Violation {
     WrongOperation {
         /// What was acceptable, in words ("a scan_response or invalid reply").
         expected: String,
+        /// The operation received.
         got: Operation,
     },
     /// The body breaks a rule of its operation (sizes, counts, offsets,
@@ -144,35 +150,51 @@ pub enum GuestError {
     /// The request connection could not be opened.
     #[error("cannot reach the host at {host}: {source}")]
     Unreachable {
+        /// The host's address.
         host: String,
         #[source]
+        /// The operating system's error.
         source: io::Error,
     },
     /// The connection failed after it was opened.
     #[error("connection to {host} failed while {stage}: {source}")]
     Connection {
+        /// The host's address.
         host: String,
+        /// What the client was doing.
         stage: Stage,
         #[source]
+        /// The operating system's error.
         source: io::Error,
     },
     /// The whole exchange (connect included) took longer than the limit.
     #[error("no reply from {host} within {}s (timed out while {stage})", limit.as_secs_f64())]
     Timeout {
+        /// The host's address.
         host: String,
+        /// The limit.
         limit: Duration,
+        /// What the client was doing when it ran out.
         stage: Stage,
     },
     /// The reply breaks a rule of the protocol.
     #[error("malformed reply to {request} from {host} [{}]: {violation}", violation.rule())]
     MalformedReply {
+        /// The host's address.
         host: String,
+        /// The request answered.
         request: Operation,
+        /// The rule broken.
         violation: Violation,
     },
     /// The host answered INVALID.
     #[error("the host at {host} answered INVALID to the {request}: it could not carry it out")]
-    Invalid { host: String, request: Operation },
+    Invalid {
+        /// The host's address.
+        host: String,
+        /// The request refused.
+        request: Operation,
+    },
     /// A notification breaks a rule of the protocol. Only that connection
     /// is lost; the watcher keeps listening.
     #[error("malformed notification [{rule}]: {violation}", rule = .0.rule(), violation = .0)]
@@ -180,7 +202,10 @@ pub enum GuestError {
     /// A notification connection carried no whole message within the read
     /// limit (the driver allows 10 ms).
     #[error("a notification connection sent no whole message within {}ms", limit.as_millis())]
-    NotificationTimeout { limit: Duration },
+    NotificationTimeout {
+        /// The read limit.
+        limit: Duration,
+    },
     /// Accepting or reading a notification connection failed.
     #[error("notification connection failed: {0}")]
     NotificationIo(#[source] io::Error),
@@ -190,6 +215,7 @@ pub enum GuestError {
 }
 
 impl GuestError {
+    /// How the error is reported: the class sets the command's exit code.
     pub fn class(&self) -> ErrorClass {
         match self {
             GuestError::Unreachable { .. } | GuestError::Connection { .. } => {

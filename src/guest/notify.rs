@@ -21,9 +21,15 @@ pub const DEFAULT_NOTIFICATION_READ_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notification {
     /// The host ended the guest's connection with this session id.
-    Disconnected { session_id: u64 },
+    Disconnected {
+        /// The session that ended.
+        session_id: u64,
+    },
     /// The signal of the guest's connection changed.
-    SignalQuality { dbm: i8 },
+    SignalQuality {
+        /// The new signal strength in dBm.
+        dbm: i8,
+    },
     /// Scan results the guest did not wait for, or that finish a scan the
     /// host reported as still running (`scan_complete`).
     ScanResults(ScanResponse),

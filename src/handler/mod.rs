@@ -278,6 +278,27 @@ pub(crate) fn spawn(
     }
 }
 
+/// How a connect ended, as [`State::end_connect`] reports it.
+struct ConnectEnding {
+    kind: ConnectionKind,
+    /// The authentication the observer is told.
+    auth: AuthAlgorithm,
+    end: ConnectEnd,
+}
+
+/// What came of a connect.
+enum ConnectEnd {
+    /// Connected (or mirroring) through this interface, on this BSS.
+    Joined {
+        interface: InterfaceId,
+        bssid: MacAddr,
+    },
+    /// The observer (or the guest's wait running out) said no.
+    Denied,
+    /// Refused or failed, with the 802.11 status the guest gets.
+    Failed { status: u16 },
+}
+
 /// The guest's connection, as the handler remembers it. Not `Clone`: it
 /// may hold the key.
 #[derive(Debug, PartialEq, Eq)]
@@ -802,24 +823,28 @@ impl State {
         }
     }
 
-    fn connect_answer(&mut self, result_code: u16, bssid: MacAddr) -> Message {
-        self.session_id += 1;
-        Message::ConnectResponse(ConnectResponse {
-            result_code,
-            bssid,
-            session_id: self.session_id,
-        })
-    }
-
-    fn completion(
-        &self,
-        kind: ConnectionKind,
-        outcome: ConnectOutcome,
-        status: u16,
-        interface: Option<InterfaceId>,
-        ssid: Ssid,
-        auth: AuthAlgorithm,
-    ) {
+    /// The one exit of every connect: tells the observer how it ended
+    /// (`GuestConnectCompleted`) and answers the guest, with a new session
+    /// id whatever the outcome.
+    fn end_connect(&mut self, ssid: Ssid, ending: ConnectEnding) -> Message {
+        let ConnectEnding { kind, auth, end } = ending;
+        let (outcome, status, interface, bssid) = match end {
+            ConnectEnd::Joined { interface, bssid } => (
+                ConnectOutcome::Succeeded,
+                STATUS_SUCCESS,
+                Some(interface),
+                bssid,
+            ),
+            ConnectEnd::Denied => (
+                ConnectOutcome::Denied,
+                STATUS_UNSPECIFIED_FAILURE,
+                None,
+                MacAddr::default(),
+            ),
+            ConnectEnd::Failed { status } => {
+                (ConnectOutcome::Failed, status, None, MacAddr::default())
+            }
+        };
         self.observer.notify(ObserverEvent::GuestConnectCompleted(
             GuestConnectCompletion {
                 kind,
@@ -830,9 +855,26 @@ impl State {
                 auth,
             },
         ));
+        self.session_id += 1;
+        Message::ConnectResponse(ConnectResponse {
+            result_code: status,
+            bssid,
+            session_id: self.session_id,
+        })
     }
 
-    async fn connect(&mut self, mut request: ConnectRequest, deadline: Instant) -> Message {
+    async fn connect(&mut self, request: ConnectRequest, deadline: Instant) -> Message {
+        let ssid = request.ssid;
+        let ending = self.try_connect(request, deadline).await;
+        self.end_connect(ssid, ending)
+    }
+
+    /// Decides and carries out a connect; [`State::end_connect`] reports it.
+    async fn try_connect(
+        &mut self,
+        mut request: ConnectRequest,
+        deadline: Instant,
+    ) -> ConnectEnding {
         let ssid = request.ssid;
         let requested = Security::from_connect_request(&request);
         let requested_auth = requested.map_or(AuthAlgorithm::Wpa2Psk, |s| s.auth);
@@ -845,28 +887,26 @@ impl State {
             // never joins with them, not even by mirroring; refused before
             // anything else with the status an access point would give.
             tracing::info!(ssid = %ssid, auth_type = %auth_type.name(), "refusing a connect: unsupported authentication algorithm");
-            self.completion(
-                ConnectionKind::GuestDirected,
-                ConnectOutcome::Failed,
-                STATUS_UNSUPPORTED_AUTH_ALGORITHM,
-                None,
-                ssid,
-                AuthAlgorithm::Other,
-            );
-            return self.connect_answer(STATUS_UNSUPPORTED_AUTH_ALGORITHM, MacAddr::default());
+            return ConnectEnding {
+                kind: ConnectionKind::GuestDirected,
+                auth: AuthAlgorithm::Other,
+                end: ConnectEnd::Failed {
+                    status: STATUS_UNSUPPORTED_AUTH_ALGORITHM,
+                },
+            };
         }
 
-        if let Some(answer) = self
+        if let Some(ending) = self
             .connect_again_to_own_network(&request, requested, deadline)
             .await
         {
-            return answer;
+            return ending;
         }
 
         if let Some((iface, network)) = self.find_mirror(&ssid).await {
             let kind = ConnectionKind::HostMirroring;
             let auth = guest_auth(&network.security);
-            return match self.authorize_within(kind, ssid, deadline).await {
+            let end = match self.authorize_within(kind, ssid, deadline).await {
                 Authorization::Approve => {
                     tracing::info!(ssid = %ssid, interface = %iface, "mirroring the host's connection");
                     self.guest = Some(GuestConnection {
@@ -875,57 +915,39 @@ impl State {
                         kind,
                         credentials: None,
                     });
-                    self.completion(
-                        kind,
-                        ConnectOutcome::Succeeded,
-                        STATUS_SUCCESS,
-                        Some(iface),
-                        ssid,
-                        auth,
-                    );
-                    self.connect_answer(STATUS_SUCCESS, network.bssid)
+                    ConnectEnd::Joined {
+                        interface: iface,
+                        bssid: network.bssid,
+                    }
                 }
                 Authorization::Deny => {
                     tracing::info!(ssid = %ssid, "the observer denied mirroring");
-                    self.completion(
-                        kind,
-                        ConnectOutcome::Denied,
-                        STATUS_UNSPECIFIED_FAILURE,
-                        None,
-                        ssid,
-                        auth,
-                    );
-                    self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default())
+                    ConnectEnd::Denied
                 }
             };
+            return ConnectEnding { kind, auth, end };
         }
 
         let kind = ConnectionKind::GuestDirected;
         if self.authorize_within(kind, ssid, deadline).await == Authorization::Deny {
             tracing::info!(ssid = %ssid, "the observer denied the connection");
-            self.completion(
+            return ConnectEnding {
                 kind,
-                ConnectOutcome::Denied,
-                STATUS_UNSPECIFIED_FAILURE,
-                None,
-                ssid,
-                requested_auth,
-            );
-            return self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default());
+                auth: requested_auth,
+                end: ConnectEnd::Denied,
+            };
         }
         let security = match requested {
             Ok(security) => security,
             Err(refusal) => {
                 tracing::info!(ssid = %ssid, ?refusal, "the guest asks for a security the host cannot honour");
-                self.completion(
+                return ConnectEnding {
                     kind,
-                    ConnectOutcome::Failed,
-                    STATUS_UNSPECIFIED_FAILURE,
-                    None,
-                    ssid,
-                    requested_auth,
-                );
-                return self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default());
+                    auth: requested_auth,
+                    end: ConnectEnd::Failed {
+                        status: STATUS_UNSPECIFIED_FAILURE,
+                    },
+                };
             }
         };
         let mut params = ConnectParams {
@@ -959,15 +981,14 @@ impl State {
                         // Moved: `params` is not used after a success.
                         credentials: Some((security, params.key.take())),
                     });
-                    self.completion(
+                    return ConnectEnding {
                         kind,
-                        ConnectOutcome::Succeeded,
-                        STATUS_SUCCESS,
-                        Some(id),
-                        ssid,
-                        security.auth,
-                    );
-                    return self.connect_answer(STATUS_SUCCESS, bssid);
+                        auth: security.auth,
+                        end: ConnectEnd::Joined {
+                            interface: id,
+                            bssid,
+                        },
+                    };
                 }
                 Ok(Err(InterfaceError::Rejected { status })) => {
                     tracing::info!(interface = %iface.name(), status, "connection rejected");
@@ -982,15 +1003,11 @@ impl State {
         }
         let status = rejected.unwrap_or(STATUS_UNSPECIFIED_FAILURE);
         tracing::info!(ssid = %ssid, status, "guest connection failed");
-        self.completion(
+        ConnectEnding {
             kind,
-            ConnectOutcome::Failed,
-            status,
-            None,
-            ssid,
-            security.auth,
-        );
-        self.connect_answer(status, MacAddr::default())
+            auth: security.auth,
+            end: ConnectEnd::Failed { status },
+        }
     }
 
     async fn disconnect(&mut self, request: DisconnectRequest) -> Message {
@@ -1036,7 +1053,7 @@ impl State {
         request: &ConnectRequest,
         requested: Result<Security, ConnectRefusal>,
         deadline: Instant,
-    ) -> Option<Message> {
+    ) -> Option<ConnectEnding> {
         let ssid = request.ssid;
         let own = self
             .guest
@@ -1075,18 +1092,13 @@ impl State {
             }
             return None;
         }
-        match self.authorize_within(kind, ssid, deadline).await {
+        let end = match self.authorize_within(kind, ssid, deadline).await {
             Authorization::Approve => {
                 tracing::info!(ssid = %ssid, interface = %iface.name(), "the guest connects again to its own guest-directed connection; keeping it");
-                self.completion(
-                    kind,
-                    ConnectOutcome::Succeeded,
-                    STATUS_SUCCESS,
-                    Some(own_interface),
-                    ssid,
-                    auth,
-                );
-                Some(self.connect_answer(STATUS_SUCCESS, network.bssid))
+                ConnectEnd::Joined {
+                    interface: own_interface,
+                    bssid: network.bssid,
+                }
             }
             Authorization::Deny => {
                 // The guest asked to connect and was refused: it has no
@@ -1095,17 +1107,10 @@ impl State {
                 if let Some(guest) = self.guest.take() {
                     self.leave(guest).await;
                 }
-                self.completion(
-                    kind,
-                    ConnectOutcome::Denied,
-                    STATUS_UNSPECIFIED_FAILURE,
-                    None,
-                    ssid,
-                    auth,
-                );
-                Some(self.connect_answer(STATUS_UNSPECIFIED_FAILURE, MacAddr::default()))
+                ConnectEnd::Denied
             }
-        }
+        };
+        Some(ConnectEnding { kind, auth, end })
     }
 
     /// The guest leaves its connection: a guest-directed one makes the host

@@ -8,9 +8,7 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::observer::{Observer, ObserverEvent};
-use crate::protocol::{
-    akm, cipher, wpa2_psk_ccmp_rsn_element, Key, CAPABILITY_ESS, CAPABILITY_PRIVACY,
-};
+use crate::protocol::{akm, wpa2_psk_ccmp_rsn_element, Key, CAPABILITY_ESS, CAPABILITY_PRIVACY};
 use crate::wifi::{fake_networks, CipherAlgorithm, EventHub, ScanResult, FAKE_INTERFACE_ID};
 
 // ---------------------------------------------------------------- fixtures
@@ -84,7 +82,7 @@ impl WifiInterface for TestIface {
         };
         tokio::time::sleep(delay).await;
         if fails {
-            return Err(InterfaceError::Failed("scripted".into()));
+            return Err(InterfaceError::HostCallAborted);
         }
         Ok(result)
     }
@@ -311,29 +309,11 @@ impl Harness {
 }
 
 fn open_request(name: &str) -> ConnectRequest {
-    ConnectRequest {
-        ssid: ssid(name),
-        bssid: None,
-        auth_type: 0,
-        wpa_versions: 0,
-        akm_suites: vec![],
-        pairwise_ciphers: vec![],
-        group_cipher: 0,
-        key: Key::default(),
-    }
+    crate::test_utils::open_connect(name)
 }
 
 fn psk_request(name: &str) -> ConnectRequest {
-    ConnectRequest {
-        ssid: ssid(name),
-        bssid: None,
-        auth_type: 0,
-        wpa_versions: 2,
-        akm_suites: vec![akm::PSK],
-        pairwise_ciphers: vec![cipher::CCMP],
-        group_cipher: cipher::CCMP,
-        key: Key::new(vec![0x5a; 32]),
-    }
+    crate::test_utils::wpa2_connect(name, Key::new(vec![0x5a; 32]))
 }
 
 fn completed(

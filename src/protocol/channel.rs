@@ -6,10 +6,13 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Band {
     #[serde(rename = "2.4GHz")]
+    /// 2.4 GHz.
     Ghz2_4,
     #[serde(rename = "5GHz")]
+    /// 5 GHz.
     Ghz5,
     #[serde(rename = "6GHz")]
+    /// 6 GHz.
     Ghz6,
 }
 

@@ -5,14 +5,18 @@ use super::Ssid;
 
 /// Element ids used here.
 pub mod element_ids {
+    /// SSID element.
     pub const SSID: u8 = 0;
+    /// RSN element.
     pub const RSN: u8 = 48;
 }
 
 /// One information element.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Element<'a> {
+    /// Element id.
     pub id: u8,
+    /// Element body (without id and length).
     pub data: &'a [u8],
 }
 
@@ -83,8 +87,11 @@ pub fn wpa2_psk_ccmp_rsn_element() -> [u8; 22] {
 /// What an RSN element says, as far as a guest display needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RsnSummary {
+    /// Group cipher suite selector.
     pub group_cipher: u32,
+    /// Pairwise cipher suite selectors.
     pub pairwise_ciphers: Vec<u32>,
+    /// AKM suite selectors.
     pub akm_suites: Vec<u32>,
 }
 

@@ -65,6 +65,7 @@ pub enum ScanLayout {
 }
 
 impl ScanLayout {
+    /// Size of the fixed part before the BSS entries (9 bytes, 8 for legacy).
     pub fn fixed_len(self) -> usize {
         match self {
             ScanLayout::Current => 9,
@@ -76,12 +77,14 @@ impl ScanLayout {
 /// SCAN_REQUEST: a wildcard scan, or a scan targeted at one SSID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ScanRequest {
+    /// The SSID to look for; `None` scans for every network.
     pub ssid: Option<Ssid>,
 }
 
 /// CONNECT_REQUEST. Not `Clone`: it carries the key.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ConnectRequest {
+    /// The network to join.
     pub ssid: Ssid,
     /// `None` (all zero on the wire) means any BSS.
     pub bssid: Option<MacAddr>,
@@ -93,6 +96,7 @@ pub struct ConnectRequest {
     pub akm_suites: Vec<u32>,
     /// At most 5.
     pub pairwise_ciphers: Vec<u32>,
+    /// Group cipher suite selector.
     pub group_cipher: u32,
     /// For WPA2-PSK the 32-byte PMK; empty for an open network.
     pub key: Key,
@@ -101,23 +105,29 @@ pub struct ConnectRequest {
 /// DISCONNECT_REQUEST.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DisconnectRequest {
+    /// The session id of the connection to end.
     pub session_id: u64,
 }
 
 /// A request from the guest. Not `Clone`: a connect carries the key.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
+    /// SCAN_REQUEST.
     Scan(ScanRequest),
+    /// CONNECT_REQUEST.
     Connect(ConnectRequest),
+    /// DISCONNECT_REQUEST.
     Disconnect(DisconnectRequest),
 }
 
 /// One BSS of a SCAN_RESPONSE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanBss {
+    /// The BSS's MAC address.
     pub bssid: MacAddr,
     /// 802.11 Capability Information (ESS = 0x1, Privacy = 0x10, ...).
     pub capabilities: u16,
+    /// Signal strength in dBm.
     pub rssi_dbm: i32,
     /// In TU.
     pub beacon_interval: u16,
@@ -143,6 +153,7 @@ pub struct ScanResponse {
     /// Whether this response finishes the guest's scan. The legacy layout
     /// has no such byte; decoding it yields `true`.
     pub scan_complete: bool,
+    /// The BSSs found.
     pub bss: Vec<ScanBss>,
 }
 
@@ -153,6 +164,7 @@ pub struct ConnectResponse {
     pub result_code: u16,
     /// The BSS actually joined.
     pub bssid: MacAddr,
+    /// The session id the guest must give to disconnect.
     pub session_id: u64,
 }
 
@@ -161,13 +173,20 @@ pub struct ConnectResponse {
 pub enum Message {
     /// The request failed.
     Invalid,
+    /// SCAN_RESPONSE.
     ScanResponse(ScanResponse),
+    /// CONNECT_RESPONSE.
     ConnectResponse(ConnectResponse),
+    /// DISCONNECT_RESPONSE (empty body).
     DisconnectResponse,
+    /// NOTIF_DISCONNECTED: the host lost the guest's connection.
     NotifDisconnected {
+        /// The session that ended.
         session_id: u64,
     },
+    /// NOTIF_SIGNAL_QUALITY: the signal of the guest's connection changed.
     NotifSignalQuality {
+        /// The new signal strength in dBm.
         dbm: i8,
     },
 }
@@ -216,6 +235,7 @@ fn put_ssid(out: &mut Vec<u8>, ssid: &Ssid) {
 }
 
 impl Request {
+    /// The request's operation (its header's first byte).
     pub fn operation(&self) -> Operation {
         match self {
             Request::Scan(_) => Operation::ScanRequest,
@@ -504,6 +524,7 @@ impl ScanResponse {
 }
 
 impl ConnectResponse {
+    /// The 16-byte body as sent on the wire.
     pub fn encode_body(&self) -> [u8; CONNECT_RESPONSE_LEN] {
         let mut out = [0u8; CONNECT_RESPONSE_LEN];
         out[0..2].copy_from_slice(&self.result_code.to_le_bytes());
@@ -513,6 +534,7 @@ impl ConnectResponse {
         out
     }
 
+    /// Decodes a 16-byte body.
     pub fn decode_body(body: &[u8]) -> Result<ConnectResponse, DecodeError> {
         check_body_len(Operation::ConnectResponse, body, CONNECT_RESPONSE_LEN)?;
         let mut mac = [0u8; 6];
@@ -526,6 +548,7 @@ impl ConnectResponse {
 }
 
 impl Message {
+    /// The message's operation (its header's first byte).
     pub fn operation(&self) -> Operation {
         match self {
             Message::Invalid => Operation::Invalid,

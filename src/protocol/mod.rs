@@ -66,13 +66,21 @@ pub const MAX_SCAN_RESPONSE_LEN: usize = 1 << 20;
 pub enum Operation {
     /// Host to guest: the request failed (empty body).
     Invalid = 0,
+    /// A scan request (guest to host).
     ScanRequest = 1,
+    /// A scan response (host to guest, a reply or a notification).
     ScanResponse = 2,
+    /// A connect request (guest to host).
     ConnectRequest = 3,
+    /// A connect response (host to guest).
     ConnectResponse = 4,
+    /// A disconnect request (guest to host).
     DisconnectRequest = 5,
+    /// A disconnect response (host to guest, empty body).
     DisconnectResponse = 6,
+    /// Notification: the guest's connection is gone.
     NotifDisconnected = 7,
+    /// Notification: the signal of the guest's connection changed.
     NotifSignalQuality = 8,
 }
 
@@ -90,6 +98,7 @@ impl Operation {
         Operation::NotifSignalQuality,
     ];
 
+    /// The operation with this wire value, if any.
     pub fn from_u8(value: u8) -> Option<Operation> {
         Operation::ALL.get(usize::from(value)).copied()
     }
@@ -145,12 +154,14 @@ impl std::fmt::Display for Operation {
 /// A decoded message header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// What the message is.
     pub operation: Operation,
     /// Body length in bytes, header excluded.
     pub size: u32,
 }
 
 impl Header {
+    /// A header for a body of `size` bytes.
     pub fn new(operation: Operation, size: u32) -> Header {
         Header { operation, size }
     }
@@ -167,6 +178,7 @@ impl Header {
         Ok(Header { operation, size })
     }
 
+    /// The 7 header bytes as sent on the wire.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];
         out[0] = self.operation as u8;

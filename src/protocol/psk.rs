@@ -7,10 +7,13 @@ use super::{Key, Ssid};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PskError {
     #[error("a WPA2 passphrase is 8 to 63 printable ASCII characters, got {0} characters")]
+    /// The passphrase is not 8 to 63 characters long (its length given).
     PassphraseLength(usize),
     #[error("a WPA2 passphrase is printable ASCII only")]
+    /// The passphrase has a character outside printable ASCII.
     PassphraseCharacters,
     #[error("a raw PSK is exactly 64 hexadecimal digits")]
+    /// A raw PSK that is not 64 hexadecimal digits.
     RawPsk,
 }
 

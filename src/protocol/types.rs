@@ -12,11 +12,14 @@ pub struct Ssid {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("an SSID is at most 32 bytes, got {0}")]
+/// An SSID longer than 32 bytes (its length given).
 pub struct SsidError(pub usize);
 
 impl Ssid {
+    /// The longest SSID, in bytes.
     pub const MAX_LEN: usize = 32;
 
+    /// An SSID from raw bytes (any bytes, at most 32).
     pub fn new(bytes: &[u8]) -> Result<Ssid, SsidError> {
         if bytes.len() > Self::MAX_LEN {
             return Err(SsidError(bytes.len()));
@@ -27,14 +30,17 @@ impl Ssid {
         Ok(ssid)
     }
 
+    /// The SSID's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
 
+    /// Whether the SSID is empty (a hidden network's).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Length in bytes.
     pub fn len(&self) -> usize {
         usize::from(self.len)
     }
@@ -103,11 +109,14 @@ pub struct MacAddr(pub [u8; 6]);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("'{0}' is not a MAC address of the form aa:bb:cc:dd:ee:ff")]
+/// Text that is not a MAC address (the text given).
 pub struct ParseMacError(pub String);
 
 impl MacAddr {
+    /// 00:00:00:00:00:00, "any BSS" in a connect request.
     pub const ZERO: MacAddr = MacAddr([0; 6]);
 
+    /// Whether this is [`MacAddr::ZERO`].
     pub fn is_zero(&self) -> bool {
         self.0 == [0; 6]
     }
@@ -190,10 +199,12 @@ impl Key {
         &self.0
     }
 
+    /// Length in bytes.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether the key is empty (an open network).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -108,8 +108,9 @@ pub enum ServiceError {
     AlreadyRunning,
 }
 
-/// Builds a [`Service`].
-pub struct ServiceBuilder {
+/// What a service is made of: what the builder collects and the service
+/// keeps, one struct so the two cannot drift apart.
+struct Parts {
     name: String,
     transport: TransportConfig,
     backend: Arc<dyn HostWifi>,
@@ -117,15 +118,21 @@ pub struct ServiceBuilder {
     observer: Option<Arc<dyn Observer>>,
     settings: HandlerSettings,
     notification_deadline: Duration,
-    metrics: Option<Arc<Metrics>>,
+    /// Owner, group and mode of the request socket when it is a file.
     socket_access: SocketAccess,
+}
+
+/// Builds a [`Service`].
+pub struct ServiceBuilder {
+    parts: Parts,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl ServiceBuilder {
     /// The guest's name: in every log line of the service (a `guest` span
     /// with the name and the transport) and in metrics.
     pub fn name(mut self, name: impl Into<String>) -> ServiceBuilder {
-        self.name = name.into();
+        self.parts.name = name.into();
         self
     }
 
@@ -143,19 +150,19 @@ impl ServiceBuilder {
         mut self,
         provider: impl Fn() -> Vec<(Ssid, MacAddr)> + Send + Sync + 'static,
     ) -> ServiceBuilder {
-        self.fake = Some(Arc::new(provider));
+        self.parts.fake = Some(Arc::new(provider));
         self
     }
 
     /// The client application's observer.
     pub fn observer(mut self, observer: Arc<dyn Observer>) -> ServiceBuilder {
-        self.observer = Some(observer);
+        self.parts.observer = Some(observer);
         self
     }
 
     /// The handler's rules and time bounds.
     pub fn settings(mut self, settings: HandlerSettings) -> ServiceBuilder {
-        self.settings = settings;
+        self.parts.settings = settings;
         self
     }
 
@@ -163,30 +170,23 @@ impl ServiceBuilder {
     /// counted from when it was produced ([`DEFAULT_NOTIFICATION_DEADLINE`]
     /// by default; zero: one attempt, no retry).
     pub fn notification_deadline(mut self, deadline: Duration) -> ServiceBuilder {
-        self.notification_deadline = deadline;
+        self.parts.notification_deadline = deadline;
         self
     }
 
     /// Who may use the request socket when it is a file (hybrid vsock):
     /// its owner, group and mode (default: the service's, 0600).
     pub fn socket_access(mut self, access: SocketAccess) -> ServiceBuilder {
-        self.socket_access = access;
+        self.parts.socket_access = access;
         self
     }
 
     /// The service, stopped.
     pub fn build(self) -> Service {
-        let metrics = self.metrics.map(|m| (m, self.name.clone()));
-        let counters = Arc::new(Counters::new(metrics, self.settings.scan_min_latency));
+        let metrics = self.metrics.map(|m| (m, self.parts.name.clone()));
+        let counters = Arc::new(Counters::new(metrics, self.parts.settings.scan_min_latency));
         Service {
-            name: self.name,
-            transport: self.transport,
-            backend: self.backend,
-            fake: self.fake,
-            observer: self.observer,
-            settings: self.settings,
-            notification_deadline: self.notification_deadline,
-            socket_access: self.socket_access,
+            parts: self.parts,
             counters,
             running: Mutex::new(None),
         }
@@ -234,14 +234,7 @@ pub struct NotificationReach {
 
 /// The host service for one guest. Start, stop, start again.
 pub struct Service {
-    name: String,
-    transport: TransportConfig,
-    backend: Arc<dyn HostWifi>,
-    fake: Option<FakeNetworkProvider>,
-    observer: Option<Arc<dyn Observer>>,
-    settings: HandlerSettings,
-    notification_deadline: Duration,
-    socket_access: SocketAccess,
+    parts: Parts,
     counters: Arc<Counters>,
     running: Mutex<Option<Running>>,
 }
@@ -251,36 +244,38 @@ impl Service {
     /// [`crate::wifi::open`]; a backend may be shared by many services).
     pub fn builder(transport: TransportConfig, backend: Arc<dyn HostWifi>) -> ServiceBuilder {
         ServiceBuilder {
-            name: DEFAULT_NAME.to_string(),
-            transport,
-            backend,
-            fake: None,
-            observer: None,
-            settings: HandlerSettings::default(),
-            notification_deadline: DEFAULT_NOTIFICATION_DEADLINE,
+            parts: Parts {
+                name: DEFAULT_NAME.to_string(),
+                transport,
+                backend,
+                fake: None,
+                observer: None,
+                settings: HandlerSettings::default(),
+                notification_deadline: DEFAULT_NOTIFICATION_DEADLINE,
+                socket_access: SocketAccess::default(),
+            },
             metrics: None,
-            socket_access: SocketAccess::default(),
         }
     }
 
     /// The guest's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.parts.name
     }
 
     /// How the guest is reached.
     pub fn transport(&self) -> &TransportConfig {
-        &self.transport
+        &self.parts.transport
     }
 
     /// The handler's rules and time bounds.
     pub fn settings(&self) -> &HandlerSettings {
-        &self.settings
+        &self.parts.settings
     }
 
     /// The host backend.
     pub fn backend(&self) -> &Arc<dyn HostWifi> {
-        &self.backend
+        &self.parts.backend
     }
 
     /// Binds the transport and starts serving. Every start is a new guest
@@ -290,10 +285,11 @@ impl Service {
         if running.is_some() {
             return Err(ServiceError::AlreadyRunning);
         }
-        let span = tracing::info_span!("guest", guest = %self.name, transport = %self.transport);
+        let span = tracing::info_span!("guest", guest = %self.parts.name, transport = %self.parts.transport);
         let endpoint = self
+            .parts
             .transport
-            .bind_host_with(self.socket_access)
+            .bind_host_with(self.parts.socket_access)
             .instrument(span.clone())
             .await?;
         let local_description = endpoint.listener.local_description();
@@ -303,17 +299,17 @@ impl Service {
         // as this guest's.
         let _in_span = span.enter();
         let shutdown = CancellationToken::new();
-        let (observer, observer_task) = ObserverQueue::start(self.observer.clone());
+        let (observer, observer_task) = ObserverQueue::start(self.parts.observer.clone());
         let (notify_tx, notify_rx) = mpsc::channel(NOTIFICATION_QUEUE);
         let handler = handler::spawn(
-            self.backend.clone(),
-            self.fake.clone().map(fake_networks),
+            self.parts.backend.clone(),
+            self.parts.fake.clone().map(fake_networks),
             observer,
             notify_tx,
-            self.settings.clone(),
+            self.parts.settings.clone(),
         );
         let guest_seen = Arc::new(AtomicBool::new(false));
-        let layout = self.settings.scan_layout;
+        let layout = self.parts.settings.scan_layout;
         let notifier = tokio::spawn(
             notifications::run_notifier(
                 notify_rx,
@@ -323,7 +319,7 @@ impl Service {
                 self.counters.clone(),
                 Some(handler.reply_gate.clone()),
                 notifications::Retry {
-                    deadline: self.notification_deadline,
+                    deadline: self.parts.notification_deadline,
                     status: Some(handler.status.clone()),
                 },
                 shutdown.clone(),
@@ -400,7 +396,7 @@ impl Service {
     /// Whether a notification could reach the guest now, while running
     /// (never waits for a request in progress).
     pub async fn notification_reach(&self) -> Option<NotificationReach> {
-        let layout = self.settings.scan_layout;
+        let layout = self.parts.settings.scan_layout;
         self.running
             .lock()
             .await

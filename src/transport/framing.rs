@@ -18,11 +18,17 @@ pub enum FrameError {
     Closed,
     /// The peer closed the connection in the middle of a message.
     #[error("connection closed after {got} of {expected} bytes")]
-    Truncated { got: usize, expected: usize },
+    Truncated {
+        /// Bytes read.
+        got: usize,
+        /// Bytes the message has.
+        expected: usize,
+    },
     /// The header was refused.
     #[error("bad header: {0}")]
     Header(#[from] DecodeError),
     #[error("i/o error: {0}")]
+    /// The connection failed.
     Io(#[from] std::io::Error),
 }
 

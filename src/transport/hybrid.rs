@@ -100,13 +100,24 @@ pub enum HandshakeError {
     /// The peer closed before a whole line arrived: for the host, the VMM's
     /// way of saying nothing listens on that guest port.
     #[error("the VMM closed the connection without OK: nothing listens on guest port {port}")]
-    Closed { port: u32 },
+    Closed {
+        /// The guest port asked for.
+        port: u32,
+    },
     /// The VMM answered something other than `OK <n>`.
     #[error("the VMM refused CONNECT {port}: {line}")]
-    NotOk { port: u32, line: String },
+    NotOk {
+        /// The guest port asked for.
+        port: u32,
+        /// What the VMM answered.
+        line: String,
+    },
     /// The peer sent `CONNECT` for a port nobody listens on here (guest side).
     #[error("unexpected CONNECT line: {line}")]
-    BadConnect { line: String },
+    BadConnect {
+        /// The line received.
+        line: String,
+    },
     /// A line longer than [`MAX_LINE`] bytes.
     #[error("handshake line longer than {MAX_LINE} bytes")]
     LineTooLong,
@@ -284,10 +295,12 @@ impl SocketFile {
         Ok(file)
     }
 
+    /// The socket file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Accepts the next connection.
     pub async fn accept(&self) -> io::Result<UnixStream> {
         let (stream, _) = self.listener.accept().await?;
         Ok(stream)
@@ -428,6 +441,7 @@ pub struct HybridNotificationConnector {
 }
 
 impl HybridNotificationConnector {
+    /// Connects through the VMM socket at `path` to guest port `port`.
     pub fn new(path: PathBuf, port: u32) -> HybridNotificationConnector {
         HybridNotificationConnector { path, port }
     }

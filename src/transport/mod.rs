@@ -13,8 +13,10 @@
 pub mod framing;
 #[cfg(target_os = "linux")]
 pub mod hybrid;
-pub mod hyperv;
-pub mod tcp;
+// Live only on Windows; elsewhere compiled for its unit tests.
+#[cfg_attr(not(windows), allow(dead_code))]
+mod hyperv;
+pub(crate) mod tcp;
 #[cfg(target_os = "linux")]
 pub mod vsock;
 
@@ -181,22 +183,30 @@ pub trait RequestListener: Send + Sync {
 /// notification and keeps serving.
 #[async_trait]
 pub trait NotificationConnector: Send + Sync {
+    /// Opens a connection, ready for one whole message (see above).
     async fn connect(&self) -> io::Result<BoxStream>;
+    /// Where it connects, for logs.
     fn describe(&self) -> String;
 }
 
 /// Guest side: opens request connections to the host.
 #[async_trait]
 pub trait RequestConnector: Send + Sync {
+    /// Opens a connection for one request.
     async fn connect(&self) -> io::Result<BoxStream>;
+    /// Where it connects, for logs.
     fn describe(&self) -> String;
 }
 
 /// Guest side: accepts the host's notification connections.
 #[async_trait]
 pub trait NotificationListener: Send + Sync {
+    /// Accepts the next notification connection.
     async fn accept(&self) -> io::Result<BoxStream>;
+    /// Where it listens, for logs.
     fn local_description(&self) -> String;
+    /// The bound port, when the transport has ports (0 in the configuration
+    /// binds an ephemeral one).
     fn local_port(&self) -> Option<u32> {
         None
     }
@@ -204,13 +214,17 @@ pub trait NotificationListener: Send + Sync {
 
 /// The host end of a transport, bound and ready.
 pub struct HostEndpoint {
+    /// Accepts the guest's request connections.
     pub listener: Box<dyn RequestListener>,
+    /// Opens connections to the guest's notification port.
     pub notifier: Arc<dyn NotificationConnector>,
 }
 
 /// The guest end of a transport.
 pub struct GuestEndpoint {
+    /// Opens request connections to the host.
     pub requests: Arc<dyn RequestConnector>,
+    /// The transport this end was built from.
     pub config: TransportConfig,
 }
 
@@ -224,8 +238,11 @@ pub enum TransportConfig {
     /// listens on `address:request_port`, sends notifications to
     /// `address:notification_port`. Guest: the reverse.
     Tcp {
+        /// The host's address (both ends use it).
         address: IpAddr,
+        /// The host's request port.
         request_port: u16,
+        /// The guest's notification port.
         notification_port: u16,
     },
     /// AF_VSOCK (QEMU/KVM vhost-vsock, crosvm). Host: `cid` is the guest's
@@ -233,8 +250,11 @@ pub enum TransportConfig {
     /// notifications go to (cid, notification_port). Guest: `cid` is the
     /// host's CID (2, or 1 for loopback).
     Vsock {
+        /// The peer's context id: the guest's on the host, the host's in the guest.
         cid: u32,
+        /// The host's request port.
         request_port: u32,
+        /// The guest's notification port.
         notification_port: u32,
     },
     /// Hybrid vsock over Unix sockets (Firecracker, Cloud Hypervisor,
@@ -245,15 +265,21 @@ pub enum TransportConfig {
     /// to `<path>_<request_port>`, and for notifications it plays the VMM,
     /// listening on `<path>`. See [`hybrid`].
     HybridVsock {
+        /// The VMM's Unix socket.
         path: PathBuf,
+        /// The host's request port (the listener is `<path>_<port>`).
         request_port: u32,
+        /// The guest's notification port (`CONNECT <port>` on the VMM's socket).
         notification_port: u32,
     },
     /// Hyper-V sockets (Windows hosts only): the VM's id, and ports mapped to
     /// service ids through the vsock template GUID.
     HyperV {
+        /// The Hyper-V VM's id.
         vm_id: uuid::Uuid,
+        /// The host's request port (a vsock-template service id).
         request_port: u32,
+        /// The guest's notification port (a vsock-template service id).
         notification_port: u32,
     },
 }
@@ -416,13 +442,18 @@ impl fmt::Display for TransportConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("cannot listen on {address}: {source}")]
+    /// The host side could not bind its listener.
     Bind {
+        /// What it tried to bind.
         address: String,
         #[source]
+        /// The operating system's error.
         source: io::Error,
     },
     #[error("the {0} transport is not available on this platform")]
+    /// The transport does not exist on this platform (its name given).
     Unsupported(&'static str),
     #[error("{0}")]
+    /// A configuration that cannot work (what is wrong given).
     Invalid(String),
 }

@@ -54,14 +54,11 @@ impl RequestListener for TcpRequestListener {
     }
 
     fn local_description(&self) -> String {
-        match self.listener.local_addr() {
-            Ok(a) => a.to_string(),
-            Err(_) => "tcp".to_string(),
-        }
+        describe_local(&self.listener)
     }
 
     fn local_port(&self) -> Option<u32> {
-        self.listener.local_addr().ok().map(|a| u32::from(a.port()))
+        bound_port(&self.listener)
     }
 }
 
@@ -130,12 +127,22 @@ impl NotificationListener for TcpNotificationListener {
         Ok(connected(stream))
     }
     fn local_description(&self) -> String {
-        match self.listener.local_addr() {
-            Ok(a) => a.to_string(),
-            Err(_) => "tcp".to_string(),
-        }
+        describe_local(&self.listener)
     }
     fn local_port(&self) -> Option<u32> {
-        self.listener.local_addr().ok().map(|a| u32::from(a.port()))
+        bound_port(&self.listener)
     }
+}
+
+/// The listener's address, for logs.
+fn describe_local(listener: &TcpListener) -> String {
+    match listener.local_addr() {
+        Ok(a) => a.to_string(),
+        Err(_) => "tcp".to_string(),
+    }
+}
+
+/// The port the listener is bound to (port 0 binds an ephemeral one).
+fn bound_port(listener: &TcpListener) -> Option<u32> {
+    listener.local_addr().ok().map(|a| u32::from(a.port()))
 }

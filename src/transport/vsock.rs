@@ -454,6 +454,7 @@ pub struct VsockConnector {
 }
 
 impl VsockConnector {
+    /// Connects to `port` of the VM (or host) with context id `cid`.
     pub fn new(cid: u32, port: u32) -> VsockConnector {
         VsockConnector {
             address: peer_address(cid, port),

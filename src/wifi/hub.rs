@@ -25,6 +25,7 @@ impl Default for EventHub {
 }
 
 impl EventHub {
+    /// An empty hub: no interfaces, no subscribers.
     pub fn new() -> EventHub {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         EventHub {
@@ -69,6 +70,7 @@ impl EventHub {
         let _ = self.events.send(event);
     }
 
+    /// The interface with this id, if it is present.
     pub fn get(&self, id: InterfaceId) -> Option<Arc<dyn WifiInterface>> {
         self.list().iter().find(|i| i.id() == id).cloned()
     }

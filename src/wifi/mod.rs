@@ -21,7 +21,10 @@ pub mod networkmanager;
 mod security;
 pub mod simulated;
 mod simulator;
-pub mod wlanapi;
+// Live only on Windows; elsewhere its platform-independent parts are
+// compiled for their unit tests.
+#[cfg_attr(not(windows), allow(dead_code, unused_imports))]
+mod wlanapi;
 
 use std::fmt;
 use std::sync::Arc;
@@ -46,17 +49,21 @@ pub type InterfaceId = uuid::Uuid;
 /// One BSS as an interface sees it, before it is shaped for the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScannedBss {
+    /// The BSS's MAC address.
     pub bssid: MacAddr,
+    /// The network's name.
     pub ssid: Ssid,
     /// 802.11 Capability Information, if the host reports it; `None` makes
     /// the handler derive ESS (and Privacy for a secured network).
     pub capabilities: Option<u16>,
+    /// Signal strength in dBm.
     pub rssi_dbm: i32,
     /// In TU; `None` when the host does not know it (the guest is then told
     /// the common 100 TU rather than a meaningless 0).
     pub beacon_interval: Option<u16>,
     /// Channel centre frequency in kHz.
     pub freq_khz: u32,
+    /// The network's security as the host sees it.
     pub security: Security,
     /// The BSS's own information elements, when the host has them. Empty
     /// means "build an SSID element and, for WPA2-PSK, an RSN element".
@@ -66,6 +73,7 @@ pub struct ScannedBss {
 /// The outcome of asking an interface to scan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanResult {
+    /// The BSSs found.
     pub bss: Vec<ScannedBss>,
     /// `false` when the interface is still scanning: more results will come
     /// as an [`InterfaceEvent::ScanResults`].
@@ -75,7 +83,9 @@ pub struct ScanResult {
 /// The network an interface is connected to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectedNetwork {
+    /// The network's name.
     pub ssid: Ssid,
+    /// The BSS joined.
     pub bssid: MacAddr,
     /// The security as the host sees it; the observer is told the guest's view.
     pub security: Security,
@@ -86,8 +96,11 @@ pub struct ConnectedNetwork {
 /// here.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ConnectParams {
+    /// The network to join.
     pub ssid: Ssid,
+    /// The BSS to join; `None`: any.
     pub bssid: Option<MacAddr>,
+    /// The security to use (the network's, checked by the handler).
     pub security: Security,
     /// For WPA2-PSK, the 32-byte PMK; for WPA3-SAE, the SAE password (8 to
     /// 63 printable ASCII bytes). Zeroized on drop; never log it.
@@ -113,22 +126,91 @@ pub enum InterfaceError {
     /// The network refused the connection with an 802.11 status code (a
     /// wrong key, for instance); the guest gets that code.
     #[error("connection rejected with 802.11 status {status}")]
-    Rejected { status: u16 },
+    Rejected {
+        /// The 802.11 status code.
+        status: u16,
+    },
     #[error("network {0} not found")]
+    /// No network (named) to connect to.
     NotFound(String),
     #[error("interface is gone")]
+    /// The interface went away.
     Gone,
     #[error("host Wi-Fi service unavailable: {0}")]
+    /// The host's Wi-Fi service (named, with why) cannot be used now.
     Unavailable(String),
     /// The guest asked for another security than the network has.
     #[error("the network is {}, the request is {}", .network.label(), .requested.label())]
     SecurityMismatch {
+        /// The network's security.
         network: Security,
+        /// What the guest asked for.
         requested: Security,
     },
     /// A configured passphrase cannot give a key (simulated networks).
     #[error("unusable passphrase: {0}")]
     UnusablePassphrase(#[source] crate::protocol::PskError),
+    /// A call into the host's Wi-Fi service failed with an error code.
+    #[error("{call} failed with error {code:#x}")]
+    HostCall {
+        /// The function called.
+        call: &'static str,
+        /// The code it returned.
+        code: u32,
+    },
+    /// A call into the host's Wi-Fi service did not finish: its task
+    /// panicked or was cancelled.
+    #[error("a call into the host's Wi-Fi service was aborted")]
+    HostCallAborted,
+    /// The host's Wi-Fi service answered with data that does not parse
+    /// (what is wrong given).
+    #[error("the host's Wi-Fi service answered malformed data: {0}")]
+    MalformedHostData(String),
+    /// The network cannot be described to the host (why given): a
+    /// security or key the host's profile format cannot carry.
+    #[error("cannot describe the network to the host: {0}")]
+    Profile(String),
+    /// The WPA3-SAE password the guest sent is not text.
+    #[error("the SAE password is not text")]
+    SaePasswordNotText,
+    /// A host scan this one waited for did not finish in time.
+    #[error("the running host scan did not complete within {} s", .limit.as_secs())]
+    ScanTimeout {
+        /// How long it was waited for.
+        limit: std::time::Duration,
+    },
+    /// The connect was superseded before the host reported its result.
+    #[error("the connection attempt was abandoned")]
+    ConnectAbandoned,
+    /// The host reported no result for the connect in time.
+    #[error("no connection result within {} s", .limit.as_secs())]
+    ConnectTimeout {
+        /// How long it was waited for.
+        limit: std::time::Duration,
+    },
+    /// The host's connection attempt failed with a reason code of its own.
+    #[error("the connection failed (host reason code {reason:#x})")]
+    ConnectFailed {
+        /// The host's reason code.
+        reason: u32,
+    },
+    /// The connect completed, but on another network.
+    #[error("connected to {ssid} instead")]
+    ConnectedElsewhere {
+        /// The network the interface is on.
+        ssid: Ssid,
+    },
+    /// The connect completed, but the interface is not connected.
+    #[error("not connected although the connection completed")]
+    NotConnectedAfterConnect,
+    /// The disconnect did not take: the interface is still on a network.
+    #[error("still connected to {ssid}")]
+    StillConnected {
+        /// The network the interface is still on.
+        ssid: Ssid,
+    },
+    /// Anything else, described. Only the NetworkManager and iwd backends
+    /// still use it; their typed variants replace it.
     #[error("{0}")]
     Failed(String),
 }
@@ -140,6 +222,7 @@ pub enum InterfaceError {
 /// that runs over as a failure.
 #[async_trait]
 pub trait WifiInterface: Send + Sync + 'static {
+    /// The interface's stable id.
     fn id(&self) -> InterfaceId;
 
     /// A short name for logs (`wlan0`, `simulated`, ...).
@@ -180,17 +263,29 @@ pub enum InterfaceEvent {
     Removed(InterfaceId),
     /// The host connected this interface to a network.
     Connected {
+        /// The interface.
         iface: InterfaceId,
+        /// The network it joined.
         network: ConnectedNetwork,
     },
     /// The host disconnected this interface.
-    Disconnected { iface: InterfaceId },
+    Disconnected {
+        /// The interface.
+        iface: InterfaceId,
+    },
     /// Link quality of the interface's connection changed, in percent.
-    SignalQuality { iface: InterfaceId, percent: u8 },
+    SignalQuality {
+        /// The interface.
+        iface: InterfaceId,
+        /// Link quality, 0 to 100.
+        percent: u8,
+    },
     /// Results of a host scan that no request waited for. `complete` is
     /// `false` when the interface is still scanning.
     ScanResults {
+        /// The interface.
         iface: InterfaceId,
+        /// What it found.
         result: ScanResult,
     },
 }

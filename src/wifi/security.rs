@@ -16,15 +16,25 @@ pub const DEFAULT_BEACON_INTERVAL_TU: u16 = 100;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthAlgorithm {
+    /// Open system, no encryption.
     Open,
+    /// WEP shared key.
     SharedKey,
+    /// WPA-Enterprise (802.1X).
     Wpa,
+    /// WPA-Personal.
     WpaPsk,
+    /// WPA2-Enterprise (802.1X).
     Wpa2,
+    /// WPA2-Personal.
     Wpa2Psk,
+    /// WPA3-Personal (SAE).
     Wpa3Sae,
+    /// WPA3-Enterprise.
     Wpa3Enterprise,
+    /// Enhanced Open (OWE).
     Owe,
+    /// Anything else.
     Other,
 }
 
@@ -32,26 +42,37 @@ pub enum AuthAlgorithm {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CipherAlgorithm {
+    /// No encryption.
     None,
+    /// WEP.
     Wep,
+    /// TKIP.
     Tkip,
+    /// CCMP (AES).
     Ccmp,
+    /// GCMP.
     Gcmp,
+    /// Anything else.
     Other,
 }
 
 /// Authentication and cipher of a network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Security {
+    /// How a station authenticates.
     pub auth: AuthAlgorithm,
+    /// The pairwise cipher.
     pub cipher: CipherAlgorithm,
 }
 
 impl Security {
+    /// An open network.
     pub const OPEN: Security = Security {
         auth: AuthAlgorithm::Open,
         cipher: CipherAlgorithm::None,
     };
+    /// WPA2-Personal with CCMP, what fake networks and unusable networks are
+    /// shown as.
     pub const WPA2_PSK_CCMP: Security = Security {
         auth: AuthAlgorithm::Wpa2Psk,
         cipher: CipherAlgorithm::Ccmp,
@@ -201,16 +222,24 @@ fn preferred_cipher(offered: &[u32]) -> Option<CipherAlgorithm> {
 /// request carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthType {
+    /// 0: open system.
     OpenSystem,
+    /// 1: shared key.
     SharedKey,
+    /// 2: fast BSS transition.
     FastTransition,
+    /// 3: network EAP.
     NetworkEap,
+    /// 4: SAE (WPA3-Personal).
     Sae,
+    /// 8: automatic (open system for the networks served here).
     Automatic,
+    /// Any other value.
     Other(u8),
 }
 
 impl AuthType {
+    /// The type for a connect request's `auth_type` byte.
     pub fn from_u8(value: u8) -> AuthType {
         match value {
             0 => AuthType::OpenSystem,

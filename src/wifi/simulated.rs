@@ -286,10 +286,12 @@ impl SimulatedWifi {
         SimulatedWifi::new(SimulatedNetwork::reference_networks())
     }
 
+    /// The simulated interface's id.
     pub fn interface_id(&self) -> InterfaceId {
         SIMULATED_INTERFACE_ID
     }
 
+    /// The simulated networks.
     pub fn networks(&self) -> &[SimulatedNetwork] {
         &self.iface.networks
     }
@@ -354,6 +356,7 @@ impl SimulatedWifi {
         self.iface.state().mode = mode;
     }
 
+    /// How scans are answered now.
     pub fn scan_mode(&self) -> ScanMode {
         self.iface.state().mode
     }

@@ -5,6 +5,8 @@
 //! Each test crate includes this with `mod common;` and uses a part of it.
 #![allow(dead_code)]
 
+#[cfg(unix)]
+pub mod daemon;
 #[cfg(target_os = "linux")]
 pub mod nm;
 

@@ -102,8 +102,10 @@ impl Default for IwdConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum IwdError {
     #[error("cannot connect to the D-Bus bus: {0}")]
+    /// The system bus could not be reached.
     Bus(#[source] zbus::Error),
     #[error("D-Bus request failed: {0}")]
+    /// A D-Bus call to iwd failed.
     DBus(#[source] zbus::Error),
 }
 

@@ -28,11 +28,14 @@ pub const MARKER: &str =
 /// The kind of network a file is for: its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
+    /// An open network (`.open`).
     Open,
+    /// A WPA2/WPA3-Personal network (`.psk`).
     Psk,
 }
 
 impl FileKind {
+    /// The file extension iwd reads for this kind.
     pub fn extension(self) -> &'static str {
         match self {
             FileKind::Open => "open",
@@ -150,6 +153,7 @@ pub fn host_key_matches(content: &str, ssid: &Ssid, pmk: &[u8]) -> Option<bool> 
 /// A file the proxy provisioned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Provisioned {
+    /// Where it was written.
     pub path: PathBuf,
 }
 
@@ -157,9 +161,12 @@ pub struct Provisioned {
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error("cannot write {path}: {source}")]
+    /// The file could not be written.
     Write {
+        /// The file.
         path: PathBuf,
         #[source]
+        /// The operating system's error.
         source: io::Error,
     },
 }
@@ -194,6 +201,7 @@ pub fn write(dir: &Path, name: &str, content: &str) -> Result<Provisioned, Profi
 /// What is at a network's file name now.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Existing {
+    /// No file.
     Nothing,
     /// A file of the proxy (an earlier connection, or a crash).
     Proxy,
@@ -203,6 +211,7 @@ pub enum Existing {
     HostUnreadable,
 }
 
+/// What is at `path` now.
 pub fn existing(path: &Path) -> Existing {
     match fs::read_to_string(path) {
         Ok(content) if is_proxy_file(&content) => Existing::Proxy,

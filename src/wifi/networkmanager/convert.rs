@@ -20,19 +20,33 @@ pub const AP_FLAGS_PRIVACY: u32 = 0x1;
 
 /// `NM80211ApSecurityFlags` values (WpaFlags and RsnFlags).
 pub mod sec {
+    /// Pairwise WEP-40.
     pub const PAIR_WEP40: u32 = 0x1;
+    /// Pairwise WEP-104.
     pub const PAIR_WEP104: u32 = 0x2;
+    /// Pairwise TKIP.
     pub const PAIR_TKIP: u32 = 0x4;
+    /// Pairwise CCMP.
     pub const PAIR_CCMP: u32 = 0x8;
+    /// Group WEP-40.
     pub const GROUP_WEP40: u32 = 0x10;
+    /// Group WEP-104.
     pub const GROUP_WEP104: u32 = 0x20;
+    /// Group TKIP.
     pub const GROUP_TKIP: u32 = 0x40;
+    /// Group CCMP.
     pub const GROUP_CCMP: u32 = 0x80;
+    /// Key management PSK.
     pub const KEY_MGMT_PSK: u32 = 0x100;
+    /// Key management 802.1X.
     pub const KEY_MGMT_802_1X: u32 = 0x200;
+    /// Key management SAE.
     pub const KEY_MGMT_SAE: u32 = 0x400;
+    /// Key management OWE.
     pub const KEY_MGMT_OWE: u32 = 0x800;
+    /// Key management OWE transition mode.
     pub const KEY_MGMT_OWE_TM: u32 = 0x1000;
+    /// Key management EAP Suite B 192-bit.
     pub const KEY_MGMT_EAP_SUITE_B_192: u32 = 0x2000;
 }
 
@@ -46,21 +60,30 @@ pub const DEVICE_TYPE_WIFI: u32 = 2;
 
 /// `NMDeviceState` values the backend acts on.
 pub mod state {
+    /// Not managed by NetworkManager.
     pub const UNMANAGED: u32 = 10;
+    /// Disconnected.
     pub const DISCONNECTED: u32 = 30;
+    /// Preparing a connection.
     pub const PREPARE: u32 = 40;
     /// Associated (and authenticated): the link is up, IP configuration
     /// starts.
     pub const IP_CONFIG: u32 = 70;
+    /// Connected.
     pub const ACTIVATED: u32 = 100;
+    /// The connection failed.
     pub const FAILED: u32 = 120;
 }
 
 /// `NMDeviceStateReason` values with a meaning for the guest.
 pub mod reason {
+    /// Secrets were required but not given (a wrong key, for instance).
     pub const NO_SECRETS: u32 = 7;
+    /// The supplicant disconnected.
     pub const SUPPLICANT_DISCONNECT: u32 = 8;
+    /// The supplicant timed out.
     pub const SUPPLICANT_TIMEOUT: u32 = 11;
+    /// The SSID was not found.
     pub const SSID_NOT_FOUND: u32 = 53;
 }
 
@@ -274,10 +297,13 @@ pub fn profile_id(ssid: &Ssid) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProfileError {
     #[error("a WPA2-PSK connection needs a 32-byte PMK, got {0} bytes")]
+    /// A PMK (of the length given) that is not 32 bytes.
     BadKey(usize),
     #[error("a WPA3-SAE connection needs an SAE password of 8 to 63 printable ASCII characters")]
+    /// An SAE password that is not 8 to 63 printable ASCII characters.
     BadSaePassword,
     #[error("security {0} is not one a guest can ask for")]
+    /// A security (named) a guest cannot ask for.
     Unsupported(String),
 }
 

@@ -45,7 +45,10 @@ where
     let sys = sys.clone();
     match tokio::task::spawn_blocking(move || f(&*sys)).await {
         Ok(result) => result.map_err(|e| e.to_interface_error()),
-        Err(e) => Err(InterfaceError::Failed(format!("WlanAPI call aborted: {e}"))),
+        Err(e) => {
+            warn!("a WlanAPI call was aborted: {e}");
+            Err(InterfaceError::HostCallAborted)
+        }
     }
 }
 
@@ -123,9 +126,9 @@ impl WifiInterface for WlanInterface {
                     bss,
                     complete: true,
                 }),
-                Err(_) => Err(InterfaceError::Failed(
-                    "the running host scan did not complete".into(),
-                )),
+                Err(_) => Err(InterfaceError::ScanTimeout {
+                    limit: SCAN_WAIT_TIMEOUT,
+                }),
             },
             ScanStart::Started => {
                 let cached = match self.cached().await {
@@ -159,7 +162,7 @@ impl WifiInterface for WlanInterface {
         let password = match (params.security.auth, params.key.as_ref()) {
             (AuthAlgorithm::Wpa3Sae, Some(key)) => Some(
                 std::str::from_utf8(key.expose())
-                    .map_err(|_| InterfaceError::Failed("the SAE password is not text".into()))?,
+                    .map_err(|_| InterfaceError::SaePasswordNotText)?,
             ),
             _ => None,
         };
@@ -168,7 +171,7 @@ impl WifiInterface for WlanInterface {
             None => params.key.as_ref().map(ProfileKey::Pmk),
         };
         let xml = profile_xml(&params.ssid, &params.security, key)
-            .map_err(|e| InterfaceError::Failed(e.to_string()))?;
+            .map_err(|e| InterfaceError::Profile(e.to_string()))?;
         let request = SysConnect {
             ssid: params.ssid,
             bssid: params.bssid,
@@ -189,33 +192,21 @@ impl WifiInterface for WlanInterface {
         }
         let reason = match timeout(CONNECT_TIMEOUT, done).await {
             Ok(Ok(reason)) => reason,
-            Ok(Err(_)) => {
-                return Err(InterfaceError::Failed(
-                    "connection attempt abandoned".into(),
-                ))
-            }
+            Ok(Err(_)) => return Err(InterfaceError::ConnectAbandoned),
             Err(_) => {
                 self.connect.cancel();
-                return Err(InterfaceError::Failed(format!(
-                    "no connection result within {} s",
-                    CONNECT_TIMEOUT.as_secs()
-                )));
+                return Err(InterfaceError::ConnectTimeout {
+                    limit: CONNECT_TIMEOUT,
+                });
             }
         };
         if reason != super::convert::WLAN_REASON_CODE_SUCCESS {
-            return Err(InterfaceError::Failed(format!(
-                "connection failed (WlanAPI reason code {reason:#x})"
-            )));
+            return Err(InterfaceError::ConnectFailed { reason });
         }
         match self.current().await? {
             Some(net) if net.ssid == params.ssid => Ok(net),
-            Some(net) => Err(InterfaceError::Failed(format!(
-                "connected to {} instead",
-                net.ssid
-            ))),
-            None => Err(InterfaceError::Failed(
-                "not connected although the connection completed".into(),
-            )),
+            Some(net) => Err(InterfaceError::ConnectedElsewhere { ssid: net.ssid }),
+            None => Err(InterfaceError::NotConnectedAfterConnect),
         }
     }
 
@@ -231,10 +222,7 @@ impl WifiInterface for WlanInterface {
         }
         match self.current().await? {
             None => Ok(()),
-            Some(net) => Err(InterfaceError::Failed(format!(
-                "still connected to {}",
-                net.ssid
-            ))),
+            Some(net) => Err(InterfaceError::StillConnected { ssid: net.ssid }),
         }
     }
 }
@@ -854,7 +842,7 @@ mod tests {
             key: None,
         };
         let err = iface.connect(&params).await.unwrap_err();
-        assert!(matches!(err, InterfaceError::Failed(m) if m.contains("0x38015")));
+        assert_eq!(err, InterfaceError::ConnectFailed { reason: 0x38015 });
         params.security = Security {
             auth: crate::wifi::AuthAlgorithm::Wpa3Sae,
             cipher: crate::wifi::CipherAlgorithm::Ccmp,
@@ -878,7 +866,12 @@ mod tests {
             key: None,
         };
         let err = iface.connect(&params).await.unwrap_err();
-        assert!(matches!(err, InterfaceError::Failed(m) if m.contains("no connection result")));
+        assert_eq!(
+            err,
+            InterfaceError::ConnectTimeout {
+                limit: CONNECT_TIMEOUT
+            }
+        );
     }
 
     #[tokio::test]

@@ -16,6 +16,9 @@ use crate::protocol::{
 use crate::wifi::{AuthAlgorithm, CipherAlgorithm, ConnectedNetwork, ScannedBss, Security};
 
 /// `DOT11_AUTH_ALGORITHM` values (wlantypes.h).
+// The whole enum, so the tests can name every value; some are read nowhere
+// else.
+#[allow(dead_code)]
 pub mod dot11_auth {
     pub const OPEN: i32 = 1;
     pub const SHARED_KEY: i32 = 2;
@@ -32,6 +35,8 @@ pub mod dot11_auth {
 }
 
 /// `DOT11_CIPHER_ALGORITHM` values (wlantypes.h).
+// The whole enum, as for `dot11_auth`.
+#[allow(dead_code)]
 pub mod dot11_cipher {
     pub const NONE: i32 = 0;
     pub const WEP40: i32 = 1;

@@ -42,9 +42,8 @@ use zeroize::Zeroizing;
 use crate::protocol::{MacAddr, Ssid};
 use crate::wifi::{ConnectedNetwork, InterfaceError};
 
-pub use backend::{WlanApiWifi, WlanInterface, CONNECT_TIMEOUT, DISCONNECT_TIMEOUT};
+pub use backend::WlanApiWifi;
 pub use convert::{BssListError, ParsedBssList};
-pub use notify::Notification;
 pub use profile::ProfileError;
 
 /// Win32 error codes the backend tells apart.
@@ -96,7 +95,11 @@ impl WlanError {
                 code: win32::ERROR_SERVICE_NOT_ACTIVE,
                 ..
             } => InterfaceError::Unavailable(self.to_string()),
-            other => InterfaceError::Failed(other.to_string()),
+            WlanError::Api { call, code } => InterfaceError::HostCall { call, code: *code },
+            WlanError::NoRuntime => InterfaceError::Unavailable(self.to_string()),
+            WlanError::BssList(e) => InterfaceError::MalformedHostData(e.to_string()),
+            WlanError::Malformed(what) => InterfaceError::MalformedHostData(what.to_string()),
+            WlanError::Profile(e) => InterfaceError::Profile(e.to_string()),
         }
     }
 }

@@ -82,6 +82,8 @@ impl<T> ScanTracker<T> {
         std::mem::take(&mut s.waiters)
     }
 
+    /// Whether a host scan is running and not stale.
+    #[cfg(test)]
     pub fn is_running(&self) -> bool {
         lock(&self.state)
             .running_since
