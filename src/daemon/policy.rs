@@ -183,6 +183,11 @@ impl GuestPolicy {
 }
 
 impl Observer for GuestPolicy {
+    /// Scans change nothing the policy tracks.
+    fn wants_scan_events(&self) -> bool {
+        false
+    }
+
     fn authorize_guest_connection(&self, kind: ConnectionKind, ssid: &Ssid) -> Authorization {
         let guest = &self.guest;
         if self.retired.load(Ordering::Acquire) {
