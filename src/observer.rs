@@ -151,6 +151,17 @@ pub trait Observer: Send + Sync + 'static {
     fn wants_scan_events(&self) -> bool {
         true
     }
+
+    /// Whether the calls may run on the service's async thread (asked once,
+    /// when the service starts): only for an observer whose methods never
+    /// block and never wait for the service (in-memory bookkeeping, as the
+    /// daemon's policy). Its calls then run in order inside `catch_unwind`
+    /// as ever, without a hand-off to the blocking pool and back (two
+    /// thread wakeups per event, and the connect waits for its
+    /// authorization's). Default: no, the blocking pool.
+    fn runs_inline(&self) -> bool {
+        false
+    }
 }
 
 /// An observer call, as queued.
@@ -319,16 +330,28 @@ struct Handover {
 /// observer event costs the async thread no second wakeup per request. A
 /// job is started only when none is draining (one hand-off per burst, not
 /// per event). At the end (every queue handle dropped) the task waits until
-/// everything handed over is delivered.
+/// everything handed over is delivered. An observer that
+/// [runs inline](Observer::runs_inline) is called from this task.
 async fn deliver(
     observer: Arc<dyn Observer>,
     mut rx: mpsc::UnboundedReceiver<Item>,
     backlog: Arc<AtomicUsize>,
 ) {
+    let inline = observer.runs_inline();
     let handover: Arc<Mutex<Handover>> = Arc::default();
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        hand_over(&handover, &observer, &backlog, batch.drain(..));
+        if inline {
+            for item in batch.drain(..) {
+                deliver_one(&*observer, item);
+                backlog.fetch_sub(1, Ordering::Relaxed);
+            }
+        } else {
+            hand_over(&handover, &observer, &backlog, batch.drain(..));
+        }
+    }
+    if inline {
+        return;
     }
     let (done, delivered) = oneshot::channel();
     // An item like the others (it counts in the backlog until delivered).
@@ -509,6 +532,58 @@ mod tests {
         assert_eq!(observer.scans.load(Ordering::SeqCst), 0);
         assert_eq!(observer.completions.load(Ordering::SeqCst), 1);
         // The delivery task ends once every handle is gone, all delivered.
+        drop(q);
+        task.unwrap().await.unwrap();
+    }
+
+    /// Records on which thread it was called; runs inline.
+    #[derive(Default)]
+    struct Inline {
+        threads: Mutex<Vec<std::thread::ThreadId>>,
+    }
+
+    impl Observer for Inline {
+        fn guest_scan_requested(&self) {
+            self.threads
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
+            panic!("observer bug");
+        }
+        fn authorize_guest_connection(&self, _kind: ConnectionKind, ssid: &Ssid) -> Authorization {
+            self.threads
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
+            if ssid.as_bytes() == b"no" {
+                Authorization::Deny
+            } else {
+                Authorization::Approve
+            }
+        }
+        fn runs_inline(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_inline_observer_runs_on_the_async_thread_in_order_panics_contained() {
+        let observer = Arc::new(Inline::default());
+        let (q, task) = ObserverQueue::start(Some(observer.clone()));
+        q.notify(ObserverEvent::GuestScanRequested);
+        let ssid = |s: &str| Ssid::new(s.as_bytes()).unwrap();
+        assert_eq!(
+            q.authorize(ConnectionKind::GuestDirected, ssid("no")).await,
+            Authorization::Deny
+        );
+        assert_eq!(
+            q.authorize(ConnectionKind::GuestDirected, ssid("yes"))
+                .await,
+            Authorization::Approve
+        );
+        q.flush().await;
+        let here = std::thread::current().id();
+        assert_eq!(*observer.threads.lock().unwrap(), vec![here; 3]);
         drop(q);
         task.unwrap().await.unwrap();
     }

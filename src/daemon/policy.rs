@@ -188,6 +188,12 @@ impl Observer for GuestPolicy {
         false
     }
 
+    /// In-memory bookkeeping under short locks: it never blocks nor waits
+    /// for the service.
+    fn runs_inline(&self) -> bool {
+        true
+    }
+
     fn authorize_guest_connection(&self, kind: ConnectionKind, ssid: &Ssid) -> Authorization {
         let guest = &self.guest;
         if self.retired.load(Ordering::Acquire) {
