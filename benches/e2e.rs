@@ -1,7 +1,8 @@
 //! End-to-end request latency against the physical floor, in one run.
 //!
 //! ```text
-//! cargo bench --profile profiling --bench e2e -- --requests 20000
+//! cargo bench --profile profiling --bench e2e -- --headline     # the headline (scripts/bench.sh e2e-headline)
+//! cargo bench --profile profiling --bench e2e -- --requests 20000 --placement free,same,split
 //! ```
 //!
 //! Does what the guest driver does, a new connection per request (connect,
@@ -13,27 +14,36 @@
 //! (hybrid vsock: the guest side connects to `<uds>_<port>`).
 //!
 //! Fairness: both servers run in this process, each on its own tokio
-//! runtime built the same way (by default multi-thread with one worker,
-//! like the `proxy-wifi` binary; `--runtime multiN` for N workers,
-//! `--runtime current` for a current-thread runtime on its own thread),
-//! both accept and spawn one task per
+//! runtime built the same way (by default current-thread on a thread of
+//! its own, like the `proxy-wifi` binary; `--runtime multi` for a
+//! multi-thread runtime with one worker, the binary's before,
+//! `--runtime multiN` for N workers), both accept and spawn one task per
 //! connection and set TCP_NODELAY; one client thread with blocking std
 //! sockets and the same code drives both. After a warm-up, blocks of
 //! requests alternate between proxy and floor (which goes first alternates
-//! too), so drift and other load on the machine hit both alike. The run is
-//! repeated per thread placement (`--placement free,same,split`): free,
-//! everything on CPU 0, and client on CPU 0 with servers on CPU 1, because
-//! where the kernel puts the threads changes the figures more than
-//! anything the servers do. Scan,
-//! connect and disconnect are measured separately (connect and disconnect
-//! alternate: connect, then disconnect of the session it returned); "all"
-//! is the three together.
+//! too), so drift and other load on the machine hit both alike.
+//!
+//! `--headline`: how users run it, threads unpinned; `disconnect`
+//! requests, 5,000 per server and transport in blocks of 100, five runs
+//! (`--runs N`); per run the p50s, their ratio, the load average and the
+//! server threads' context switches per request (a count, which load
+//! disturbs far less than a time: one per request is a single wakeup);
+//! then the medians over the runs and the server threads after start and
+//! after load.
+//!
+//! Without `--headline` the run is repeated per thread placement
+//! (`--placement free,same,split`): free, everything on CPU 0, and client
+//! on CPU 0 with servers on CPU 1, a diagnosis of where the time goes
+//! (a wakeup across CPUs costs tens of µs on a VM). Scan, connect and
+//! disconnect are measured separately (connect and disconnect alternate:
+//! connect, then disconnect of the session it returned); "all" is the
+//! three together.
 //!
 //! Scan minimum latency is 0 here: the product's 150 ms default exists so
 //! `iw` does not hang, and would otherwise be all this measured.
 //!
 //! Run by `cargo test --all-targets` (without cargo bench's `--bench`
-//! argument) it does a smoke run of a few requests.
+//! argument) it does a smoke run of a few requests of both.
 
 #[cfg(target_os = "linux")]
 mod imp {
@@ -58,8 +68,8 @@ mod imp {
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
     const REQUEST_PORT: u32 = 12345;
-    /// The `proxy-wifi` binary's runtime: multi-thread with one worker
-    /// (src/cli/mod.rs).
+    /// `--runtime multi` without a count: one worker, the `proxy-wifi`
+    /// binary's runtime before it became current-thread.
     const BINARY_WORKERS: usize = 1;
     const KINDS: [&str; 3] = ["scan", "connect", "disconnect"];
 
@@ -69,6 +79,15 @@ mod imp {
         warmup: usize,
         runtime: RuntimeKind,
         placements: Vec<Placement>,
+        /// The headline instead of the per-placement tables.
+        headline: bool,
+        /// Runs of the headline.
+        runs: usize,
+        /// The proxy under test: the `proxy-wifi` binary (headline
+        /// default) or a `Service` in this process.
+        binary: bool,
+        /// Extra arguments for `proxy-wifi serve` (`--proxy-args "--threads 2"`).
+        binary_args: Vec<String>,
         smoke: bool,
     }
 
@@ -82,11 +101,10 @@ mod imp {
     impl RuntimeKind {
         fn describe(self) -> String {
             match self {
-                RuntimeKind::Multi(n) if n == BINARY_WORKERS => {
-                    format!("multi-thread, {n} worker(s) (as the proxy-wifi binary)")
-                }
                 RuntimeKind::Multi(n) => format!("multi-thread, {n} worker(s)"),
-                RuntimeKind::Current => "current-thread, on its own thread".to_string(),
+                RuntimeKind::Current => {
+                    "current-thread, on its own thread (as the proxy-wifi binary)".to_string()
+                }
             }
         }
     }
@@ -101,12 +119,25 @@ mod imp {
     fn parse_args() -> Result<Options, Error> {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let smoke = !args.iter().any(|a| a == "--bench");
+        let headline = args.iter().any(|a| a == "--headline");
         let mut options = Options {
-            requests: if smoke { 40 } else { 20_000 },
-            block: 500,
-            warmup: if smoke { 10 } else { 2_000 },
-            runtime: RuntimeKind::Multi(BINARY_WORKERS),
+            requests: match (smoke, headline) {
+                (true, _) => 40,
+                (false, true) => 5_000,
+                (false, false) => 20_000,
+            },
+            block: if headline { 100 } else { 500 },
+            warmup: match (smoke, headline) {
+                (true, _) => 10,
+                (false, true) => 500,
+                (false, false) => 2_000,
+            },
+            runtime: RuntimeKind::Current,
             placements: Vec::new(),
+            headline,
+            runs: if smoke { 1 } else { 5 },
+            binary: headline || smoke,
+            binary_args: Vec::new(),
             smoke,
         };
         let mut it = args.iter();
@@ -121,6 +152,24 @@ mod imp {
                 "--requests" => options.requests = value()?,
                 "--block" => options.block = value()?.max(1),
                 "--warmup" => options.warmup = value()?,
+                "--runs" => options.runs = value()?.max(1),
+                "--proxy" => {
+                    options.binary = match it.next().map(String::as_str) {
+                        Some("binary") => true,
+                        Some("library") => false,
+                        other => {
+                            return Err(format!("--proxy binary|library, not {other:?}").into())
+                        }
+                    }
+                }
+                "--proxy-args" => {
+                    options.binary_args = it
+                        .next()
+                        .ok_or("--proxy-args needs a value")?
+                        .split_whitespace()
+                        .map(String::from)
+                        .collect()
+                }
                 "--runtime" => {
                     options.runtime = match it.next().map(String::as_str) {
                         Some("multi") => RuntimeKind::Multi(BINARY_WORKERS),
@@ -149,7 +198,7 @@ mod imp {
                 }
                 "--help" | "-h" => {
                     println!(
-                        "cargo bench --profile profiling --bench e2e -- [--requests N] [--block N] [--warmup N] [--runtime multi|multiN|current] [--placement free,same,split]"
+                        "cargo bench --profile profiling --bench e2e -- [--headline [--runs N]] [--proxy binary|library] [--proxy-args ARGS] [--requests N] [--block N] [--warmup N] [--runtime current|multi|multiN] [--placement free,same,split]"
                     );
                     std::process::exit(0);
                 }
@@ -190,6 +239,7 @@ mod imp {
                 }
                 RuntimeKind::Current => {
                     let rt = tokio::runtime::Builder::new_current_thread()
+                        .thread_name(name)
                         .enable_all()
                         .build()?;
                     let handle = rt.handle().clone();
@@ -270,15 +320,40 @@ mod imp {
         }
     }
 
+    /// Whose threads are a server's.
+    enum Threads {
+        /// This process's threads of that name (a server runtime in here).
+        Named(&'static str),
+        /// Every thread of another process (the `proxy-wifi` binary).
+        Process(u32),
+    }
+
     /// One server under test: where it listens, per transport.
     struct Server {
-        /// The name of its runtime's threads.
-        thread_name: &'static str,
+        threads: Threads,
         tcp: Target,
         unix: Target,
     }
 
     impl Server {
+        /// Context switches of the server's threads so far.
+        fn switches(&self) -> u64 {
+            match self.threads {
+                Threads::Named(name) => thread_switches(name),
+                Threads::Process(pid) => process_switches(pid),
+            }
+        }
+
+        /// The server's threads now.
+        fn thread_count(&self) -> usize {
+            match self.threads {
+                Threads::Named(name) => thread_count(name),
+                Threads::Process(pid) => std::fs::read_dir(format!("/proc/{pid}/task"))
+                    .map(|t| t.count())
+                    .unwrap_or(0),
+            }
+        }
+
         fn target(&self, transport: &str) -> &Target {
             if transport == "tcp" {
                 &self.tcp
@@ -317,6 +392,25 @@ mod imp {
                 .sum::<u64>();
         }
         total
+    }
+
+    /// Context switches (voluntary and not) of every thread of `pid`.
+    fn process_switches(pid: u32) -> u64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .map(|task| {
+                std::fs::read_to_string(task.path().join("status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches:"))
+                    .filter_map(|l| l.split_whitespace().nth(1))
+                    .filter_map(|v| v.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+            .sum()
     }
 
     /// `count` scans and `count` connect/disconnect pairs against `target`.
@@ -412,7 +506,7 @@ mod imp {
             }
         });
         Ok(Server {
-            thread_name: "floor",
+            threads: Threads::Named("floor"),
             tcp: Target::Tcp(tcp_address),
             unix: Target::Unix(unix_path),
         })
@@ -454,11 +548,92 @@ mod imp {
         })?;
         let port = port.ok_or("the TCP service has no port")?;
         let server = Server {
-            thread_name: "proxy",
+            threads: Threads::Named("proxy"),
             tcp: Target::Tcp(SocketAddr::from(([127, 0, 0, 1], port as u16))),
             unix: Target::Unix(PathBuf::from(format!("{}_{REQUEST_PORT}", uds.display()))),
         };
         Ok((server, vec![tcp, hybrid]))
+    }
+
+    /// The `proxy-wifi` binary cargo built with this benchmark.
+    const BUILT_BINARY: &str = env!("CARGO_BIN_EXE_proxy-wifi");
+
+    /// The `proxy-wifi` binary as users run it: `serve --config FILE` with
+    /// two simulated guests, one on TCP and one on hybrid vsock, scan
+    /// minimum latency 0, log level warn; stopped (SIGTERM, then killed)
+    /// when dropped.
+    struct BinaryProxy {
+        child: std::process::Child,
+    }
+
+    impl Drop for BinaryProxy {
+        fn drop(&mut self) {
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                // SAFETY: kill(2) on the pid of our own child, not yet reaped.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn start_binary(dir: &Path, extra: &[String]) -> Result<(Server, BinaryProxy), Error> {
+        // A free port: bound, noted and released (nothing else here binds).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let uds = dir.join("bin.sock");
+        let config = dir.join("bin.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "backend = \"simulated\"\nlog_level = \"warn\"\n\n\
+                 [[guest]]\nname = \"tcp\"\ntcp = \"127.0.0.1\"\nrequest_port = {port}\nnotification_port = 9\nscan_min_latency_ms = 0\n\n\
+                 [[guest]]\nname = \"unix\"\nhybrid_vsock = \"{}\"\nscan_min_latency_ms = 0\n",
+                uds.display()
+            ),
+        )?;
+        let mut child = std::process::Command::new(BUILT_BINARY)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("bin.log"))?)
+            .spawn()?;
+        let tcp = SocketAddr::from(([127, 0, 0, 1], port));
+        let unix = PathBuf::from(format!("{}_{REQUEST_PORT}", uds.display()));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !(unix.exists() && TcpStream::connect(tcp).is_ok()) {
+            if let Some(status) = child.try_wait()? {
+                return Err(format!("{BUILT_BINARY} exited: {status}").into());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!("{BUILT_BINARY} not listening after 60 s").into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pid = child.id();
+        Ok((
+            Server {
+                threads: Threads::Process(pid),
+                tcp: Target::Tcp(tcp),
+                unix: Target::Unix(unix),
+            },
+            BinaryProxy { child },
+        ))
     }
 
     fn capture_replies(proxy: &Server) -> Result<Replies, Error> {
@@ -556,8 +731,10 @@ mod imp {
         }
     }
 
-    /// Pins this thread (the client) and the server runtimes' threads.
-    fn place(placement: Placement) -> bool {
+    /// Pins this thread (the client), the server runtimes' threads and
+    /// every thread of the `binary` process (the proxy-wifi binary, when it
+    /// is the proxy; its threads started since are not pinned).
+    fn place(placement: Placement, binary: Option<u32>) -> bool {
         let all: Vec<usize> = (0..workers()).collect();
         if placement != Placement::Free && all.len() < 2 {
             return false;
@@ -572,6 +749,15 @@ mod imp {
             for task in tasks.flatten() {
                 let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
                 if matches!(comm.trim_end(), "proxy" | "floor") {
+                    if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) {
+                        ok &= set_affinity(tid, servers);
+                    }
+                }
+            }
+        }
+        if let Some(pid) = binary {
+            if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+                for task in tasks.flatten() {
                     if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) {
                         ok &= set_affinity(tid, servers);
                     }
@@ -614,7 +800,7 @@ mod imp {
                 for k in 0..servers.len() {
                     let si = (k + round) % servers.len();
                     let server = servers[si];
-                    let switches = thread_switches(server.thread_name);
+                    let switches = server.switches();
                     run_block(
                         server.target(transport),
                         count,
@@ -623,8 +809,7 @@ mod imp {
                         replies,
                         Some(&mut results[ti][si]),
                     )?;
-                    results[ti][si].switches +=
-                        thread_switches(server.thread_name).saturating_sub(switches);
+                    results[ti][si].switches += server.switches().saturating_sub(switches);
                 }
                 done += count;
                 round += 1;
@@ -632,6 +817,182 @@ mod imp {
         }
 
         Ok(results)
+    }
+
+    /// `count` requests of one kind against `target`, each reply checked
+    /// against `expect`.
+    fn run_one_kind(
+        target: &Target,
+        count: usize,
+        request: &[u8],
+        expect: &[u8],
+        mut samples: Option<&mut Vec<u64>>,
+    ) -> Result<(), Error> {
+        let mut reply = Vec::with_capacity(expect.len());
+        for _ in 0..count {
+            let t = Instant::now();
+            exchange(target, request, &mut reply)?;
+            let ns = t.elapsed().as_nanos() as u64;
+            if reply != expect {
+                return Err(format!("unexpected reply of {} bytes", reply.len()).into());
+            }
+            if let Some(s) = samples.as_deref_mut() {
+                s.push(ns);
+            }
+        }
+        Ok(())
+    }
+
+    /// Threads of this process named `name` (a server's runtime and its
+    /// blocking pool).
+    fn thread_count(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .flatten()
+                    .filter(|t| {
+                        std::fs::read_to_string(t.path().join("comm"))
+                            .is_ok_and(|c| c.trim_end() == name)
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    fn load_average() -> String {
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "?".into())
+    }
+
+    fn median(values: &mut [f64]) -> f64 {
+        values.sort_by(f64::total_cmp);
+        match values.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => values[n / 2],
+            n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        }
+    }
+
+    /// The headline: threads wherever the kernel puts them (how users run
+    /// it), `disconnect` requests (session 0, never a live one: the proxy
+    /// answers from its state, and both servers send the same 7 bytes),
+    /// proxy and floor interleaved in blocks, `runs` runs, medians over the
+    /// runs. Context switches of each server's threads per request show the
+    /// wakeups objectively: one per request is the floor's.
+    fn headline(options: &Options, servers: &[&Server; 2], replies: &Replies) -> Result<(), Error> {
+        let request = disconnect_request(0)?;
+        println!();
+        println!(
+            "headline: placement free (unpinned), disconnect requests, {} per server, transport and run, blocks of {} alternating, warm-up {}, {} run(s)",
+            options.requests, options.block, options.warmup, options.runs
+        );
+        println!(
+            "threads after start: proxy {}, floor {}",
+            servers[0].thread_count(),
+            servers[1].thread_count()
+        );
+        println!();
+        println!(
+            "{:<4} {:<15} {:<6} {:>10} {:>10} {:>7} {:>13} {:>13}",
+            "run",
+            "load average",
+            "trans.",
+            "proxy p50",
+            "floor p50",
+            "ratio",
+            "proxy cs/req",
+            "floor cs/req"
+        );
+        // Per transport: proxy p50s, floor p50s, ratios, switches per request.
+        let mut summary: Vec<[Vec<f64>; 5]> =
+            TRANSPORTS.iter().map(|_| Default::default()).collect();
+        for run in 0..options.runs {
+            let load = load_average();
+            for (ti, transport) in TRANSPORTS.iter().enumerate() {
+                for server in servers {
+                    run_one_kind(
+                        server.target(transport),
+                        options.warmup,
+                        &request,
+                        &replies.disconnect,
+                        None,
+                    )?;
+                }
+                let mut latencies = [Vec::new(), Vec::new()];
+                let mut switches = [0u64; 2];
+                let mut done = 0;
+                let mut round = 0;
+                while done < options.requests {
+                    let count = options.block.min(options.requests - done);
+                    for k in 0..servers.len() {
+                        // Which server goes first alternates by block and run.
+                        let si = (k + round + run) % servers.len();
+                        let before = servers[si].switches();
+                        run_one_kind(
+                            servers[si].target(transport),
+                            count,
+                            &request,
+                            &replies.disconnect,
+                            Some(&mut latencies[si]),
+                        )?;
+                        switches[si] += servers[si].switches().saturating_sub(before);
+                    }
+                    done += count;
+                    round += 1;
+                }
+                let p50: Vec<f64> = latencies
+                    .iter_mut()
+                    .map(|v| {
+                        v.sort_unstable();
+                        percentile(v, 50.0)
+                    })
+                    .collect();
+                let per = |si: usize| switches[si] as f64 / latencies[si].len().max(1) as f64;
+                let ratio = p50[0] / p50[1];
+                println!(
+                    "{:<4} {:<15} {:<6} {:>10.1} {:>10.1} {:>7.2} {:>13.2} {:>13.2}",
+                    run + 1,
+                    load,
+                    transport,
+                    p50[0],
+                    p50[1],
+                    ratio,
+                    per(0),
+                    per(1)
+                );
+                let s = &mut summary[ti];
+                s[0].push(p50[0]);
+                s[1].push(p50[1]);
+                s[2].push(ratio);
+                s[3].push(per(0));
+                s[4].push(per(1));
+            }
+        }
+        println!();
+        println!(
+            "median of {} run(s), p50 in µs (load average now {}):",
+            options.runs,
+            load_average()
+        );
+        println!(
+            "{:<6} {:>10} {:>10} {:>7} {:>13} {:>13}",
+            "trans.", "proxy p50", "floor p50", "ratio", "proxy cs/req", "floor cs/req"
+        );
+        for (ti, transport) in TRANSPORTS.iter().enumerate() {
+            let s = &mut summary[ti];
+            let m: Vec<f64> = s.iter_mut().map(|v| median(v)).collect();
+            println!(
+                "{:<6} {:>10.1} {:>10.1} {:>7.2} {:>13.2} {:>13.2}",
+                transport, m[0], m[1], m[2], m[3], m[4]
+            );
+        }
+        println!(
+            "threads after load: proxy {}, floor {}",
+            servers[0].thread_count(),
+            servers[1].thread_count()
+        );
+        Ok(())
     }
 
     fn report(results: &[Vec<Samples>]) {
@@ -695,16 +1056,34 @@ mod imp {
         let dir = tempfile::tempdir()?;
         let proxy_rt = ServerRuntime::new(options.runtime, "proxy")?;
         let floor_rt = ServerRuntime::new(options.runtime, "floor")?;
-        let (proxy, services) = start_proxy(&proxy_rt, dir.path())?;
+        let (proxy, services, binary) = if options.binary {
+            let (server, binary) = start_binary(dir.path(), &options.binary_args)?;
+            (server, Vec::new(), Some(binary))
+        } else {
+            let (server, services) = start_proxy(&proxy_rt, dir.path())?;
+            (server, services, None)
+        };
+        let binary_pid = binary.as_ref().map(|b| b.child.id());
         let replies = capture_replies(&proxy)?;
         let floor = start_floor(&floor_rt, dir.path(), replies.clone())?;
 
         println!("proxy-wifi end-to-end latency vs the floor (same framing, no work)");
         println!("machine: {}", machine());
-        println!(
-            "server runtimes: {}; client: one thread, blocking std sockets, a new connection per request",
-            options.runtime.describe()
-        );
+        if options.binary {
+            println!(
+                "proxy: {BUILT_BINARY} serve --config FILE {} (a TCP and a hybrid-vsock guest, backend simulated)",
+                options.binary_args.join(" ")
+            );
+            println!(
+                "floor runtime: {}; client: one thread, blocking std sockets, a new connection per request",
+                options.runtime.describe()
+            );
+        } else {
+            println!(
+                "server runtimes: {}; client: one thread, blocking std sockets, a new connection per request",
+                options.runtime.describe()
+            );
+        }
         println!("scan min latency: 0 (the product's default is 150 ms, for iw; it is off here)");
         println!(
             "replies: scan {} B ({} simulated BSSs), connect {} B, disconnect {} B (the floor sends the same bytes)",
@@ -727,6 +1106,18 @@ mod imp {
         let scan = Request::Scan(ScanRequest::default()).encode()?;
         let connect = connect_request()?;
         let servers = [&proxy, &floor];
+        if options.headline || options.smoke {
+            place(Placement::Free, binary_pid);
+            headline(&options, &servers, &replies)?;
+        }
+        if options.headline {
+            proxy_rt.handle.block_on(async {
+                for service in &services {
+                    service.stop().await;
+                }
+            });
+            return Ok(());
+        }
         let placements = if options.smoke {
             vec![Placement::Free]
         } else if options.placements.is_empty() {
@@ -735,7 +1126,7 @@ mod imp {
             options.placements.clone()
         };
         for placement in placements {
-            if !place(placement) {
+            if !place(placement, binary_pid) {
                 println!();
                 println!(
                     "placement {}: SKIPPED (needs 2 CPUs and sched_setaffinity)",
@@ -748,7 +1139,7 @@ mod imp {
             let results = measure(&options, &servers, &scan, &connect, &replies)?;
             report(&results);
         }
-        place(Placement::Free);
+        place(Placement::Free, binary_pid);
         proxy_rt.handle.block_on(async {
             for service in &services {
                 service.stop().await;

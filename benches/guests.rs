@@ -17,15 +17,17 @@
 //! - load: `--clients` tasks in this process, each doing scans on a new
 //!   connection per request (as the guest driver) over the guests' request
 //!   sockets in turn, `--requests` in all: requests per second, p50, p99,
-//!   max, and RSS afterwards.
+//!   max, context switches per request over all server threads, and RSS
+//!   and threads afterwards.
 //!
 //! The server process is, with `--mode`:
-//! - `daemon`: the release `proxy-wifi serve --config FILE`;
+//! - `daemon`: the release `proxy-wifi serve --config FILE` (with
+//!   `--daemon-threads N`, `serve --threads N`);
 //! - `library`: this very executable re-run with `--serve-library FILE`,
 //!   which reads the same file with `DaemonConfig::load` and starts one
-//!   `Service` per guest on one shared `SimulatedWifi`, on a multi-thread
-//!   runtime (one worker; `--library-workers N`) with an info-level log to
-//!   stderr, as the binary does;
+//!   `Service` per guest on one shared `SimulatedWifi`, on a current-thread
+//!   runtime as the binary's (`--library-workers N`: multi-thread with N
+//!   workers) with an info-level log to stderr, as the binary does;
 //! - `auto` (default): `daemon` when `proxy-wifi serve --help` offers
 //!   `--config`, else `library`;
 //! - `both`: one after the other.
@@ -93,9 +95,11 @@ mod imp {
         idle: Duration,
         modes: Vec<Mode>,
         strace: bool,
-        /// Worker threads of the library setup's runtime (default 1, as the
-        /// binary; `None`: one per CPU).
+        /// Worker threads of the library setup's runtime (1, the default:
+        /// current-thread, as the binary; `None`: one per CPU).
         library_workers: Option<usize>,
+        /// `serve --threads N` for the daemon (`None`: its default, 1).
+        daemon_threads: Option<usize>,
         smoke: bool,
     }
 
@@ -122,6 +126,7 @@ mod imp {
             strace: !smoke,
             // As the proxy-wifi binary (src/cli/mod.rs).
             library_workers: Some(1),
+            daemon_threads: None,
             smoke,
         };
         let mut mode = "auto".to_string();
@@ -144,10 +149,11 @@ mod imp {
                 }
                 "--no-strace" => options.strace = false,
                 "--library-workers" => options.library_workers = Some(value()?.parse()?),
+                "--daemon-threads" => options.daemon_threads = Some(value()?.parse()?),
                 "--help" | "-h" => {
                     println!(
                         "cargo bench --profile profiling --bench guests -- [--guests N] [--clients N] [--requests N] \
-                         [--idle-seconds S] [--mode auto|daemon|library|both] [--daemon-bin PATH] [--library-workers N] [--no-strace]"
+                         [--idle-seconds S] [--mode auto|daemon|library|both] [--daemon-bin PATH] [--daemon-threads N] [--library-workers N] [--no-strace]"
                     );
                     std::process::exit(0);
                 }
@@ -218,11 +224,19 @@ mod imp {
             .with_ansi(false)
             .try_init();
         let config = DaemonConfig::load(config)?;
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        if let Some(n) = workers {
-            builder.worker_threads(n);
-        }
-        let runtime = builder.enable_all().build()?;
+        // One worker: a current-thread runtime, as the binary.
+        let runtime = match workers {
+            Some(1) => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            Some(n) => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(n)
+                .enable_all()
+                .build()?,
+            None => tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?,
+        };
         runtime.block_on(async move {
             let wifi = SimulatedWifi::reference();
             let mut services = Vec::new();
@@ -261,11 +275,15 @@ mod imp {
             config: &Path,
             log: &Path,
             library_workers: Option<usize>,
+            daemon_threads: Option<usize>,
         ) -> Result<Server, Error> {
             let mut command = match mode {
                 Mode::Daemon => {
                     let mut c = Command::new(daemon());
                     c.arg("serve").arg("--config").arg(config);
+                    if let Some(n) = daemon_threads {
+                        c.arg("--threads").arg(n.to_string());
+                    }
                     c
                 }
                 Mode::Library => {
@@ -504,7 +522,13 @@ mod imp {
         let dir = tempfile::tempdir()?;
         let config = write_config(dir.path(), options.guests)?;
         let log = dir.path().join("server.log");
-        let mut server = Server::start(mode, &config, &log, options.library_workers)?;
+        let mut server = Server::start(
+            mode,
+            &config,
+            &log,
+            options.library_workers,
+            options.daemon_threads,
+        )?;
         let pid = server.pid();
         let ready = wait_for_sockets(dir.path(), options.guests, &mut server).await?;
         // One scan per guest first: every guest then has a live session,
@@ -518,13 +542,23 @@ mod imp {
 
         println!();
         match mode {
-            Mode::Daemon => println!("== {} (pid {pid}, {})", mode.describe(), daemon().display()),
+            Mode::Daemon => println!(
+                "== {} (pid {pid}, {}, threads: {})",
+                mode.describe(),
+                daemon().display(),
+                options
+                    .daemon_threads
+                    .map_or("default".to_string(), |n| n.to_string())
+            ),
             Mode::Library => println!(
                 "== {} (pid {pid}, runtime workers: {})",
                 mode.describe(),
                 options
                     .library_workers
-                    .map_or("one per CPU".to_string(), |n| n.to_string())
+                    .map_or("one per CPU".to_string(), |n| match n {
+                        1 => "1, current-thread".to_string(),
+                        n => n.to_string(),
+                    })
             ),
         }
         println!(
@@ -574,6 +608,7 @@ mod imp {
             println!("idle:   strace SKIPPED (smoke run or --no-strace)");
         }
 
+        let switches_before_load = context_switches(pid);
         let load = drive(
             dir.path(),
             options.guests,
@@ -582,6 +617,7 @@ mod imp {
         )
         .await?;
         server.check_alive()?;
+        let switches_after_load = context_switches(pid);
         let loaded_mem = memory(pid);
         let done = load.latencies_ns.len();
         println!(
@@ -602,6 +638,13 @@ mod imp {
             mib(loaded_mem.rss_kib),
             mib(loaded_mem.hwm_kib),
             loaded_mem.threads
+        );
+        let per_request =
+            |after: u64, before: u64| after.saturating_sub(before) as f64 / done.max(1) as f64;
+        println!(
+            "load:   {:.2} voluntary + {:.2} involuntary context switches per request (all server threads)",
+            per_request(switches_after_load.0, switches_before_load.0),
+            per_request(switches_after_load.1, switches_before_load.1)
         );
         let log_size = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         println!("server log: {log_size} bytes (info level)");

@@ -11,9 +11,10 @@
 
 #![warn(missing_docs)]
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -141,6 +142,26 @@ pub trait Observer: Send + Sync + 'static {
 
     /// The guest's scan was answered.
     fn guest_scan_completed(&self) {}
+
+    /// Whether [`Observer::guest_scan_requested`] and
+    /// [`Observer::guest_scan_completed`] are wanted (asked once, when the
+    /// service starts). An observer that ignores them says no: a scan then
+    /// never reaches the observer's queue, which spares a hand-off to the
+    /// blocking pool (a thread wakeup) per scan.
+    fn wants_scan_events(&self) -> bool {
+        true
+    }
+
+    /// Whether the calls may run on the service's async thread (asked once,
+    /// when the service starts): only for an observer whose methods never
+    /// block and never wait for the service (in-memory bookkeeping, as the
+    /// daemon's policy). Its calls then run in order inside `catch_unwind`
+    /// as ever, without a hand-off to the blocking pool and back (two
+    /// thread wakeups per event, and the connect waits for its
+    /// authorization's). Default: no, the blocking pool.
+    fn runs_inline(&self) -> bool {
+        false
+    }
 }
 
 /// An observer call, as queued.
@@ -205,6 +226,8 @@ pub struct ObserverQueue {
     tx: Option<mpsc::UnboundedSender<Item>>,
     /// Items queued and not yet delivered.
     backlog: Arc<AtomicUsize>,
+    /// [`Observer::wants_scan_events`].
+    scan_events: bool,
 }
 
 /// Past this many undelivered items, scan events (two per guest scan, the
@@ -222,11 +245,13 @@ impl ObserverQueue {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let backlog = Arc::new(AtomicUsize::new(0));
+        let scan_events = observer.wants_scan_events();
         let task = tokio::spawn(deliver(observer, rx, backlog.clone()));
         (
             ObserverQueue {
                 tx: Some(tx),
                 backlog,
+                scan_events,
             },
             Some(task),
         )
@@ -248,6 +273,9 @@ impl ObserverQueue {
                 event,
                 ObserverEvent::GuestScanRequested | ObserverEvent::GuestScanCompleted
             );
+            if droppable && !self.scan_events {
+                return;
+            }
             if droppable && self.backlog.load(Ordering::Relaxed) >= OBSERVER_BACKLOG {
                 tracing::debug!(
                     event = event.name(),
@@ -284,34 +312,88 @@ impl ObserverQueue {
     }
 }
 
-/// Most queued items handed to the observer in one go.
+/// Most queued items taken from the channel in one go.
 const BATCH: usize = 64;
 
-/// Delivers queued items in order. Whatever is queued is handed to the
-/// blocking pool as one batch: one hand-off per batch rather than per event
-/// keeps a busy guest (two observer events per scan) from growing the pool
-/// thread by thread, while a blocking or re-entrant observer still never
-/// holds up the async workers.
+/// Items handed over to the blocking pool, and whether a pool job is
+/// delivering them.
+#[derive(Default)]
+struct Handover {
+    items: VecDeque<Item>,
+    draining: bool,
+}
+
+/// Delivers queued items in order. Items go to a hand-over list that one
+/// blocking-pool job at a time drains, so the observer runs off the async
+/// thread (it may block, or call back into the service), while this task
+/// never waits for it: a pool job that finishes wakes nothing, so an
+/// observer event costs the async thread no second wakeup per request. A
+/// job is started only when none is draining (one hand-off per burst, not
+/// per event). At the end (every queue handle dropped) the task waits until
+/// everything handed over is delivered. An observer that
+/// [runs inline](Observer::runs_inline) is called from this task.
 async fn deliver(
     observer: Arc<dyn Observer>,
     mut rx: mpsc::UnboundedReceiver<Item>,
     backlog: Arc<AtomicUsize>,
 ) {
+    let inline = observer.runs_inline();
+    let handover: Arc<Mutex<Handover>> = Arc::default();
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let items = std::mem::take(&mut batch);
-        let o = observer.clone();
-        let backlog = backlog.clone();
-        // Each item contains its own panics; an error here means the pool
-        // is shutting down, and dropped authorization replies read as Deny.
-        let _ = tokio::task::spawn_blocking(move || {
-            for item in items {
-                deliver_one(&*o, item);
+        if inline {
+            for item in batch.drain(..) {
+                deliver_one(&*observer, item);
                 backlog.fetch_sub(1, Ordering::Relaxed);
             }
-        })
-        .await;
+        } else {
+            hand_over(&handover, &observer, &backlog, batch.drain(..));
+        }
     }
+    if inline {
+        return;
+    }
+    let (done, delivered) = oneshot::channel();
+    // An item like the others (it counts in the backlog until delivered).
+    backlog.fetch_add(1, Ordering::Relaxed);
+    hand_over(&handover, &observer, &backlog, [Item::Flush(done)]);
+    // An error: the pool is shutting down; nothing more can be delivered.
+    let _ = delivered.await;
+}
+
+/// Appends `items` to the hand-over list and starts a pool job to drain it
+/// unless one is draining.
+fn hand_over(
+    handover: &Arc<Mutex<Handover>>,
+    observer: &Arc<dyn Observer>,
+    backlog: &Arc<AtomicUsize>,
+    items: impl IntoIterator<Item = Item>,
+) {
+    let mut list = handover.lock().unwrap_or_else(PoisonError::into_inner);
+    list.items.extend(items);
+    if list.draining || list.items.is_empty() {
+        return;
+    }
+    list.draining = true;
+    drop(list);
+    let (handover, observer, backlog) = (handover.clone(), observer.clone(), backlog.clone());
+    // Not awaited: see `deliver`. If the pool is shutting down the job
+    // never runs, and dropped authorization replies read as Deny.
+    drop(tokio::task::spawn_blocking(move || loop {
+        let item = {
+            let mut list = handover.lock().unwrap_or_else(PoisonError::into_inner);
+            match list.items.pop_front() {
+                Some(item) => item,
+                None => {
+                    list.draining = false;
+                    return;
+                }
+            }
+        };
+        // Each item contains its own panics.
+        deliver_one(&*observer, item);
+        backlog.fetch_sub(1, Ordering::Relaxed);
+    }));
 }
 
 /// Delivers one item, containing a panic of the observer.
@@ -410,6 +492,100 @@ mod tests {
                 "scan done"
             ]
         );
+    }
+
+    /// Counts scan events, and says it wants none.
+    #[derive(Default)]
+    struct NoScans {
+        scans: AtomicUsize,
+        completions: AtomicUsize,
+    }
+
+    impl Observer for NoScans {
+        fn guest_scan_requested(&self) {
+            self.scans.fetch_add(1, Ordering::SeqCst);
+        }
+        fn guest_connect_completed(&self, _completion: &GuestConnectCompletion) {
+            self.completions.fetch_add(1, Ordering::SeqCst);
+        }
+        fn wants_scan_events(&self) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test]
+    async fn scan_events_are_not_queued_for_an_observer_that_wants_none() {
+        let observer = Arc::new(NoScans::default());
+        let (q, task) = ObserverQueue::start(Some(observer.clone()));
+        q.notify(ObserverEvent::GuestScanRequested);
+        q.notify(ObserverEvent::GuestConnectCompleted(
+            GuestConnectCompletion {
+                kind: ConnectionKind::HostMirroring,
+                outcome: ConnectOutcome::Succeeded,
+                status: 0,
+                interface: None,
+                ssid: Ssid::default(),
+                auth: AuthAlgorithm::Open,
+            },
+        ));
+        q.flush().await;
+        assert_eq!(observer.scans.load(Ordering::SeqCst), 0);
+        assert_eq!(observer.completions.load(Ordering::SeqCst), 1);
+        // The delivery task ends once every handle is gone, all delivered.
+        drop(q);
+        task.unwrap().await.unwrap();
+    }
+
+    /// Records on which thread it was called; runs inline.
+    #[derive(Default)]
+    struct Inline {
+        threads: Mutex<Vec<std::thread::ThreadId>>,
+    }
+
+    impl Observer for Inline {
+        fn guest_scan_requested(&self) {
+            self.threads
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
+            panic!("observer bug");
+        }
+        fn authorize_guest_connection(&self, _kind: ConnectionKind, ssid: &Ssid) -> Authorization {
+            self.threads
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
+            if ssid.as_bytes() == b"no" {
+                Authorization::Deny
+            } else {
+                Authorization::Approve
+            }
+        }
+        fn runs_inline(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_inline_observer_runs_on_the_async_thread_in_order_panics_contained() {
+        let observer = Arc::new(Inline::default());
+        let (q, task) = ObserverQueue::start(Some(observer.clone()));
+        q.notify(ObserverEvent::GuestScanRequested);
+        let ssid = |s: &str| Ssid::new(s.as_bytes()).unwrap();
+        assert_eq!(
+            q.authorize(ConnectionKind::GuestDirected, ssid("no")).await,
+            Authorization::Deny
+        );
+        assert_eq!(
+            q.authorize(ConnectionKind::GuestDirected, ssid("yes"))
+                .await,
+            Authorization::Approve
+        );
+        q.flush().await;
+        let here = std::thread::current().id();
+        assert_eq!(*observer.threads.lock().unwrap(), vec![here; 3]);
+        drop(q);
+        task.unwrap().await.unwrap();
     }
 
     #[tokio::test]

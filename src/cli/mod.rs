@@ -99,6 +99,12 @@ pub fn main() -> ExitCode {
         }
         _ => None,
     };
+    // Read before logging starts, like the level: the file is loaded
+    // (and its warnings logged) once more by `serve`.
+    let threads = match &cli.command {
+        Command::Serve(args) => serve::runtime_threads(args),
+        _ => 1,
+    };
     let format = match cli.log_format {
         LogFormatArg::Text => LogFormat::Text,
         LogFormatArg::Json => LogFormat::Json,
@@ -107,16 +113,7 @@ pub fn main() -> ExitCode {
     if let LogSink::TextJournalUnavailable(why) = logging::init(format, level.as_deref()) {
         eprintln!("proxy-wifi: JOURNAL_STREAM is set but the journal is unreachable ({why}); logging to stderr");
     }
-    // One worker: a request's tasks (connection, handler) then hand off to
-    // each other on one thread instead of waking a second worker for each
-    // hop, which cost about a fifth of a request's latency in
-    // `cargo bench --bench e2e` (BENCHMARKS.md). The work per request is
-    // microseconds; one thread serves far more guests than a host runs.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
+    let runtime = match build_runtime(threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("proxy-wifi: cannot start the async runtime: {e}");
@@ -132,4 +129,26 @@ pub fn main() -> ExitCode {
             Command::Completions { .. } | Command::Man { .. } => ExitCode::SUCCESS,
         }
     })
+}
+
+/// The async runtime. One thread by default: a current-thread runtime on
+/// the main thread, so a guest request (accept, read, handler, reply) is
+/// served where the socket's wakeup lands, with one wakeup per request and
+/// no hand-off to a second thread (a cross-CPU wakeup costs more than the
+/// request's work; BENCHMARKS.md). Work that may block (observer calls,
+/// WlanAPI calls, file I/O of the iwd backend) goes to the blocking pool.
+/// `threads` > 1 (`serve --threads`, the file's `threads`): a multi-thread
+/// runtime with that many workers, for hosts whose guests keep more than
+/// one CPU busy.
+fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use proxy_wifi::daemon::config::MAX_THREADS;
 use proxy_wifi::daemon::{Daemon, DaemonConfig, DaemonError, GuestConfig, Overrides, PolicyConfig};
 use proxy_wifi::protocol::{MacAddr, Ssid};
 use proxy_wifi::transport::{self, SocketAccess, TransportConfig};
@@ -130,6 +131,25 @@ pub struct ServeArgs {
     /// with --socket-group).
     #[arg(long, value_name = "MODE")]
     pub socket_mode: Option<String>,
+    /// Threads serving guests (overrides the file's `threads`). Default 1:
+    /// every request is answered on the thread its socket wakes, the
+    /// fastest for a request at a time; more only for guests that keep
+    /// more than one CPU busy (BENCHMARKS.md).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=MAX_THREADS as i64))]
+    pub threads: Option<u16>,
+}
+
+/// The runtime's thread count: `--threads`, else the file's `threads`,
+/// else 1 (errors in the file are reported when `serve` loads it).
+pub fn runtime_threads(args: &ServeArgs) -> usize {
+    if let Some(n) = args.threads {
+        return usize::from(n);
+    }
+    args.config
+        .as_deref()
+        .and_then(|path| DaemonConfig::load(path).ok())
+        .and_then(|config| config.threads)
+        .unwrap_or(1)
 }
 
 /// The log level a configuration file asks for, if it can be read (errors
@@ -179,6 +199,7 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
         backend,
         iwd_state_dir: args.iwd_state_dir.clone(),
         log_level: None,
+        threads: args.threads.map(usize::from),
         control_socket: None,
         control_socket_access: Default::default(),
         metrics: None,

@@ -97,6 +97,7 @@ struct RawConfig {
     backend: Option<BackendKind>,
     iwd_state_dir: Option<PathBuf>,
     log_level: Option<Spanned<String>>,
+    threads: Option<Spanned<i64>>,
     control_socket: Option<PathBuf>,
     control_socket_owner: Option<Spanned<String>>,
     control_socket_group: Option<Spanned<String>>,
@@ -132,6 +133,10 @@ pub struct GuestConfig {
     pub socket_access: SocketAccess,
 }
 
+/// The most runtime threads `threads` (and `serve --threads`) accept: more
+/// than a host has CPUs only adds wakeups.
+pub const MAX_THREADS: usize = 64;
+
 /// The whole configuration, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonConfig {
@@ -142,6 +147,9 @@ pub struct DaemonConfig {
     pub iwd_state_dir: Option<PathBuf>,
     /// The log filter (`RUST_LOG` syntax) when `RUST_LOG` is not set.
     pub log_level: Option<String>,
+    /// Threads of the async runtime (`threads`, 1 to [`MAX_THREADS`]);
+    /// `None`: one, a current-thread runtime.
+    pub threads: Option<usize>,
     /// The control socket's path, if any.
     pub control_socket: Option<PathBuf>,
     /// Owner, group and mode of the control socket (default: the
@@ -325,6 +333,22 @@ impl DaemonConfig {
                 .map_err(|e| c.at(level.span(), format!("log_level: {e}")))?;
         }
 
+        let threads = match &raw.threads {
+            Some(t) => match usize::try_from(*t.get_ref()) {
+                Ok(n) if (1..=MAX_THREADS).contains(&n) => Some(n),
+                _ => {
+                    return Err(c.at(
+                        t.span(),
+                        format!(
+                            "threads: {} is not a thread count from 1 to {MAX_THREADS}",
+                            t.get_ref()
+                        ),
+                    ))
+                }
+            },
+            None => None,
+        };
+
         let mut simulated_networks = Vec::new();
         let mut sim_bssids = HashSet::new();
         for net in &raw.simulated_network {
@@ -486,6 +510,7 @@ impl DaemonConfig {
             backend,
             iwd_state_dir: raw.iwd_state_dir,
             log_level: raw.log_level.map(Spanned::into_inner),
+            threads,
             control_socket: raw.control_socket,
             control_socket_access,
             metrics: raw.metrics.map(|m| m.into_inner()),
@@ -781,6 +806,17 @@ mod tests {
         let cfg = parse("").unwrap();
         assert_eq!(cfg.backend, BackendKind::platform_default());
         assert_eq!(cfg.iwd_state_dir, None);
+    }
+
+    #[test]
+    fn threads_is_a_count_from_1_to_the_maximum() {
+        assert_eq!(parse("").unwrap().threads, None);
+        assert_eq!(parse("threads = 2\n").unwrap().threads, Some(2));
+        for bad in ["0", "-1", "65", "\"two\""] {
+            let e = parse(&format!("log_level = \"info\"\nthreads = {bad}\n")).unwrap_err();
+            assert!(e.message.starts_with("threads:"), "{bad}: {e}");
+            assert_eq!(e.line, Some(2), "{bad}: {e}");
+        }
     }
 
     #[test]

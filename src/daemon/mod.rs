@@ -585,6 +585,9 @@ impl Daemon {
         if new.log_level != old.log_level {
             changed.push("log_level");
         }
+        if new.threads != old.threads {
+            changed.push("threads");
+        }
         if !changed.is_empty() {
             return Err(DaemonError::GlobalChanged(format!(
                 "global setting(s) changed ({})",

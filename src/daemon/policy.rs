@@ -189,6 +189,17 @@ impl GuestPolicy {
 }
 
 impl Observer for GuestPolicy {
+    /// Scans change nothing the policy tracks.
+    fn wants_scan_events(&self) -> bool {
+        false
+    }
+
+    /// In-memory bookkeeping under short locks: it never blocks nor waits
+    /// for the service.
+    fn runs_inline(&self) -> bool {
+        true
+    }
+
     fn authorize_guest_connection(&self, kind: ConnectionKind, ssid: &Ssid) -> Authorization {
         let guest = &self.guest;
         if self.retired.load(Ordering::Acquire) {
