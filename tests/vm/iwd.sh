@@ -128,6 +128,11 @@ open_done() { [ ! -e "$STATE/open-net.open" ] && iwd_state_is disconnected; }
 
 # --- setup --------------------------------------------------------------------
 
+# No D-Bus activation of iwd: a call to net.connman.iwd while our iwd is
+# not (yet, or no longer) on the bus would start a second iwd without -i/-p,
+# which takes every radio, the access points' included. The VM's /usr is a
+# throw-away overlay.
+rm -f /usr/share/dbus-1/system-services/net.connman.iwd.service
 vm_check system-bus vm_start_system_bus || return 0
 for i in wlan1 wlan2 wlan3; do start_ap "$i" || { vm_fail "ap-$i" "hostapd did not start"; return 0; }; done
 vm_pass access-points "pw-net $(mac_of wlan1), open-net $(mac_of wlan2), hidden-net $(mac_of wlan3)"
