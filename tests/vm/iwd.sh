@@ -28,6 +28,11 @@ ap_conf() { # iface ssid channel [passphrase] [hidden]
   {
     echo "interface=$1"; echo "driver=nl80211"; echo "ssid=$2"
     echo "hw_mode=g"; echo "channel=$3"
+    # Beacons every 25 TU (the kernel sends them, not hostapd): a scan's
+    # short dwell on a channel then catches one even when hostapd, busy
+    # under TCG, answers a probe too late. A hidden AP is only ever seen
+    # through its beacons.
+    echo "beacon_int=25"
     if [ -n "${4:-}" ]; then
       echo "wpa=2"; echo "wpa_key_mgmt=WPA-PSK"; echo "rsn_pairwise=CCMP"
       echo "wpa_passphrase=$4"
