@@ -53,6 +53,11 @@ struct Inner {
     /// Whether observers were told (or, at start, the station was)
     /// connected, so a later disconnection is reported exactly once.
     connected: bool,
+    /// Whether the station's last state had a link. Leaving it is a
+    /// disconnection even when the link dropped before the "connected"
+    /// lookup finished (a guest-directed connection is up for the guest
+    /// as soon as `Network.Connect` returns).
+    link_up: bool,
     /// Bumped on every state change, so a slow "connected" lookup can tell
     /// it has been overtaken.
     state_generation: u64,
@@ -150,6 +155,7 @@ impl IwdStation {
             gone: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 connected: is_linked(&info.state),
+                link_up: is_linked(&info.state),
                 ..Inner::default()
             }),
             scanning,
@@ -223,8 +229,11 @@ impl IwdStation {
         let generation = {
             let mut inner = self.inner();
             inner.state_generation += 1;
-            if !is_linked(&state) && inner.connected {
+            if is_linked(&state) {
+                inner.link_up = true;
+            } else if inner.connected || inner.link_up {
                 inner.connected = false;
+                inner.link_up = false;
                 self.publish(InterfaceEvent::Disconnected { iface: self.id });
                 self.forget_lost_guest_network();
             }
@@ -582,8 +591,26 @@ impl IwdStation {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let attempt = async {
+            match network.connect().await {
+                // After a failed handshake (a wrong key, the guest's or
+                // anyone's) iwd's network object asks the agent once on
+                // its next Connect, known key or not, and clears that
+                // flag as it asks: with no agent, that Connect fails
+                // with NoAgent and the next one uses the file. A network
+                // that really needs the passphrase (WPA3) fails again.
+                Err(e)
+                    if kind == FileKind::Psk
+                        && error_name(&e).as_deref() == Some("net.connman.iwd.NoAgent") =>
+                {
+                    debug!(iface = %self.name, "iwd asked for a passphrase once more; connecting again");
+                    network.connect().await
+                }
+                other => other,
+            }
+        };
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(remaining, network.connect()).await {
+        match tokio::time::timeout(remaining, attempt).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(connect_failure(e, &params.ssid)),
             Err(_) => {
