@@ -30,8 +30,15 @@ cargo test --all-targets
 
 log "cargo test --doc"
 cargo test --doc
-scripts/everyday.sh
-scripts/windows-check.sh
-scripts/windows-wine.sh
-scripts/test-guest-driver.sh
-scripts/test-vm-iwd.sh
+
+# Each step's duration, to keep the whole under CI's 30 minutes.
+timed() {
+  local start=$SECONDS
+  "$@"
+  printf '== %s took %d s\n' "$1" $((SECONDS - start))
+}
+timed scripts/everyday.sh
+timed scripts/windows-check.sh
+timed scripts/windows-wine.sh
+timed scripts/test-guest-driver.sh
+timed scripts/test-vm-iwd.sh
