@@ -151,6 +151,9 @@ fn print_answer(command: &CtlCommand, response: &ControlResponse) -> Result<(), 
         CtlCommand::Status { json: false } => {
             let guests: Vec<GuestStatus> = serde_json::from_value(data)
                 .map_err(|e| format!("unreadable status from the service: {e}"))?;
+            if let Some(g) = guests.first().filter(|g| !g.backend.kind.is_empty()) {
+                println!("backend: {} {}", g.backend.kind, g.backend.detail);
+            }
             print!("{}", status_table(&guests));
         }
         CtlCommand::Reload => {
@@ -244,6 +247,7 @@ mod tests {
             invalid_requests: 0,
             notifications_sent: 1,
             notifications_dropped: 2,
+            backend: Default::default(),
         };
         let t = status_table(&[g("vm1", Some("Home Net")), g("a-longer-name", None)]);
         let lines: Vec<&str> = t.lines().collect();
