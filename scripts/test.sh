@@ -34,3 +34,4 @@ scripts/everyday.sh
 scripts/windows-check.sh
 scripts/windows-wine.sh
 scripts/test-guest-driver.sh
+scripts/test-vm-nm.sh

@@ -869,7 +869,7 @@ impl WifiInterface for NmDevice {
                 }
             }
         });
-        rx.await.unwrap_or_else(|_| Err(InterfaceError::TaskEnded))
+        rx.await.unwrap_or(Err(InterfaceError::TaskEnded))
     }
 
     async fn disconnect(&self) -> Result<(), InterfaceError> {

@@ -336,7 +336,7 @@ async fn follow_name(
         .receive_name_owner_changed_with_args(&[(0, NM_BUS_NAME)])
         .await
         .map_err(NmError::DBus)?;
-    let owner = dbus.get_name_owner(nm_name()).await.ok().map(Into::into);
+    let owner = dbus.get_name_owner(nm_name()).await.ok();
     Ok((owners, owner))
 }
 
