@@ -151,10 +151,11 @@ fn print_answer(command: &CtlCommand, response: &ControlResponse) -> Result<(), 
         CtlCommand::Status { json: false } => {
             let guests: Vec<GuestStatus> = serde_json::from_value(data)
                 .map_err(|e| format!("unreadable status from the service: {e}"))?;
+            print!("{}", status_table(&guests));
+            // Below the table, which scripts may read from its header on.
             if let Some(g) = guests.first().filter(|g| !g.backend.kind.is_empty()) {
                 println!("backend: {} {}", g.backend.kind, g.backend.detail);
             }
-            print!("{}", status_table(&guests));
         }
         CtlCommand::Reload => {
             let s: ReloadSummary = serde_json::from_value(data)
