@@ -59,6 +59,10 @@ if ! command -v vng >/dev/null 2>&1; then
   command -v vng >/dev/null 2>&1 || skip "vng not on PATH after pip install"
 fi
 
+# scripts/test.sh installs for every VM test first, one at a time (apt and
+# pip are not safe to run twice at once), then runs the VM tests in parallel.
+if [ "${VM_TEST_PREPARE_ONLY:-0}" = 1 ]; then exit 0; fi
+
 # --- the binary ------------------------------------------------------------------
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 log "cargo build"

@@ -34,7 +34,9 @@ command -v NetworkManager >/dev/null 2>&1 || need+=(network-manager)
 command -v iw >/dev/null 2>&1 || need+=(iw)
 command -v jq >/dev/null 2>&1 || need+=(jq)
 command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus-daemon)
+command -v dbus-monitor >/dev/null 2>&1 || need+=(dbus-bin)
 command -v modprobe >/dev/null 2>&1 || need+=(kmod)
+command -v pgrep >/dev/null 2>&1 || need+=(procps)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else
@@ -61,6 +63,10 @@ if ! command -v vng >/dev/null 2>&1; then
   command -v vng >/dev/null 2>&1 || export PATH="$HOME/.local/bin:$PATH"
   command -v vng >/dev/null 2>&1 || skip "vng not on PATH after pip install"
 fi
+
+# scripts/test.sh installs for every VM test first, one at a time (apt and
+# pip are not safe to run twice at once), then runs the VM tests in parallel.
+if [ "${VM_TEST_PREPARE_ONLY:-0}" = 1 ]; then exit 0; fi
 
 # --- the binary ------------------------------------------------------------------
 target="${CARGO_TARGET_DIR:-$PWD/target}"

@@ -96,6 +96,7 @@ pub struct Metrics {
     backend_up: Family<BackendLabels, Gauge<i64, AtomicI64>>,
     backend_interfaces: Family<BackendLabels, Gauge<i64, AtomicI64>>,
     unknown_peers: Counter,
+    backend_healthy: Family<BackendLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -188,6 +189,13 @@ impl Metrics {
             "Wi-Fi interfaces the host backend offers now",
             backend_interfaces.clone(),
         );
+        let backend_healthy = Family::<BackendLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "backend_healthy",
+            "1 while the host backend follows the host's Wi-Fi service; 0 while \
+             that service is down or the backend reconnects to its bus (see ctl status)",
+            backend_healthy.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -202,6 +210,7 @@ impl Metrics {
             backend_up,
             backend_interfaces,
             unknown_peers,
+            backend_healthy,
         }
     }
 
@@ -313,6 +322,16 @@ impl Metrics {
         self.backend_up
             .get_or_create(&labels)
             .set(i64::from(interfaces > 0));
+    }
+
+    /// The backend's health: whether it follows the host's Wi-Fi service.
+    pub fn set_backend_healthy(&self, backend: &str, healthy: bool) {
+        let labels = BackendLabels {
+            backend: backend.to_string(),
+        };
+        self.backend_healthy
+            .get_or_create(&labels)
+            .set(i64::from(healthy));
     }
 
     /// The OpenMetrics text exposition.
@@ -549,6 +568,7 @@ mod tests {
         m.set_guest_connected("gone", true);
         m.forget_guest("gone");
         m.set_backend_interfaces("networkmanager", 0);
+        m.set_backend_healthy("networkmanager", false);
         m.notification_sent("vm1");
         m.notification_dropped("vm2", "no_guest_request_yet");
         let text = m.render();
@@ -575,6 +595,7 @@ mod tests {
         assert!(!text.contains("guest=\"gone\""), "{text}");
         assert!(text.contains("proxy_wifi_backend_up{backend=\"networkmanager\"} 0"));
         assert!(text.contains("proxy_wifi_backend_wifi_interfaces{backend=\"networkmanager\"} 0"));
+        assert!(text.contains("proxy_wifi_backend_healthy{backend=\"networkmanager\"} 0"));
         assert!(text.contains("proxy_wifi_notifications_sent_total{guest=\"vm1\"} 1"));
         assert!(text.contains(
             "proxy_wifi_notifications_dropped_total{guest=\"vm2\",reason=\"no_guest_request_yet\"} 1"

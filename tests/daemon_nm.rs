@@ -145,3 +145,132 @@ async fn serve_with_networkmanager_scans_and_connects_through_it() {
     );
     assert!(!control.exists());
 }
+
+/// `ctl status --json` once the first guest's backend state is `want`.
+async fn wait_backend_state(control: &std::path::Path, want: &[&str]) -> GuestStatus {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let out = Command::new(BIN)
+            .args(["ctl", "--control"])
+            .arg(control)
+            .args(["status", "--json"])
+            .output()
+            .await
+            .unwrap();
+        let status: Vec<GuestStatus> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(g) = status.into_iter().next() {
+            if want.contains(&g.backend.state.as_str()) {
+                return g;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "backend state {:?}, want one of {want:?}",
+                g.backend
+            );
+        } else {
+            assert!(tokio::time::Instant::now() < deadline, "no status");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 17, item 16, end to end: the system bus restarts under a running
+/// service. `ctl status` shows the backend's health leave `up`, the service
+/// stays up and follows NetworkManager again once the bus is back, and a
+/// guest scan works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_survives_a_bus_restart_and_status_shows_it() {
+    if let Some(why) = missing_tools() {
+        if std::env::var_os("CI").is_some() {
+            panic!("SKIPPED is not acceptable in CI: {why}");
+        }
+        eprintln!("SKIPPED: serve --backend networkmanager: {why}");
+        return;
+    }
+    let mut bus = Bus::start().await;
+    let nm = bus.start_nm().await;
+    let dev = bus
+        .add_wifi("wlan0", "wlan0", "02:00:00:00:00:91", true)
+        .await;
+    bus.add_ap(&dev, "ap1", "home", "AA:00:00:00:00:01", 2437, 80, WPA2)
+        .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("control.sock");
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--backend",
+            "networkmanager",
+            "--tcp",
+            "127.0.0.1",
+            "--request-port",
+            "0",
+            "--scan-min-latency-ms",
+            "0",
+            "--control",
+        ])
+        .arg(&control)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", bus.stable_address())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let up = wait_backend_state(&control, &["up"]).await;
+    assert_eq!(up.backend.kind, "networkmanager");
+
+    nm.stop().await;
+    bus.restart_daemon().await;
+    let down = wait_backend_state(&control, &["reconnecting", "service-down"]).await;
+    assert!(child.try_wait().unwrap().is_none(), "the service exited");
+
+    let _nm = bus.start_nm().await;
+    let dev = bus
+        .add_wifi("wlan0", "wlan0", "02:00:00:00:00:91", true)
+        .await;
+    bus.add_ap(&dev, "ap1", "home", "AA:00:00:00:00:01", 2437, 80, WPA2)
+        .await;
+    let again = wait_backend_state(&control, &["up"]).await;
+    let port: u16 = again
+        .listening
+        .as_deref()
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let guest = GuestClient::new(&TransportConfig::Tcp {
+        address: "127.0.0.1".parse().unwrap(),
+        request_port: port,
+        notification_port: 9,
+    })
+    .unwrap();
+    // The device comes back through a signal: wait until the guest sees the
+    // access point again.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let scan = guest.scan(None).await.unwrap();
+        if scan
+            .bss
+            .iter()
+            .any(|b| b.bssid == "AA:00:00:00:00:01".parse::<MacAddr>().unwrap())
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no access point after the bus came back (health was {:?})",
+            down.backend
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unsafe {
+        libc::kill(child.id().unwrap() as i32, libc::SIGTERM);
+    }
+    let exit = tokio::time::timeout(LIMIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success());
+}

@@ -131,6 +131,10 @@ pub struct AddGuestArgs {
     /// How long an undeliverable notification is retried (default 60000).
     #[arg(long, value_name = "N")]
     pub notification_deadline_ms: Option<u64>,
+    /// How long a guest-directed connect may take on one host interface,
+    /// 1000 to 18000 (default 10000).
+    #[arg(long, value_name = "N")]
+    pub connect_timeout_ms: Option<u64>,
     /// A fake network shown to the guest, always connected (repeatable).
     #[arg(long = "fake-network", value_name = "SSID=BSSID")]
     pub fake_networks: Vec<String>,
@@ -185,6 +189,7 @@ impl AddGuestArgs {
             scan_min_latency_ms: self.scan_min_latency_ms,
             notify_host_disconnect: self.notify_host_disconnect,
             notification_deadline_ms: self.notification_deadline_ms,
+            connect_timeout_ms: self.connect_timeout_ms,
             fake_network,
             policy: (policy != PolicyConfig::default()).then_some(policy),
             socket_owner: self.socket_owner.clone(),
@@ -268,6 +273,10 @@ fn print_answer(command: &CtlCommand, response: &ControlResponse) -> Result<(), 
             let guests: Vec<GuestStatus> = serde_json::from_value(data)
                 .map_err(|e| format!("unreadable status from the service: {e}"))?;
             print!("{}", status_table(&guests));
+            // Below the table, which scripts may read from its header on.
+            if let Some(g) = guests.first().filter(|g| !g.backend.kind.is_empty()) {
+                println!("backend: {} {}", g.backend.kind, g.backend.detail);
+            }
         }
         CtlCommand::Reload => {
             let s: ReloadSummary = serde_json::from_value(data)
@@ -413,6 +422,7 @@ mod tests {
             notifications_sent: 1,
             notifications_dropped: 2,
             runtime: false,
+            backend: Default::default(),
         };
         let t = status_table(&[g("vm1", Some("Home Net")), g("a-longer-name", None)]);
         let lines: Vec<&str> = t.lines().collect();

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::Args;
 use proxy_wifi::daemon::config::MAX_THREADS;
-use proxy_wifi::daemon::{Daemon, DaemonConfig, DaemonError, GuestConfig, Overrides, PolicyConfig};
+use proxy_wifi::daemon::{
+    check_connect_timeout, Daemon, DaemonConfig, DaemonError, GuestConfig, Overrides, PolicyConfig,
+};
 use proxy_wifi::protocol::{MacAddr, Ssid};
 use proxy_wifi::transport::{self, SocketAccess, TransportConfig};
 use proxy_wifi::wifi::BackendKind;
@@ -45,7 +47,7 @@ pub fn parse_fake_network(text: &str) -> Result<FakeNetworkArg, String> {
 
 /// The transport and per-guest flags: the single-VM shortcut, which
 /// `--config` replaces.
-const SINGLE_VM_FLAGS: [&str; 15] = [
+const SINGLE_VM_FLAGS: [&str; 16] = [
     "tcp",
     "hybrid_vsock",
     "vsock_cid",
@@ -61,6 +63,7 @@ const SINGLE_VM_FLAGS: [&str; 15] = [
     "socket_owner",
     "socket_group",
     "socket_mode",
+    "connect_timeout_ms",
 ];
 
 #[derive(Debug, Args)]
@@ -120,6 +123,10 @@ pub struct ServeArgs {
     /// retried, from when it was produced (0: one attempt only).
     #[arg(long, value_name = "N", default_value_t = 60_000)]
     pub notification_deadline_ms: u64,
+    /// How long a guest-directed connect may take on one host interface,
+    /// 1000 to 18000 (the guest waits 20 s for the whole connect).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
     /// Hybrid vsock: the request socket's owner, for a VMM running as
     /// another user (a user name or uid; needs CAP_CHOWN).
     #[arg(long, value_name = "USER")]
@@ -211,6 +218,7 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
             scan_min_latency: Some(Duration::from_millis(args.scan_min_latency_ms)),
             notify_host_disconnect: args.notify_host_disconnect,
             notification_deadline: Some(Duration::from_millis(args.notification_deadline_ms)),
+            connect_timeout: Some(check_connect_timeout(args.connect_timeout_ms)?),
             fake_networks: args
                 .fake_networks
                 .iter()

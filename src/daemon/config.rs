@@ -76,6 +76,9 @@ struct GuestTable {
     pub scan_min_latency_ms: Option<u64>,
     #[serde(default)]
     pub notify_host_disconnect: bool,
+    /// How long a guest-directed connect may take on one host interface
+    /// (default 10000; 1000 to 18000).
+    pub connect_timeout_ms: Option<Spanned<u64>>,
     /// How long an undeliverable notification is retried (default 60000).
     pub notification_deadline_ms: Option<u64>,
     #[serde(default)]
@@ -125,6 +128,9 @@ pub struct GuestConfig {
     /// How long an undeliverable notification is retried; `None`: the
     /// service's default (60 s).
     pub notification_deadline: Option<Duration>,
+    /// How long a guest-directed connect may take on one host interface;
+    /// `None`: the handler's default (10 s).
+    pub connect_timeout: Option<Duration>,
     /// Fake networks shown to this guest only.
     pub fake_networks: Vec<(Ssid, MacAddr)>,
     /// What the guest may join.
@@ -484,6 +490,13 @@ impl DaemonConfig {
                     ));
                 }
             }
+            let connect_timeout = match &g.connect_timeout_ms {
+                Some(ms) => Some(
+                    check_connect_timeout(*ms.get_ref())
+                        .map_err(|e| c.at(ms.span(), format!("[[guest]] '{name}' {e}")))?,
+                ),
+                None => None,
+            };
             guests.push(GuestConfig {
                 name,
                 transport,
@@ -491,6 +504,7 @@ impl DaemonConfig {
                 scan_min_latency: g.scan_min_latency_ms.map(Duration::from_millis),
                 notify_host_disconnect: g.notify_host_disconnect,
                 notification_deadline: g.notification_deadline_ms.map(Duration::from_millis),
+                connect_timeout,
                 fake_networks,
                 policy: g.policy.clone(),
                 socket_access,
@@ -558,6 +572,9 @@ pub struct GuestSpec {
     /// How long an undeliverable notification is retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_deadline_ms: Option<u64>,
+    /// How long a guest-directed connect may take on one host interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
     /// Fake networks: `{ ssid, bssid }` tables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fake_network: Vec<FakeNetworkSpec>,
@@ -788,12 +805,40 @@ fn guest_transport(
     }
 }
 
+/// Checks a per-interface connect bound (`connect_timeout_ms`,
+/// `--connect-timeout-ms`): at least 1 s, at most the handler's whole
+/// connect budget (18 s: the guest waits 20 s for the answer), where a
+/// larger value could never be used.
+pub fn check_connect_timeout(ms: u64) -> Result<Duration, String> {
+    let max = crate::handler::CONNECT_BUDGET.as_millis();
+    if ms < 1000 || u128::from(ms) > max {
+        return Err(format!(
+            "connect_timeout_ms: {ms} is outside 1000..={max} (the guest waits 20 s for a connect)"
+        ));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<DaemonConfig, ConfigError> {
         DaemonConfig::parse(text, "test.toml")
+    }
+
+    #[test]
+    fn connect_timeout_is_read_and_bounded() {
+        let base = "[[guest]]\nname = \"vm1\"\ntcp = \"127.0.0.1\"\n";
+        let cfg = parse(&format!("{base}connect_timeout_ms = 17000\n")).unwrap();
+        assert_eq!(cfg.guests[0].connect_timeout, Some(Duration::from_secs(17)));
+        assert_eq!(parse(base).unwrap().guests[0].connect_timeout, None);
+        for bad in ["999", "18001"] {
+            let e = parse(&format!("{base}connect_timeout_ms = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("connect_timeout_ms") && e.contains(bad), "{e}");
+        }
     }
 
     #[test]

@@ -42,7 +42,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::wifi::BackendKind;
-pub use config::{ConfigError, DaemonConfig, GuestConfig, GuestSpec, PolicyConfig};
+pub use config::{
+    check_connect_timeout, ConfigError, DaemonConfig, GuestConfig, GuestSpec, PolicyConfig,
+};
 pub(crate) use policy::{GuestPolicy, Policy, Registry};
 pub use sd::{notify_ready, notify_reloading, notify_stopping};
 
@@ -121,6 +123,22 @@ pub struct GuestStatus {
     /// Added at run time (`ctl add-guest`), not from the file.
     #[serde(default)]
     pub runtime: bool,
+    /// The host backend's health (one backend serves every guest, so every
+    /// guest's line carries the same). Absent from older services' answers.
+    #[serde(default)]
+    pub backend: BackendStatus,
+}
+
+/// The host backend's health as `status` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BackendStatus {
+    /// The configured backend (`networkmanager`, `auto`, ...).
+    pub kind: String,
+    /// `up`, `service-down` or `reconnecting` (see
+    /// [`BackendHealth::label`](crate::wifi::BackendHealth::label)).
+    pub state: String,
+    /// The state and why, in a line.
+    pub detail: String,
 }
 
 /// For logs: `added=a,b removed=- restarted=c unchanged=d`.
@@ -350,6 +368,7 @@ impl Daemon {
             scan_layout: g.scan_layout,
             scan_min_latency: g.scan_min_latency.unwrap_or(defaults.scan_min_latency),
             notify_guest_on_host_disconnect: g.notify_host_disconnect,
+            connect_timeout: g.connect_timeout.unwrap_or(defaults.connect_timeout),
             ..defaults
         };
         let observer = GuestPolicy::new(
@@ -480,6 +499,12 @@ impl Daemon {
                 return Err(unknown_guest(name));
             }
         }
+        let health = self.host.health().borrow().clone();
+        let backend = BackendStatus {
+            kind: state.config.backend.name().to_string(),
+            state: health.label().to_string(),
+            detail: health.to_string(),
+        };
         let mut out = Vec::new();
         for g in state
             .guests
@@ -501,6 +526,7 @@ impl Daemon {
                 notifications_sent: stats.notifications_sent,
                 notifications_dropped: stats.notifications_dropped,
                 runtime: g.runtime,
+                backend: backend.clone(),
             });
         }
         Ok(out)
@@ -563,31 +589,28 @@ impl Daemon {
         let new = self.overrides.apply(DaemonConfig::load(path)?);
         let mut state = self.state.lock().await;
         let old = &state.config;
-        let mut changed = Vec::new();
-        if new.backend != old.backend {
-            changed.push("backend");
-        }
-        if new.iwd_state_dir != old.iwd_state_dir {
-            changed.push("iwd_state_dir");
-        }
-        if new.simulated_networks != old.simulated_networks {
-            changed.push("simulated_network");
-        }
-        if new.control_socket != old.control_socket {
-            changed.push("control_socket");
-        }
-        if new.control_socket_access != old.control_socket_access {
-            changed.push("control_socket_owner/group/mode");
-        }
-        if new.metrics != old.metrics {
-            changed.push("metrics");
-        }
-        if new.log_level != old.log_level {
-            changed.push("log_level");
-        }
-        if new.threads != old.threads {
-            changed.push("threads");
-        }
+        // Daemon-wide settings a running daemon cannot take over.
+        let globals = [
+            ("backend", new.backend != old.backend),
+            ("iwd_state_dir", new.iwd_state_dir != old.iwd_state_dir),
+            (
+                "simulated_network",
+                new.simulated_networks != old.simulated_networks,
+            ),
+            ("control_socket", new.control_socket != old.control_socket),
+            (
+                "control_socket_owner/group/mode",
+                new.control_socket_access != old.control_socket_access,
+            ),
+            ("metrics", new.metrics != old.metrics),
+            ("log_level", new.log_level != old.log_level),
+            ("threads", new.threads != old.threads),
+        ];
+        let changed: Vec<&str> = globals
+            .iter()
+            .filter(|(_, differs)| *differs)
+            .map(|(name, _)| *name)
+            .collect();
         if !changed.is_empty() {
             return Err(DaemonError::GlobalChanged(format!(
                 "global setting(s) changed ({})",
@@ -720,15 +743,31 @@ impl Daemon {
     }
 }
 
-/// Keeps `backend_up` and `backend_wifi_interfaces` equal to the interfaces
-/// the backend offers. Wakes only on the backend's interface events.
+/// Keeps `backend_up`, `backend_wifi_interfaces` and `backend_healthy`
+/// current. Wakes only on the backend's interface events and health changes.
 async fn follow_backend_health(host: Arc<dyn HostWifi>, name: &'static str, metrics: Arc<Metrics>) {
     let mut events = host.subscribe();
+    let mut health = host.health();
+    // A backend without health changes drops its sender: stop watching it.
+    let mut health_open = true;
     loop {
         metrics.set_backend_interfaces(name, host.interfaces().len());
-        match events.recv().await {
-            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        let changed = {
+            let now = health.borrow_and_update();
+            metrics.set_backend_healthy(name, now.is_up());
+            now.clone()
+        };
+        tracing::debug!(backend = name, health = %changed, "backend health");
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            result = health.changed(), if health_open => {
+                if result.is_err() {
+                    health_open = false;
+                }
+            }
         }
     }
 }
@@ -837,6 +876,64 @@ impl ControlHandler for DaemonControl {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    /// A backend whose health the test sets.
+    struct HealthTestBackend {
+        hub: crate::wifi::EventHub,
+        health: tokio::sync::watch::Sender<crate::wifi::BackendHealth>,
+    }
+
+    #[async_trait::async_trait]
+    impl HostWifi for HealthTestBackend {
+        fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::wifi::InterfaceEvent> {
+            self.hub.subscribe()
+        }
+        fn interfaces(&self) -> Vec<Arc<dyn crate::wifi::WifiInterface>> {
+            self.hub.interfaces()
+        }
+        fn health(&self) -> tokio::sync::watch::Receiver<crate::wifi::BackendHealth> {
+            self.health.subscribe()
+        }
+    }
+
+    #[tokio::test]
+    async fn backend_health_reaches_the_metrics() {
+        use crate::wifi::BackendHealth;
+        let (health, _) = tokio::sync::watch::channel(BackendHealth::Up);
+        let backend = Arc::new(HealthTestBackend {
+            hub: crate::wifi::EventHub::new(),
+            health,
+        });
+        let metrics = Arc::new(Metrics::new());
+        let task = tokio::spawn(follow_backend_health(
+            backend.clone(),
+            "networkmanager",
+            metrics.clone(),
+        ));
+        let healthy =
+            |v: u8| format!("proxy_wifi_backend_healthy{{backend=\"networkmanager\"}} {v}");
+        let wait_for = |line: String| {
+            let metrics = metrics.clone();
+            async move {
+                for _ in 0..500 {
+                    if metrics.render().contains(&line) {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                panic!("no {line} in {}", metrics.render());
+            }
+        };
+        wait_for(healthy(1)).await;
+        backend.health.send_replace(BackendHealth::Reconnecting {
+            attempts: 2,
+            last_error: None,
+        });
+        wait_for(healthy(0)).await;
+        backend.health.send_replace(BackendHealth::Up);
+        wait_for(healthy(1)).await;
+        task.abort();
+    }
 
     fn guest(name: &str, port: u16) -> String {
         format!(

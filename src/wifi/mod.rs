@@ -213,6 +213,37 @@ pub enum InterfaceError {
     /// still use it; their typed variants replace it.
     #[error("{0}")]
     Failed(String),
+    /// A call to the host's Wi-Fi service failed (the service's own error
+    /// text, bounded by the service).
+    #[error("{call}: {message}")]
+    HostServiceError {
+        /// What was asked (`activation`, `device state`, ...).
+        call: &'static str,
+        /// The service's error.
+        message: String,
+    },
+    /// The network (or the supplicant) refused the key; the host service
+    /// gives no 802.11 status, only its own reason code.
+    #[error("the network refused the key (host reason {reason})")]
+    KeyRefused {
+        /// The host service's reason code (NetworkManager: device state reason).
+        reason: u32,
+    },
+    /// The host service could not activate the connection.
+    #[error("the host could not activate the connection (host reason {reason})")]
+    ActivationFailed {
+        /// The host service's reason code (NetworkManager: device state reason).
+        reason: u32,
+    },
+    /// The link came up but the host does not say which access point it is on.
+    #[error("connected, but the host does not report the access point")]
+    UnknownAccessPoint,
+    /// The guest's key has the wrong shape for the network's security.
+    #[error("the key does not fit the security {0}")]
+    UnusableKey(String),
+    /// The backend's connect task ended without an answer (it panicked).
+    #[error("the connect task ended without an answer")]
+    TaskEnded,
 }
 
 /// A host Wi-Fi interface (or a simulated one).
@@ -319,6 +350,63 @@ impl fmt::Display for InterfaceEvent {
     }
 }
 
+/// How a backend is doing now, for `ctl status` and the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendHealth {
+    /// Following the host's Wi-Fi service (which may offer no interface).
+    Up,
+    /// The host's Wi-Fi service is not running, or not answering yet; the
+    /// backend waits for it and has no interfaces meanwhile.
+    ServiceDown(String),
+    /// The backend lost its connection to the host's service bus and is
+    /// reconnecting with backoff; no interfaces meanwhile.
+    Reconnecting {
+        /// Failed reconnection attempts so far.
+        attempts: u32,
+        /// The last attempt's error, if one failed.
+        last_error: Option<String>,
+    },
+}
+
+impl BackendHealth {
+    /// Whether the backend can serve guests now.
+    pub fn is_up(&self) -> bool {
+        matches!(self, BackendHealth::Up)
+    }
+
+    /// A short stable name: `up`, `service-down`, `reconnecting`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            BackendHealth::Up => "up",
+            BackendHealth::ServiceDown(_) => "service-down",
+            BackendHealth::Reconnecting { .. } => "reconnecting",
+        }
+    }
+}
+
+/// For `ctl status`: the state and why.
+impl fmt::Display for BackendHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendHealth::Up => f.write_str("up"),
+            BackendHealth::ServiceDown(why) => write!(f, "service-down: {why}"),
+            BackendHealth::Reconnecting {
+                attempts,
+                last_error,
+            } => {
+                write!(
+                    f,
+                    "reconnecting: bus connection lost, {attempts} failed attempt(s)"
+                )?;
+                match last_error {
+                    Some(e) => write!(f, ", last: {e}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
 /// A host backend: a source of Wi-Fi interfaces, shared by every guest of a
 /// daemon.
 #[async_trait]
@@ -339,5 +427,12 @@ pub trait HostWifi: Send + Sync + 'static {
     /// The simulator capability, for a backend that simulates its host.
     fn simulator(&self) -> Option<&dyn HostSimulator> {
         None
+    }
+
+    /// The backend's health, and its changes. By default always
+    /// [`BackendHealth::Up`] (a backend with nothing that can fail apart
+    /// from its interfaces).
+    fn health(&self) -> tokio::sync::watch::Receiver<BackendHealth> {
+        tokio::sync::watch::channel(BackendHealth::Up).1
     }
 }

@@ -73,8 +73,35 @@ impl Mock {
 impl Bus {
     pub async fn start() -> Bus {
         let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("bus");
-        let config = dir.path().join("bus.conf");
+        let (daemon, address, conn) = Bus::spawn_daemon(dir.path()).await;
+        Bus {
+            dir,
+            _daemon: daemon,
+            address,
+            conn,
+        }
+    }
+
+    /// The bus's address without the server's guid, which a restarted bus
+    /// daemon does not keep: the address a client that reconnects uses.
+    pub fn stable_address(&self) -> String {
+        format!("unix:path={}", self.dir.path().join("bus").display())
+    }
+
+    /// Kills the bus daemon (every client loses its connection) and starts
+    /// a new one on the same socket path.
+    pub async fn restart_daemon(&mut self) {
+        let _ = self._daemon.kill().await;
+        let _ = std::fs::remove_file(self.dir.path().join("bus"));
+        let (daemon, address, conn) = Bus::spawn_daemon(self.dir.path()).await;
+        self._daemon = daemon;
+        self.address = address;
+        self.conn = conn;
+    }
+
+    async fn spawn_daemon(dir: &std::path::Path) -> (Child, String, zbus::Connection) {
+        let socket = dir.join("bus");
+        let config = dir.join("bus.conf");
         std::fs::write(
             &config,
             format!(
@@ -115,12 +142,7 @@ impl Bus {
             .build()
             .await
             .unwrap();
-        Bus {
-            dir,
-            _daemon: daemon,
-            address,
-            conn,
-        }
+        (daemon, address, conn)
     }
 
     /// Starts the mock NetworkManager and waits until it answers.

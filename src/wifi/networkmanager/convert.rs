@@ -406,13 +406,9 @@ pub fn activation_failure(reason: u32, ssid: &Ssid) -> InterfaceError {
         // NetworkManager does not pass on an 802.11 status code, so a refused
         // key is a plain failure (status 1 for the guest), with a clear log.
         reason::NO_SECRETS | reason::SUPPLICANT_DISCONNECT | reason::SUPPLICANT_TIMEOUT => {
-            InterfaceError::Failed(format!(
-                "the network refused the key (device state reason {reason})"
-            ))
+            InterfaceError::KeyRefused { reason }
         }
-        other => InterfaceError::Failed(format!(
-            "NetworkManager could not activate the connection (device state reason {other})"
-        )),
+        other => InterfaceError::ActivationFailed { reason: other },
     }
 }
 
@@ -709,13 +705,15 @@ mod tests {
             activation_failure(reason::SSID_NOT_FOUND, &ssid),
             InterfaceError::NotFound("x".into())
         );
-        assert!(matches!(
+        assert_eq!(
             activation_failure(reason::NO_SECRETS, &ssid),
-            InterfaceError::Failed(m) if m.contains("key")
-        ));
-        assert!(matches!(
+            InterfaceError::KeyRefused {
+                reason: reason::NO_SECRETS
+            }
+        );
+        assert_eq!(
             activation_failure(1, &ssid),
-            InterfaceError::Failed(_)
-        ));
+            InterfaceError::ActivationFailed { reason: 1 }
+        );
     }
 }

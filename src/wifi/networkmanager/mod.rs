@@ -32,15 +32,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
+use zbus::fdo::NameOwnerChangedStream;
 use zbus::message::Type as MessageType;
 use zbus::names::{BusName, OwnedUniqueName};
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
 use zbus::{MatchRule, MessageStream};
 
-use crate::wifi::{EventHub, HostWifi, InterfaceEvent, WifiInterface};
+use crate::wifi::{BackendHealth, EventHub, HostWifi, InterfaceEvent, WifiInterface};
 
 use device::{DeviceInfo, NmDevice};
 use proxies::{
@@ -69,8 +70,10 @@ pub struct NmConfig {
     /// How long a host scan is given when the device has no `LastScan`
     /// property (NetworkManager older than 1.12).
     pub scan_fallback_wait: Duration,
-    /// How long a guest-directed connection may take to activate. Below the
-    /// handler's 10 s bound, so the backend itself cleans up a failure.
+    /// How long a guest-directed connection may take to activate. At the
+    /// handler's whole connect budget (18 s), so an activation the handler
+    /// was configured to wait for (`connect_timeout_ms`) is never cut short
+    /// here; one that ends after the handler gave up is undone.
     pub connect_timeout: Duration,
     /// Bound of every D-Bus call.
     pub call_timeout: Duration,
@@ -81,7 +84,7 @@ impl Default for NmConfig {
         NmConfig {
             scan_timeout: Duration::from_secs(8),
             scan_fallback_wait: Duration::from_secs(4),
-            connect_timeout: Duration::from_millis(9500),
+            connect_timeout: Duration::from_secs(18),
             call_timeout: Duration::from_secs(8),
         }
     }
@@ -100,20 +103,44 @@ pub enum NmError {
 
 /// State shared by the backend and its devices.
 pub(crate) struct Shared {
-    pub(crate) conn: zbus::Connection,
+    /// The bus connection now; replaced when the bus connection is lost and
+    /// made again. A device keeps the connection it was found on.
+    conn: Mutex<zbus::Connection>,
     pub(crate) hub: EventHub,
     pub(crate) config: NmConfig,
     /// The proxy's profile on each device (device path -> profile path).
     profiles: Mutex<HashMap<OwnedObjectPath, OwnedObjectPath>>,
+    health: watch::Sender<BackendHealth>,
 }
 
 impl Shared {
+    pub(crate) fn conn(&self) -> zbus::Connection {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_conn(&self, conn: zbus::Connection) {
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = conn;
+    }
+
+    fn set_health(&self, health: BackendHealth) {
+        self.health.send_if_modified(|h| {
+            let changed = *h != health;
+            *h = health;
+            changed
+        });
+    }
+
     fn profiles(&self) -> MutexGuard<'_, HashMap<OwnedObjectPath, OwnedObjectPath>> {
         self.profiles.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn set_profile(&self, device: &OwnedObjectPath, profile: OwnedObjectPath) {
         self.profiles().insert(device.clone(), profile);
+    }
+
+    /// Whether the proxy has a profile of its own on `device`.
+    pub(crate) fn has_profile(&self, device: &OwnedObjectPath) -> bool {
+        self.profiles().contains_key(device)
     }
 
     pub(crate) fn take_profile(&self, device: &OwnedObjectPath) -> Option<OwnedObjectPath> {
@@ -150,86 +177,62 @@ impl NetworkManagerWifi {
     }
 
     /// [`NetworkManagerWifi::start`] with explicit time bounds.
+    ///
+    /// Once started, the backend never gives up: a NetworkManager that owns
+    /// its name but does not answer yet is retried with backoff for as long
+    /// as it owns the name, and a lost bus connection (the bus daemon
+    /// restarted) is made again with backoff, while [`HostWifi::health`]
+    /// says what is going on. Why not exit and let systemd restart the
+    /// service: one daemon serves many guests, whose listeners, sessions
+    /// and notification channels (and a VMM's hybrid-vsock sockets) would
+    /// all be torn down; the bus coming back is an event like NetworkManager
+    /// coming back, and the backend already re-reads everything then.
     pub async fn start_with(
         bus: BusAddress,
         config: NmConfig,
     ) -> Result<Arc<NetworkManagerWifi>, NmError> {
-        let builder = match &bus {
-            BusAddress::System => zbus::connection::Builder::system(),
-            BusAddress::Address(a) => zbus::connection::Builder::address(a.as_str()),
-        }
-        .map_err(NmError::Bus)?;
-        // Signals queue here while the dispatcher works; a scan on a busy
-        // site changes hundreds of properties at once.
-        let conn = builder
-            .max_queued(4096)
-            .method_timeout(config.call_timeout)
-            .build()
-            .await
-            .map_err(NmError::Bus)?;
+        let conn = connect_bus(&bus, &config).await?;
+        let (health, _) = watch::channel(BackendHealth::ServiceDown(
+            "NetworkManager not seen yet".into(),
+        ));
         let shared = Arc::new(Shared {
-            conn,
+            conn: Mutex::new(conn),
             hub: EventHub::new(),
             config,
             profiles: Mutex::new(HashMap::new()),
+            health,
         });
-        let dbus = zbus::fdo::DBusProxy::new(&shared.conn)
-            .await
-            .map_err(NmError::DBus)?;
-        // Follow the name before asking for its owner, so no change falls
-        // between the two.
-        let mut owners = dbus
-            .receive_name_owner_changed_with_args(&[(0, NM_BUS_NAME)])
-            .await
-            .map_err(NmError::DBus)?;
+        let (owners, owner) = follow_name(&shared.conn()).await?;
         let session: Arc<tokio::sync::Mutex<Option<Session>>> = Arc::default();
-        match dbus
-            .get_name_owner(BusName::from(
-                zbus::names::WellKnownName::from_static_str_unchecked(NM_BUS_NAME),
-            ))
-            .await
-        {
-            Ok(owner) => {
-                *session.lock().await = start_session(&shared, owner).await;
-            }
-            Err(e) => {
-                warn!("NetworkManager is not running ({e}); serving without host Wi-Fi until it appears");
+        let mut pending = None;
+        match owner {
+            // The first attempt is made here, so a running NetworkManager's
+            // devices are there when `start` returns; later ones in the
+            // background.
+            Some(owner) => match try_start_session(&shared, owner.clone()).await {
+                Ok(s) => {
+                    shared.set_health(BackendHealth::Up);
+                    *session.lock().await = Some(s);
+                }
+                Err(e) => {
+                    debug!("NetworkManager not ready ({e}); retrying in the background");
+                    pending = Some(owner);
+                }
+            },
+            None => {
+                warn!("NetworkManager is not running; serving without host Wi-Fi until it appears");
+                shared.set_health(BackendHealth::ServiceDown(
+                    "NetworkManager is not on the bus".into(),
+                ));
             }
         }
-
-        let sup_shared = shared.clone();
-        let sup_session = session.clone();
-        let supervisor = tokio::spawn(async move {
-            while let Some(signal) = owners.next().await {
-                let Ok(args) = signal.args() else { continue };
-                let new_owner: Option<OwnedUniqueName> =
-                    args.new_owner().as_ref().map(|o| o.to_owned().into());
-                let mut current = sup_session.lock().await;
-                match new_owner {
-                    Some(owner) => {
-                        if current.as_ref().is_some_and(|s| s.owner == owner) {
-                            continue;
-                        }
-                        if let Some(old) = current.take() {
-                            stop_session(&sup_shared, old);
-                        }
-                        info!("NetworkManager appeared on the bus");
-                        *current = start_session(&sup_shared, owner).await;
-                    }
-                    None => {
-                        if let Some(old) = current.take() {
-                            warn!("NetworkManager went away; host Wi-Fi interfaces are gone until it returns");
-                            stop_session(&sup_shared, old);
-                        }
-                    }
-                }
-            }
-            warn!("lost the D-Bus connection; no longer following NetworkManager");
-            if let Some(old) = sup_session.lock().await.take() {
-                stop_session(&sup_shared, old);
-            }
-        });
-
+        let supervisor = tokio::spawn(supervise(
+            shared.clone(),
+            session.clone(),
+            bus,
+            owners,
+            pending,
+        ));
         Ok(Arc::new(NetworkManagerWifi {
             shared,
             session,
@@ -256,8 +259,9 @@ impl NetworkManagerWifi {
         // Take the profiles before stopping the session, which forgets them.
         let profiles: Vec<OwnedObjectPath> =
             self.shared.profiles().drain().map(|(_, p)| p).collect();
+        let conn = self.shared.conn();
         for profile in profiles {
-            device::delete_profile(&self.shared.conn, &profile).await;
+            device::delete_profile(&conn, &profile).await;
         }
         if let Some(session) = self.session.lock().await.take() {
             stop_session(&self.shared, session);
@@ -296,30 +300,198 @@ impl HostWifi for NetworkManagerWifi {
     async fn shutdown(&self) {
         NetworkManagerWifi::shutdown(self).await
     }
+
+    fn health(&self) -> watch::Receiver<BackendHealth> {
+        self.shared.health.subscribe()
+    }
 }
 
-/// Starts following NetworkManager at `owner`; `None` (logged) if it does
-/// not answer within 30 s.
+/// Opens a bus connection.
+async fn connect_bus(bus: &BusAddress, config: &NmConfig) -> Result<zbus::Connection, NmError> {
+    let builder = match bus {
+        BusAddress::System => zbus::connection::Builder::system(),
+        BusAddress::Address(a) => zbus::connection::Builder::address(a.as_str()),
+    }
+    .map_err(NmError::Bus)?;
+    // Signals queue here while the dispatcher works; a scan on a busy site
+    // changes hundreds of properties at once.
+    builder
+        .max_queued(4096)
+        .method_timeout(config.call_timeout)
+        .build()
+        .await
+        .map_err(NmError::Bus)
+}
+
+/// Follows NetworkManager's bus name on `conn`: the stream of owner changes
+/// and the owner now. The stream is made first, so no change falls between
+/// the two; it ends when the bus connection is lost.
+async fn follow_name(
+    conn: &zbus::Connection,
+) -> Result<(NameOwnerChangedStream, Option<OwnedUniqueName>), NmError> {
+    let dbus = zbus::fdo::DBusProxy::new(conn)
+        .await
+        .map_err(NmError::DBus)?;
+    let owners = dbus
+        .receive_name_owner_changed_with_args(&[(0, NM_BUS_NAME)])
+        .await
+        .map_err(NmError::DBus)?;
+    let owner = dbus.get_name_owner(nm_name()).await.ok();
+    Ok((owners, owner))
+}
+
+fn nm_name() -> BusName<'static> {
+    BusName::from(zbus::names::WellKnownName::from_static_str_unchecked(
+        NM_BUS_NAME,
+    ))
+}
+
+/// Follows NetworkManager for the backend's life: owner changes (it
+/// appears, restarts, goes away) and the bus connection itself (lost: made
+/// again with backoff). Runs until the backend shuts down.
+async fn supervise(
+    shared: Arc<Shared>,
+    session: Arc<tokio::sync::Mutex<Option<Session>>>,
+    bus: BusAddress,
+    mut owners: NameOwnerChangedStream,
+    mut pending: Option<OwnedUniqueName>,
+) {
+    loop {
+        if let Some(owner) = pending.take() {
+            let mut current = session.lock().await;
+            if let Some(old) = current.take() {
+                stop_session(&shared, old);
+            }
+            *current = start_session(&shared, owner).await;
+        }
+        let Some(signal) = owners.next().await else {
+            warn!("lost the D-Bus connection; reconnecting");
+            if let Some(old) = session.lock().await.take() {
+                stop_session(&shared, old);
+            }
+            (owners, pending) = reconnect(&shared, &bus).await;
+            continue;
+        };
+        let Ok(args) = signal.args() else { continue };
+        let new_owner: Option<OwnedUniqueName> =
+            args.new_owner().as_ref().map(|o| o.to_owned().into());
+        match new_owner {
+            Some(owner) => {
+                if session
+                    .lock()
+                    .await
+                    .as_ref()
+                    .is_some_and(|s| s.owner == owner)
+                {
+                    continue;
+                }
+                info!("NetworkManager appeared on the bus");
+                pending = Some(owner);
+            }
+            None => {
+                if let Some(old) = session.lock().await.take() {
+                    warn!(
+                        "NetworkManager went away; host Wi-Fi interfaces are gone until it returns"
+                    );
+                    stop_session(&shared, old);
+                }
+                shared.set_health(BackendHealth::ServiceDown(
+                    "NetworkManager is not on the bus".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// Makes the bus connection again, retrying with backoff (0.25 s doubling
+/// to 10 s) until it succeeds; the backend's health says so meanwhile.
+async fn reconnect(
+    shared: &Shared,
+    bus: &BusAddress,
+) -> (NameOwnerChangedStream, Option<OwnedUniqueName>) {
+    const MAX_DELAY: Duration = Duration::from_secs(10);
+    let mut delay = Duration::from_millis(250);
+    let mut attempts: u32 = 0;
+    let mut last_error = None;
+    loop {
+        shared.set_health(BackendHealth::Reconnecting {
+            attempts,
+            last_error: last_error.clone(),
+        });
+        let attempt = async {
+            let conn = connect_bus(bus, &shared.config).await?;
+            let (owners, owner) = follow_name(&conn).await?;
+            Ok::<_, NmError>((conn, owners, owner))
+        };
+        match attempt.await {
+            Ok((conn, owners, owner)) => {
+                shared.set_conn(conn);
+                info!("reconnected to the D-Bus bus after {attempts} failed attempt(s)");
+                if owner.is_none() {
+                    warn!("NetworkManager is not running; serving without host Wi-Fi until it appears");
+                    shared.set_health(BackendHealth::ServiceDown(
+                        "NetworkManager is not on the bus".into(),
+                    ));
+                }
+                return (owners, owner);
+            }
+            Err(e) => {
+                attempts = attempts.saturating_add(1);
+                if attempts == 1 {
+                    warn!("cannot reconnect to the D-Bus bus ({e}); retrying with backoff");
+                } else {
+                    debug!("cannot reconnect to the D-Bus bus ({e}); retrying in {delay:?}");
+                }
+                last_error = Some(e.to_string());
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_DELAY);
+            }
+        }
+    }
+}
+
+/// Starts following NetworkManager at `owner`, retrying with backoff (0.25 s
+/// doubling to 5 s) for as long as `owner` holds NetworkManager's name;
+/// `None` once it no longer does (it went away or restarted: the supervisor
+/// hears of that) or the bus connection is lost.
 ///
 /// NetworkManager takes its bus name before it exports its objects; on a
 /// slow or loaded host the gap was seen (VM test) to last several seconds,
-/// so the attempts back off up to that bound rather than give up after a
-/// second and leave the backend without NetworkManager until it restarts.
+/// and a NetworkManager stuck there is worth waiting for rather than giving
+/// up on until it restarts. The health says what is going on meanwhile.
 async fn start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> Option<Session> {
-    const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
-    let deadline = tokio::time::Instant::now() + GIVE_UP_AFTER;
+    const MAX_DELAY: Duration = Duration::from_secs(5);
     let mut delay = Duration::from_millis(250);
+    let mut attempts: u32 = 0;
     loop {
         match try_start_session(shared, owner.clone()).await {
-            Ok(session) => return Some(session),
-            Err(e) if tokio::time::Instant::now() + delay < deadline => {
-                debug!("NetworkManager not ready ({e}); retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(4));
+            Ok(session) => {
+                shared.set_health(BackendHealth::Up);
+                return Some(session);
             }
             Err(e) => {
-                warn!("cannot follow NetworkManager: {e}");
-                return None;
+                attempts = attempts.saturating_add(1);
+                let still_owner = match zbus::fdo::DBusProxy::new(&shared.conn()).await {
+                    Ok(dbus) => dbus
+                        .get_name_owner(nm_name())
+                        .await
+                        .is_ok_and(|o| *o == *owner),
+                    Err(_) => false,
+                };
+                if !still_owner {
+                    debug!("NetworkManager {owner} no longer owns its name ({e})");
+                    return None;
+                }
+                if attempts == 5 {
+                    warn!("NetworkManager is on the bus but does not answer ({e}); still retrying");
+                } else {
+                    debug!("NetworkManager not ready ({e}); retrying in {delay:?}");
+                }
+                shared.set_health(BackendHealth::ServiceDown(format!(
+                    "NetworkManager does not answer yet: {e}"
+                )));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_DELAY);
             }
         }
     }
@@ -333,11 +505,12 @@ async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus
         .sender(owner.clone())?
         .path_namespace(NM_PATH)?
         .build();
-    let stream = MessageStream::for_match_rule(rule, &shared.conn, Some(4096)).await?;
+    let conn = shared.conn();
+    let stream = MessageStream::for_match_rule(rule, &conn, Some(4096)).await?;
 
     delete_leftover_profiles(shared).await;
 
-    let nm = NetworkManagerProxy::builder(&shared.conn)
+    let nm = NetworkManagerProxy::builder(&conn)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await?;
@@ -373,17 +546,18 @@ fn stop_session(shared: &Shared, session: Session) {
 /// stopping while a guest was connected). Only profiles with the proxy's
 /// name prefix and marker are touched.
 async fn delete_leftover_profiles(shared: &Shared) {
+    let conn = shared.conn();
     let work = async {
-        let settings = NmSettingsProxy::builder(&shared.conn)
+        let settings = NmSettingsProxy::builder(&conn)
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
             .await?;
         for path in settings.list_connections().await? {
-            let profile: SettingsConnectionProxy<'_> = proxies::at(&shared.conn, &path).await?;
+            let profile: SettingsConnectionProxy<'_> = proxies::at(&conn, &path).await?;
             match profile.get_settings().await {
                 Ok(s) if convert::is_proxy_profile(&s) => {
                     info!(profile = %path.as_str(), "deleting a leftover proxy-wifi profile");
-                    device::delete_profile(&shared.conn, &path).await;
+                    device::delete_profile(&conn, &path).await;
                 }
                 Ok(_) => {}
                 Err(e) => debug!(profile = %path.as_str(), "cannot read profile: {e}"),
@@ -400,12 +574,13 @@ async fn delete_leftover_profiles(shared: &Shared) {
 
 /// Reads a device and adds it if it is a Wi-Fi device.
 async fn add_device(shared: &Arc<Shared>, devices: &Devices, path: OwnedObjectPath) {
+    let conn = shared.conn();
     let info = async {
-        let device: DeviceProxy<'_> = proxies::at(&shared.conn, &path).await?;
+        let device: DeviceProxy<'_> = proxies::at(&conn, &path).await?;
         if device.device_type().await? != convert::DEVICE_TYPE_WIFI {
             return Ok(None);
         }
-        let wireless: WirelessProxy<'_> = proxies::at(&shared.conn, &path).await?;
+        let wireless: WirelessProxy<'_> = proxies::at(&conn, &path).await?;
         let interface = device.interface().await?;
         let state = device.state().await?;
         // An unmanaged device (an access point's radio, a device the admin
