@@ -213,7 +213,9 @@ async fn vsock_fleet(n: u32) {
         daemon.log()
     );
     let table = daemon.ctl_ok(&["status"]).await;
-    assert_eq!(table.lines().count(), n as usize + 1, "{table}");
+    // A header, a line per guest, then the backend's health line.
+    assert_eq!(table.lines().count(), n as usize + 2, "{table}");
+    assert!(table.ends_with("backend: simulated up\n"), "{table}");
     daemon.stop().await;
 }
 

@@ -780,6 +780,22 @@ fn unknown_guest(name: &str) -> String {
     }
 }
 
+/// A command's result as the control answer: its value as JSON, or the
+/// error's words.
+fn answer<T: serde::Serialize, E: std::fmt::Display>(result: Result<T, E>) -> ControlResponse {
+    match result.map(serde_json::to_value) {
+        Ok(Ok(v)) => ControlResponse::ok_with(v),
+        Ok(Err(e)) => ControlResponse::error(e.to_string()),
+        Err(e) => ControlResponse::error(e.to_string()),
+    }
+}
+
+/// The refusal of a command that acts on the whole daemon (`why`) but was
+/// given `--guest`.
+fn refuse_guest(guest: Option<&str>, why: &str) -> Option<ControlResponse> {
+    guest.map(|_| ControlResponse::error(format!("{why}; leave out --guest")))
+}
+
 /// The daemon's control socket handler.
 ///
 /// Events of the simulated host (`host-connect`, `host-disconnect`,
@@ -807,50 +823,26 @@ impl ControlHandler for DaemonControl {
     async fn handle(&self, request: ControlRequest) -> ControlResponse {
         let guest = request.guest.as_deref();
         match &request.command {
-            ControlCommand::Status => match self.daemon.status(guest).await {
-                Ok(list) => match serde_json::to_value(list) {
-                    Ok(v) => ControlResponse::ok_with(v),
-                    Err(e) => ControlResponse::error(e.to_string()),
-                },
-                Err(e) => ControlResponse::error(e),
-            },
+            ControlCommand::Status => answer(self.daemon.status(guest).await),
             ControlCommand::Reload => {
-                if guest.is_some() {
-                    return ControlResponse::error(
-                        "reload applies to the whole daemon; leave out --guest",
-                    );
-                }
-                match self.daemon.reload().await {
-                    Ok(summary) => match serde_json::to_value(summary) {
-                        Ok(v) => ControlResponse::ok_with(v),
-                        Err(e) => ControlResponse::error(e.to_string()),
-                    },
-                    Err(e) => ControlResponse::error(e.to_string()),
+                match refuse_guest(guest, "reload applies to the whole daemon") {
+                    Some(refusal) => refusal,
+                    None => answer(self.daemon.reload().await),
                 }
             }
             ControlCommand::AddGuest { spec } => {
-                if guest.is_some() {
-                    return ControlResponse::error(
-                        "add-guest names its guest itself; leave out --guest",
-                    );
-                }
-                match self.daemon.add_guest(spec).await {
-                    Ok(status) => match serde_json::to_value(status) {
-                        Ok(v) => ControlResponse::ok_with(v),
-                        Err(e) => ControlResponse::error(e.to_string()),
-                    },
-                    Err(e) => ControlResponse::error(e.to_string()),
+                match refuse_guest(guest, "add-guest names its guest itself") {
+                    Some(refusal) => refusal,
+                    None => answer(self.daemon.add_guest(spec).await),
                 }
             }
             ControlCommand::RemoveGuest { name } => {
-                if guest.is_some() {
-                    return ControlResponse::error(
-                        "remove-guest names its guest itself; leave out --guest",
-                    );
-                }
-                match self.daemon.remove_guest(name).await {
-                    Ok(()) => ControlResponse::ok(),
-                    Err(e) => ControlResponse::error(e.to_string()),
+                match refuse_guest(guest, "remove-guest names its guest itself") {
+                    Some(refusal) => refusal,
+                    None => match self.daemon.remove_guest(name).await {
+                        Ok(()) => ControlResponse::ok(),
+                        Err(e) => ControlResponse::error(e.to_string()),
+                    },
                 }
             }
             event => {
