@@ -46,16 +46,19 @@ if ! command -v vng >/dev/null; then
 	pip3 install --quiet virtme-ng 2>/dev/null || pip install --quiet virtme-ng ||
 		pip3 install --quiet --break-system-packages virtme-ng
 fi
+
+# scripts/test.sh runs the apt and pip installs of every VM test first, one
+# at a time (they are not safe to run twice at once), then the VM tests in
+# the background beside other steps.
+if [ "${VM_TEST_PREPARE_ONLY:-0}" = 1 ]; then exit 0; fi
+
+# cargo locks what it shares, so this one may build beside other steps.
 if ! command -v vhost-device-vsock >/dev/null; then
 	log "installing vhost-device-vsock (crates.io, one-time)"
 	start=$SECONDS
 	cargo install --locked --quiet vhost-device-vsock
 	log "vhost-device-vsock installed in $((SECONDS - start)) s"
 fi
-
-# scripts/test.sh installs for every VM test first, one at a time (apt and
-# pip are not safe to run twice at once), then runs the VM tests in parallel.
-if [ "${VM_TEST_PREPARE_ONLY:-0}" = 1 ]; then exit 0; fi
 
 # --- the module: warning-free against every installed header tree --------------
 for build in /lib/modules/*/build; do

@@ -59,8 +59,9 @@ if ! command -v vng >/dev/null 2>&1; then
   command -v vng >/dev/null 2>&1 || skip "vng not on PATH after pip install"
 fi
 
-# scripts/test.sh installs for every VM test first, one at a time (apt and
-# pip are not safe to run twice at once), then runs the VM tests in parallel.
+# scripts/test.sh runs the apt and pip installs of every VM test first, one
+# at a time (they are not safe to run twice at once), then the VM tests in
+# the background beside other steps.
 if [ "${VM_TEST_PREPARE_ONLY:-0}" = 1 ]; then exit 0; fi
 
 # --- the binary ------------------------------------------------------------------
