@@ -44,26 +44,8 @@ async fn serve_with_networkmanager_scans_and_connects_through_it() {
 
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("control.sock");
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--backend",
-            "networkmanager",
-            "--tcp",
-            "127.0.0.1",
-            "--request-port",
-            "0",
-            "--scan-min-latency-ms",
-            "0",
-            "--control",
-        ])
-        .arg(&control)
-        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+    let mut child = serve_command(&bus.address, &control)
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -197,26 +179,8 @@ async fn serve_survives_a_bus_restart_and_status_shows_it() {
 
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("control.sock");
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--backend",
-            "networkmanager",
-            "--tcp",
-            "127.0.0.1",
-            "--request-port",
-            "0",
-            "--scan-min-latency-ms",
-            "0",
-            "--control",
-        ])
-        .arg(&control)
-        .env("DBUS_SYSTEM_BUS_ADDRESS", bus.stable_address())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+    let mut child = serve_command(&bus.stable_address(), &control)
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let up = wait_backend_state(&control, &["up"]).await;

@@ -98,26 +98,8 @@ async fn iw_connect_connect_again_and_sae_with_networkmanager() {
 
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("control.sock");
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--backend",
-            "networkmanager",
-            "--tcp",
-            "127.0.0.1",
-            "--request-port",
-            "0",
-            "--scan-min-latency-ms",
-            "0",
-            "--control",
-        ])
-        .arg(&control)
-        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+    let mut child = serve_command(&bus.address, &control)
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();

@@ -274,3 +274,30 @@ impl Bus {
         .unwrap()
     }
 }
+
+/// `proxy-wifi serve --backend networkmanager` for one TCP guest (any
+/// port, no scan floor) on the bus at `bus_address`, with its control
+/// socket at `control`; the caller picks stderr and spawns it.
+pub fn serve_command(bus_address: &str, control: &std::path::Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_proxy-wifi"));
+    command
+        .args([
+            "serve",
+            "--backend",
+            "networkmanager",
+            "--tcp",
+            "127.0.0.1",
+            "--request-port",
+            "0",
+            "--scan-min-latency-ms",
+            "0",
+            "--control",
+        ])
+        .arg(control)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", bus_address)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
