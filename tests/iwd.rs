@@ -207,6 +207,15 @@ impl Env {
         }
     }
 
+    /// Station `wlan0` seeing the WPA2 network `home` (not hidden): the
+    /// set-up most tests start from. The station's path.
+    async fn station_with_home(&self) -> String {
+        let st = self.add_station("wlan0", "02:00:00:00:00:10").await;
+        self.add_network(&st, "home", "psk", "02:00:00:00:01:00", false)
+            .await;
+        st
+    }
+
     async fn add_station(&self, name: &str, mac: &str) -> String {
         self.mock("AddStation", &(name, mac)).await
     }
@@ -427,9 +436,7 @@ async fn scans_answer_from_the_cache_and_publish_fresh_results() {
 async fn a_guest_psk_connection_provisions_a_private_file_removed_on_disconnect() {
     require_tools!();
     let env = Env::start().await;
-    let st = env.add_station("wlan0", "02:00:00:00:00:10").await;
-    env.add_network(&st, "home", "psk", "02:00:00:00:01:00", false)
-        .await;
+    let st = env.station_with_home().await;
     env.cache.set(vec![bss(
         "home",
         "02:00:00:00:01:00",
@@ -479,9 +486,7 @@ async fn a_guest_psk_connection_provisions_a_private_file_removed_on_disconnect(
 async fn a_refused_key_fails_and_leaves_nothing() {
     require_tools!();
     let env = Env::start().await;
-    let st = env.add_station("wlan0", "02:00:00:00:00:10").await;
-    env.add_network(&st, "home", "psk", "02:00:00:00:01:00", false)
-        .await;
+    let st = env.station_with_home().await;
     let _: () = env
         .mock("SetConnectBehaviour", &(st.as_str(), "fail"))
         .await;
@@ -547,9 +552,7 @@ async fn open_and_hidden_networks_are_joined_through_files() {
 async fn the_hosts_own_known_network_is_never_modified() {
     require_tools!();
     let env = Env::start().await;
-    let st = env.add_station("wlan0", "02:00:00:00:00:10").await;
-    env.add_network(&st, "home", "psk", "02:00:00:00:01:00", false)
-        .await;
+    let st = env.station_with_home().await;
     let host = "# the host's\n[Security]\nPassphrase=hostsecret\n";
     std::fs::write(env.file("home.psk"), host).unwrap();
     let backend = env.backend().await;
@@ -571,9 +574,7 @@ async fn the_hosts_own_known_network_is_never_modified() {
 async fn host_connections_and_signal_levels_are_mirrored() {
     require_tools!();
     let env = Env::start().await;
-    let st = env.add_station("wlan0", "02:00:00:00:00:10").await;
-    env.add_network(&st, "home", "psk", "02:00:00:00:01:00", false)
-        .await;
+    let st = env.station_with_home().await;
     env.cache.set(vec![bss(
         "home",
         "02:00:00:00:01:00",
@@ -622,9 +623,7 @@ async fn host_connections_and_signal_levels_are_mirrored() {
 async fn a_link_lost_before_it_was_read_is_reported() {
     require_tools!();
     let env = Env::start().await;
-    let st = env.add_station("wlan0", "02:00:00:00:00:10").await;
-    env.add_network(&st, "home", "psk", "02:00:00:00:01:00", false)
-        .await;
+    let st = env.station_with_home().await;
     let backend = env.backend().await;
     let iface = wait_interfaces(&backend, 1).await.remove(0);
     let mut events = backend.subscribe();
@@ -642,9 +641,7 @@ async fn a_link_lost_before_it_was_read_is_reported() {
 async fn iwd_leaving_removes_the_guests_file() {
     require_tools!();
     let mut env = Env::start().await;
-    let st = env.add_station("wlan0", "02:00:00:00:00:10").await;
-    env.add_network(&st, "home", "psk", "02:00:00:00:01:00", false)
-        .await;
+    env.station_with_home().await;
     let backend = env.backend().await;
     let iface = wait_interfaces(&backend, 1).await.remove(0);
     let (params, _) = psk_params("home", "guestpass");
@@ -663,9 +660,7 @@ async fn iwd_leaving_removes_the_guests_file() {
 async fn a_lost_link_removes_the_guests_file() {
     require_tools!();
     let env = Env::start().await;
-    let st = env.add_station("wlan0", "02:00:00:00:00:10").await;
-    env.add_network(&st, "home", "psk", "02:00:00:00:01:00", false)
-        .await;
+    let st = env.station_with_home().await;
     let backend = env.backend().await;
     let iface = wait_interfaces(&backend, 1).await.remove(0);
     let mut events = backend.subscribe();
@@ -694,9 +689,7 @@ async fn serve_picks_iwd_and_cleans_up_on_sigterm() {
 
     require_tools!();
     let env = Env::start().await;
-    let st = env.add_station("wlan0", "02:00:00:00:00:10").await;
-    env.add_network(&st, "home", "psk", "02:00:00:00:01:00", false)
-        .await;
+    let st = env.station_with_home().await;
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("control.sock");
     let mut child = Command::new(BIN)
