@@ -663,23 +663,70 @@ impl std::io::Write for LogCapture {
     }
 }
 
+thread_local! {
+    /// Where the global subscriber writes on this thread, if anywhere.
+    static THIS_THREAD_CAPTURE: std::cell::RefCell<Option<LogCapture>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Writes to the capture of the thread that logs, or nowhere.
+struct ThreadCaptureWriter;
+
+impl std::io::Write for ThreadCaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        THIS_THREAD_CAPTURE.with(|c| match c.borrow_mut().as_mut() {
+            Some(capture) => capture.write(buf),
+            None => Ok(buf.len()),
+        })
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Ends a thread's capture when dropped.
+struct CaptureGuard;
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        THIS_THREAD_CAPTURE.with(|c| c.borrow_mut().take());
+    }
+}
+
+/// Captures every log line (trace level, every crate) written on this
+/// thread until the guard drops. Tests that use it run on one thread so
+/// zbus's tasks log on it too.
+///
+/// One global subscriber, not a per-thread `set_default`: with a per-thread
+/// one, another test thread reaching a log call site first can cache it as
+/// disabled, and the line never reaches this test (a flaky failure).
+fn capture_logs() -> (LogCapture, CaptureGuard) {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+            .with_writer(|| ThreadCaptureWriter)
+            .with_ansi(false)
+            .finish();
+        if tracing::subscriber::set_global_default(subscriber).is_err() {
+            panic!("another global subscriber is installed in this test binary");
+        }
+    });
+    let capture = LogCapture::default();
+    THIS_THREAD_CAPTURE.with(|c| *c.borrow_mut() = Some(capture.clone()));
+    (capture, CaptureGuard)
+}
+
 /// The PMK reaches NetworkManager as the profile's psk (64 hex digits), in
 /// a D-Bus call. At trace level, for every crate (zbus included, which
 /// logs each message it sends and receives), no log line may carry it.
 /// (zbus prints a message's header and body signature, never the body; this
 /// test keeps it that way.) The test runs on one thread so the thread-local
-/// subscriber sees zbus's tasks too.
+/// capture sees zbus's tasks too.
 #[tokio::test(flavor = "current_thread")]
 async fn the_pmk_never_reaches_a_log_line_even_at_trace() {
     require_tools!();
-    let capture = LogCapture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = capture_logs();
 
     let bus = Bus::start().await;
     let _nm = bus.start_nm().await;
@@ -827,14 +874,7 @@ async fn a_dropped_host_scan_is_retried_once() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_profile_networkmanager_already_deleted_is_no_warning() {
     require_tools!();
-    let capture = LogCapture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("proxy_wifi=debug"))
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = capture_logs();
     let bus = Bus::start().await;
     let _nm = bus.start_nm().await;
     let dev = bus
