@@ -6,14 +6,13 @@
 
 #![cfg(target_os = "linux")]
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use proxy_wifi::daemon::GuestStatus;
 use proxy_wifi::guest::{ConnectSpec, GuestClient, Notification, NotificationWatcher};
 use proxy_wifi::protocol::{ConnectResponse, Header, MacAddr, Operation, ScanLayout, Ssid};
 use proxy_wifi::transport::TransportConfig;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixDatagram};
 use tokio::process::Command;
 
@@ -520,7 +519,8 @@ async fn config_errors_are_reported_before_anything_starts() {
 async fn single_vm_flags_get_status_and_metrics_too() {
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("control.sock");
-    let mut child = Command::new(BIN)
+    let mut serve = Command::new(BIN);
+    serve
         .args([
             "serve",
             "--simulated",
@@ -532,62 +532,18 @@ async fn single_vm_flags_get_status_and_metrics_too() {
             "127.0.0.1:0",
             "--control",
         ])
-        .arg(&control)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut metrics = None;
-    while let Some(line) = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        if let Some(rest) = line.split("metrics on http://").nth(1) {
-            metrics = rest.split('/').next().map(String::from);
-        }
-        if line.ends_with(" ready") {
-            break;
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let out = Command::new(BIN)
-        .args(["ctl", "--control"])
-        .arg(&control)
-        .args(["status", "--json"])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success());
-    let status: Vec<GuestStatus> = serde_json::from_slice(&out.stdout).unwrap();
+        .arg(&control);
+    let daemon = Daemon::spawn(serve, dir.path()).await;
+    let status = daemon.status().await;
     assert_eq!(status.len(), 1);
     assert_eq!(status[0].name, "default");
-    let mut s = TcpStream::connect(metrics.expect("metrics address logged"))
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.unwrap();
+    let text = daemon.metrics().await;
     assert!(text.contains("proxy_wifi_guests_configured 1"), "{text}");
     // Without a configuration file there is nothing to reload.
-    let out = Command::new(BIN)
-        .args(["ctl", "--control"])
-        .arg(&control)
-        .arg("reload")
-        .output()
-        .await
-        .unwrap();
+    let out = daemon.ctl(&["reload"]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("without a configuration file"));
-    unsafe {
-        libc::kill(child.id().unwrap() as i32, libc::SIGTERM);
-    }
-    let status = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
+    let (exit, log) = daemon.stop().await;
+    assert!(exit.success(), "{log}");
     assert!(!control.exists());
 }

@@ -9,29 +9,18 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::daemon::{tcp_client_of, Daemon};
 use common::nm::*;
 use proxy_wifi::daemon::GuestStatus;
-use proxy_wifi::guest::{ConnectSpec, GuestClient};
+use proxy_wifi::guest::ConnectSpec;
 use proxy_wifi::protocol::{MacAddr, Ssid};
-use proxy_wifi::transport::TransportConfig;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_proxy-wifi");
 const LIMIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_networkmanager_scans_and_connects_through_it() {
-    if let Some(why) = missing_tools() {
-        if std::env::var_os("CI").is_some() {
-            panic!("SKIPPED is not acceptable in CI: {why}");
-        }
-        eprintln!("SKIPPED: serve --backend networkmanager: {why}");
-        return;
-    }
+    require_tools!();
     let bus = Bus::start().await;
     let _nm = bus.start_nm().await;
     let dev = bus
@@ -43,52 +32,12 @@ async fn serve_with_networkmanager_scans_and_connects_through_it() {
         .await;
 
     let dir = tempfile::tempdir().unwrap();
-    let control = dir.path().join("control.sock");
-    let mut child = serve_command(&bus.address, &control)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = String::new();
-    loop {
-        let line = tokio::time::timeout(LIMIT, lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("not ready:\n{log}"))
-            .unwrap()
-            .unwrap_or_else(|| panic!("exited:\n{log}"));
-        log.push_str(&line);
-        log.push('\n');
-        if line.ends_with(" ready") {
-            break;
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-
-    let out = Command::new(BIN)
-        .args(["ctl", "--control"])
-        .arg(&control)
-        .args(["status", "--json"])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: Vec<GuestStatus> = serde_json::from_slice(&out.stdout).unwrap();
-    let port: u16 = status[0]
-        .listening
-        .as_deref()
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap();
-    let guest = GuestClient::new(&TransportConfig::Tcp {
-        address: "127.0.0.1".parse().unwrap(),
-        request_port: port,
-        notification_port: 9,
-    })
-    .unwrap();
+    let daemon = Daemon::spawn(
+        serve_command(&bus.address, &dir.path().join("control.sock")),
+        dir.path(),
+    )
+    .await;
+    let guest = daemon.tcp_client("default").await;
 
     // The mock's access points, as the guest sees them.
     let scan = guest.scan(None).await.unwrap();
@@ -113,14 +62,9 @@ async fn serve_with_networkmanager_scans_and_connects_through_it() {
     assert_eq!(bus.profiles().await.len(), 1);
 
     // ...which SIGTERM deletes (the backend's shutdown).
-    unsafe {
-        libc::kill(child.id().unwrap() as i32, libc::SIGTERM);
-    }
-    let exit = tokio::time::timeout(LIMIT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exit.success());
+    let control = daemon.control.clone();
+    let (exit, log) = daemon.stop().await;
+    assert!(exit.success(), "{log}");
     assert!(
         bus.profiles().await.is_empty(),
         "the proxy's profile is left"
@@ -128,17 +72,11 @@ async fn serve_with_networkmanager_scans_and_connects_through_it() {
     assert!(!control.exists());
 }
 
-/// `ctl status --json` once the first guest's backend state is `want`.
-async fn wait_backend_state(control: &std::path::Path, want: &[&str]) -> GuestStatus {
+/// The first guest's status once its backend state is one of `want`.
+async fn wait_backend_state(daemon: &Daemon, want: &[&str]) -> GuestStatus {
     let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
-        let out = Command::new(BIN)
-            .args(["ctl", "--control"])
-            .arg(control)
-            .args(["status", "--json"])
-            .output()
-            .await
-            .unwrap();
+        let out = daemon.ctl(&["status", "--json"]).await;
         let status: Vec<GuestStatus> = serde_json::from_slice(&out.stdout).unwrap_or_default();
         if let Some(g) = status.into_iter().next() {
             if want.contains(&g.backend.state.as_str()) {
@@ -162,13 +100,7 @@ async fn wait_backend_state(control: &std::path::Path, want: &[&str]) -> GuestSt
 /// guest scan works again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_survives_a_bus_restart_and_status_shows_it() {
-    if let Some(why) = missing_tools() {
-        if std::env::var_os("CI").is_some() {
-            panic!("SKIPPED is not acceptable in CI: {why}");
-        }
-        eprintln!("SKIPPED: serve --backend networkmanager: {why}");
-        return;
-    }
+    require_tools!();
     let mut bus = Bus::start().await;
     let nm = bus.start_nm().await;
     let dev = bus
@@ -178,18 +110,18 @@ async fn serve_survives_a_bus_restart_and_status_shows_it() {
         .await;
 
     let dir = tempfile::tempdir().unwrap();
-    let control = dir.path().join("control.sock");
-    let mut child = serve_command(&bus.stable_address(), &control)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let up = wait_backend_state(&control, &["up"]).await;
+    let mut daemon = Daemon::spawn(
+        serve_command(&bus.stable_address(), &dir.path().join("control.sock")),
+        dir.path(),
+    )
+    .await;
+    let up = wait_backend_state(&daemon, &["up"]).await;
     assert_eq!(up.backend.kind, "networkmanager");
 
     nm.stop().await;
     bus.restart_daemon().await;
-    let down = wait_backend_state(&control, &["reconnecting", "service-down"]).await;
-    assert!(child.try_wait().unwrap().is_none(), "the service exited");
+    let down = wait_backend_state(&daemon, &["reconnecting", "service-down"]).await;
+    assert!(daemon.is_running(), "the service exited");
 
     let _nm = bus.start_nm().await;
     let dev = bus
@@ -197,19 +129,7 @@ async fn serve_survives_a_bus_restart_and_status_shows_it() {
         .await;
     bus.add_ap(&dev, "ap1", "home", "AA:00:00:00:00:01", 2437, 80, WPA2)
         .await;
-    let again = wait_backend_state(&control, &["up"]).await;
-    let port: u16 = again
-        .listening
-        .as_deref()
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap();
-    let guest = GuestClient::new(&TransportConfig::Tcp {
-        address: "127.0.0.1".parse().unwrap(),
-        request_port: port,
-        notification_port: 9,
-    })
-    .unwrap();
+    let guest = tcp_client_of(&wait_backend_state(&daemon, &["up"]).await);
     // The device comes back through a signal: wait until the guest sees the
     // access point again.
     let deadline = tokio::time::Instant::now() + LIMIT;
@@ -229,12 +149,6 @@ async fn serve_survives_a_bus_restart_and_status_shows_it() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    unsafe {
-        libc::kill(child.id().unwrap() as i32, libc::SIGTERM);
-    }
-    let exit = tokio::time::timeout(LIMIT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exit.success());
+    let (exit, log) = daemon.stop().await;
+    assert!(exit.success(), "{log}");
 }

@@ -12,21 +12,16 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::daemon::Daemon;
 use common::nm::*;
-use proxy_wifi::daemon::GuestStatus;
 use proxy_wifi::guest::GuestClient;
 use proxy_wifi::protocol::{akm, cipher, ConnectRequest, ConnectResponse, Key, Message, Request};
 use proxy_wifi::protocol::{MacAddr, Ssid};
-use proxy_wifi::transport::TransportConfig;
 use proxy_wifi::wifi::networkmanager::convert::sec;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use zbus::zvariant::OwnedValue;
 
-const BIN: &str = env!("CARGO_BIN_EXE_proxy-wifi");
 const LIMIT: Duration = Duration::from_secs(20);
 const SAE: u32 = sec::KEY_MGMT_SAE | sec::PAIR_CCMP | sec::GROUP_CCMP;
 
@@ -64,28 +59,9 @@ fn settings_text(v: &OwnedValue, group: &str, key: &str) -> Option<String> {
 type NmSettingsOwned =
     std::collections::HashMap<String, std::collections::HashMap<String, OwnedValue>>;
 
-async fn status(control: &std::path::Path) -> GuestStatus {
-    let out = Command::new(BIN)
-        .args(["ctl", "--control"])
-        .arg(control)
-        .args(["status", "--json"])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success());
-    let mut all: Vec<GuestStatus> = serde_json::from_slice(&out.stdout).unwrap();
-    all.remove(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iw_connect_connect_again_and_sae_with_networkmanager() {
-    if let Some(why) = missing_tools() {
-        if std::env::var_os("CI").is_some() {
-            panic!("SKIPPED is not acceptable in CI: {why}");
-        }
-        eprintln!("SKIPPED: issue 13 with NetworkManager: {why}");
-        return;
-    }
+    require_tools!();
     let bus = Bus::start().await;
     let _nm = bus.start_nm().await;
     let dev = bus
@@ -97,44 +73,12 @@ async fn iw_connect_connect_again_and_sae_with_networkmanager() {
         .await;
 
     let dir = tempfile::tempdir().unwrap();
-    let control = dir.path().join("control.sock");
-    let mut child = serve_command(&bus.address, &control)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = String::new();
-    loop {
-        let line = tokio::time::timeout(LIMIT, lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("not ready:\n{log}"))
-            .unwrap()
-            .unwrap_or_else(|| panic!("exited:\n{log}"));
-        log.push_str(&line);
-        log.push('\n');
-        if line.ends_with(" ready") {
-            break;
-        }
-    }
-    let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let _ = log_tx.send(line);
-        }
-    });
-    let port: u16 = status(&control)
-        .await
-        .listening
-        .as_deref()
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap();
-    let guest = GuestClient::new(&TransportConfig::Tcp {
-        address: "127.0.0.1".parse().unwrap(),
-        request_port: port,
-        notification_port: 9,
-    })
-    .unwrap();
+    let daemon = Daemon::spawn(
+        serve_command(&bus.address, &dir.path().join("control.sock")),
+        dir.path(),
+    )
+    .await;
+    let guest = daemon.tcp_client("default").await;
 
     // `iw dev wlan0 connect cafe`: auth_type 8, an open profile.
     let first = connect(&guest, request("cafe", 8, vec![], &[])).await;
@@ -152,7 +96,7 @@ async fn iw_connect_connect_again_and_sae_with_networkmanager() {
     let again = connect(&guest, request("cafe", 8, vec![], &[])).await;
     assert_eq!(again.result_code, 0);
     assert!(again.session_id > first.session_id);
-    let s = status(&control).await;
+    let s = daemon.guest("default").await;
     assert_eq!(s.connection.as_deref(), Some("guest-directed"));
     assert_eq!(s.session_id, again.session_id);
     assert_eq!(
@@ -199,19 +143,8 @@ async fn iw_connect_connect_again_and_sae_with_networkmanager() {
         2
     );
 
-    unsafe {
-        libc::kill(child.id().unwrap() as i32, libc::SIGTERM);
-    }
-    let exit = tokio::time::timeout(LIMIT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exit.success());
-    let mut rest = String::new();
-    while let Ok(line) = log_rx.try_recv() {
-        rest.push_str(&line);
-        rest.push('\n');
-    }
+    let (exit, rest) = daemon.stop().await;
+    assert!(exit.success(), "{rest}");
     assert!(rest.contains("shared-key"), "{rest}");
     assert!(
         !rest.contains("correct horse"),

@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::nm::{missing_tools, Bus, Mock, MOCK_IFACE, WAIT};
+use common::nm::{require_tools, Bus, Mock, MOCK_IFACE, WAIT};
 use proxy_wifi::protocol::{pmk_from_passphrase, Key, MacAddr, Ssid};
 use proxy_wifi::wifi::iwd::profile::MARKER;
 use proxy_wifi::wifi::iwd::{BssCache, IwdConfig, IwdWifi};
@@ -30,18 +30,6 @@ use tokio::sync::broadcast;
 use zbus::zvariant::{DynamicType, OwnedValue};
 
 const IWD: &str = "net.connman.iwd";
-
-macro_rules! require_tools {
-    () => {
-        if let Some(why) = missing_tools() {
-            if std::env::var_os("CI").is_some() {
-                panic!("SKIPPED is not acceptable in CI: {why}");
-            }
-            eprintln!("SKIPPED: iwd backend test: {why}");
-            return;
-        }
-    };
-}
 
 /// The kernel scan cache, as the test scripts it.
 #[derive(Default)]
@@ -681,73 +669,30 @@ async fn a_lost_link_removes_the_guests_file() {
 /// SIGTERM disconnects and removes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_picks_iwd_and_cleans_up_on_sigterm() {
-    use proxy_wifi::daemon::GuestStatus;
-    use proxy_wifi::guest::{ConnectSpec, GuestClient};
-    use proxy_wifi::transport::TransportConfig;
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    const BIN: &str = env!("CARGO_BIN_EXE_proxy-wifi");
+    use common::daemon::Daemon;
+    use proxy_wifi::guest::ConnectSpec;
 
     require_tools!();
     let env = Env::start().await;
     let st = env.station_with_home().await;
     let dir = tempfile::tempdir().unwrap();
-    let control = dir.path().join("control.sock");
-    let mut child = Command::new(BIN)
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_proxy-wifi"));
+    serve
         .args(["serve", "--tcp", "127.0.0.1", "--request-port", "0"])
         .arg("--iwd-state-dir")
         .arg(env.state.path())
         .arg("--control")
-        .arg(&control)
-        .env("DBUS_SYSTEM_BUS_ADDRESS", &env.bus.address)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = String::new();
-    loop {
-        let line = tokio::time::timeout(WAIT * 2, lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("not ready:\n{log}"))
-            .unwrap()
-            .unwrap_or_else(|| panic!("exited:\n{log}"));
-        log.push_str(&line);
-        log.push('\n');
-        if line.ends_with(" ready") {
-            break;
-        }
-    }
+        .arg(dir.path().join("control.sock"))
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &env.bus.address);
+    let daemon = Daemon::spawn(serve, dir.path()).await;
+    let log = daemon.log();
     assert!(
         log.contains(
             "picked the iwd backend: iwd manages 1 Wi-Fi station(s), NetworkManager is not running"
         ),
         "{log}"
     );
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-
-    let out = Command::new(BIN)
-        .args(["ctl", "--control"])
-        .arg(&control)
-        .args(["status", "--json"])
-        .output()
-        .await
-        .unwrap();
-    let status: Vec<GuestStatus> = serde_json::from_slice(&out.stdout).unwrap();
-    let port: u16 = status[0]
-        .listening
-        .as_deref()
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap();
-    let guest = GuestClient::new(&TransportConfig::Tcp {
-        address: "127.0.0.1".parse().unwrap(),
-        request_port: port,
-        notification_port: 9,
-    })
-    .unwrap();
+    let guest = daemon.tcp_client("default").await;
     let spec = ConnectSpec::wpa2_passphrase(ssid("home"), "secretsecret").unwrap();
     let joined = guest.connect(&spec).await.unwrap();
     assert_eq!(joined.result_code, 0);
@@ -755,14 +700,8 @@ async fn serve_picks_iwd_and_cleans_up_on_sigterm() {
     let content = std::fs::read_to_string(env.file("home.psk")).unwrap();
     assert!(content.starts_with(MARKER));
 
-    unsafe {
-        libc::kill(child.id().unwrap() as i32, libc::SIGTERM);
-    }
-    let exit = tokio::time::timeout(WAIT * 2, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exit.success());
+    let (exit, log) = daemon.stop().await;
+    assert!(exit.success(), "{log}");
     assert!(!env.file("home.psk").exists(), "SIGTERM removes the file");
     assert!(env.calls(&st, "Disconnect").await >= 1, "and disconnects");
 }

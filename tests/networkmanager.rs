@@ -25,18 +25,6 @@ use tokio::sync::broadcast;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 
 /// Returns early (SKIPPED) when the tools are missing, fails under CI.
-macro_rules! require_tools {
-    () => {
-        if let Some(why) = missing_tools() {
-            if std::env::var_os("CI").is_some() {
-                panic!("SKIPPED is not acceptable in CI: {why}");
-            }
-            eprintln!("SKIPPED: NetworkManager backend test: {why}");
-            return;
-        }
-    };
-}
-
 async fn next_event(
     rx: &mut broadcast::Receiver<InterfaceEvent>,
     what: &str,

@@ -16,6 +16,8 @@ use proxy_wifi::daemon::config::FakeNetworkSpec;
 use proxy_wifi::daemon::{GuestSpec, GuestStatus, PolicyConfig, ReloadSummary};
 use proxy_wifi::wifi::simulated::ScanMode;
 
+use super::transport_args::SocketAccessArgs;
+
 /// The request went out but no answer came: it may still take effect.
 const EXIT_OUTCOME_UNKNOWN: u8 = 3;
 /// The host event happened, but no guest can receive its notification.
@@ -147,16 +149,9 @@ pub struct AddGuestArgs {
     /// Policy: these SSIDs may never be joined (repeatable).
     #[arg(long = "deny-ssid", value_name = "SSID")]
     pub deny_ssids: Vec<String>,
-    /// Owner of the hybrid vsock request socket (user name or uid).
-    #[arg(long, value_name = "USER")]
-    pub socket_owner: Option<String>,
-    /// Group of the hybrid vsock request socket (group name or gid).
-    #[arg(long, value_name = "GROUP")]
-    pub socket_group: Option<String>,
-    /// Mode of the hybrid vsock request socket, octal (default 0600, 0660
-    /// with --socket-group).
-    #[arg(long, value_name = "MODE")]
-    pub socket_mode: Option<String>,
+    /// Who may open the hybrid vsock request socket.
+    #[command(flatten)]
+    pub socket_access: SocketAccessArgs,
 }
 
 impl AddGuestArgs {
@@ -192,9 +187,9 @@ impl AddGuestArgs {
             connect_timeout_ms: self.connect_timeout_ms,
             fake_network,
             policy: (policy != PolicyConfig::default()).then_some(policy),
-            socket_owner: self.socket_owner.clone(),
-            socket_group: self.socket_group.clone(),
-            socket_mode: self.socket_mode.clone(),
+            socket_owner: self.socket_access.socket_owner.clone(),
+            socket_group: self.socket_access.socket_group.clone(),
+            socket_mode: self.socket_access.socket_mode.clone(),
         })
     }
 }

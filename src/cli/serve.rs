@@ -16,7 +16,7 @@ use proxy_wifi::wifi::BackendKind;
 
 use tokio_util::sync::CancellationToken;
 
-use super::transport_args::{LayoutArg, TransportArgs};
+use super::transport_args::{LayoutArg, SocketAccessArgs, TransportArgs};
 
 /// `--backend NAME`: any backend `wifi` knows, by its name.
 fn backend_parser() -> impl clap::builder::TypedValueParser<Value = BackendKind> {
@@ -127,17 +127,9 @@ pub struct ServeArgs {
     /// 1000 to 18000 (the guest waits 20 s for the whole connect).
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub connect_timeout_ms: u64,
-    /// Hybrid vsock: the request socket's owner, for a VMM running as
-    /// another user (a user name or uid; needs CAP_CHOWN).
-    #[arg(long, value_name = "USER")]
-    pub socket_owner: Option<String>,
-    /// Hybrid vsock: the request socket's group (a group name or gid).
-    #[arg(long, value_name = "GROUP")]
-    pub socket_group: Option<String>,
-    /// Hybrid vsock: the request socket's mode, octal (default 0600; 0660
-    /// with --socket-group).
-    #[arg(long, value_name = "MODE")]
-    pub socket_mode: Option<String>,
+    /// Who may open the hybrid vsock request socket.
+    #[command(flatten)]
+    pub socket_access: SocketAccessArgs,
     /// Threads serving guests (overrides the file's `threads`). Default 1:
     /// every request is answered on the thread its socket wakes, the
     /// fastest for a request at a time; more only for guests that keep
@@ -184,10 +176,18 @@ fn single_vm_config(args: &ServeArgs) -> Result<DaemonConfig, String> {
             .transpose()
     };
     let socket_access = SocketAccess {
-        owner: resolve(&args.socket_owner, "socket-owner", transport::resolve_user)?,
-        group: resolve(&args.socket_group, "socket-group", transport::resolve_group)?,
+        owner: resolve(
+            &args.socket_access.socket_owner,
+            "socket-owner",
+            transport::resolve_user,
+        )?,
+        group: resolve(
+            &args.socket_access.socket_group,
+            "socket-group",
+            transport::resolve_group,
+        )?,
         mode: resolve(
-            &args.socket_mode,
+            &args.socket_access.socket_mode,
             "socket-mode",
             transport::parse_socket_mode,
         )?,

@@ -120,3 +120,21 @@ impl TransportArgs {
         Err("a transport is required: --tcp ADDR, --hybrid-vsock PATH, --vsock-cid CID or --hyperv-vm-id GUID".into())
     }
 }
+
+/// Who may open a hybrid vsock request socket, for a VMM running as another
+/// user. `serve` resolves the names itself; `ctl add-guest` passes them to
+/// the daemon, which resolves them on its side.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SocketAccessArgs {
+    /// Hybrid vsock: the request socket's owner (a user name or uid; needs
+    /// CAP_CHOWN).
+    #[arg(long, value_name = "USER")]
+    pub socket_owner: Option<String>,
+    /// Hybrid vsock: the request socket's group (a group name or gid).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Hybrid vsock: the request socket's mode, octal (default 0600; 0660
+    /// with --socket-group).
+    #[arg(long, value_name = "MODE")]
+    pub socket_mode: Option<String>,
+}

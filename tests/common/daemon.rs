@@ -43,21 +43,24 @@ impl Daemon {
     /// Writes `config.toml` ([`config_text`]) into `dir` and starts the
     /// daemon on it with `env` added; returns once it is ready.
     pub async fn start(dir: &Path, body: &str, env: &[(&str, &str)]) -> Daemon {
-        let control = dir.join("control.sock");
         let config = dir.join("config.toml");
         std::fs::write(&config, config_text(dir, body)).unwrap();
         let mut cmd = Command::new(super::bin());
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
+        cmd.arg("serve").arg("--config").arg(&config);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Daemon::spawn(cmd, dir).await
+    }
+
+    /// Starts `serve` as `cmd` says (its control socket must be
+    /// `dir/control.sock`), logging at info, and returns once it is ready.
+    pub async fn spawn(mut cmd: Command, dir: &Path) -> Daemon {
+        cmd.env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
         let mut child = cmd.spawn().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -73,11 +76,19 @@ impl Daemon {
             child: Some(child),
             log,
             dir: dir.to_path_buf(),
-            control,
-            config,
+            control: dir.join("control.sock"),
+            config: dir.join("config.toml"),
         };
         daemon.wait_log(" ready").await;
         daemon
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().unwrap().is_none(),
+            None => false,
+        }
     }
 
     /// Everything logged so far.
@@ -141,13 +152,7 @@ impl Daemon {
 
     /// A client for a TCP guest (its bound port from the status).
     pub async fn tcp_client(&self, name: &str) -> GuestClient {
-        let port = tcp_port(&self.guest(name).await);
-        GuestClient::new(&TransportConfig::Tcp {
-            address: "127.0.0.1".parse().unwrap(),
-            request_port: port,
-            notification_port: 9,
-        })
-        .unwrap()
+        tcp_client_of(&self.guest(name).await)
     }
 
     /// A client for a hybrid vsock guest whose VMM socket is `dir/file`.
@@ -205,4 +210,14 @@ pub fn tcp_port(g: &GuestStatus) -> u16 {
         .and_then(|l| l.rsplit(':').next())
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no TCP port in {g:?}"))
+}
+
+/// A client for the TCP guest `g` describes (its bound port).
+pub fn tcp_client_of(g: &GuestStatus) -> GuestClient {
+    GuestClient::new(&TransportConfig::Tcp {
+        address: "127.0.0.1".parse().unwrap(),
+        request_port: tcp_port(g),
+        notification_port: 9,
+    })
+    .unwrap()
 }

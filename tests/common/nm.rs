@@ -29,6 +29,24 @@ pub const PSK_ONLY: u32 = sec::KEY_MGMT_PSK;
 pub const DISCONNECTED: i32 = 30;
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Returns from the test, saying `SKIPPED:` and why, when the tools of
+/// [`missing_tools`] are missing; under CI (`CI` set) a skip is a failure.
+// Not every test crate that includes this module uses it.
+#[allow(unused_macros)]
+macro_rules! require_tools {
+    () => {
+        if let Some(why) = $crate::common::nm::missing_tools() {
+            if std::env::var_os("CI").is_some() {
+                panic!("SKIPPED is not acceptable in CI: {why}");
+            }
+            eprintln!("SKIPPED: {}: {why}", module_path!());
+            return;
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use require_tools;
+
 pub fn missing_tools() -> Option<String> {
     let daemon = std::process::Command::new("dbus-daemon")
         .arg("--version")
