@@ -37,13 +37,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
-use zbus::message::Type as MessageType;
-use zbus::names::{BusName, OwnedUniqueName};
+use zbus::names::OwnedUniqueName;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
-use zbus::{MatchRule, MessageStream};
+use zbus::MessageStream;
 
+use crate::wifi::dbus::{self, Following};
 use crate::wifi::{EventHub, HostWifi, InterfaceEvent, WifiInterface};
 
 pub use bss::{BssCache, KernelBssCache};
@@ -53,7 +52,7 @@ use proxies::{
 };
 use station::{IwdStation, StationInfo};
 
-pub use crate::wifi::networkmanager::BusAddress;
+pub use crate::wifi::dbus::BusAddress;
 
 /// Where iwd keeps its network files when it does not say (`GetInfo`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/iwd";
@@ -165,17 +164,13 @@ pub(crate) async fn remove_file(path: PathBuf) {
     }
 }
 
-/// iwd as seen while it owns its bus name.
-struct Session {
-    owner: OwnedUniqueName,
-    dispatcher: JoinHandle<()>,
-}
+/// iwd as seen while it owns its bus name (its stations are in [`Shared`]).
+type Session = dbus::Session<()>;
 
 /// The host's Wi-Fi through iwd. See the module documentation.
 pub struct IwdWifi {
     shared: Arc<Shared>,
-    session: Arc<tokio::sync::Mutex<Option<Session>>>,
-    supervisor: Mutex<Option<JoinHandle<()>>>,
+    following: Following<()>,
 }
 
 /// Receives iwd's signal level reports.
@@ -233,15 +228,7 @@ impl IwdWifi {
     /// absent (it is picked up when it appears); fails only when the bus
     /// cannot be reached.
     pub async fn start(bus: BusAddress, config: IwdConfig) -> Result<Arc<IwdWifi>, IwdError> {
-        let builder = match &bus {
-            BusAddress::System => zbus::connection::Builder::system(),
-            BusAddress::Address(a) => zbus::connection::Builder::address(a.as_str()),
-        }
-        .map_err(IwdError::Bus)?;
-        let conn = builder
-            .max_queued(4096)
-            .method_timeout(config.call_timeout)
-            .build()
+        let conn = dbus::connect(&bus, config.call_timeout)
             .await
             .map_err(IwdError::Bus)?;
         let state_dir = config
@@ -269,33 +256,22 @@ impl IwdWifi {
             .await
             .map_err(IwdError::DBus)?;
 
-        let dbus = zbus::fdo::DBusProxy::new(&shared.conn)
+        let (mut owners, owner) = dbus::follow_name(&shared.conn, IWD_BUS_NAME)
             .await
             .map_err(IwdError::DBus)?;
-        let mut owners = dbus
-            .receive_name_owner_changed_with_args(&[(0, IWD_BUS_NAME)])
-            .await
-            .map_err(IwdError::DBus)?;
-        let session: Arc<tokio::sync::Mutex<Option<Session>>> = Arc::default();
-        match dbus
-            .get_name_owner(BusName::from(
-                zbus::names::WellKnownName::from_static_str_unchecked(IWD_BUS_NAME),
-            ))
-            .await
-        {
-            Ok(owner) => *session.lock().await = start_session(&shared, owner).await,
-            Err(e) => {
-                warn!("iwd is not running ({e}); serving without host Wi-Fi until it appears")
-            }
+        let following = Following::new();
+        match owner {
+            Some(owner) => *following.session.lock().await = start_session(&shared, owner).await,
+            None => warn!("iwd is not running; serving without host Wi-Fi until it appears"),
         }
 
         let sup_shared = shared.clone();
-        let sup_session = session.clone();
-        let supervisor = tokio::spawn(async move {
+        let sup_session = following.session.clone();
+        following.supervise(tokio::spawn(async move {
             while let Some(signal) = owners.next().await {
-                let Ok(args) = signal.args() else { continue };
-                let new_owner: Option<OwnedUniqueName> =
-                    args.new_owner().as_ref().map(|o| o.to_owned().into());
+                let Ok(new_owner) = dbus::new_owner(&signal) else {
+                    continue;
+                };
                 let mut current = sup_session.lock().await;
                 match new_owner {
                     Some(owner) => {
@@ -320,18 +296,14 @@ impl IwdWifi {
             if let Some(old) = sup_session.lock().await.take() {
                 stop_session(&sup_shared, old).await;
             }
-        });
+        }));
 
-        Ok(Arc::new(IwdWifi {
-            shared,
-            session,
-            supervisor: Mutex::new(Some(supervisor)),
-        }))
+        Ok(Arc::new(IwdWifi { shared, following }))
     }
 
     /// Whether iwd is on the bus now.
     pub async fn is_available(&self) -> bool {
-        self.session.lock().await.is_some()
+        self.following.is_up().await
     }
 
     /// The state directory the backend provisions files in.
@@ -342,10 +314,8 @@ impl IwdWifi {
     /// Stops following iwd, disconnects what the guests started, removes the
     /// interfaces and every provisioning file of the proxy.
     pub async fn shutdown(&self) {
-        if let Some(s) = locked(&self.supervisor).take() {
-            s.abort();
-        }
-        if let Some(session) = self.session.lock().await.take() {
+        self.following.stop_supervisor();
+        if let Some(session) = self.following.take().await {
             stop_session(&self.shared, session).await;
         }
         let _ = self
@@ -354,19 +324,6 @@ impl IwdWifi {
             .object_server()
             .remove::<SignalAgent, _>(AGENT_PATH)
             .await;
-    }
-}
-
-impl Drop for IwdWifi {
-    fn drop(&mut self) {
-        if let Some(s) = locked(&self.supervisor).take() {
-            s.abort();
-        }
-        if let Ok(mut session) = self.session.try_lock() {
-            if let Some(session) = session.take() {
-                session.dispatcher.abort();
-            }
-        }
     }
 }
 
@@ -404,11 +361,7 @@ type ManagedObjects = HashMap<OwnedObjectPath, HashMap<String, HashMap<String, O
 
 async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus::Result<Session> {
     *locked(&shared.owner) = Some(owner.clone());
-    let rule = MatchRule::builder()
-        .msg_type(MessageType::Signal)
-        .sender(owner.clone())?
-        .build();
-    let stream = MessageStream::for_match_rule(rule, &shared.conn, Some(4096)).await?;
+    let stream = dbus::signals_from(&shared.conn, &owner, None).await?;
 
     // iwd says where its files are, unless the configuration does.
     if shared.config.state_dir.is_none() {
@@ -456,7 +409,11 @@ async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus
         locked(&shared.stations).len()
     );
     let dispatcher = tokio::spawn(dispatch(shared.clone(), stream));
-    Ok(Session { owner, dispatcher })
+    Ok(Session {
+        owner,
+        dispatcher,
+        state: (),
+    })
 }
 
 async fn stop_session(shared: &Shared, session: Session) {
@@ -592,14 +549,13 @@ fn remove_station(shared: &Shared, path: &ObjectPath<'_>) {
 
 /// Routes iwd's signals to the stations, in order.
 async fn dispatch(shared: Arc<Shared>, mut stream: MessageStream) {
-    while let Some(msg) = stream.next().await {
-        let Ok(msg) = msg else { continue };
-        let header = msg.header();
-        let (Some(path), Some(interface), Some(member)) =
-            (header.path(), header.interface(), header.member())
-        else {
-            continue;
-        };
+    while let Some(dbus::Signal {
+        path,
+        interface,
+        member,
+        msg,
+    }) = dbus::next_signal(&mut stream).await
+    {
         match (interface.as_str(), member.as_str()) {
             (OBJECT_MANAGER_IFACE, "InterfacesAdded") => {
                 type Added = (
@@ -630,7 +586,7 @@ async fn dispatch(shared: Arc<Shared>, mut stream: MessageStream) {
                     continue;
                 };
                 if iface == STATION_IFACE {
-                    if let Some(station) = shared.find(path) {
+                    if let Some(station) = shared.find(&path.as_ref()) {
                         station.on_properties_changed(&changed);
                     }
                 }

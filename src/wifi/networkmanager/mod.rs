@@ -33,14 +33,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use zbus::fdo::NameOwnerChangedStream;
-use zbus::message::Type as MessageType;
-use zbus::names::{BusName, OwnedUniqueName};
+use zbus::names::OwnedUniqueName;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
-use zbus::{MatchRule, MessageStream};
+use zbus::MessageStream;
 
+use crate::wifi::dbus::{self, Following};
 use crate::wifi::{BackendHealth, EventHub, HostWifi, InterfaceEvent, WifiInterface};
 
 use device::{DeviceInfo, NmDevice};
@@ -49,15 +48,7 @@ use proxies::{
     AP_IFACE, DEVICE_IFACE, NM_BUS_NAME, NM_IFACE, NM_PATH, PROPERTIES_IFACE,
 };
 
-/// Which D-Bus bus to find NetworkManager on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BusAddress {
-    /// The system bus (`DBUS_SYSTEM_BUS_ADDRESS` when set, else the standard
-    /// socket).
-    System,
-    /// An explicit bus address, e.g. `unix:path=/tmp/test-bus`.
-    Address(String),
-}
+pub use crate::wifi::dbus::BusAddress;
 
 /// Time bounds of the backend. The defaults suit real hosts; tests shorten
 /// them.
@@ -154,18 +145,15 @@ fn lock(devices: &Devices) -> MutexGuard<'_, Vec<Arc<NmDevice>>> {
     devices.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// NetworkManager as seen while it owns its bus name.
-struct Session {
-    owner: OwnedUniqueName,
-    dispatcher: JoinHandle<()>,
-    devices: Devices,
-}
+/// NetworkManager as seen while it owns its bus name: its devices.
+type Session = dbus::Session<Devices>;
+
+type SessionSlot = Arc<tokio::sync::Mutex<Option<Session>>>;
 
 /// The host's Wi-Fi through NetworkManager. See the module documentation.
 pub struct NetworkManagerWifi {
     shared: Arc<Shared>,
-    session: Arc<tokio::sync::Mutex<Option<Session>>>,
-    supervisor: Mutex<Option<JoinHandle<()>>>,
+    following: Following<Devices>,
 }
 
 impl NetworkManagerWifi {
@@ -203,7 +191,8 @@ impl NetworkManagerWifi {
             health,
         });
         let (owners, owner) = follow_name(&shared.conn()).await?;
-        let session: Arc<tokio::sync::Mutex<Option<Session>>> = Arc::default();
+        let following = Following::new();
+        let session = following.session.clone();
         let mut pending = None;
         match owner {
             // The first attempt is made here, so a running NetworkManager's
@@ -226,36 +215,25 @@ impl NetworkManagerWifi {
                 ));
             }
         }
-        let supervisor = tokio::spawn(supervise(
+        following.supervise(tokio::spawn(supervise(
             shared.clone(),
-            session.clone(),
+            session,
             bus,
             owners,
             pending,
-        ));
-        Ok(Arc::new(NetworkManagerWifi {
-            shared,
-            session,
-            supervisor: Mutex::new(Some(supervisor)),
-        }))
+        )));
+        Ok(Arc::new(NetworkManagerWifi { shared, following }))
     }
 
     /// Whether NetworkManager is on the bus now.
     pub async fn is_available(&self) -> bool {
-        self.session.lock().await.is_some()
+        self.following.is_up().await
     }
 
     /// Stops following NetworkManager, removes the interfaces and deletes
     /// every profile the proxy created.
     pub async fn shutdown(&self) {
-        let supervisor = self
-            .supervisor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(s) = supervisor {
-            s.abort();
-        }
+        self.following.stop_supervisor();
         // Take the profiles before stopping the session, which forgets them.
         let profiles: Vec<OwnedObjectPath> =
             self.shared.profiles().drain().map(|(_, p)| p).collect();
@@ -263,26 +241,8 @@ impl NetworkManagerWifi {
         for profile in profiles {
             device::delete_profile(&conn, &profile).await;
         }
-        if let Some(session) = self.session.lock().await.take() {
+        if let Some(session) = self.following.take().await {
             stop_session(&self.shared, session);
-        }
-    }
-}
-
-impl Drop for NetworkManagerWifi {
-    fn drop(&mut self) {
-        if let Some(s) = self
-            .supervisor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            s.abort();
-        }
-        if let Ok(mut session) = self.session.try_lock() {
-            if let Some(session) = session.take() {
-                session.dispatcher.abort();
-            }
         }
     }
 }
@@ -308,42 +268,18 @@ impl HostWifi for NetworkManagerWifi {
 
 /// Opens a bus connection.
 async fn connect_bus(bus: &BusAddress, config: &NmConfig) -> Result<zbus::Connection, NmError> {
-    let builder = match bus {
-        BusAddress::System => zbus::connection::Builder::system(),
-        BusAddress::Address(a) => zbus::connection::Builder::address(a.as_str()),
-    }
-    .map_err(NmError::Bus)?;
-    // Signals queue here while the dispatcher works; a scan on a busy site
-    // changes hundreds of properties at once.
-    builder
-        .max_queued(4096)
-        .method_timeout(config.call_timeout)
-        .build()
+    dbus::connect(bus, config.call_timeout)
         .await
         .map_err(NmError::Bus)
 }
 
-/// Follows NetworkManager's bus name on `conn`: the stream of owner changes
-/// and the owner now. The stream is made first, so no change falls between
-/// the two; it ends when the bus connection is lost.
+/// Follows NetworkManager's bus name on `conn` (see [`dbus::follow_name`]).
 async fn follow_name(
     conn: &zbus::Connection,
 ) -> Result<(NameOwnerChangedStream, Option<OwnedUniqueName>), NmError> {
-    let dbus = zbus::fdo::DBusProxy::new(conn)
+    dbus::follow_name(conn, NM_BUS_NAME)
         .await
-        .map_err(NmError::DBus)?;
-    let owners = dbus
-        .receive_name_owner_changed_with_args(&[(0, NM_BUS_NAME)])
-        .await
-        .map_err(NmError::DBus)?;
-    let owner = dbus.get_name_owner(nm_name()).await.ok();
-    Ok((owners, owner))
-}
-
-fn nm_name() -> BusName<'static> {
-    BusName::from(zbus::names::WellKnownName::from_static_str_unchecked(
-        NM_BUS_NAME,
-    ))
+        .map_err(NmError::DBus)
 }
 
 /// Follows NetworkManager for the backend's life: owner changes (it
@@ -351,7 +287,7 @@ fn nm_name() -> BusName<'static> {
 /// again with backoff). Runs until the backend shuts down.
 async fn supervise(
     shared: Arc<Shared>,
-    session: Arc<tokio::sync::Mutex<Option<Session>>>,
+    session: SessionSlot,
     bus: BusAddress,
     mut owners: NameOwnerChangedStream,
     mut pending: Option<OwnedUniqueName>,
@@ -372,9 +308,9 @@ async fn supervise(
             (owners, pending) = reconnect(&shared, &bus).await;
             continue;
         };
-        let Ok(args) = signal.args() else { continue };
-        let new_owner: Option<OwnedUniqueName> =
-            args.new_owner().as_ref().map(|o| o.to_owned().into());
+        let Ok(new_owner) = dbus::new_owner(&signal) else {
+            continue;
+        };
         match new_owner {
             Some(owner) => {
                 if session
@@ -473,7 +409,7 @@ async fn start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> Option<S
                 attempts = attempts.saturating_add(1);
                 let still_owner = match zbus::fdo::DBusProxy::new(&shared.conn()).await {
                     Ok(dbus) => dbus
-                        .get_name_owner(nm_name())
+                        .get_name_owner(dbus::bus_name(NM_BUS_NAME))
                         .await
                         .is_ok_and(|o| *o == *owner),
                     Err(_) => false,
@@ -500,13 +436,8 @@ async fn start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> Option<S
 async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus::Result<Session> {
     // Every signal NetworkManager sends, in order, from before the device
     // list is read.
-    let rule = MatchRule::builder()
-        .msg_type(MessageType::Signal)
-        .sender(owner.clone())?
-        .path_namespace(NM_PATH)?
-        .build();
     let conn = shared.conn();
-    let stream = MessageStream::for_match_rule(rule, &conn, Some(4096)).await?;
+    let stream = dbus::signals_from(&conn, &owner, Some(NM_PATH)).await?;
 
     delete_leftover_profiles(shared).await;
 
@@ -526,13 +457,13 @@ async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus
     Ok(Session {
         owner,
         dispatcher,
-        devices,
+        state: devices,
     })
 }
 
 fn stop_session(shared: &Shared, session: Session) {
     session.dispatcher.abort();
-    let devices = std::mem::take(&mut *lock(&session.devices));
+    let devices = std::mem::take(&mut *lock(&session.state));
     for device in devices {
         device.mark_gone();
         shared.hub.remove(device.id());
@@ -647,14 +578,14 @@ fn find(devices: &Devices, path: &ObjectPath<'_>) -> Option<Arc<NmDevice>> {
 
 /// Routes NetworkManager's signals to the devices, in order.
 async fn dispatch(shared: Arc<Shared>, devices: Devices, mut stream: MessageStream) {
-    while let Some(msg) = stream.next().await {
-        let Ok(msg) = msg else { continue };
-        let header = msg.header();
-        let (Some(path), Some(interface), Some(member)) =
-            (header.path(), header.interface(), header.member())
-        else {
-            continue;
-        };
+    while let Some(dbus::Signal {
+        path,
+        interface,
+        member,
+        msg,
+    }) = dbus::next_signal(&mut stream).await
+    {
+        let path = &path.as_ref();
         match (interface.as_str(), member.as_str()) {
             (NM_IFACE, "DeviceAdded") if path.as_str() == NM_PATH => {
                 if let Ok(device) = msg.body().deserialize::<OwnedObjectPath>() {
