@@ -5,6 +5,7 @@
 
 pub(crate) mod station;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tokio::task::JoinHandle;
 use zbus::fdo::NameOwnerChangedStream;
 use zbus::message::Type as MessageType;
 use zbus::names::{BusName, OwnedUniqueName, WellKnownName};
-use zbus::zvariant::OwnedObjectPath;
+use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
 use zbus::{MatchRule, Message, MessageStream};
 
 use crate::wifi::InterfaceError;
@@ -26,6 +27,17 @@ pub enum BusAddress {
     System,
     /// An explicit bus address, e.g. `unix:path=/tmp/test-bus`.
     Address(String),
+}
+
+/// Why a D-Bus backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The bus could not be reached.
+    #[error("cannot connect to the D-Bus bus: {0}")]
+    Bus(#[source] zbus::Error),
+    /// The bus refused a request every client may make.
+    #[error("D-Bus request failed: {0}")]
+    DBus(#[source] zbus::Error),
 }
 
 /// How many messages queue on a connection while its reader works: a scan
@@ -44,6 +56,25 @@ pub(crate) async fn connect(
     builder
         .max_queued(QUEUE)
         .method_timeout(call_timeout)
+        .build()
+        .await
+}
+
+/// An uncached proxy of type `P` for the object at `path` of the service
+/// `service`: every read asks the service (its signals reach the backend
+/// through its own stream).
+pub(crate) async fn proxy_at<P>(
+    conn: &zbus::Connection,
+    service: &'static str,
+    path: &ObjectPath<'_>,
+) -> zbus::Result<P>
+where
+    P: From<zbus::Proxy<'static>> + zbus::proxy::Defaults,
+{
+    zbus::proxy::Builder::<P>::new(conn)
+        .destination(service)?
+        .path(path.to_owned())?
+        .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await
 }
@@ -102,12 +133,56 @@ pub(crate) struct Signal {
     /// Its name.
     pub member: String,
     /// The message, for its body.
-    pub msg: Message,
+    msg: Message,
+}
+
+/// The D-Bus properties interface, whose `PropertiesChanged` signal every
+/// service sends.
+const PROPERTIES_IFACE: &str = "org.freedesktop.DBus.Properties";
+
+impl Signal {
+    /// Its body as `T`; `None` when it is not one.
+    pub(crate) fn body<T>(&self) -> Option<T>
+    where
+        T: serde::de::DeserializeOwned + zbus::zvariant::Type,
+    {
+        self.msg.body().deserialize::<T>().ok()
+    }
+
+    /// For a `PropertiesChanged` signal, the D-Bus interface whose
+    /// properties changed and their new values.
+    pub(crate) fn changed_properties(&self) -> Option<(String, HashMap<String, OwnedValue>)> {
+        if (self.interface.as_str(), self.member.as_str())
+            != (PROPERTIES_IFACE, "PropertiesChanged")
+        {
+            return None;
+        }
+        type Changed = (String, HashMap<String, OwnedValue>, Vec<String>);
+        let (iface, changed, _) = self.body::<Changed>()?;
+        Some((iface, changed))
+    }
+}
+
+/// Hands every signal of `stream` to `route`, one at a time and in order,
+/// until the stream ends (the bus connection was lost). `service` names the
+/// service in the log.
+pub(crate) async fn route_signals<F, Fut>(
+    mut stream: MessageStream,
+    service: &'static str,
+    mut route: F,
+) where
+    F: FnMut(Signal) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    while let Some(signal) = next_signal(&mut stream).await {
+        route(signal).await;
+    }
+    tracing::debug!("{service} signal stream ended");
 }
 
 /// The next signal on `stream` that names its object, interface and
 /// member; `None` once the stream ended.
-pub(crate) async fn next_signal(stream: &mut MessageStream) -> Option<Signal> {
+async fn next_signal(stream: &mut MessageStream) -> Option<Signal> {
     while let Some(msg) = stream.next().await {
         let Ok(msg) = msg else { continue };
         let header = msg.header();

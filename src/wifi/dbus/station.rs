@@ -3,8 +3,9 @@
 //! and the connect task.
 //!
 //! A backend implements [`HostStation`] (its D-Bus calls) and embeds a
-//! [`StationCore`]; [`scan`], [`connect`], [`disconnect`] and
-//! [`StationCore::link_changed`] are the logic, once for both backends.
+//! [`StationCore`]; every [`HostStation`] is a [`WifiInterface`] through
+//! the logic here, once for both backends, and [`link_changed`] tracks its
+//! link from the service's state changes.
 //!
 //! # A guest scan never waits for a host scan
 //!
@@ -28,17 +29,20 @@
 //! reference there, on purpose.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
+use zbus::zvariant::{ObjectPath, OwnedObjectPath};
+
 use crate::protocol::Ssid;
+use crate::wifi::dbus::{call_error, error_name};
 use crate::wifi::{
     ConnectParams, ConnectedNetwork, EventHub, InterfaceError, InterfaceEvent, InterfaceId,
-    ScanResult, ScannedBss,
+    ScanResult, ScannedBss, WifiInterface,
 };
 
 /// How one host scan ended, as the backend saw it.
@@ -66,6 +70,9 @@ pub(crate) struct ScanPolicy {
     /// Host scans in all for a targeted guest scan whose SSID is not in the
     /// fresh results.
     pub attempts_for_missing_target: u32,
+    /// Whether an empty answer says "still scanning" (the results follow as
+    /// an event) rather than "nothing here".
+    pub empty_means_scanning: bool,
 }
 
 /// What a D-Bus backend does for one interface: its service calls. The
@@ -75,11 +82,12 @@ pub(crate) trait HostStation: Send + Sync + Sized + 'static {
     /// How this backend's host scans behave.
     const SCAN_POLICY: ScanPolicy;
 
-    /// The service-independent state.
-    fn core(&self) -> &StationCore;
+    /// The D-Bus error name of a disconnect refused because the interface
+    /// is not connected (which is fine).
+    const NOT_CONNECTED_ERROR: &'static str;
 
-    /// Where the interface's events go.
-    fn hub(&self) -> &EventHub;
+    /// The service-independent state.
+    fn core(&self) -> &StationCore<Self>;
 
     /// The BSSes the service knows now, for a guest scan for `target`.
     async fn cached_bss(&self, target: Option<&Ssid>) -> Result<Vec<ScannedBss>, InterfaceError>;
@@ -92,17 +100,26 @@ pub(crate) trait HostStation: Send + Sync + Sized + 'static {
     /// connected (for the `Connected` event).
     async fn connected_now(&self) -> Result<Option<ConnectedNetwork>, InterfaceError>;
 
-    /// Replaces the guest's earlier connection, if any, with one to the
-    /// network of `params`; leaves nothing behind when it fails. Runs with
-    /// the interface's operation lock held.
-    async fn join(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError>;
+    /// The network the interface is on, for
+    /// [`WifiInterface::connected_network`].
+    async fn current_connection(&self) -> Result<Option<ConnectedNetwork>, InterfaceError>;
 
-    /// Undoes a join whose caller gave up. Runs with the operation lock held.
-    async fn undo_join(&self);
+    /// Joins the network of `params` with what the guest's connection
+    /// needs on the host; leaves nothing behind when it fails. Runs with
+    /// the interface's operation lock held, after the guest's earlier
+    /// connection was removed.
+    async fn activate(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError>;
 
-    /// Leaves the network (already disconnected is fine) and removes what
-    /// the guest's connection made. Runs with the operation lock held.
-    async fn leave(&self) -> Result<(), InterfaceError>;
+    /// Undoes an activation whose caller gave up. Runs with the operation
+    /// lock held.
+    async fn undo_activation(&self);
+
+    /// Removes what the guest's connection made on the host (a profile, a
+    /// file), if anything.
+    async fn remove_guest_connection(&self);
+
+    /// Asks the service to disconnect the interface.
+    async fn request_disconnect(&self) -> zbus::Result<()>;
 }
 
 /// Whether the interface is connected, as observers were told.
@@ -128,10 +145,16 @@ struct InFlightScan {
     done: watch::Receiver<bool>,
 }
 
-/// The service-independent state of one interface of a D-Bus backend.
-pub(crate) struct StationCore {
+/// The service-independent state of one interface `S` of a D-Bus backend.
+pub(crate) struct StationCore<S> {
     id: InterfaceId,
     name: String,
+    /// Its object path on the service.
+    path: OwnedObjectPath,
+    /// The interface itself, for the tasks it starts.
+    me: Weak<S>,
+    /// Where its events go.
+    hub: Arc<EventHub>,
     gone: AtomicBool,
     link: Mutex<LinkState>,
     scan: Mutex<Option<InFlightScan>>,
@@ -146,18 +169,34 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl StationCore {
-    /// An interface that is `connected` (as observers will be told) and has
-    /// a link (`link_up`), or not, at start.
-    pub(crate) fn new(
-        id: InterfaceId,
-        name: String,
-        connected: bool,
-        link_up: bool,
-    ) -> StationCore {
+/// What an interface is at start.
+pub(crate) struct StationStart {
+    pub id: InterfaceId,
+    pub name: String,
+    pub path: OwnedObjectPath,
+    /// Whether it is connected (as observers will be told).
+    pub connected: bool,
+    /// Whether it has a link.
+    pub link_up: bool,
+}
+
+impl<S> StationCore<S> {
+    /// The core of the interface `me` (made in `Arc::new_cyclic`), whose
+    /// events go to `hub`.
+    pub(crate) fn new(me: Weak<S>, hub: Arc<EventHub>, start: StationStart) -> StationCore<S> {
+        let StationStart {
+            id,
+            name,
+            path,
+            connected,
+            link_up,
+        } = start;
         StationCore {
             id,
             name,
+            path,
+            me,
+            hub,
             gone: AtomicBool::new(false),
             link: Mutex::new(LinkState {
                 connected,
@@ -176,6 +215,10 @@ impl StationCore {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    pub(crate) fn path(&self) -> &OwnedObjectPath {
+        &self.path
     }
 
     /// The interface went away: every later call fails with
@@ -198,10 +241,15 @@ impl StationCore {
     }
 
     /// Sends `event` to observers, unless the interface went away.
-    pub(crate) fn publish(&self, hub: &EventHub, event: InterfaceEvent) {
+    pub(crate) fn publish(&self, event: InterfaceEvent) {
         if !self.is_gone() {
-            hub.publish(event);
+            self.hub.publish(event);
         }
+    }
+
+    /// The interface as the `Arc` it lives in (`None` while it is dropped).
+    pub(crate) fn me(&self) -> Option<Arc<S>> {
+        self.me.upgrade()
     }
 
     /// Whether observers were told the interface is connected.
@@ -229,6 +277,76 @@ impl StationCore {
     }
 }
 
+/// A backend's interfaces, found by object path, and mirrored in its event
+/// hub.
+pub(crate) struct Stations<S> {
+    hub: Arc<EventHub>,
+    list: Mutex<Vec<Arc<S>>>,
+}
+
+impl<S: HostStation> Stations<S> {
+    /// No interfaces; those added go to `hub`.
+    pub(crate) fn new(hub: Arc<EventHub>) -> Stations<S> {
+        Stations {
+            hub,
+            list: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Adds `station` and tells observers, unless one with its path is
+    /// there already; whether it was added.
+    pub(crate) fn add(&self, station: Arc<S>) -> bool {
+        {
+            let mut list = locked(&self.list);
+            if list.iter().any(|s| s.core().path == station.core().path) {
+                return false;
+            }
+            list.push(station.clone());
+        }
+        self.hub.add(station);
+        true
+    }
+
+    /// Removes the interface at `path`, which is then gone for good;
+    /// returns it.
+    pub(crate) fn remove(&self, path: &ObjectPath<'_>) -> Option<Arc<S>> {
+        let removed = {
+            let mut list = locked(&self.list);
+            let pos = list.iter().position(|s| s.core().path.as_ref() == *path);
+            pos.map(|i| list.remove(i))
+        }?;
+        self.forget(&removed);
+        Some(removed)
+    }
+
+    /// Removes every interface (the service went away); returns them.
+    pub(crate) fn clear(&self) -> Vec<Arc<S>> {
+        let all = std::mem::take(&mut *locked(&self.list));
+        for station in &all {
+            self.forget(station);
+        }
+        all
+    }
+
+    fn forget(&self, station: &S) {
+        station.core().mark_gone();
+        self.hub.remove(station.core().id);
+    }
+
+    /// The interface at `path`, if any.
+    pub(crate) fn find(&self, path: &ObjectPath<'_>) -> Option<Arc<S>> {
+        locked(&self.list)
+            .iter()
+            .find(|s| s.core().path.as_ref() == *path)
+            .cloned()
+    }
+
+    /// Every interface now.
+    pub(crate) fn all(&self) -> Vec<Arc<S>> {
+        locked(&self.list).clone()
+    }
+}
+
 /// The interface's state changed; `linked` says whether it has a link now,
 /// `announce` whether this is the state in which the service names the
 /// network (then a `Connected` event follows, from
@@ -250,10 +368,7 @@ pub(crate) fn link_changed<S: HostStation>(station: &Arc<S>, linked: bool, annou
             false
         };
         if lost {
-            core.publish(
-                station.hub(),
-                InterfaceEvent::Disconnected { iface: core.id },
-            );
+            core.publish(InterfaceEvent::Disconnected { iface: core.id });
         }
         (link.generation, lost)
     };
@@ -272,13 +387,10 @@ pub(crate) fn link_changed<S: HostStation>(station: &Arc<S>, linked: bool, annou
             let mut link = locked(&core.link);
             if link.generation == generation && !link.connected {
                 link.connected = true;
-                core.publish(
-                    station.hub(),
-                    InterfaceEvent::Connected {
-                        iface: core.id,
-                        network,
-                    },
-                );
+                core.publish(InterfaceEvent::Connected {
+                    iface: core.id,
+                    network,
+                });
             }
         });
     }
@@ -402,20 +514,17 @@ async fn run_host_scan<S: HostStation>(
         tokio::spawn(scan_when_idle(station.clone(), target, attempt + 1));
     }
     if let Some(bss) = bss {
-        core.publish(
-            station.hub(),
-            InterfaceEvent::ScanResults {
-                iface: core.id,
-                result: ScanResult {
-                    bss,
-                    complete: true,
-                },
+        core.publish(InterfaceEvent::ScanResults {
+            iface: core.id,
+            result: ScanResult {
+                bss,
+                complete: true,
             },
-        );
+        });
     }
 }
 
-/// A guest connect: [`HostStation::join`] in a task of its own, so that a
+/// A guest connect: [`HostStation::activate`] in a task of its own, so that a
 /// caller giving up (the handler's bound) cannot leave a half-made
 /// connection behind; one that succeeds after its caller gave up is undone
 /// (unless a later connect replaced it already).
@@ -435,7 +544,9 @@ pub(crate) async fn connect<S: HostStation>(
         let (result, ticket) = {
             let _op = core.op_lock.clone().lock_owned().await;
             let ticket = core.connects.fetch_add(1, Ordering::SeqCst) + 1;
-            (station.join(&params).await, ticket)
+            // A new guest connection replaces the proxy's earlier one.
+            station.remove_guest_connection().await;
+            (station.activate(&params).await, ticket)
         };
         if let Err(e) = &result {
             warn!(iface = %core.name, ssid = %params.ssid, "guest connection failed: {e}");
@@ -445,7 +556,7 @@ pub(crate) async fn connect<S: HostStation>(
                 let _op = core.op_lock.clone().lock_owned().await;
                 if core.connects.load(Ordering::SeqCst) == ticket {
                     info!(iface = %core.name, "connect finished after the caller gave up; undoing it");
-                    station.undo_join().await;
+                    station.undo_activation().await;
                 }
             }
         }
@@ -453,10 +564,49 @@ pub(crate) async fn connect<S: HostStation>(
     rx.await.unwrap_or(Err(InterfaceError::TaskEnded))
 }
 
-/// A guest disconnect: [`HostStation::leave`] under the operation lock.
-pub(crate) async fn disconnect<S: HostStation>(station: &Arc<S>) -> Result<(), InterfaceError> {
+/// A guest disconnect: the service's disconnect (already disconnected is
+/// fine), then the guest's connection removed, under the operation lock.
+pub(crate) async fn disconnect<S: HostStation>(station: &S) -> Result<(), InterfaceError> {
     let core = station.core();
     core.check()?;
     let _op = core.op_lock.lock().await;
-    station.leave().await
+    let result = match station.request_disconnect().await {
+        Ok(()) => Ok(()),
+        Err(e) if error_name(&e).as_deref() == Some(S::NOT_CONNECTED_ERROR) => Ok(()),
+        Err(e) => Err(call_error("disconnect", e)),
+    };
+    station.remove_guest_connection().await;
+    result
+}
+
+#[async_trait]
+impl<S: HostStation> WifiInterface for S {
+    fn id(&self) -> InterfaceId {
+        self.core().id
+    }
+
+    fn name(&self) -> String {
+        self.core().name.clone()
+    }
+
+    async fn connected_network(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
+        self.core().check()?;
+        self.current_connection().await
+    }
+
+    async fn scan(&self, target: Option<&Ssid>) -> Result<ScanResult, InterfaceError> {
+        let me = self.core().me().ok_or(InterfaceError::Gone)?;
+        let bss = scan(&me, target).await?;
+        let complete = !(bss.is_empty() && S::SCAN_POLICY.empty_means_scanning);
+        Ok(ScanResult { bss, complete })
+    }
+
+    async fn connect(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
+        let me = self.core().me().ok_or(InterfaceError::Gone)?;
+        connect(&me, params).await
+    }
+
+    async fn disconnect(&self) -> Result<(), InterfaceError> {
+        disconnect(self).await
+    }
 }

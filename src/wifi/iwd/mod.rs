@@ -40,15 +40,15 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 use zbus::names::OwnedUniqueName;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
-use zbus::MessageStream;
 
+use crate::wifi::dbus::station::{HostStation, Stations};
 use crate::wifi::dbus::{self, Following};
 use crate::wifi::{EventHub, HostWifi, InterfaceEvent, WifiInterface};
 
 pub use bss::{BssCache, KernelBssCache};
 use proxies::{
     DaemonProxy, DeviceProxy, StationProxy, DEVICE_IFACE, IWD_BUS_NAME, OBJECT_MANAGER_IFACE,
-    PROPERTIES_IFACE, STATION_IFACE,
+    STATION_IFACE,
 };
 use station::{IwdStation, StationInfo};
 
@@ -98,26 +98,18 @@ impl Default for IwdConfig {
 }
 
 /// Why the backend could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum IwdError {
-    #[error("cannot connect to the D-Bus bus: {0}")]
-    /// The system bus could not be reached.
-    Bus(#[source] zbus::Error),
-    #[error("D-Bus request failed: {0}")]
-    /// A D-Bus call to iwd failed.
-    DBus(#[source] zbus::Error),
-}
+pub type IwdError = crate::wifi::dbus::BusError;
 
 /// State shared by the backend, its stations and its agent.
 pub(crate) struct Shared {
     pub(crate) conn: zbus::Connection,
-    pub(crate) hub: EventHub,
+    pub(crate) hub: Arc<EventHub>,
     pub(crate) config: IwdConfig,
     /// iwd's unique name while it is on the bus.
     owner: Mutex<Option<OwnedUniqueName>>,
     /// iwd's state directory, once known.
     state_dir: Mutex<PathBuf>,
-    stations: Mutex<Vec<Arc<IwdStation>>>,
+    stations: Stations<IwdStation>,
     /// The proxy's provisioning file on each station (station path -> file).
     provisioned: Mutex<HashMap<OwnedObjectPath, PathBuf>>,
 }
@@ -145,10 +137,7 @@ impl Shared {
     }
 
     fn find(&self, path: &ObjectPath<'_>) -> Option<Arc<IwdStation>> {
-        locked(&self.stations)
-            .iter()
-            .find(|s| s.path().as_ref() == *path)
-            .cloned()
+        self.stations.find(path)
     }
 }
 
@@ -235,13 +224,14 @@ impl IwdWifi {
             .state_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let hub = Arc::new(EventHub::new());
         let shared = Arc::new(Shared {
             conn,
-            hub: EventHub::new(),
+            hub: hub.clone(),
             config,
             owner: Mutex::new(None),
             state_dir: Mutex::new(state_dir),
-            stations: Mutex::new(Vec::new()),
+            stations: Stations::new(hub.clone()),
             provisioned: Mutex::new(HashMap::new()),
         });
         shared
@@ -406,9 +396,14 @@ async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus
     info!(
         state_dir = %shared.state_dir().display(),
         "following iwd: {} station(s)",
-        locked(&shared.stations).len()
+        shared.stations.all().len()
     );
-    let dispatcher = tokio::spawn(dispatch(shared.clone(), stream));
+    let dispatcher = {
+        let shared = shared.clone();
+        tokio::spawn(dbus::route_signals(stream, "iwd", move |signal| {
+            route(shared.clone(), signal)
+        }))
+    };
     Ok(Session {
         owner,
         dispatcher,
@@ -419,22 +414,17 @@ async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus
 async fn stop_session(shared: &Shared, session: Session) {
     session.dispatcher.abort();
     *locked(&shared.owner) = None;
-    let stations = std::mem::take(&mut *locked(&shared.stations));
+    let stations = shared.stations.clear();
     // Disconnect what the guests started while iwd may still answer.
     let guest_stations: Vec<_> = {
         let provisioned = locked(&shared.provisioned);
         stations
-            .iter()
-            .filter(|s| provisioned.contains_key(s.path()))
-            .cloned()
+            .into_iter()
+            .filter(|s| provisioned.contains_key(s.core().path()))
             .collect()
     };
     for station in guest_stations {
         station.disconnect_quietly().await;
-    }
-    for station in stations {
-        station.mark_gone();
-        shared.hub.remove(station.id());
     }
     let files: Vec<PathBuf> = locked(&shared.provisioned)
         .drain()
@@ -504,15 +494,11 @@ async fn add_station(
         }
     };
     let station = IwdStation::new(shared.clone(), info);
-    {
-        let mut list = locked(&shared.stations);
-        if list.iter().any(|s| s.path() == station.path()) {
-            return;
-        }
-        list.push(station.clone());
+    let (name, id) = (station.name(), station.id());
+    if !shared.stations.add(station) {
+        return;
     }
-    info!(iface = %station.name(), id = %station.id(), "iwd station added");
-    shared.hub.add(station.clone());
+    info!(iface = %name, id = %id, "iwd station added");
     // Signal levels: best effort, a station works without them.
     let conn = shared.conn.clone();
     tokio::spawn(async move {
@@ -532,69 +518,48 @@ async fn add_station(
 }
 
 fn remove_station(shared: &Shared, path: &ObjectPath<'_>) {
-    let removed = {
-        let mut list = locked(&shared.stations);
-        let pos = list.iter().position(|s| s.path().as_ref() == *path);
-        pos.map(|i| list.remove(i))
-    };
-    if let Some(station) = removed {
+    if let Some(station) = shared.stations.remove(path) {
         info!(iface = %station.name(), "iwd station removed");
-        station.mark_gone();
-        shared.hub.remove(station.id());
-        if let Some(file) = shared.take_provisioned(station.path()) {
+        if let Some(file) = shared.take_provisioned(station.core().path()) {
             tokio::spawn(remove_file(file));
         }
     }
 }
 
-/// Routes iwd's signals to the stations, in order.
-async fn dispatch(shared: Arc<Shared>, mut stream: MessageStream) {
-    while let Some(dbus::Signal {
-        path,
-        interface,
-        member,
-        msg,
-    }) = dbus::next_signal(&mut stream).await
-    {
-        match (interface.as_str(), member.as_str()) {
-            (OBJECT_MANAGER_IFACE, "InterfacesAdded") => {
-                type Added = (
-                    OwnedObjectPath,
-                    HashMap<String, HashMap<String, OwnedValue>>,
-                );
-                if let Ok((object, interfaces)) = msg.body().deserialize::<Added>() {
-                    if interfaces.contains_key(STATION_IFACE) {
-                        add_station(&shared, object, interfaces.get(DEVICE_IFACE)).await;
-                    }
-                }
+/// Routes one of iwd's signals to the stations.
+async fn route(shared: Arc<Shared>, signal: dbus::Signal) {
+    if let Some((iface, changed)) = signal.changed_properties() {
+        if iface == STATION_IFACE {
+            if let Some(station) = shared.find(&signal.path.as_ref()) {
+                station.on_properties_changed(&changed);
             }
-            (OBJECT_MANAGER_IFACE, "InterfacesRemoved") => {
-                if let Ok((object, interfaces)) =
-                    msg.body().deserialize::<(OwnedObjectPath, Vec<String>)>()
-                {
-                    if interfaces
-                        .iter()
-                        .any(|i| i == STATION_IFACE || i == DEVICE_IFACE)
-                    {
-                        remove_station(&shared, &object.as_ref());
-                    }
-                }
-            }
-            (PROPERTIES_IFACE, "PropertiesChanged") => {
-                type Changed = (String, HashMap<String, OwnedValue>, Vec<String>);
-                let Ok((iface, changed, _)) = msg.body().deserialize::<Changed>() else {
-                    continue;
-                };
-                if iface == STATION_IFACE {
-                    if let Some(station) = shared.find(&path.as_ref()) {
-                        station.on_properties_changed(&changed);
-                    }
-                }
-            }
-            _ => {}
         }
+        return;
     }
-    debug!("iwd signal stream ended");
+    match (signal.interface.as_str(), signal.member.as_str()) {
+        (OBJECT_MANAGER_IFACE, "InterfacesAdded") => {
+            type Added = (
+                OwnedObjectPath,
+                HashMap<String, HashMap<String, OwnedValue>>,
+            );
+            if let Some((object, interfaces)) = signal.body::<Added>() {
+                if interfaces.contains_key(STATION_IFACE) {
+                    add_station(&shared, object, interfaces.get(DEVICE_IFACE)).await;
+                }
+            }
+        }
+        (OBJECT_MANAGER_IFACE, "InterfacesRemoved") => {
+            if let Some((object, interfaces)) = signal.body::<(OwnedObjectPath, Vec<String>)>() {
+                if interfaces
+                    .iter()
+                    .any(|i| i == STATION_IFACE || i == DEVICE_IFACE)
+                {
+                    remove_station(&shared, &object.as_ref());
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,11 +20,13 @@ use tracing::{debug, info};
 use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 
 use crate::protocol::{MacAddr, Ssid};
-use crate::wifi::dbus::station::{self, HostScan, HostStation, ScanPolicy, StationCore};
+use crate::wifi::dbus::station::{
+    self, HostScan, HostStation, ScanPolicy, StationCore, StationStart,
+};
 use crate::wifi::dbus::{call_error as iface_err, error_name};
 use crate::wifi::{
-    AuthAlgorithm, CipherAlgorithm, ConnectParams, ConnectedNetwork, EventHub, InterfaceError,
-    InterfaceEvent, InterfaceId, ScanResult, ScannedBss, Security, WifiInterface,
+    AuthAlgorithm, CipherAlgorithm, ConnectParams, ConnectedNetwork, InterfaceError,
+    InterfaceEvent, ScannedBss, Security,
 };
 
 use super::bss;
@@ -42,10 +44,9 @@ pub(crate) struct StationInfo {
 }
 
 pub(crate) struct IwdStation {
-    core: StationCore,
+    core: StationCore<IwdStation>,
     path: OwnedObjectPath,
     shared: Arc<Shared>,
-    me: Weak<IwdStation>,
     scanning: watch::Sender<bool>,
 }
 
@@ -95,23 +96,19 @@ impl IwdStation {
             crate::wifi::networkmanager::convert::interface_id(info.address.as_deref(), &info.name);
         let (scanning, _) = watch::channel(info.scanning);
         let linked = is_linked(&info.state);
+        let start = StationStart {
+            id,
+            name: info.name,
+            path: info.path.clone(),
+            connected: linked,
+            link_up: linked,
+        };
         Arc::new_cyclic(|me| IwdStation {
-            core: StationCore::new(id, info.name, linked, linked),
+            core: StationCore::new(me.clone(), shared.hub.clone(), start),
             path: info.path,
             shared,
-            me: me.clone(),
             scanning,
         })
-    }
-
-    pub(crate) fn path(&self) -> &OwnedObjectPath {
-        &self.path
-    }
-
-    /// The station went away: every later call fails with
-    /// [`InterfaceError::Gone`] and no more events are sent.
-    pub(crate) fn mark_gone(&self) {
-        self.core.mark_gone();
     }
 
     fn conn(&self) -> &zbus::Connection {
@@ -128,13 +125,10 @@ impl IwdStation {
 
     pub(crate) fn on_signal_level(&self, percent: u8) {
         if self.core.is_connected() {
-            self.core.publish(
-                &self.shared.hub,
-                InterfaceEvent::SignalQuality {
-                    iface: self.core.id(),
-                    percent,
-                },
-            );
+            self.core.publish(InterfaceEvent::SignalQuality {
+                iface: self.core.id(),
+                percent,
+            });
         }
     }
 
@@ -152,7 +146,7 @@ impl IwdStation {
             return;
         };
         debug!(iface = %self.core.name(), state = %state, "station state changed");
-        let Some(me) = self.me.upgrade() else { return };
+        let Some(me) = self.core.me() else { return };
         if station::link_changed(&me, is_linked(&state), state == "connected") {
             self.forget_lost_guest_network();
         }
@@ -329,7 +323,10 @@ impl IwdStation {
     }
 
     /// Provisions what iwd needs for the guest's connection and connects.
-    async fn activate(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
+    async fn provision_and_join(
+        &self,
+        params: &ConnectParams,
+    ) -> Result<ConnectedNetwork, InterfaceError> {
         let deadline = Instant::now() + self.shared.config.connect_timeout;
         let kind = match (params.security.auth, &params.key) {
             (AuthAlgorithm::Open, _) => FileKind::Open,
@@ -498,19 +495,21 @@ impl IwdStation {
 #[async_trait]
 impl HostStation for IwdStation {
     /// `Station.Scan` takes no SSID (iwd probes the hidden networks it
-    /// knows by itself), and its scans are not retried.
+    /// knows by itself), and its scans are not retried. The kernel forgets
+    /// BSSes 30 s after they were last seen and iwd scans rarely when idle:
+    /// with nothing cached, the answer is "still scanning" and the host
+    /// scan's results follow as an event.
     const SCAN_POLICY: ScanPolicy = ScanPolicy {
         probes_ssid: false,
         attempts_if_unfinished: 1,
         attempts_for_missing_target: 1,
+        empty_means_scanning: true,
     };
 
-    fn core(&self) -> &StationCore {
-        &self.core
-    }
+    const NOT_CONNECTED_ERROR: &'static str = "net.connman.iwd.NotConnected";
 
-    fn hub(&self) -> &EventHub {
-        &self.shared.hub
+    fn core(&self) -> &StationCore<Self> {
+        &self.core
     }
 
     async fn cached_bss(&self, target: Option<&Ssid>) -> Result<Vec<ScannedBss>, InterfaceError> {
@@ -525,63 +524,25 @@ impl HostStation for IwdStation {
         self.current_network(true).await
     }
 
-    async fn join(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
-        // A new guest connection replaces the proxy's earlier one.
-        self.remove_provisioned().await;
-        self.activate(params).await
+    async fn current_connection(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
+        self.current_network(true).await
     }
 
-    async fn undo_join(&self) {
+    async fn activate(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
+        self.provision_and_join(params).await
+    }
+
+    async fn undo_activation(&self) {
         self.disconnect_quietly().await;
         self.remove_provisioned().await;
     }
 
-    async fn leave(&self) -> Result<(), InterfaceError> {
-        let station = self.station().await?;
-        let result = match station.disconnect().await {
-            Ok(()) => Ok(()),
-            Err(e) if error_name(&e).as_deref() == Some("net.connman.iwd.NotConnected") => Ok(()),
-            Err(e) => Err(iface_err("disconnect", e)),
-        };
+    async fn remove_guest_connection(&self) {
         self.remove_provisioned().await;
-        result
-    }
-}
-
-#[async_trait]
-impl WifiInterface for IwdStation {
-    fn id(&self) -> InterfaceId {
-        self.core.id()
     }
 
-    fn name(&self) -> String {
-        self.core.name().to_string()
-    }
-
-    async fn connected_network(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
-        self.core.check()?;
-        self.current_network(true).await
-    }
-
-    /// Answered from the kernel's scan cache, never waiting for a host scan
-    /// (see [`station`]).
-    async fn scan(&self, target: Option<&Ssid>) -> Result<ScanResult, InterfaceError> {
-        let me = self.me.upgrade().ok_or(InterfaceError::Gone)?;
-        let bss = station::scan(&me, target).await?;
-        // The kernel forgets BSSes 30 s after they were last seen and iwd
-        // scans rarely when idle: with nothing cached, the answer is "still
-        // scanning" and the host scan's results follow as an event.
-        let complete = !bss.is_empty();
-        Ok(ScanResult { bss, complete })
-    }
-
-    async fn connect(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
-        let me = self.me.upgrade().ok_or(InterfaceError::Gone)?;
-        station::connect(&me, params).await
-    }
-
-    async fn disconnect(&self) -> Result<(), InterfaceError> {
-        let me = self.me.upgrade().ok_or(InterfaceError::Gone)?;
-        station::disconnect(&me).await
+    async fn request_disconnect(&self) -> zbus::Result<()> {
+        let station: StationProxy<'_> = proxies::at(self.conn(), &self.path).await?;
+        station.disconnect().await
     }
 }

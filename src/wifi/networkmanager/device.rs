@@ -1,7 +1,7 @@
 //! One NetworkManager Wi-Fi device as a [`WifiInterface`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use tokio::sync::{broadcast, watch};
@@ -12,12 +12,11 @@ use zbus::names::InterfaceName;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 
 use crate::protocol::Ssid;
-use crate::wifi::dbus::station::{self, HostScan, HostStation, ScanPolicy, StationCore};
-use crate::wifi::dbus::{call_error as iface_err, error_name};
-use crate::wifi::{
-    ConnectParams, ConnectedNetwork, EventHub, InterfaceError, InterfaceEvent, InterfaceId,
-    ScanResult, ScannedBss, WifiInterface,
+use crate::wifi::dbus::station::{
+    self, HostScan, HostStation, ScanPolicy, StationCore, StationStart,
 };
+use crate::wifi::dbus::{call_error as iface_err, error_name};
+use crate::wifi::{ConnectParams, ConnectedNetwork, InterfaceError, InterfaceEvent, ScannedBss};
 
 use super::convert::{self, state};
 use super::proxies::{
@@ -45,13 +44,12 @@ pub(crate) struct DeviceInfo {
 }
 
 pub(crate) struct NmDevice {
-    core: StationCore,
+    core: StationCore<NmDevice>,
     path: OwnedObjectPath,
     /// The bus connection the device was found on (a new connection finds
     /// the devices again).
     conn: zbus::Connection,
     shared: Arc<Shared>,
-    me: Weak<NmDevice>,
     /// The access point the device is associated with, if any.
     active_ap: Mutex<Option<OwnedObjectPath>>,
     last_scan: watch::Sender<Option<i64>>,
@@ -84,36 +82,26 @@ impl NmDevice {
         let (states, _) = broadcast::channel(64);
         // Connected at start only when activated: a device still in IP
         // configuration is announced when it gets there.
-        let core = StationCore::new(
+        let start = StationStart {
             id,
-            info.interface,
-            info.state == state::ACTIVATED,
-            link_up(info.state),
-        );
+            name: info.interface,
+            path: info.path.clone(),
+            connected: info.state == state::ACTIVATED,
+            link_up: link_up(info.state),
+        };
         Arc::new_cyclic(|me| NmDevice {
-            core,
+            core: StationCore::new(me.clone(), shared.hub.clone(), start),
             path: info.path,
             conn: shared.conn(),
             shared,
-            me: me.clone(),
             active_ap: Mutex::new(info.active_ap),
             last_scan,
             states,
         })
     }
 
-    pub(crate) fn path(&self) -> &OwnedObjectPath {
-        &self.path
-    }
-
     fn active_ap(&self) -> MutexGuard<'_, Option<OwnedObjectPath>> {
         self.active_ap.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The device went away (removed, or NetworkManager stopped): every later
-    /// call fails with [`InterfaceError::Gone`] and no more events are sent.
-    pub(crate) fn mark_gone(&self) {
-        self.core.mark_gone();
     }
 
     fn conn(&self) -> &zbus::Connection {
@@ -133,7 +121,7 @@ impl NmDevice {
     pub(crate) fn on_state_changed(&self, new: u32, old: u32, reason: u32) {
         debug!(iface = %self.core.name(), new, old, reason, "device state changed");
         let _ = self.states.send((new, old, reason));
-        let Some(me) = self.me.upgrade() else { return };
+        let Some(me) = self.core.me() else { return };
         // A guest connect succeeds once the link is up (see `wait_link_up`):
         // leaving the link-up states from there is a disconnection too,
         // even if ACTIVATED was never reached.
@@ -177,13 +165,10 @@ impl NmDevice {
         };
         let active = self.active_ap().as_ref().is_some_and(|a| a.as_ref() == *ap);
         if active {
-            self.core.publish(
-                &self.shared.hub,
-                InterfaceEvent::SignalQuality {
-                    iface: self.core.id(),
-                    percent: percent.min(100),
-                },
-            );
+            self.core.publish(InterfaceEvent::SignalQuality {
+                iface: self.core.id(),
+                percent: percent.min(100),
+            });
         }
     }
 
@@ -389,7 +374,10 @@ impl NmDevice {
 
     /// Adds the guest's profile and activates it, then waits for the device
     /// to be activated or to fail.
-    async fn activate(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
+    async fn add_and_activate(
+        &self,
+        params: &ConnectParams,
+    ) -> Result<ConnectedNetwork, InterfaceError> {
         let psk = convert::profile_secret(params);
         let uuid = Uuid::new_v4().to_string();
         let id = convert::profile_id(&params.ssid);
@@ -558,19 +546,19 @@ impl HostStation for NmDevice {
     /// results gets 3 host scans in all: while disconnected NetworkManager
     /// runs periodic scans of its own, wpa_supplicant rejects a request
     /// arriving during one, and `LastScan` changes with the periodic scan
-    /// anyway (seen in the VM test).
+    /// anyway (seen in the VM test). NetworkManager keeps its access point
+    /// list: an empty one is the answer.
     const SCAN_POLICY: ScanPolicy = ScanPolicy {
         probes_ssid: true,
         attempts_if_unfinished: 2,
         attempts_for_missing_target: TARGETED_SCAN_ATTEMPTS,
+        empty_means_scanning: false,
     };
 
-    fn core(&self) -> &StationCore {
-        &self.core
-    }
+    const NOT_CONNECTED_ERROR: &'static str = "org.freedesktop.NetworkManager.Device.NotActive";
 
-    fn hub(&self) -> &EventHub {
-        &self.shared.hub
+    fn core(&self) -> &StationCore<Self> {
+        &self.core
     }
 
     async fn cached_bss(&self, _target: Option<&Ssid>) -> Result<Vec<ScannedBss>, InterfaceError> {
@@ -585,49 +573,7 @@ impl HostStation for NmDevice {
         self.current_network(false).await
     }
 
-    async fn join(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
-        // A new guest connection replaces the proxy's earlier one.
-        self.delete_profile().await;
-        self.activate(params).await
-    }
-
-    async fn undo_join(&self) {
-        self.delete_profile().await;
-    }
-
-    async fn leave(&self) -> Result<(), InterfaceError> {
-        let device = self
-            .device_proxy()
-            .await
-            .map_err(|e| iface_err("device", e))?;
-        let result = match device.disconnect().await {
-            Ok(()) => Ok(()),
-            // Already disconnected.
-            Err(e)
-                if error_name(&e).as_deref()
-                    == Some("org.freedesktop.NetworkManager.Device.NotActive") =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(iface_err("disconnect", e)),
-        };
-        self.delete_profile().await;
-        result
-    }
-}
-
-#[async_trait]
-impl WifiInterface for NmDevice {
-    fn id(&self) -> InterfaceId {
-        self.core.id()
-    }
-
-    fn name(&self) -> String {
-        self.core.name().to_string()
-    }
-
-    async fn connected_network(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
-        self.core.check()?;
+    async fn current_connection(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
         // The proxy's own connection counts once its link is up, as its
         // connect did (see `wait_link_up`): the handler asks this to tell a
         // stale disconnection event (the old network's, after a switch)
@@ -637,23 +583,19 @@ impl WifiInterface for NmDevice {
         self.current_network(ours).await
     }
 
-    /// Answered from NetworkManager's access point list, never waiting for
-    /// a host scan (see [`station`]).
-    async fn scan(&self, target: Option<&Ssid>) -> Result<ScanResult, InterfaceError> {
-        let me = self.me.upgrade().ok_or(InterfaceError::Gone)?;
-        Ok(ScanResult {
-            bss: station::scan(&me, target).await?,
-            complete: true,
-        })
+    async fn activate(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
+        self.add_and_activate(params).await
     }
 
-    async fn connect(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
-        let me = self.me.upgrade().ok_or(InterfaceError::Gone)?;
-        station::connect(&me, params).await
+    async fn undo_activation(&self) {
+        self.delete_profile().await;
     }
 
-    async fn disconnect(&self) -> Result<(), InterfaceError> {
-        let me = self.me.upgrade().ok_or(InterfaceError::Gone)?;
-        station::disconnect(&me).await
+    async fn remove_guest_connection(&self) {
+        self.delete_profile().await;
+    }
+
+    async fn request_disconnect(&self) -> zbus::Result<()> {
+        self.device_proxy().await?.disconnect().await
     }
 }

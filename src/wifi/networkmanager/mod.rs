@@ -36,16 +36,16 @@ use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 use zbus::fdo::NameOwnerChangedStream;
 use zbus::names::OwnedUniqueName;
-use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
-use zbus::MessageStream;
+use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
+use crate::wifi::dbus::station::{HostStation, Stations};
 use crate::wifi::dbus::{self, Following};
 use crate::wifi::{BackendHealth, EventHub, HostWifi, InterfaceEvent, WifiInterface};
 
 use device::{DeviceInfo, NmDevice};
 use proxies::{
     DeviceProxy, NetworkManagerProxy, NmSettingsProxy, SettingsConnectionProxy, WirelessProxy,
-    AP_IFACE, DEVICE_IFACE, NM_BUS_NAME, NM_IFACE, NM_PATH, PROPERTIES_IFACE,
+    AP_IFACE, DEVICE_IFACE, NM_BUS_NAME, NM_IFACE, NM_PATH,
 };
 
 pub use crate::wifi::dbus::BusAddress;
@@ -82,22 +82,14 @@ impl Default for NmConfig {
 }
 
 /// Why the backend could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum NmError {
-    /// The bus could not be reached.
-    #[error("cannot connect to the D-Bus bus: {0}")]
-    Bus(#[source] zbus::Error),
-    /// The bus refused a request every client may make.
-    #[error("D-Bus request failed: {0}")]
-    DBus(#[source] zbus::Error),
-}
+pub type NmError = crate::wifi::dbus::BusError;
 
 /// State shared by the backend and its devices.
 pub(crate) struct Shared {
     /// The bus connection now; replaced when the bus connection is lost and
     /// made again. A device keeps the connection it was found on.
     conn: Mutex<zbus::Connection>,
-    pub(crate) hub: EventHub,
+    pub(crate) hub: Arc<EventHub>,
     pub(crate) config: NmConfig,
     /// The proxy's profile on each device (device path -> profile path).
     profiles: Mutex<HashMap<OwnedObjectPath, OwnedObjectPath>>,
@@ -139,11 +131,8 @@ impl Shared {
     }
 }
 
-type Devices = Arc<Mutex<Vec<Arc<NmDevice>>>>;
-
-fn lock(devices: &Devices) -> MutexGuard<'_, Vec<Arc<NmDevice>>> {
-    devices.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// The Wi-Fi devices of one NetworkManager session.
+type Devices = Arc<Stations<NmDevice>>;
 
 /// NetworkManager as seen while it owns its bus name: its devices.
 type Session = dbus::Session<Devices>;
@@ -185,7 +174,7 @@ impl NetworkManagerWifi {
         ));
         let shared = Arc::new(Shared {
             conn: Mutex::new(conn),
-            hub: EventHub::new(),
+            hub: Arc::new(EventHub::new()),
             config,
             profiles: Mutex::new(HashMap::new()),
             health,
@@ -445,15 +434,22 @@ async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await?;
-    let devices: Devices = Arc::default();
+    let devices: Devices = Arc::new(Stations::new(shared.hub.clone()));
     for path in nm.get_devices().await? {
         add_device(shared, &devices, path).await;
     }
     info!(
         "following NetworkManager: {} Wi-Fi device(s)",
-        lock(&devices).len()
+        devices.all().len()
     );
-    let dispatcher = tokio::spawn(dispatch(shared.clone(), devices.clone(), stream));
+    let dispatcher = {
+        let (shared, devices) = (shared.clone(), devices.clone());
+        tokio::spawn(dbus::route_signals(
+            stream,
+            "NetworkManager",
+            move |signal| route(shared.clone(), devices.clone(), signal),
+        ))
+    };
     Ok(Session {
         owner,
         dispatcher,
@@ -463,11 +459,7 @@ async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus
 
 fn stop_session(shared: &Shared, session: Session) {
     session.dispatcher.abort();
-    let devices = std::mem::take(&mut *lock(&session.state));
-    for device in devices {
-        device.mark_gone();
-        shared.hub.remove(device.id());
-    }
+    session.state.clear();
     // The proxy's profiles went with NetworkManager (they are volatile);
     // any that survived are deleted as leftovers when it returns.
     shared.profiles().clear();
@@ -544,92 +536,60 @@ async fn add_device(shared: &Arc<Shared>, devices: &Devices, path: OwnedObjectPa
         }
     };
     let device = NmDevice::new(shared.clone(), info);
-    {
-        let mut list = lock(devices);
-        if list.iter().any(|d| d.path() == device.path()) {
-            return;
-        }
-        list.push(device.clone());
+    let (name, id) = (device.name(), device.id());
+    if devices.add(device) {
+        info!(iface = %name, id = %id, "Wi-Fi device added");
     }
-    info!(iface = %device.name(), id = %device.id(), "Wi-Fi device added");
-    shared.hub.add(device);
 }
 
 fn remove_device(shared: &Shared, devices: &Devices, path: &ObjectPath<'_>) {
-    let removed = {
-        let mut list = lock(devices);
-        let pos = list.iter().position(|d| d.path().as_ref() == *path);
-        pos.map(|i| list.remove(i))
-    };
-    if let Some(device) = removed {
+    if let Some(device) = devices.remove(path) {
         info!(iface = %device.name(), "Wi-Fi device removed");
-        device.mark_gone();
-        shared.profiles().remove(device.path());
-        shared.hub.remove(device.id());
+        shared.profiles().remove(device.core().path());
     }
 }
 
-fn find(devices: &Devices, path: &ObjectPath<'_>) -> Option<Arc<NmDevice>> {
-    lock(devices)
-        .iter()
-        .find(|d| d.path().as_ref() == *path)
-        .cloned()
-}
-
-/// Routes NetworkManager's signals to the devices, in order.
-async fn dispatch(shared: Arc<Shared>, devices: Devices, mut stream: MessageStream) {
-    while let Some(dbus::Signal {
-        path,
-        interface,
-        member,
-        msg,
-    }) = dbus::next_signal(&mut stream).await
-    {
-        let path = &path.as_ref();
-        match (interface.as_str(), member.as_str()) {
-            (NM_IFACE, "DeviceAdded") if path.as_str() == NM_PATH => {
-                if let Ok(device) = msg.body().deserialize::<OwnedObjectPath>() {
-                    add_device(&shared, &devices, device).await;
-                }
+/// Routes one of NetworkManager's signals to the devices.
+async fn route(shared: Arc<Shared>, devices: Devices, signal: dbus::Signal) {
+    let path = &signal.path.as_ref();
+    if let Some((iface, changed)) = signal.changed_properties() {
+        if let Some(device) = devices.find(path) {
+            device.on_properties_changed(&iface, &changed);
+        } else if iface == AP_IFACE {
+            for device in devices.all() {
+                device.on_ap_properties_changed(path, &changed);
             }
-            (NM_IFACE, "DeviceRemoved") if path.as_str() == NM_PATH => {
-                if let Ok(device) = msg.body().deserialize::<ObjectPath<'_>>() {
-                    remove_device(&shared, &devices, &device);
-                }
-            }
-            (DEVICE_IFACE, "StateChanged") => {
-                let Ok((new, old, reason)) = msg.body().deserialize::<(u32, u32, u32)>() else {
-                    continue;
-                };
-                match find(&devices, path) {
-                    Some(_) if new == convert::state::UNMANAGED => {
-                        remove_device(&shared, &devices, path);
-                    }
-                    Some(device) => device.on_state_changed(new, old, reason),
-                    // A device NetworkManager starts managing: follow it if
-                    // it is a Wi-Fi device.
-                    None if old == convert::state::UNMANAGED => {
-                        add_device(&shared, &devices, path.to_owned().into()).await;
-                    }
-                    None => {}
-                }
-            }
-            (PROPERTIES_IFACE, "PropertiesChanged") => {
-                type Changed = (String, HashMap<String, OwnedValue>, Vec<String>);
-                let Ok((iface, changed, _)) = msg.body().deserialize::<Changed>() else {
-                    continue;
-                };
-                if let Some(device) = find(&devices, path) {
-                    device.on_properties_changed(&iface, &changed);
-                } else if iface == AP_IFACE {
-                    let all = lock(&devices).clone();
-                    for device in all {
-                        device.on_ap_properties_changed(path, &changed);
-                    }
-                }
-            }
-            _ => {}
         }
+        return;
     }
-    debug!("NetworkManager signal stream ended");
+    match (signal.interface.as_str(), signal.member.as_str()) {
+        (NM_IFACE, "DeviceAdded") if path.as_str() == NM_PATH => {
+            if let Some(device) = signal.body::<OwnedObjectPath>() {
+                add_device(&shared, &devices, device).await;
+            }
+        }
+        (NM_IFACE, "DeviceRemoved") if path.as_str() == NM_PATH => {
+            if let Some(device) = signal.body::<OwnedObjectPath>() {
+                remove_device(&shared, &devices, &device.as_ref());
+            }
+        }
+        (DEVICE_IFACE, "StateChanged") => {
+            let Some((new, old, reason)) = signal.body::<(u32, u32, u32)>() else {
+                return;
+            };
+            match devices.find(path) {
+                Some(_) if new == convert::state::UNMANAGED => {
+                    remove_device(&shared, &devices, path);
+                }
+                Some(device) => device.on_state_changed(new, old, reason),
+                // A device NetworkManager starts managing: follow it if
+                // it is a Wi-Fi device.
+                None if old == convert::state::UNMANAGED => {
+                    add_device(&shared, &devices, path.to_owned().into()).await;
+                }
+                None => {}
+            }
+        }
+        _ => {}
+    }
 }
