@@ -309,9 +309,11 @@ pub trait WifiInterface: Send + Sync + 'static {
     }
 
     /// Answers with the cached results at once and starts a host scan in the
-    /// background; if a host scan is already running, waits for it instead.
-    /// Fresh results of a background scan that nobody waited for are
-    /// published as [`InterfaceEvent::ScanResults`].
+    /// background. Where a host scan is already running, the WlanAPI backend
+    /// waits for it (as the reference host does); the D-Bus backends
+    /// (NetworkManager, iwd) never wait and leave it running. Fresh results
+    /// of a background scan that no call returned are published as
+    /// [`InterfaceEvent::ScanResults`].
     async fn scan(&self, target: Option<&Ssid>) -> Result<ScanResult, InterfaceError>;
 
     /// Connects to a network the guest chose and returns what was joined.

@@ -610,3 +610,342 @@ impl<S: HostStation> WifiInterface for S {
         disconnect(self).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+    use std::time::Duration;
+
+    use tokio::sync::{broadcast, Semaphore};
+
+    use super::*;
+    use crate::protocol::MacAddr;
+    use crate::wifi::{HostWifi, Security};
+
+    /// An interface whose host scans end when the test says so.
+    struct Fake<const PROBES_SSID: bool> {
+        core: StationCore<Self>,
+        cache: Mutex<Vec<ScannedBss>>,
+        /// What the cache holds once a host scan ends.
+        fresh: Mutex<Vec<ScannedBss>>,
+        /// The targets of the host scans asked for, in order.
+        host_scans: Mutex<Vec<Option<Ssid>>>,
+        /// A host scan ends when it gets a permit.
+        scan_ends: Semaphore,
+        outcome: Mutex<HostScan>,
+        /// An activation ends when it gets a permit.
+        activation_ends: Semaphore,
+        undone: AtomicU32,
+        removed: AtomicU32,
+    }
+
+    #[async_trait]
+    impl<const PROBES_SSID: bool> HostStation for Fake<PROBES_SSID> {
+        const SCAN_POLICY: ScanPolicy = ScanPolicy {
+            probes_ssid: PROBES_SSID,
+            attempts_if_unfinished: 2,
+            attempts_for_missing_target: 3,
+            empty_means_scanning: true,
+        };
+        const NOT_CONNECTED_ERROR: &'static str = "test.NotConnected";
+
+        fn core(&self) -> &StationCore<Self> {
+            &self.core
+        }
+
+        async fn cached_bss(&self, _: Option<&Ssid>) -> Result<Vec<ScannedBss>, InterfaceError> {
+            Ok(locked(&self.cache).clone())
+        }
+
+        async fn host_scan(&self, target: Option<Ssid>) -> HostScan {
+            locked(&self.host_scans).push(target);
+            if let Ok(permit) = self.scan_ends.acquire().await {
+                permit.forget();
+            }
+            *locked(&self.cache) = locked(&self.fresh).clone();
+            *locked(&self.outcome)
+        }
+
+        async fn connected_now(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
+            Ok(Some(network("home")))
+        }
+
+        async fn current_connection(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
+            Ok(None)
+        }
+
+        async fn activate(
+            &self,
+            params: &ConnectParams,
+        ) -> Result<ConnectedNetwork, InterfaceError> {
+            if let Ok(permit) = self.activation_ends.acquire().await {
+                permit.forget();
+            }
+            Ok(network(&params.ssid.to_string_lossy()))
+        }
+
+        async fn undo_activation(&self) {
+            self.undone.fetch_add(1, Ordering::SeqCst);
+        }
+
+        async fn remove_guest_connection(&self) {
+            self.removed.fetch_add(1, Ordering::SeqCst);
+        }
+
+        async fn request_disconnect(&self) -> zbus::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn ssid(s: &str) -> Ssid {
+        Ssid::new(s.as_bytes()).unwrap()
+    }
+
+    fn bss(name: &str, last: u8) -> ScannedBss {
+        ScannedBss {
+            bssid: MacAddr([2, 0, 0, 0, 0, last]),
+            ssid: ssid(name),
+            capabilities: None,
+            rssi_dbm: -50,
+            beacon_interval: None,
+            freq_khz: 2_412_000,
+            security: Security::OPEN,
+            ies: Vec::new(),
+        }
+    }
+
+    fn network(name: &str) -> ConnectedNetwork {
+        ConnectedNetwork {
+            ssid: ssid(name),
+            bssid: MacAddr([2, 0, 0, 0, 0, 1]),
+            security: Security::OPEN,
+        }
+    }
+
+    fn params(name: &str) -> ConnectParams {
+        ConnectParams {
+            ssid: ssid(name),
+            bssid: None,
+            security: Security::OPEN,
+            key: None,
+        }
+    }
+
+    fn fake<const P: bool>(
+        cached: Vec<ScannedBss>,
+        fresh: Vec<ScannedBss>,
+    ) -> (Arc<Fake<P>>, broadcast::Receiver<InterfaceEvent>) {
+        let hub = Arc::new(EventHub::new());
+        let events = hub.subscribe();
+        let start = StationStart {
+            id: InterfaceId::from_u128(7),
+            name: "wlan-test".into(),
+            path: OwnedObjectPath::try_from("/test/0").unwrap(),
+            connected: false,
+            link_up: false,
+        };
+        let station = Arc::new_cyclic(|me| Fake {
+            core: StationCore::new(me.clone(), hub, start),
+            cache: Mutex::new(cached),
+            fresh: Mutex::new(fresh),
+            host_scans: Mutex::new(Vec::new()),
+            scan_ends: Semaphore::new(0),
+            outcome: Mutex::new(HostScan::Fresh),
+            activation_ends: Semaphore::new(0),
+            undone: AtomicU32::new(0),
+            removed: AtomicU32::new(0),
+        });
+        (station, events)
+    }
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    async fn next_scan_results(events: &mut broadcast::Receiver<InterfaceEvent>) -> ScanResult {
+        let wait = async {
+            loop {
+                if let InterfaceEvent::ScanResults { result, .. } = events.recv().await.unwrap() {
+                    return result;
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .expect("scan results")
+    }
+
+    /// Until `n` host scans were asked for.
+    async fn host_scans<const P: bool>(station: &Fake<P>, n: usize) -> Vec<Option<Ssid>> {
+        let wait = async {
+            loop {
+                let scans = locked(&station.host_scans).clone();
+                if scans.len() >= n {
+                    return scans;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("fewer than {n} host scans"))
+    }
+
+    /// Until no host scan runs.
+    async fn idle<const P: bool>(station: &Fake<P>) {
+        let wait = async {
+            while locked(&station.core.scan).is_some() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, wait).await.expect("idle");
+    }
+
+    #[tokio::test]
+    async fn a_scan_never_waits_for_the_running_host_scan() {
+        let (station, mut events) = fake::<true>(vec![bss("home", 1)], {
+            vec![bss("home", 1), bss("cafe", 2)]
+        });
+        let first = station.scan(None).await.unwrap();
+        assert_eq!(first.bss.len(), 1);
+        host_scans(&station, 1).await;
+        // The host scan runs until the test ends it: a scan that waited for
+        // it would never return.
+        let second = tokio::time::timeout(WAIT, station.scan(None))
+            .await
+            .expect("answered while the host scan runs")
+            .unwrap();
+        assert_eq!(second.bss.len(), 1, "the cache, as it is");
+        assert!(second.complete);
+        station.scan_ends.add_permits(1);
+        let fresh = next_scan_results(&mut events).await;
+        assert_eq!(fresh.bss.len(), 2);
+        idle(&station).await;
+        assert_eq!(
+            locked(&station.host_scans).len(),
+            1,
+            "the second scan started no host scan"
+        );
+        assert!(events.try_recv().is_err(), "one notification only");
+    }
+
+    #[tokio::test]
+    async fn a_targeted_scan_for_another_ssid_queues_its_own_host_scan() {
+        let (station, mut events) = fake::<true>(Vec::new(), vec![bss("secret", 3)]);
+        station.scan(None).await.unwrap();
+        host_scans(&station, 1).await;
+        let answer = station.scan(Some(&ssid("secret"))).await.unwrap();
+        assert!(answer.bss.is_empty() && !answer.complete, "still scanning");
+        // Queued behind the running one, not started beside it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(locked(&station.host_scans).len(), 1);
+        station.scan_ends.add_permits(2);
+        let scans = host_scans(&station, 2).await;
+        assert_eq!(scans, vec![None, Some(ssid("secret"))]);
+        next_scan_results(&mut events).await;
+        next_scan_results(&mut events).await;
+    }
+
+    #[tokio::test]
+    async fn without_ssid_probes_a_targeted_scan_queues_nothing() {
+        let (station, mut events) = fake::<false>(Vec::new(), vec![bss("secret", 3)]);
+        station.scan(None).await.unwrap();
+        host_scans(&station, 1).await;
+        station.scan(Some(&ssid("secret"))).await.unwrap();
+        station.scan_ends.add_permits(5);
+        next_scan_results(&mut events).await;
+        idle(&station).await;
+        assert_eq!(locked(&station.host_scans).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn unfinished_and_missed_host_scans_are_retried_within_the_policy() {
+        let (station, _events) = fake::<true>(Vec::new(), Vec::new());
+        *locked(&station.outcome) = HostScan::Unfinished;
+        station.scan_ends.add_permits(10);
+        station.scan(None).await.unwrap();
+        host_scans(&station, 2).await;
+        idle(&station).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(locked(&station.host_scans).len(), 2, "one retry");
+
+        *locked(&station.outcome) = HostScan::Fresh;
+        station.scan(Some(&ssid("nowhere"))).await.unwrap();
+        host_scans(&station, 5).await;
+        idle(&station).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(locked(&station.host_scans).len(), 5, "3 for the target");
+
+        *locked(&station.outcome) = HostScan::Refused;
+        station.scan(None).await.unwrap();
+        host_scans(&station, 6).await;
+        idle(&station).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(locked(&station.host_scans).len(), 6, "a refusal is final");
+    }
+
+    #[tokio::test]
+    async fn a_lost_link_is_reported_once_and_a_stale_lookup_dropped() {
+        let (station, mut events) = fake::<true>(Vec::new(), Vec::new());
+        assert!(!link_changed(&station, true, true));
+        let connected = tokio::time::timeout(WAIT, events.recv()).await.unwrap();
+        assert!(matches!(connected, Ok(InterfaceEvent::Connected { .. })));
+        assert!(station.core.is_connected());
+        assert!(link_changed(&station, false, false));
+        assert!(matches!(
+            events.recv().await,
+            Ok(InterfaceEvent::Disconnected { .. })
+        ));
+        assert!(!link_changed(&station, false, false), "once");
+        // A link that comes and goes before its lookup ends: the lookup is
+        // stale, and the loss is still reported.
+        link_changed(&station, true, true);
+        assert!(link_changed(&station, false, false));
+        assert!(matches!(
+            events.recv().await,
+            Ok(InterfaceEvent::Disconnected { .. })
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(events.try_recv().is_err(), "no stale Connected");
+    }
+
+    #[tokio::test]
+    async fn a_connect_its_caller_gave_up_on_is_undone_unless_replaced() {
+        let (station, _events) = fake::<true>(Vec::new(), Vec::new());
+        // Given up on: undone once it ends.
+        let p = params("a");
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), station.connect(&p));
+        assert!(gave_up.await.is_err());
+        station.activation_ends.add_permits(1);
+        let wait = async {
+            while station.undone.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, wait).await.expect("undone");
+
+        // Given up on, but a later connect queued behind it: that one
+        // replaced it, so nothing is undone.
+        let p = params("b");
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), station.connect(&p));
+        assert!(gave_up.await.is_err());
+        let later = {
+            let station = station.clone();
+            tokio::spawn(async move { station.connect(&params("c")).await })
+        };
+        // Let the later connect queue on the operation lock (this runtime
+        // has one thread: its tasks run while this one yields).
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        // It takes the lock when the first one lets go, before the first
+        // one takes it back to undo.
+        station.activation_ends.add_permits(2);
+        let joined = tokio::time::timeout(WAIT, later).await.unwrap().unwrap();
+        assert_eq!(joined.unwrap().ssid, ssid("c"));
+        // The first one queued for the lock while the later one held it:
+        // once the test has the lock, it has decided.
+        drop(station.core.op_lock.lock().await);
+        assert_eq!(station.undone.load(Ordering::SeqCst), 1);
+        // Each connect removed the guest's earlier connection first.
+        assert_eq!(station.removed.load(Ordering::SeqCst), 3);
+    }
+}

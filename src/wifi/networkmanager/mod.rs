@@ -55,8 +55,8 @@ pub use crate::wifi::dbus::BusAddress;
 #[derive(Debug, Clone)]
 pub struct NmConfig {
     /// How long a host scan may take before its results are taken as they
-    /// are (its `LastScan` did not change). Below the handler's 10 s bound,
-    /// so a `scan()` that waits for a running scan still answers in time.
+    /// are (its `LastScan` did not change). A guest scan never waits for it:
+    /// this bounds when its results reach the guest as a notification.
     pub scan_timeout: Duration,
     /// How long a host scan is given when the device has no `LastScan`
     /// property (NetworkManager older than 1.12).
