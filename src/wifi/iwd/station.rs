@@ -1,4 +1,4 @@
-//! One iwd station as a [`WifiInterface`].
+//! One iwd station as a [`WifiInterface`](crate::wifi::WifiInterface).
 //!
 //! A guest connection to a network the host already knows (a file of the
 //! host in iwd's state directory) never rewrites that file: for WPA2-PSK the

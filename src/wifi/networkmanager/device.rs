@@ -1,4 +1,4 @@
-//! One NetworkManager Wi-Fi device as a [`WifiInterface`].
+//! One NetworkManager Wi-Fi device as a [`WifiInterface`](crate::wifi::WifiInterface).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
