@@ -29,6 +29,35 @@ pub enum BusAddress {
     Address(String),
 }
 
+/// Namespace of the interface ids the D-Bus backends derive (a fixed random
+/// UUID, so ids do not collide with anything derived from the same
+/// strings). Never to change: ids are what observers know adapters by.
+const INTERFACE_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6f1c_2a4e_93d7_4b0a_9c1e_5d2b_7a80_41f3);
+
+/// The stable id of a Wi-Fi adapter: a v5 UUID of its permanent hardware
+/// address when the service knows one (NetworkManager's `PermHwAddress`,
+/// iwd's `Address`), else of its interface name. Both backends derive it
+/// alike, so an adapter keeps its id across them.
+///
+/// The permanent address belongs to the adapter: it survives reboots,
+/// service restarts (which renumber object paths), interface renames and
+/// MAC address randomisation (which changes NetworkManager's `HwAddress`,
+/// never `PermHwAddress`). The interface name is the fallback for drivers
+/// that report no permanent address.
+pub fn interface_id(perm_hw_address: Option<&str>, interface: &str) -> uuid::Uuid {
+    use std::str::FromStr;
+    match perm_hw_address.and_then(|a| crate::protocol::MacAddr::from_str(a).ok()) {
+        Some(mac) if !mac.is_zero() => {
+            uuid::Uuid::new_v5(&INTERFACE_ID_NAMESPACE, format!("mac:{mac}").as_bytes())
+        }
+        _ => uuid::Uuid::new_v5(
+            &INTERFACE_ID_NAMESPACE,
+            format!("ifname:{interface}").as_bytes(),
+        ),
+    }
+}
+
 /// Why a D-Bus backend could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {

@@ -92,8 +92,7 @@ fn security_of_type(kind: &str) -> Security {
 
 impl IwdStation {
     pub(crate) fn new(shared: Arc<Shared>, info: StationInfo) -> Arc<IwdStation> {
-        let id =
-            crate::wifi::networkmanager::convert::interface_id(info.address.as_deref(), &info.name);
+        let id = crate::wifi::dbus::interface_id(info.address.as_deref(), &info.name);
         let (scanning, _) = watch::channel(info.scanning);
         let linked = is_linked(&info.state);
         let start = StationStart {
