@@ -230,7 +230,10 @@ impl Scripted {
     }
 
     fn failure(&self) -> InterfaceError {
-        InterfaceError::Failed("scripted backend failure".into())
+        InterfaceError::HostServiceError {
+            call: "scripted",
+            message: "scripted backend failure".into(),
+        }
     }
 }
 

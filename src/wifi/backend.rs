@@ -119,11 +119,11 @@ pub enum BackendError {
     /// NetworkManager's bus could not be used.
     #[cfg(target_os = "linux")]
     #[error("cannot start the networkmanager backend: {0}")]
-    NetworkManager(#[from] super::networkmanager::NmError),
+    NetworkManager(#[source] super::networkmanager::NmError),
     /// iwd's bus could not be used.
     #[cfg(target_os = "linux")]
     #[error("cannot start the iwd backend: {0}")]
-    Iwd(#[from] super::iwd::IwdError),
+    Iwd(#[source] super::iwd::IwdError),
     /// WlanAPI could not be opened.
     #[cfg(windows)]
     #[error("cannot start the wlanapi backend: {0}")]
@@ -158,13 +158,17 @@ pub async fn open(
                 state_dir: settings.iwd_state_dir.clone(),
                 ..IwdConfig::default()
             };
-            let iwd = IwdWifi::start(BusAddress::System, config).await?;
+            let iwd = IwdWifi::start(BusAddress::System, config)
+                .await
+                .map_err(BackendError::Iwd)?;
             Ok(iwd)
         }
         #[cfg(target_os = "linux")]
         BackendKind::NetworkManager => {
             use super::networkmanager::{BusAddress, NetworkManagerWifi};
-            let nm = NetworkManagerWifi::start(BusAddress::System).await?;
+            let nm = NetworkManagerWifi::start(BusAddress::System)
+                .await
+                .map_err(BackendError::NetworkManager)?;
             Ok(nm)
         }
         #[cfg(windows)]

@@ -11,6 +11,8 @@
 
 mod backend;
 #[cfg(target_os = "linux")]
+mod dbus;
+#[cfg(target_os = "linux")]
 mod detect;
 mod fake;
 mod hub;
@@ -209,10 +211,6 @@ pub enum InterfaceError {
         /// The network the interface is still on.
         ssid: Ssid,
     },
-    /// Anything else, described. Only the NetworkManager and iwd backends
-    /// still use it; their typed variants replace it.
-    #[error("{0}")]
-    Failed(String),
     /// A call to the host's Wi-Fi service failed (the service's own error
     /// text, bounded by the service).
     #[error("{call}: {message}")]
@@ -244,6 +242,44 @@ pub enum InterfaceError {
     /// The backend's connect task ended without an answer (it panicked).
     #[error("the connect task ended without an answer")]
     TaskEnded,
+    /// The network refused the connection and the host service gives
+    /// neither an 802.11 status nor a reason code (iwd): a wrong key, most
+    /// likely. The service's error is given.
+    #[error("the network refused the connection (wrong key?): {0}")]
+    JoinRefused(String),
+    /// The host service asked for a passphrase: the network needs one
+    /// (WPA3), and the guest sends only the PMK.
+    #[error("the host service asked for a passphrase; the guest sends only the PMK")]
+    PassphraseNeeded,
+    /// The guest asked for a security the backend cannot join with.
+    #[error("security {} is not one a guest can ask for", .0.label())]
+    UnsupportedSecurity(Security),
+    /// The kernel's scan cache could not be read (why given).
+    #[error("cannot read the kernel's scan cache: {0}")]
+    ScanCache(String),
+    /// The host's own profile of the network has another key than the
+    /// guest's; it is left as it is.
+    #[error("the host's own profile of this network has another key; it is not modified")]
+    HostProfileKeyDiffers,
+    /// The host's own profile of the network has no key the proxy can check
+    /// the guest's against; it is left as it is.
+    #[error(
+        "the host's own profile of this network has no key the proxy can check; it is not modified"
+    )]
+    HostProfileKeyUnknown,
+    /// The host's own profile of the network (its file named) cannot be
+    /// read; it is left as it is.
+    #[error("the host knows this network ({0}) but its file is unreadable; it is not modified")]
+    HostProfileUnreadable(String),
+    /// Another interface's guest connection uses the network's provisioning.
+    #[error("another interface's guest connection uses this network")]
+    NetworkInUse,
+    /// The network's provisioning file could not be written (why given).
+    #[error("cannot provision the network: {0}")]
+    Provisioning(String),
+    /// The host service did not pick up the provisioned network in time.
+    #[error("the host service did not pick up the provisioned network")]
+    ProvisioningIgnored,
 }
 
 /// A host Wi-Fi interface (or a simulated one).
@@ -273,9 +309,11 @@ pub trait WifiInterface: Send + Sync + 'static {
     }
 
     /// Answers with the cached results at once and starts a host scan in the
-    /// background; if a host scan is already running, waits for it instead.
-    /// Fresh results of a background scan that nobody waited for are
-    /// published as [`InterfaceEvent::ScanResults`].
+    /// background. Where a host scan is already running, the WlanAPI backend
+    /// waits for it (as the reference host does); the D-Bus backends
+    /// (NetworkManager, iwd) never wait and leave it running. Fresh results
+    /// of a background scan that no call returned are published as
+    /// [`InterfaceEvent::ScanResults`].
     async fn scan(&self, target: Option<&Ssid>) -> Result<ScanResult, InterfaceError>;
 
     /// Connects to a network the guest chose and returns what was joined.

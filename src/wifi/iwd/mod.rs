@@ -37,23 +37,22 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
-use zbus::message::Type as MessageType;
-use zbus::names::{BusName, OwnedUniqueName};
+use zbus::names::OwnedUniqueName;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
-use zbus::{MatchRule, MessageStream};
 
+use crate::wifi::dbus::station::{HostStation, Stations};
+use crate::wifi::dbus::{self, Following};
 use crate::wifi::{EventHub, HostWifi, InterfaceEvent, WifiInterface};
 
 pub use bss::{BssCache, KernelBssCache};
 use proxies::{
     DaemonProxy, DeviceProxy, StationProxy, DEVICE_IFACE, IWD_BUS_NAME, OBJECT_MANAGER_IFACE,
-    PROPERTIES_IFACE, STATION_IFACE,
+    STATION_IFACE,
 };
 use station::{IwdStation, StationInfo};
 
-pub use crate::wifi::networkmanager::BusAddress;
+pub use crate::wifi::dbus::BusAddress;
 
 /// Where iwd keeps its network files when it does not say (`GetInfo`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/iwd";
@@ -99,26 +98,18 @@ impl Default for IwdConfig {
 }
 
 /// Why the backend could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum IwdError {
-    #[error("cannot connect to the D-Bus bus: {0}")]
-    /// The system bus could not be reached.
-    Bus(#[source] zbus::Error),
-    #[error("D-Bus request failed: {0}")]
-    /// A D-Bus call to iwd failed.
-    DBus(#[source] zbus::Error),
-}
+pub type IwdError = crate::wifi::dbus::BusError;
 
 /// State shared by the backend, its stations and its agent.
 pub(crate) struct Shared {
     pub(crate) conn: zbus::Connection,
-    pub(crate) hub: EventHub,
+    pub(crate) hub: Arc<EventHub>,
     pub(crate) config: IwdConfig,
     /// iwd's unique name while it is on the bus.
     owner: Mutex<Option<OwnedUniqueName>>,
     /// iwd's state directory, once known.
     state_dir: Mutex<PathBuf>,
-    stations: Mutex<Vec<Arc<IwdStation>>>,
+    stations: Stations<IwdStation>,
     /// The proxy's provisioning file on each station (station path -> file).
     provisioned: Mutex<HashMap<OwnedObjectPath, PathBuf>>,
 }
@@ -146,10 +137,7 @@ impl Shared {
     }
 
     fn find(&self, path: &ObjectPath<'_>) -> Option<Arc<IwdStation>> {
-        locked(&self.stations)
-            .iter()
-            .find(|s| s.path().as_ref() == *path)
-            .cloned()
+        self.stations.find(path)
     }
 }
 
@@ -165,17 +153,13 @@ pub(crate) async fn remove_file(path: PathBuf) {
     }
 }
 
-/// iwd as seen while it owns its bus name.
-struct Session {
-    owner: OwnedUniqueName,
-    dispatcher: JoinHandle<()>,
-}
+/// iwd as seen while it owns its bus name (its stations are in [`Shared`]).
+type Session = dbus::Session<()>;
 
 /// The host's Wi-Fi through iwd. See the module documentation.
 pub struct IwdWifi {
     shared: Arc<Shared>,
-    session: Arc<tokio::sync::Mutex<Option<Session>>>,
-    supervisor: Mutex<Option<JoinHandle<()>>>,
+    following: Following<()>,
 }
 
 /// Receives iwd's signal level reports.
@@ -233,28 +217,21 @@ impl IwdWifi {
     /// absent (it is picked up when it appears); fails only when the bus
     /// cannot be reached.
     pub async fn start(bus: BusAddress, config: IwdConfig) -> Result<Arc<IwdWifi>, IwdError> {
-        let builder = match &bus {
-            BusAddress::System => zbus::connection::Builder::system(),
-            BusAddress::Address(a) => zbus::connection::Builder::address(a.as_str()),
-        }
-        .map_err(IwdError::Bus)?;
-        let conn = builder
-            .max_queued(4096)
-            .method_timeout(config.call_timeout)
-            .build()
+        let conn = dbus::connect(&bus, config.call_timeout)
             .await
             .map_err(IwdError::Bus)?;
         let state_dir = config
             .state_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let hub = Arc::new(EventHub::new());
         let shared = Arc::new(Shared {
             conn,
-            hub: EventHub::new(),
+            hub: hub.clone(),
             config,
             owner: Mutex::new(None),
             state_dir: Mutex::new(state_dir),
-            stations: Mutex::new(Vec::new()),
+            stations: Stations::new(hub.clone()),
             provisioned: Mutex::new(HashMap::new()),
         });
         shared
@@ -269,33 +246,22 @@ impl IwdWifi {
             .await
             .map_err(IwdError::DBus)?;
 
-        let dbus = zbus::fdo::DBusProxy::new(&shared.conn)
+        let (mut owners, owner) = dbus::follow_name(&shared.conn, IWD_BUS_NAME)
             .await
             .map_err(IwdError::DBus)?;
-        let mut owners = dbus
-            .receive_name_owner_changed_with_args(&[(0, IWD_BUS_NAME)])
-            .await
-            .map_err(IwdError::DBus)?;
-        let session: Arc<tokio::sync::Mutex<Option<Session>>> = Arc::default();
-        match dbus
-            .get_name_owner(BusName::from(
-                zbus::names::WellKnownName::from_static_str_unchecked(IWD_BUS_NAME),
-            ))
-            .await
-        {
-            Ok(owner) => *session.lock().await = start_session(&shared, owner).await,
-            Err(e) => {
-                warn!("iwd is not running ({e}); serving without host Wi-Fi until it appears")
-            }
+        let following = Following::new();
+        match owner {
+            Some(owner) => *following.session.lock().await = start_session(&shared, owner).await,
+            None => warn!("iwd is not running; serving without host Wi-Fi until it appears"),
         }
 
         let sup_shared = shared.clone();
-        let sup_session = session.clone();
-        let supervisor = tokio::spawn(async move {
+        let sup_session = following.session.clone();
+        following.supervise(tokio::spawn(async move {
             while let Some(signal) = owners.next().await {
-                let Ok(args) = signal.args() else { continue };
-                let new_owner: Option<OwnedUniqueName> =
-                    args.new_owner().as_ref().map(|o| o.to_owned().into());
+                let Ok(new_owner) = dbus::new_owner(&signal) else {
+                    continue;
+                };
                 let mut current = sup_session.lock().await;
                 match new_owner {
                     Some(owner) => {
@@ -320,18 +286,14 @@ impl IwdWifi {
             if let Some(old) = sup_session.lock().await.take() {
                 stop_session(&sup_shared, old).await;
             }
-        });
+        }));
 
-        Ok(Arc::new(IwdWifi {
-            shared,
-            session,
-            supervisor: Mutex::new(Some(supervisor)),
-        }))
+        Ok(Arc::new(IwdWifi { shared, following }))
     }
 
     /// Whether iwd is on the bus now.
     pub async fn is_available(&self) -> bool {
-        self.session.lock().await.is_some()
+        self.following.is_up().await
     }
 
     /// The state directory the backend provisions files in.
@@ -342,10 +304,8 @@ impl IwdWifi {
     /// Stops following iwd, disconnects what the guests started, removes the
     /// interfaces and every provisioning file of the proxy.
     pub async fn shutdown(&self) {
-        if let Some(s) = locked(&self.supervisor).take() {
-            s.abort();
-        }
-        if let Some(session) = self.session.lock().await.take() {
+        self.following.stop_supervisor();
+        if let Some(session) = self.following.take().await {
             stop_session(&self.shared, session).await;
         }
         let _ = self
@@ -354,19 +314,6 @@ impl IwdWifi {
             .object_server()
             .remove::<SignalAgent, _>(AGENT_PATH)
             .await;
-    }
-}
-
-impl Drop for IwdWifi {
-    fn drop(&mut self) {
-        if let Some(s) = locked(&self.supervisor).take() {
-            s.abort();
-        }
-        if let Ok(mut session) = self.session.try_lock() {
-            if let Some(session) = session.take() {
-                session.dispatcher.abort();
-            }
-        }
     }
 }
 
@@ -404,11 +351,7 @@ type ManagedObjects = HashMap<OwnedObjectPath, HashMap<String, HashMap<String, O
 
 async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus::Result<Session> {
     *locked(&shared.owner) = Some(owner.clone());
-    let rule = MatchRule::builder()
-        .msg_type(MessageType::Signal)
-        .sender(owner.clone())?
-        .build();
-    let stream = MessageStream::for_match_rule(rule, &shared.conn, Some(4096)).await?;
+    let stream = dbus::signals_from(&shared.conn, &owner, None).await?;
 
     // iwd says where its files are, unless the configuration does.
     if shared.config.state_dir.is_none() {
@@ -453,31 +396,35 @@ async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus
     info!(
         state_dir = %shared.state_dir().display(),
         "following iwd: {} station(s)",
-        locked(&shared.stations).len()
+        shared.stations.all().len()
     );
-    let dispatcher = tokio::spawn(dispatch(shared.clone(), stream));
-    Ok(Session { owner, dispatcher })
+    let dispatcher = {
+        let shared = shared.clone();
+        tokio::spawn(dbus::route_signals(stream, "iwd", move |signal| {
+            route(shared.clone(), signal)
+        }))
+    };
+    Ok(Session {
+        owner,
+        dispatcher,
+        state: (),
+    })
 }
 
 async fn stop_session(shared: &Shared, session: Session) {
     session.dispatcher.abort();
     *locked(&shared.owner) = None;
-    let stations = std::mem::take(&mut *locked(&shared.stations));
+    let stations = shared.stations.clear();
     // Disconnect what the guests started while iwd may still answer.
     let guest_stations: Vec<_> = {
         let provisioned = locked(&shared.provisioned);
         stations
-            .iter()
-            .filter(|s| provisioned.contains_key(s.path()))
-            .cloned()
+            .into_iter()
+            .filter(|s| provisioned.contains_key(s.core().path()))
             .collect()
     };
     for station in guest_stations {
         station.disconnect_quietly().await;
-    }
-    for station in stations {
-        station.mark_gone();
-        shared.hub.remove(station.id());
     }
     let files: Vec<PathBuf> = locked(&shared.provisioned)
         .drain()
@@ -547,15 +494,11 @@ async fn add_station(
         }
     };
     let station = IwdStation::new(shared.clone(), info);
-    {
-        let mut list = locked(&shared.stations);
-        if list.iter().any(|s| s.path() == station.path()) {
-            return;
-        }
-        list.push(station.clone());
+    let (name, id) = (station.name(), station.id());
+    if !shared.stations.add(station) {
+        return;
     }
-    info!(iface = %station.name(), id = %station.id(), "iwd station added");
-    shared.hub.add(station.clone());
+    info!(iface = %name, id = %id, "iwd station added");
     // Signal levels: best effort, a station works without them.
     let conn = shared.conn.clone();
     tokio::spawn(async move {
@@ -575,70 +518,48 @@ async fn add_station(
 }
 
 fn remove_station(shared: &Shared, path: &ObjectPath<'_>) {
-    let removed = {
-        let mut list = locked(&shared.stations);
-        let pos = list.iter().position(|s| s.path().as_ref() == *path);
-        pos.map(|i| list.remove(i))
-    };
-    if let Some(station) = removed {
+    if let Some(station) = shared.stations.remove(path) {
         info!(iface = %station.name(), "iwd station removed");
-        station.mark_gone();
-        shared.hub.remove(station.id());
-        if let Some(file) = shared.take_provisioned(station.path()) {
+        if let Some(file) = shared.take_provisioned(station.core().path()) {
             tokio::spawn(remove_file(file));
         }
     }
 }
 
-/// Routes iwd's signals to the stations, in order.
-async fn dispatch(shared: Arc<Shared>, mut stream: MessageStream) {
-    while let Some(msg) = stream.next().await {
-        let Ok(msg) = msg else { continue };
-        let header = msg.header();
-        let (Some(path), Some(interface), Some(member)) =
-            (header.path(), header.interface(), header.member())
-        else {
-            continue;
-        };
-        match (interface.as_str(), member.as_str()) {
-            (OBJECT_MANAGER_IFACE, "InterfacesAdded") => {
-                type Added = (
-                    OwnedObjectPath,
-                    HashMap<String, HashMap<String, OwnedValue>>,
-                );
-                if let Ok((object, interfaces)) = msg.body().deserialize::<Added>() {
-                    if interfaces.contains_key(STATION_IFACE) {
-                        add_station(&shared, object, interfaces.get(DEVICE_IFACE)).await;
-                    }
-                }
+/// Routes one of iwd's signals to the stations.
+async fn route(shared: Arc<Shared>, signal: dbus::Signal) {
+    if let Some((iface, changed)) = signal.changed_properties() {
+        if iface == STATION_IFACE {
+            if let Some(station) = shared.find(&signal.path.as_ref()) {
+                station.on_properties_changed(&changed);
             }
-            (OBJECT_MANAGER_IFACE, "InterfacesRemoved") => {
-                if let Ok((object, interfaces)) =
-                    msg.body().deserialize::<(OwnedObjectPath, Vec<String>)>()
-                {
-                    if interfaces
-                        .iter()
-                        .any(|i| i == STATION_IFACE || i == DEVICE_IFACE)
-                    {
-                        remove_station(&shared, &object.as_ref());
-                    }
-                }
-            }
-            (PROPERTIES_IFACE, "PropertiesChanged") => {
-                type Changed = (String, HashMap<String, OwnedValue>, Vec<String>);
-                let Ok((iface, changed, _)) = msg.body().deserialize::<Changed>() else {
-                    continue;
-                };
-                if iface == STATION_IFACE {
-                    if let Some(station) = shared.find(path) {
-                        station.on_properties_changed(&changed);
-                    }
-                }
-            }
-            _ => {}
         }
+        return;
     }
-    debug!("iwd signal stream ended");
+    match (signal.interface.as_str(), signal.member.as_str()) {
+        (OBJECT_MANAGER_IFACE, "InterfacesAdded") => {
+            type Added = (
+                OwnedObjectPath,
+                HashMap<String, HashMap<String, OwnedValue>>,
+            );
+            if let Some((object, interfaces)) = signal.body::<Added>() {
+                if interfaces.contains_key(STATION_IFACE) {
+                    add_station(&shared, object, interfaces.get(DEVICE_IFACE)).await;
+                }
+            }
+        }
+        (OBJECT_MANAGER_IFACE, "InterfacesRemoved") => {
+            if let Some((object, interfaces)) = signal.body::<(OwnedObjectPath, Vec<String>)>() {
+                if interfaces
+                    .iter()
+                    .any(|i| i == STATION_IFACE || i == DEVICE_IFACE)
+                {
+                    remove_station(&shared, &object.as_ref());
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]

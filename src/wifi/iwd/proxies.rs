@@ -4,13 +4,11 @@
 
 use std::collections::HashMap;
 
-use zbus::proxy::CacheProperties;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
 
 pub const IWD_BUS_NAME: &str = "net.connman.iwd";
 pub const DEVICE_IFACE: &str = "net.connman.iwd.Device";
 pub const STATION_IFACE: &str = "net.connman.iwd.Station";
-pub const PROPERTIES_IFACE: &str = "org.freedesktop.DBus.Properties";
 pub const OBJECT_MANAGER_IFACE: &str = "org.freedesktop.DBus.ObjectManager";
 
 #[zbus::proxy(
@@ -98,11 +96,5 @@ pub async fn at<P>(conn: &zbus::Connection, path: &ObjectPath<'_>) -> zbus::Resu
 where
     P: From<zbus::Proxy<'static>> + zbus::proxy::Defaults,
 {
-    let proxy = zbus::proxy::Builder::<P>::new(conn)
-        .destination(IWD_BUS_NAME)?
-        .path(path.to_owned())?
-        .cache_properties(CacheProperties::No)
-        .build()
-        .await?;
-    Ok(proxy)
+    crate::wifi::dbus::proxy_at(conn, IWD_BUS_NAME, path).await
 }

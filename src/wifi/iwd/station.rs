@@ -1,4 +1,4 @@
-//! One iwd station as a [`WifiInterface`].
+//! One iwd station as a [`WifiInterface`](crate::wifi::WifiInterface).
 //!
 //! A guest connection to a network the host already knows (a file of the
 //! host in iwd's state directory) never rewrites that file: for WPA2-PSK the
@@ -10,21 +10,23 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
-use uuid::Uuid;
+use tracing::{debug, info};
 use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 
 use crate::protocol::{MacAddr, Ssid};
+use crate::wifi::dbus::station::{
+    self, HostScan, HostStation, ScanPolicy, StationCore, StationStart,
+};
+use crate::wifi::dbus::{call_error as iface_err, error_name};
 use crate::wifi::{
     AuthAlgorithm, CipherAlgorithm, ConnectParams, ConnectedNetwork, InterfaceError,
-    InterfaceEvent, InterfaceId, ScanResult, ScannedBss, Security, WifiInterface,
+    InterfaceEvent, ScannedBss, Security,
 };
 
 use super::bss;
@@ -41,66 +43,16 @@ pub(crate) struct StationInfo {
     pub scanning: bool,
 }
 
-struct InFlightScan {
-    done: watch::Receiver<bool>,
-    /// Set when a `scan()` call waits for this scan: its results then go to
-    /// that caller, not out as a notification.
-    waited: Arc<AtomicBool>,
-}
-
-#[derive(Default)]
-struct Inner {
-    /// Whether observers were told (or, at start, the station was)
-    /// connected, so a later disconnection is reported exactly once.
-    connected: bool,
-    /// Whether the station's last state had a link. Leaving it is a
-    /// disconnection even when the link dropped before the "connected"
-    /// lookup finished (a guest-directed connection is up for the guest
-    /// as soon as `Network.Connect` returns).
-    link_up: bool,
-    /// Bumped on every state change, so a slow "connected" lookup can tell
-    /// it has been overtaken.
-    state_generation: u64,
-    scan: Option<InFlightScan>,
-}
-
 pub(crate) struct IwdStation {
-    id: Uuid,
-    name: String,
+    core: StationCore<IwdStation>,
     path: OwnedObjectPath,
     shared: Arc<Shared>,
-    me: Weak<IwdStation>,
-    gone: AtomicBool,
-    inner: Mutex<Inner>,
     scanning: watch::Sender<bool>,
-    /// Serializes connects and disconnects of this station.
-    op_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Station states in which the station has a link.
 fn is_linked(state: &str) -> bool {
     matches!(state, "connected" | "roaming")
-}
-
-/// The D-Bus error name of a failed call, if it was one.
-fn error_name(e: &zbus::Error) -> Option<String> {
-    match e {
-        zbus::Error::MethodError(name, _, _) => Some(name.as_str().to_string()),
-        zbus::Error::FDO(e) => Some(zbus::DBusError::name(&**e).to_string()),
-        _ => None,
-    }
-}
-
-fn iface_err(what: &str, e: zbus::Error) -> InterfaceError {
-    match error_name(&e).as_deref() {
-        Some("org.freedesktop.DBus.Error.ServiceUnknown")
-        | Some("org.freedesktop.DBus.Error.NameHasNoOwner")
-        | Some("org.freedesktop.DBus.Error.NoReply") => {
-            InterfaceError::Unavailable(format!("{what}: {e}"))
-        }
-        Some("org.freedesktop.DBus.Error.UnknownObject") => InterfaceError::Gone,
-        _ => InterfaceError::Failed(format!("{what}: {e}")),
-    }
 }
 
 /// What a failed `Network.Connect` means for the guest.
@@ -109,13 +61,10 @@ fn connect_failure(e: zbus::Error, ssid: &Ssid) -> InterfaceError {
         Some("net.connman.iwd.NotFound") => InterfaceError::NotFound(ssid.to_string_lossy()),
         // iwd does not pass on an 802.11 status code: a refused key is a
         // plain failure (status 1 for the guest), as with NetworkManager.
-        Some("net.connman.iwd.Failed") | Some("net.connman.iwd.Aborted") => InterfaceError::Failed(
-            format!("the network refused the connection (wrong key?): {e}"),
-        ),
-        Some("net.connman.iwd.NoAgent") => InterfaceError::Failed(
-            "iwd asked for a passphrase (a WPA3 network needs it; the guest only has the PMK)"
-                .into(),
-        ),
+        Some("net.connman.iwd.Failed") | Some("net.connman.iwd.Aborted") => {
+            InterfaceError::JoinRefused(e.to_string())
+        }
+        Some("net.connman.iwd.NoAgent") => InterfaceError::PassphraseNeeded,
         _ => iface_err("connect", e),
     }
 }
@@ -143,52 +92,22 @@ fn security_of_type(kind: &str) -> Security {
 
 impl IwdStation {
     pub(crate) fn new(shared: Arc<Shared>, info: StationInfo) -> Arc<IwdStation> {
-        let id =
-            crate::wifi::networkmanager::convert::interface_id(info.address.as_deref(), &info.name);
+        let id = crate::wifi::dbus::interface_id(info.address.as_deref(), &info.name);
         let (scanning, _) = watch::channel(info.scanning);
-        Arc::new_cyclic(|me| IwdStation {
+        let linked = is_linked(&info.state);
+        let start = StationStart {
             id,
             name: info.name,
+            path: info.path.clone(),
+            connected: linked,
+            link_up: linked,
+        };
+        Arc::new_cyclic(|me| IwdStation {
+            core: StationCore::new(me.clone(), shared.hub.clone(), start),
             path: info.path,
             shared,
-            me: me.clone(),
-            gone: AtomicBool::new(false),
-            inner: Mutex::new(Inner {
-                connected: is_linked(&info.state),
-                link_up: is_linked(&info.state),
-                ..Inner::default()
-            }),
             scanning,
-            op_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
-    }
-
-    pub(crate) fn path(&self) -> &OwnedObjectPath {
-        &self.path
-    }
-
-    fn inner(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The station went away: every later call fails with
-    /// [`InterfaceError::Gone`] and no more events are sent.
-    pub(crate) fn mark_gone(&self) {
-        self.gone.store(true, Ordering::SeqCst);
-    }
-
-    fn check(&self) -> Result<(), InterfaceError> {
-        if self.gone.load(Ordering::SeqCst) {
-            Err(InterfaceError::Gone)
-        } else {
-            Ok(())
-        }
-    }
-
-    fn publish(&self, event: InterfaceEvent) {
-        if !self.gone.load(Ordering::SeqCst) {
-            self.shared.hub.publish(event);
-        }
     }
 
     fn conn(&self) -> &zbus::Connection {
@@ -204,9 +123,9 @@ impl IwdStation {
     // --- events --------------------------------------------------------------
 
     pub(crate) fn on_signal_level(&self, percent: u8) {
-        if self.inner().connected {
-            self.publish(InterfaceEvent::SignalQuality {
-                iface: self.id,
+        if self.core.is_connected() {
+            self.core.publish(InterfaceEvent::SignalQuality {
+                iface: self.core.id(),
                 percent,
             });
         }
@@ -225,40 +144,10 @@ impl IwdStation {
         else {
             return;
         };
-        debug!(iface = %self.name, state = %state, "station state changed");
-        let generation = {
-            let mut inner = self.inner();
-            inner.state_generation += 1;
-            if is_linked(&state) {
-                inner.link_up = true;
-            } else if inner.connected || inner.link_up {
-                inner.connected = false;
-                inner.link_up = false;
-                self.publish(InterfaceEvent::Disconnected { iface: self.id });
-                self.forget_lost_guest_network();
-            }
-            inner.state_generation
-        };
-        if state == "connected" {
-            let Some(me) = self.me.upgrade() else { return };
-            tokio::spawn(async move {
-                let network = match me.current_network(true).await {
-                    Ok(Some(n)) => n,
-                    Ok(None) => return,
-                    Err(e) => {
-                        debug!(iface = %me.name, "cannot read the new connection: {e}");
-                        return;
-                    }
-                };
-                let mut inner = me.inner();
-                if inner.state_generation == generation && !inner.connected {
-                    inner.connected = true;
-                    me.publish(InterfaceEvent::Connected {
-                        iface: me.id,
-                        network,
-                    });
-                }
-            });
+        debug!(iface = %self.core.name(), state = %state, "station state changed");
+        let Some(me) = self.core.me() else { return };
+        if station::link_changed(&me, is_linked(&state), state == "connected") {
+            self.forget_lost_guest_network();
         }
     }
 
@@ -266,11 +155,11 @@ impl IwdStation {
     /// network provisioned for the guest goes too, unless a connect or
     /// disconnect of this station is running (it handles its own file).
     fn forget_lost_guest_network(&self) {
-        let Ok(op) = self.op_lock.clone().try_lock_owned() else {
+        let Ok(op) = self.core.op_lock.clone().try_lock_owned() else {
             return;
         };
         if let Some(file) = self.shared.take_provisioned(&self.path) {
-            info!(iface = %self.name, "the guest's network is gone; removing its provisioning file");
+            info!(iface = %self.core.name(), "the guest's network is gone; removing its provisioning file");
             tokio::spawn(async move {
                 let _op = op;
                 super::remove_file(file).await;
@@ -283,19 +172,17 @@ impl IwdStation {
     /// Every BSS the kernel has for this interface.
     async fn kernel_bss(&self) -> Result<Vec<ScannedBss>, InterfaceError> {
         let cache = self.shared.config.bss_cache.clone();
-        let name = self.name.clone();
+        let name = self.core.name().to_string();
         tokio::task::spawn_blocking(move || cache.dump(&name))
             .await
-            .map_err(|e| InterfaceError::Failed(format!("scan cache: {e}")))?
-            .map_err(|e| {
-                InterfaceError::Failed(format!("cannot read the kernel's scan cache: {e}"))
-            })
+            .map_err(|_| InterfaceError::HostCallAborted)?
+            .map_err(|e| InterfaceError::ScanCache(e.to_string()))
     }
 
     /// The BSSes for the guest: those with an SSID, and for a targeted scan
     /// the hidden ones too, offered under the target SSID (a hidden BSS
     /// does not say its SSID; joining it under the wrong one fails).
-    async fn cached_bss(&self, target: Option<&Ssid>) -> Result<Vec<ScannedBss>, InterfaceError> {
+    async fn guest_bss(&self, target: Option<&Ssid>) -> Result<Vec<ScannedBss>, InterfaceError> {
         let target = target.filter(|t| !t.is_empty());
         Ok(self
             .kernel_bss()
@@ -312,13 +199,12 @@ impl IwdStation {
     }
 
     /// Asks iwd to scan and waits until it has finished (or the bound).
-    /// `false` when the scan was refused or did not end in time.
-    async fn scan_and_wait(&self, bound: Duration) -> bool {
+    async fn scan_and_wait(&self, bound: Duration) -> HostScan {
         let mut scanning = self.scanning.subscribe();
         scanning.borrow_and_update();
         let station = match self.station().await {
             Ok(s) => s,
-            Err(_) => return false,
+            Err(_) => return HostScan::Refused,
         };
         match station.scan().await {
             Ok(()) => {}
@@ -329,8 +215,8 @@ impl IwdStation {
                     Some("net.connman.iwd.Busy") | Some("net.connman.iwd.InProgress")
                 ) => {}
             Err(e) => {
-                debug!(iface = %self.name, "host scan request refused: {e}");
-                return false;
+                debug!(iface = %self.core.name(), "host scan request refused: {e}");
+                return HostScan::Refused;
             }
         }
         let work = async {
@@ -346,33 +232,10 @@ impl IwdStation {
             let _ = scanning.wait_for(|s| !*s).await;
         };
         if tokio::time::timeout(bound, work).await.is_err() {
-            debug!(iface = %self.name, "host scan did not finish in time");
-            return false;
+            debug!(iface = %self.core.name(), "host scan did not finish in time");
+            return HostScan::Unfinished;
         }
-        true
-    }
-
-    async fn run_scan(
-        self: Arc<Self>,
-        target: Option<Ssid>,
-        done: watch::Sender<bool>,
-        waited: Arc<AtomicBool>,
-    ) {
-        let fresh = self.scan_and_wait(self.shared.config.scan_timeout).await;
-        self.inner().scan = None;
-        let _ = done.send(true);
-        if fresh && !waited.load(Ordering::SeqCst) && !self.gone.load(Ordering::SeqCst) {
-            match self.cached_bss(target.as_ref()).await {
-                Ok(bss) => self.publish(InterfaceEvent::ScanResults {
-                    iface: self.id,
-                    result: ScanResult {
-                        bss,
-                        complete: true,
-                    },
-                }),
-                Err(e) => debug!(iface = %self.name, "cannot read fresh scan results: {e}"),
-            }
-        }
+        HostScan::Fresh
     }
 
     // --- connections -------------------------------------------------------
@@ -402,7 +265,7 @@ impl IwdStation {
         let name = network.name().await.map_err(|e| iface_err("network", e))?;
         let kind = network.kind().await.map_err(|e| iface_err("network", e))?;
         let ssid = Ssid::new(name.as_bytes())
-            .map_err(|e| InterfaceError::Failed(format!("network name: {e}")))?;
+            .map_err(|e| InterfaceError::MalformedHostData(format!("network name: {e}")))?;
         let bssid = self.connected_bssid().await;
         let cached = self.kernel_bss().await.unwrap_or_default();
         let from_cache = match bssid {
@@ -417,9 +280,7 @@ impl IwdStation {
             .map(|c| c.security)
             .unwrap_or_else(|| security_of_type(&kind));
         let Some(bssid) = bssid.or(from_cache.map(|c| c.bssid)) else {
-            return Err(InterfaceError::Failed(
-                "connected, but the access point is unknown".into(),
-            ));
+            return Err(InterfaceError::UnknownAccessPoint);
         };
         Ok(Some(ConnectedNetwork {
             ssid,
@@ -461,23 +322,21 @@ impl IwdStation {
     }
 
     /// Provisions what iwd needs for the guest's connection and connects.
-    async fn activate(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
+    async fn provision_and_join(
+        &self,
+        params: &ConnectParams,
+    ) -> Result<ConnectedNetwork, InterfaceError> {
         let deadline = Instant::now() + self.shared.config.connect_timeout;
         let kind = match (params.security.auth, &params.key) {
             (AuthAlgorithm::Open, _) => FileKind::Open,
             (AuthAlgorithm::Wpa2Psk, Some(key)) if key.len() == 32 => FileKind::Psk,
             (AuthAlgorithm::Wpa2Psk, Some(key)) => {
-                return Err(InterfaceError::Failed(format!(
+                return Err(InterfaceError::UnusableKey(format!(
                     "a WPA2-PSK connection needs a 32-byte PMK, got {} bytes",
                     key.len()
                 )))
             }
-            _ => {
-                return Err(InterfaceError::Failed(format!(
-                    "security {} is not one a guest can ask for",
-                    params.security.label()
-                )))
-            }
+            _ => return Err(InterfaceError::UnsupportedSecurity(params.security)),
         };
         let pmk = if kind == FileKind::Psk {
             params.key.as_ref().map(|k| k.expose())
@@ -491,7 +350,7 @@ impl IwdStation {
             let file = file.clone();
             tokio::task::spawn_blocking(move || profile::existing(&file))
                 .await
-                .map_err(|e| InterfaceError::Failed(e.to_string()))?
+                .map_err(|_| InterfaceError::HostCallAborted)?
         };
         let mut ours: Option<PathBuf> = None;
         match existing {
@@ -499,25 +358,16 @@ impl IwdStation {
                 if let Some(pmk) = pmk {
                     match profile::host_key_matches(&content, &params.ssid, pmk) {
                         Some(true) => {}
-                        Some(false) => {
-                            return Err(InterfaceError::Failed(
-                                "the host's own profile of this network has another key; it is not modified".into(),
-                            ))
-                        }
-                        None => {
-                            return Err(InterfaceError::Failed(
-                                "the host's own profile of this network has no key the proxy can check; it is not modified".into(),
-                            ))
-                        }
+                        Some(false) => return Err(InterfaceError::HostProfileKeyDiffers),
+                        None => return Err(InterfaceError::HostProfileKeyUnknown),
                     }
                 }
-                info!(iface = %self.name, ssid = %params.ssid, "joining with the host's own known network");
+                info!(iface = %self.core.name(), ssid = %params.ssid, "joining with the host's own known network");
             }
             Existing::HostUnreadable => {
-                return Err(InterfaceError::Failed(format!(
-                "the host knows this network ({}) but its file is unreadable; it is not modified",
-                file.display()
-            )))
+                return Err(InterfaceError::HostProfileUnreadable(
+                    file.display().to_string(),
+                ))
             }
             Existing::Nothing | Existing::Proxy => {
                 // A file removed a moment ago may still be known to iwd;
@@ -532,9 +382,7 @@ impl IwdStation {
                     }
                 }
                 if Existing::Proxy == existing && self.shared.file_in_use(&file) {
-                    return Err(InterfaceError::Failed(
-                        "another interface's guest connection uses this network".into(),
-                    ));
+                    return Err(InterfaceError::NetworkInUse);
                 }
                 let hidden = network.is_none();
                 let content = profile::contents(pmk, hidden);
@@ -543,10 +391,10 @@ impl IwdStation {
                     let name = profile::file_name(&params.ssid, kind);
                     tokio::task::spawn_blocking(move || profile::write(&dir, &name, &content))
                         .await
-                        .map_err(|e| InterfaceError::Failed(e.to_string()))?
-                        .map_err(|e| InterfaceError::Failed(e.to_string()))?
+                        .map_err(|_| InterfaceError::HostCallAborted)?
+                        .map_err(|e| InterfaceError::Provisioning(e.to_string()))?
                 };
-                info!(iface = %self.name, ssid = %params.ssid, file = %written.path.display(), hidden, "provisioned a guest network");
+                info!(iface = %self.core.name(), ssid = %params.ssid, file = %written.path.display(), hidden, "provisioned a guest network");
                 self.shared
                     .set_provisioned(&self.path, written.path.clone());
                 ours = Some(written.path);
@@ -585,9 +433,7 @@ impl IwdStation {
         let known_by = (Instant::now() + config.known_network_wait).min(deadline);
         while network.known_network().await.is_err() {
             if Instant::now() >= known_by {
-                return Err(InterfaceError::Failed(
-                    "iwd did not pick up the provisioned network".into(),
-                ));
+                return Err(InterfaceError::ProvisioningIgnored);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -603,7 +449,7 @@ impl IwdStation {
                     if kind == FileKind::Psk
                         && error_name(&e).as_deref() == Some("net.connman.iwd.NoAgent") =>
                 {
-                    debug!(iface = %self.name, "iwd asked for a passphrase once more; connecting again");
+                    debug!(iface = %self.core.name(), "iwd asked for a passphrase once more; connecting again");
                     network.connect().await
                 }
                 other => other,
@@ -615,17 +461,14 @@ impl IwdStation {
             Ok(Err(e)) => return Err(connect_failure(e, &params.ssid)),
             Err(_) => {
                 self.disconnect_quietly().await;
-                return Err(InterfaceError::Failed(format!(
-                    "no connection within {:?}",
-                    config.connect_timeout
-                )));
+                return Err(InterfaceError::ConnectTimeout {
+                    limit: config.connect_timeout,
+                });
             }
         }
         match self.current_network(false).await? {
             Some(n) => Ok(n),
-            None => Err(InterfaceError::Failed(
-                "iwd connected, but reports no network".into(),
-            )),
+            None => Err(InterfaceError::NotConnectedAfterConnect),
         }
     }
 
@@ -636,7 +479,7 @@ impl IwdStation {
             Err(e) => Err(e),
         };
         if let Err(e) = result {
-            debug!(iface = %self.name, "disconnect: {e}");
+            debug!(iface = %self.core.name(), "disconnect: {e}");
         }
     }
 
@@ -649,117 +492,56 @@ impl IwdStation {
 }
 
 #[async_trait]
-impl WifiInterface for IwdStation {
-    fn id(&self) -> InterfaceId {
-        self.id
+impl HostStation for IwdStation {
+    /// `Station.Scan` takes no SSID (iwd probes the hidden networks it
+    /// knows by itself), and its scans are not retried. The kernel forgets
+    /// BSSes 30 s after they were last seen and iwd scans rarely when idle:
+    /// with nothing cached, the answer is "still scanning" and the host
+    /// scan's results follow as an event.
+    const SCAN_POLICY: ScanPolicy = ScanPolicy {
+        probes_ssid: false,
+        attempts_if_unfinished: 1,
+        attempts_for_missing_target: 1,
+        empty_means_scanning: true,
+    };
+
+    const NOT_CONNECTED_ERROR: &'static str = "net.connman.iwd.NotConnected";
+
+    fn core(&self) -> &StationCore<Self> {
+        &self.core
     }
 
-    fn name(&self) -> String {
-        self.name.clone()
+    async fn cached_bss(&self, target: Option<&Ssid>) -> Result<Vec<ScannedBss>, InterfaceError> {
+        self.guest_bss(target).await
     }
 
-    async fn connected_network(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
-        self.check()?;
+    async fn host_scan(&self, _target: Option<Ssid>) -> HostScan {
+        self.scan_and_wait(self.shared.config.scan_timeout).await
+    }
+
+    async fn connected_now(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
         self.current_network(true).await
     }
 
-    async fn scan(&self, target: Option<&Ssid>) -> Result<ScanResult, InterfaceError> {
-        self.check()?;
-        enum Plan {
-            Join(watch::Receiver<bool>),
-            Start(watch::Sender<bool>, Arc<AtomicBool>),
-        }
-        let plan = {
-            let mut inner = self.inner();
-            match &inner.scan {
-                Some(running) => {
-                    running.waited.store(true, Ordering::SeqCst);
-                    Plan::Join(running.done.clone())
-                }
-                None => {
-                    let (done_tx, done_rx) = watch::channel(false);
-                    let waited = Arc::new(AtomicBool::new(false));
-                    inner.scan = Some(InFlightScan {
-                        done: done_rx,
-                        waited: waited.clone(),
-                    });
-                    Plan::Start(done_tx, waited)
-                }
-            }
-        };
-        match plan {
-            Plan::Join(mut done) => {
-                let _ = done.wait_for(|d| *d).await;
-                self.check()?;
-                Ok(ScanResult {
-                    bss: self.cached_bss(target).await?,
-                    complete: true,
-                })
-            }
-            Plan::Start(done, waited) => {
-                let cached = self.cached_bss(target).await;
-                let started = match self.me.upgrade() {
-                    Some(me) => {
-                        tokio::spawn(me.run_scan(target.copied(), done, waited));
-                        true
-                    }
-                    None => {
-                        self.inner().scan = None;
-                        false
-                    }
-                };
-                let bss = cached?;
-                // The kernel forgets BSSes 30 s after they were last seen and
-                // iwd scans rarely when idle: with nothing cached, the answer
-                // is "still scanning" and the results follow as an event.
-                let complete = !(bss.is_empty() && started);
-                Ok(ScanResult { bss, complete })
-            }
-        }
+    async fn current_connection(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
+        self.current_network(true).await
     }
 
-    async fn connect(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
-        self.check()?;
-        let me = self.me.upgrade().ok_or(InterfaceError::Gone)?;
-        let params = params.clone();
-        let (tx, rx) = oneshot::channel();
-        // Its own task, so a caller giving up (the handler's 10 s bound)
-        // cannot leave a half-provisioned network behind.
-        tokio::spawn(async move {
-            let result = {
-                let _op = me.op_lock.clone().lock_owned().await;
-                // A new guest connection replaces the proxy's earlier one.
-                me.remove_provisioned().await;
-                me.activate(&params).await
-            };
-            // The lock is released before the answer: a link loss right
-            // after it must find the station idle to remove the file.
-            if let Err(e) = &result {
-                warn!(iface = %me.name, ssid = %params.ssid, "guest connection failed: {e}");
-            }
-            if let Err(result) = tx.send(result) {
-                if result.is_ok() {
-                    info!(iface = %me.name, "connect finished after the caller gave up; undoing it");
-                    let _op = me.op_lock.clone().lock_owned().await;
-                    me.disconnect_quietly().await;
-                    me.remove_provisioned().await;
-                }
-            }
-        });
-        rx.await
-            .unwrap_or_else(|_| Err(InterfaceError::Failed("connect task ended".into())))
+    async fn activate(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
+        self.provision_and_join(params).await
     }
 
-    async fn disconnect(&self) -> Result<(), InterfaceError> {
-        self.check()?;
-        let _op = self.op_lock.lock().await;
-        let station = self.station().await?;
-        let result = match station.disconnect().await {
-            Ok(()) => Ok(()),
-            Err(e) if error_name(&e).as_deref() == Some("net.connman.iwd.NotConnected") => Ok(()),
-            Err(e) => Err(iface_err("disconnect", e)),
-        };
+    async fn undo_activation(&self) {
+        self.disconnect_quietly().await;
         self.remove_provisioned().await;
-        result
+    }
+
+    async fn remove_guest_connection(&self) {
+        self.remove_provisioned().await;
+    }
+
+    async fn request_disconnect(&self) -> zbus::Result<()> {
+        let station: StationProxy<'_> = proxies::at(self.conn(), &self.path).await?;
+        station.disconnect().await
     }
 }

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use uuid::Uuid;
 use zbus::zvariant::{Array, OwnedValue, Value};
 use zeroize::Zeroizing;
 
@@ -87,10 +86,6 @@ pub mod reason {
     pub const SSID_NOT_FOUND: u32 = 53;
 }
 
-/// Namespace of the interface ids this backend derives (a fixed random UUID,
-/// so ids do not collide with anything derived from the same strings).
-const INTERFACE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a4e_93d7_4b0a_9c1e_5d2b_7a80_41f3);
-
 /// Prefix of the `connection.id` of every profile the proxy creates.
 pub const PROFILE_ID_PREFIX: &str = "proxy-wifi-";
 /// Key of the marker the proxy puts in the `user` setting of its profiles.
@@ -98,25 +93,7 @@ pub const PROFILE_MARKER_KEY: &str = "org.proxy-wifi.managed";
 /// Its value.
 pub const PROFILE_MARKER_VALUE: &str = "1";
 
-/// The stable id of a Wi-Fi device: a v5 UUID of its permanent hardware
-/// address when NetworkManager knows one, else of its interface name.
-///
-/// The permanent address belongs to the adapter: it survives reboots,
-/// NetworkManager restarts (which renumber device object paths), interface
-/// renames and MAC address randomisation (which changes `HwAddress`, never
-/// `PermHwAddress`). The interface name is the fallback for drivers that
-/// report no permanent address.
-pub fn interface_id(perm_hw_address: Option<&str>, interface: &str) -> Uuid {
-    match perm_hw_address.and_then(|a| MacAddr::from_str(a).ok()) {
-        Some(mac) if !mac.is_zero() => {
-            Uuid::new_v5(&INTERFACE_ID_NAMESPACE, format!("mac:{mac}").as_bytes())
-        }
-        _ => Uuid::new_v5(
-            &INTERFACE_ID_NAMESPACE,
-            format!("ifname:{interface}").as_bytes(),
-        ),
-    }
-}
+pub use crate::wifi::dbus::interface_id;
 
 /// Pairwise cipher from security flags: the strongest one advertised.
 fn pairwise_cipher(flags: u32) -> CipherAlgorithm {

@@ -1,11 +1,10 @@
-//! One NetworkManager Wi-Fi device as a [`WifiInterface`].
+//! One NetworkManager Wi-Fi device as a [`WifiInterface`](crate::wifi::WifiInterface).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 use zbus::fdo::PropertiesProxy;
@@ -13,10 +12,11 @@ use zbus::names::InterfaceName;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 
 use crate::protocol::Ssid;
-use crate::wifi::{
-    ConnectParams, ConnectedNetwork, InterfaceError, InterfaceEvent, InterfaceId, ScanResult,
-    ScannedBss, WifiInterface,
+use crate::wifi::dbus::station::{
+    self, HostScan, HostStation, ScanPolicy, StationCore, StationStart,
 };
+use crate::wifi::dbus::{call_error as iface_err, error_name};
+use crate::wifi::{ConnectParams, ConnectedNetwork, InterfaceError, InterfaceEvent, ScannedBss};
 
 use super::convert::{self, state};
 use super::proxies::{
@@ -31,32 +31,6 @@ const TARGETED_SCAN_ATTEMPTS: u32 = 3;
 /// A device state change: (new state, old state, reason).
 type StateChange = (u32, u32, u32);
 
-/// A host scan the device is running.
-struct InFlightScan {
-    /// The SSID it probes, if it is a targeted scan.
-    target: Option<Ssid>,
-    done: watch::Receiver<bool>,
-    /// Set when a `scan()` call waits for this scan: its results then go to
-    /// that caller, not out as a notification.
-    waited: Arc<AtomicBool>,
-}
-
-#[derive(Default)]
-struct Inner {
-    /// The access point the device is associated with, if any.
-    active_ap: Option<OwnedObjectPath>,
-    /// Whether observers were told (or, at start, the device was) connected,
-    /// so a later disconnection is reported exactly once.
-    connected: bool,
-    /// Whether the device is in a link-up state (`link_up`), so leaving it
-    /// is reported as a disconnection.
-    link_up: bool,
-    /// Bumped on every state change, so a slow "connected" lookup can tell
-    /// it has been overtaken.
-    state_generation: u64,
-    scan: Option<InFlightScan>,
-}
-
 /// What the backend read about a device when it appeared.
 pub(crate) struct DeviceInfo {
     pub path: OwnedObjectPath,
@@ -70,20 +44,16 @@ pub(crate) struct DeviceInfo {
 }
 
 pub(crate) struct NmDevice {
-    id: Uuid,
-    name: String,
+    core: StationCore<NmDevice>,
     path: OwnedObjectPath,
     /// The bus connection the device was found on (a new connection finds
     /// the devices again).
     conn: zbus::Connection,
     shared: Arc<Shared>,
-    me: Weak<NmDevice>,
-    gone: AtomicBool,
-    inner: Mutex<Inner>,
+    /// The access point the device is associated with, if any.
+    active_ap: Mutex<Option<OwnedObjectPath>>,
     last_scan: watch::Sender<Option<i64>>,
     states: broadcast::Sender<StateChange>,
-    /// Serializes connects and disconnects of this device.
-    op_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Whether a device state has the link up: associated and authenticated
@@ -94,30 +64,6 @@ fn link_up(st: u32) -> bool {
 
 fn none_if_root(path: OwnedObjectPath) -> Option<OwnedObjectPath> {
     (path.as_str() != "/").then_some(path)
-}
-
-/// The D-Bus error name of a failed call, if it was one.
-pub(crate) fn error_name(e: &zbus::Error) -> Option<String> {
-    match e {
-        zbus::Error::MethodError(name, _, _) => Some(name.as_str().to_string()),
-        zbus::Error::FDO(e) => Some(zbus::DBusError::name(&**e).to_string()),
-        _ => None,
-    }
-}
-
-fn iface_err(what: &'static str, e: zbus::Error) -> InterfaceError {
-    match error_name(&e).as_deref() {
-        Some("org.freedesktop.DBus.Error.ServiceUnknown")
-        | Some("org.freedesktop.DBus.Error.NameHasNoOwner")
-        | Some("org.freedesktop.DBus.Error.NoReply") => {
-            InterfaceError::Unavailable(format!("{what}: {e}"))
-        }
-        Some("org.freedesktop.DBus.Error.UnknownObject") => InterfaceError::Gone,
-        _ => InterfaceError::HostServiceError {
-            call: what,
-            message: e.to_string(),
-        },
-    }
 }
 
 fn is_unknown(e: &zbus::Error) -> bool {
@@ -134,52 +80,28 @@ impl NmDevice {
         let id = convert::interface_id(info.perm_hw_address.as_deref(), &info.interface);
         let (last_scan, _) = watch::channel(info.last_scan);
         let (states, _) = broadcast::channel(64);
-        Arc::new_cyclic(|me| NmDevice {
+        // Connected at start only when activated: a device still in IP
+        // configuration is announced when it gets there.
+        let start = StationStart {
             id,
             name: info.interface,
+            path: info.path.clone(),
+            connected: info.state == state::ACTIVATED,
+            link_up: link_up(info.state),
+        };
+        Arc::new_cyclic(|me| NmDevice {
+            core: StationCore::new(me.clone(), shared.hub.clone(), start),
             path: info.path,
             conn: shared.conn(),
             shared,
-            me: me.clone(),
-            gone: AtomicBool::new(false),
-            inner: Mutex::new(Inner {
-                active_ap: info.active_ap,
-                connected: info.state == state::ACTIVATED,
-                link_up: link_up(info.state),
-                ..Inner::default()
-            }),
+            active_ap: Mutex::new(info.active_ap),
             last_scan,
             states,
-            op_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
-    pub(crate) fn path(&self) -> &OwnedObjectPath {
-        &self.path
-    }
-
-    fn inner(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The device went away (removed, or NetworkManager stopped): every later
-    /// call fails with [`InterfaceError::Gone`] and no more events are sent.
-    pub(crate) fn mark_gone(&self) {
-        self.gone.store(true, Ordering::SeqCst);
-    }
-
-    fn check(&self) -> Result<(), InterfaceError> {
-        if self.gone.load(Ordering::SeqCst) {
-            Err(InterfaceError::Gone)
-        } else {
-            Ok(())
-        }
-    }
-
-    fn publish(&self, event: InterfaceEvent) {
-        if !self.gone.load(Ordering::SeqCst) {
-            self.shared.hub.publish(event);
-        }
+    fn active_ap(&self) -> MutexGuard<'_, Option<OwnedObjectPath>> {
+        self.active_ap.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn conn(&self) -> &zbus::Connection {
@@ -197,45 +119,13 @@ impl NmDevice {
     // --- events routed here by the backend's signal dispatcher -------------
 
     pub(crate) fn on_state_changed(&self, new: u32, old: u32, reason: u32) {
-        debug!(iface = %self.name, new, old, reason, "device state changed");
+        debug!(iface = %self.core.name(), new, old, reason, "device state changed");
         let _ = self.states.send((new, old, reason));
-        let generation = {
-            let mut inner = self.inner();
-            inner.state_generation += 1;
-            // A guest connect succeeds once the link is up (see
-            // `wait_link_up`): leaving the link-up states from there is a
-            // disconnection too, even if ACTIVATED was never reached.
-            if link_up(new) {
-                inner.link_up = true;
-            } else if inner.connected || inner.link_up {
-                inner.connected = false;
-                inner.link_up = false;
-                self.publish(InterfaceEvent::Disconnected { iface: self.id });
-            }
-            inner.state_generation
-        };
-        if new == state::ACTIVATED {
-            let Some(me) = self.me.upgrade() else { return };
-            tokio::spawn(async move {
-                let network = match me.current_network(false).await {
-                    Ok(Some(n)) => n,
-                    Ok(None) => return,
-                    Err(e) => {
-                        debug!(iface = %me.name, "cannot read the new connection: {e}");
-                        return;
-                    }
-                };
-                let mut inner = me.inner();
-                // A later state change makes this one stale.
-                if inner.state_generation == generation && !inner.connected {
-                    inner.connected = true;
-                    me.publish(InterfaceEvent::Connected {
-                        iface: me.id,
-                        network,
-                    });
-                }
-            });
-        }
+        let Some(me) = self.core.me() else { return };
+        // A guest connect succeeds once the link is up (see `wait_link_up`):
+        // leaving the link-up states from there is a disconnection too,
+        // even if ACTIVATED was never reached.
+        station::link_changed(&me, link_up(new), new == state::ACTIVATED);
     }
 
     pub(crate) fn on_properties_changed(
@@ -256,7 +146,7 @@ impl NmDevice {
             .get("ActiveAccessPoint")
             .and_then(|v| ObjectPath::try_from(&**v).ok())
         {
-            self.inner().active_ap = none_if_root(v.into());
+            *self.active_ap() = none_if_root(v.into());
         }
     }
 
@@ -273,14 +163,10 @@ impl NmDevice {
         else {
             return;
         };
-        let active = self
-            .inner()
-            .active_ap
-            .as_ref()
-            .is_some_and(|a| a.as_ref() == *ap);
+        let active = self.active_ap().as_ref().is_some_and(|a| a.as_ref() == *ap);
         if active {
-            self.publish(InterfaceEvent::SignalQuality {
-                iface: self.id,
+            self.core.publish(InterfaceEvent::SignalQuality {
+                iface: self.core.id(),
                 percent: percent.min(100),
             });
         }
@@ -323,18 +209,18 @@ impl NmDevice {
                         out.push((path, bss, rsn))
                     }
                     None => {
-                        debug!(iface = %self.name, ap = %path.as_str(), "skipping malformed access point")
+                        debug!(iface = %self.core.name(), ap = %path.as_str(), "skipping malformed access point")
                     }
                 },
                 Err(e) => {
-                    debug!(iface = %self.name, ap = %path.as_str(), "access point unreadable: {e}")
+                    debug!(iface = %self.core.name(), ap = %path.as_str(), "access point unreadable: {e}")
                 }
             }
         }
         Ok(out)
     }
 
-    async fn cached_bss(&self) -> Result<Vec<ScannedBss>, InterfaceError> {
+    async fn listed_bss(&self) -> Result<Vec<ScannedBss>, InterfaceError> {
         Ok(self
             .access_points()
             .await?
@@ -352,133 +238,32 @@ impl NmDevice {
         wireless.request_scan(options).await
     }
 
-    /// Makes a scan for `target` the device's running scan, unless one is
-    /// running already.
-    fn begin_scan(&self, target: Option<Ssid>) -> Option<(watch::Sender<bool>, Arc<AtomicBool>)> {
-        let mut inner = self.inner();
-        if inner.scan.is_some() {
-            return None;
-        }
-        let (done_tx, done_rx) = watch::channel(false);
-        let waited = Arc::new(AtomicBool::new(false));
-        inner.scan = Some(InFlightScan {
-            target,
-            done: done_rx,
-            waited: waited.clone(),
-        });
-        Some((done_tx, waited))
-    }
-
-    /// Runs a host scan for `target` as soon as no other scan runs (a queued
-    /// targeted scan, or the retry of a dropped one). Its results go out as
-    /// a notification.
-    ///
-    /// Boxed: it and `run_scan` start each other.
-    fn scan_when_idle(
-        self: Arc<Self>,
-        target: Option<Ssid>,
-        attempt: u32,
-    ) -> futures::future::BoxFuture<'static, ()> {
-        Box::pin(async move { self.scan_when_idle_inner(target, attempt).await })
-    }
-
-    async fn scan_when_idle_inner(self: Arc<Self>, target: Option<Ssid>, attempt: u32) {
-        loop {
-            if self.gone.load(Ordering::SeqCst) {
-                return;
-            }
-            let running = self.inner().scan.as_ref().map(|s| s.done.clone());
-            match running {
-                Some(mut done) => {
-                    let _ = done.wait_for(|d| *d).await;
-                }
-                None => {
-                    if let Some((done, waited)) = self.begin_scan(target) {
-                        self.run_scan(target, done, waited, attempt).await;
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Runs one host scan to its end and hands out its results. A scan
-    /// NetworkManager accepted but that never ends (wpa_supplicant may
-    /// refuse it: "one is already pending") is retried once.
-    async fn run_scan(
-        self: Arc<Self>,
-        target: Option<Ssid>,
-        done: watch::Sender<bool>,
-        waited: Arc<AtomicBool>,
-        attempt: u32,
-    ) {
+    /// One host scan: `RequestScan`, then the device's `LastScan` changing
+    /// (or, without `LastScan`, a fixed wait).
+    async fn run_host_scan(&self, target: Option<Ssid>) -> HostScan {
         let config = &self.shared.config;
-        let mut dropped = false;
         let mut last_scan = self.last_scan.subscribe();
         let before = *last_scan.borrow_and_update();
-        let fresh = match self.request_scan(target).await {
-            Err(e) => {
-                // Rate limited, not allowed, radio off...: the guest keeps
-                // the cached results.
-                debug!(iface = %self.name, "host scan request refused: {e}");
-                false
-            }
-            Ok(()) => match before {
-                Some(before) => {
-                    let changed = last_scan.wait_for(|v| *v != Some(before));
-                    match tokio::time::timeout(config.scan_timeout, changed).await {
-                        Ok(Ok(_)) => true,
-                        _ => {
-                            debug!(iface = %self.name, attempt, "host scan did not finish in time");
-                            dropped = true;
-                            false
-                        }
-                    }
-                }
-                None => {
-                    tokio::time::sleep(config.scan_fallback_wait).await;
-                    true
-                }
-            },
-        };
-        // Close the scan before announcing it: a scan() arriving from now on
-        // starts a new one rather than joining this one.
-        self.inner().scan = None;
-        let _ = done.send(true);
-        if self.gone.load(Ordering::SeqCst) {
-            return;
+        if let Err(e) = self.request_scan(target).await {
+            // Rate limited, not allowed, radio off...: the guest keeps the
+            // cached results.
+            debug!(iface = %self.core.name(), "host scan request refused: {e}");
+            return HostScan::Refused;
         }
-        let bss = if fresh {
-            match self.cached_bss().await {
-                Ok(bss) => Some(bss),
-                Err(e) => {
-                    debug!(iface = %self.name, "cannot read fresh scan results: {e}");
-                    None
-                }
-            }
+        let Some(before) = before else {
+            tokio::time::sleep(config.scan_fallback_wait).await;
+            return HostScan::Fresh;
+        };
+        let changed = last_scan.wait_for(|v| *v != Some(before));
+        let ended = matches!(
+            tokio::time::timeout(config.scan_timeout, changed).await,
+            Ok(Ok(_))
+        );
+        if ended {
+            HostScan::Fresh
         } else {
-            None
-        };
-        // A targeted scan whose SSID did not show was most likely rejected
-        // by wpa_supplicant ("one is already pending": NetworkManager runs
-        // periodic scans of its own, and LastScan changes with those, seen
-        // in the VM test): retry it, a bounded number of times.
-        let missed_target = match (target, &bss) {
-            (Some(t), Some(list)) => !list.iter().any(|b| b.ssid == t),
-            _ => false,
-        };
-        if (dropped && attempt == 1) || (missed_target && attempt < TARGETED_SCAN_ATTEMPTS) {
-            debug!(iface = %self.name, attempt, missed_target, "retrying the host scan");
-            tokio::spawn(self.clone().scan_when_idle(target, attempt + 1));
-        }
-        if let Some(bss) = bss.filter(|_| !waited.load(Ordering::SeqCst)) {
-            self.publish(InterfaceEvent::ScanResults {
-                iface: self.id,
-                result: ScanResult {
-                    bss,
-                    complete: true,
-                },
-            });
+            debug!(iface = %self.core.name(), "host scan did not finish in time");
+            HostScan::Unfinished
         }
     }
 
@@ -551,7 +336,7 @@ impl NmDevice {
             return Ok(None);
         };
         let best = self
-            .cached_bss()
+            .listed_bss()
             .await?
             .into_iter()
             .filter(|b| b.ssid == ssid)
@@ -589,14 +374,17 @@ impl NmDevice {
 
     /// Adds the guest's profile and activates it, then waits for the device
     /// to be activated or to fail.
-    async fn activate(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
+    async fn add_and_activate(
+        &self,
+        params: &ConnectParams,
+    ) -> Result<ConnectedNetwork, InterfaceError> {
         let psk = convert::profile_secret(params);
         let uuid = Uuid::new_v4().to_string();
         let id = convert::profile_id(&params.ssid);
         let build = || {
             convert::profile_settings(
                 params,
-                &self.name,
+                self.core.name(),
                 &uuid,
                 &id,
                 psk.as_ref().map(|p| p.as_str()),
@@ -612,7 +400,7 @@ impl NmDevice {
         // activation would only fail after the connect bound; refuse at
         // once with a status that says why.
         if transition && params.key.is_some() {
-            warn!(iface = %self.name, ssid = %params.ssid, "WPA2/WPA3 transition networks cannot be joined with a PMK through NetworkManager; refusing");
+            warn!(iface = %self.core.name(), ssid = %params.ssid, "WPA2/WPA3 transition networks cannot be joined with a PMK through NetworkManager; refusing");
             return Err(InterfaceError::Rejected {
                 status: convert::STATUS_INVALID_AKMP,
             });
@@ -644,7 +432,7 @@ impl NmDevice {
         };
         drop(psk);
         let (profile, active) = added.map_err(|e| iface_err("activation", e))?;
-        info!(iface = %self.name, ssid = %params.ssid, profile = %profile.as_str(), "activating a guest connection");
+        info!(iface = %self.core.name(), ssid = %params.ssid, profile = %profile.as_str(), "activating a guest connection");
         self.shared.set_profile(&self.path, profile.clone());
 
         let wait = self.wait_link_up(&mut states, &active);
@@ -686,7 +474,7 @@ impl NmDevice {
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return Err(0),
             };
-            if self.gone.load(Ordering::SeqCst) {
+            if self.core.is_gone() {
                 return Err(0);
             }
             match new {
@@ -751,17 +539,41 @@ async fn profile_listed(conn: &zbus::Connection, profile: &OwnedObjectPath) -> z
 }
 
 #[async_trait]
-impl WifiInterface for NmDevice {
-    fn id(&self) -> InterfaceId {
-        self.id
+impl HostStation for NmDevice {
+    /// `RequestScan` probes the SSIDs it is given. A request is retried once
+    /// when its `LastScan` never changes (wpa_supplicant rejected it: "one
+    /// is already pending"), and a targeted scan whose SSID is not in the
+    /// results gets 3 host scans in all: while disconnected NetworkManager
+    /// runs periodic scans of its own, wpa_supplicant rejects a request
+    /// arriving during one, and `LastScan` changes with the periodic scan
+    /// anyway (seen in the VM test). NetworkManager keeps its access point
+    /// list: an empty one is the answer.
+    const SCAN_POLICY: ScanPolicy = ScanPolicy {
+        probes_ssid: true,
+        attempts_if_unfinished: 2,
+        attempts_for_missing_target: TARGETED_SCAN_ATTEMPTS,
+        empty_means_scanning: false,
+    };
+
+    const NOT_CONNECTED_ERROR: &'static str = "org.freedesktop.NetworkManager.Device.NotActive";
+
+    fn core(&self) -> &StationCore<Self> {
+        &self.core
     }
 
-    fn name(&self) -> String {
-        self.name.clone()
+    async fn cached_bss(&self, _target: Option<&Ssid>) -> Result<Vec<ScannedBss>, InterfaceError> {
+        self.listed_bss().await
     }
 
-    async fn connected_network(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
-        self.check()?;
+    async fn host_scan(&self, target: Option<Ssid>) -> HostScan {
+        self.run_host_scan(target).await
+    }
+
+    async fn connected_now(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
+        self.current_network(false).await
+    }
+
+    async fn current_connection(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
         // The proxy's own connection counts once its link is up, as its
         // connect did (see `wait_link_up`): the handler asks this to tell a
         // stale disconnection event (the old network's, after a switch)
@@ -771,126 +583,19 @@ impl WifiInterface for NmDevice {
         self.current_network(ours).await
     }
 
-    async fn scan(&self, target: Option<&Ssid>) -> Result<ScanResult, InterfaceError> {
-        self.check()?;
-        enum Plan {
-            Join(watch::Receiver<bool>),
-            Start(watch::Sender<bool>, Arc<AtomicBool>),
-            /// A targeted scan while a scan that does not probe its SSID
-            /// runs: joining it would never probe the SSID.
-            Queue,
-        }
-        let target = target.copied().filter(|s| !s.is_empty());
-        let plan = {
-            let running = self
-                .inner()
-                .scan
-                .as_ref()
-                .map(|running| (running.target, running.done.clone(), running.waited.clone()));
-            match running {
-                Some((running_target, _, _)) if target.is_some() && running_target != target => {
-                    Plan::Queue
-                }
-                Some((_, done, waited)) => {
-                    waited.store(true, Ordering::SeqCst);
-                    Plan::Join(done)
-                }
-                None => match self.begin_scan(target) {
-                    Some((done, waited)) => Plan::Start(done, waited),
-                    // Another caller began one in between: wait for it.
-                    None => match self.inner().scan.as_ref() {
-                        Some(running) => {
-                            running.waited.store(true, Ordering::SeqCst);
-                            Plan::Join(running.done.clone())
-                        }
-                        None => Plan::Queue,
-                    },
-                },
-            }
-        };
-        match plan {
-            Plan::Join(mut done) => {
-                // The running scan ends within its own bound.
-                let _ = done.wait_for(|d| *d).await;
-                self.check()?;
-                Ok(ScanResult {
-                    bss: self.cached_bss().await?,
-                    complete: true,
-                })
-            }
-            Plan::Start(done, waited) => {
-                let cached = self.cached_bss().await;
-                match self.me.upgrade() {
-                    Some(me) => {
-                        tokio::spawn(me.run_scan(target, done, waited, 1));
-                    }
-                    None => {
-                        self.inner().scan = None;
-                    }
-                }
-                Ok(ScanResult {
-                    bss: cached?,
-                    complete: true,
-                })
-            }
-            Plan::Queue => {
-                debug!(iface = %self.name, "a targeted scan waits for the running host scan");
-                let cached = self.cached_bss().await;
-                if let Some(me) = self.me.upgrade() {
-                    tokio::spawn(me.scan_when_idle(target, 1));
-                }
-                Ok(ScanResult {
-                    bss: cached?,
-                    complete: true,
-                })
-            }
-        }
+    async fn activate(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
+        self.add_and_activate(params).await
     }
 
-    async fn connect(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
-        self.check()?;
-        let me = self.me.upgrade().ok_or(InterfaceError::Gone)?;
-        let params = params.clone();
-        let (tx, rx) = oneshot::channel();
-        // The work runs in its own task so that a caller giving up (the
-        // handler's 10 s bound) cannot leave a half-made profile behind.
-        tokio::spawn(async move {
-            let _op = me.op_lock.clone().lock_owned().await;
-            // A new guest connection replaces the proxy's earlier one.
-            me.delete_profile().await;
-            let result = me.activate(&params).await;
-            if let Err(e) = &result {
-                warn!(iface = %me.name, ssid = %params.ssid, "guest connection failed: {e}");
-            }
-            if let Err(result) = tx.send(result) {
-                if result.is_ok() {
-                    info!(iface = %me.name, "connect finished after the caller gave up; undoing it");
-                    me.delete_profile().await;
-                }
-            }
-        });
-        rx.await.unwrap_or(Err(InterfaceError::TaskEnded))
-    }
-
-    async fn disconnect(&self) -> Result<(), InterfaceError> {
-        self.check()?;
-        let _op = self.op_lock.lock().await;
-        let device = self
-            .device_proxy()
-            .await
-            .map_err(|e| iface_err("device", e))?;
-        let result = match device.disconnect().await {
-            Ok(()) => Ok(()),
-            // Already disconnected.
-            Err(e)
-                if error_name(&e).as_deref()
-                    == Some("org.freedesktop.NetworkManager.Device.NotActive") =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(iface_err("disconnect", e)),
-        };
+    async fn undo_activation(&self) {
         self.delete_profile().await;
-        result
+    }
+
+    async fn remove_guest_connection(&self) {
+        self.delete_profile().await;
+    }
+
+    async fn request_disconnect(&self) -> zbus::Result<()> {
+        self.device_proxy().await?.disconnect().await
     }
 }

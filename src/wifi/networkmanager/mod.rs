@@ -33,39 +33,30 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use zbus::fdo::NameOwnerChangedStream;
-use zbus::message::Type as MessageType;
-use zbus::names::{BusName, OwnedUniqueName};
-use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
-use zbus::{MatchRule, MessageStream};
+use zbus::names::OwnedUniqueName;
+use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
+use crate::wifi::dbus::station::{HostStation, Stations};
+use crate::wifi::dbus::{self, Following};
 use crate::wifi::{BackendHealth, EventHub, HostWifi, InterfaceEvent, WifiInterface};
 
 use device::{DeviceInfo, NmDevice};
 use proxies::{
     DeviceProxy, NetworkManagerProxy, NmSettingsProxy, SettingsConnectionProxy, WirelessProxy,
-    AP_IFACE, DEVICE_IFACE, NM_BUS_NAME, NM_IFACE, NM_PATH, PROPERTIES_IFACE,
+    AP_IFACE, DEVICE_IFACE, NM_BUS_NAME, NM_IFACE, NM_PATH,
 };
 
-/// Which D-Bus bus to find NetworkManager on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BusAddress {
-    /// The system bus (`DBUS_SYSTEM_BUS_ADDRESS` when set, else the standard
-    /// socket).
-    System,
-    /// An explicit bus address, e.g. `unix:path=/tmp/test-bus`.
-    Address(String),
-}
+pub use crate::wifi::dbus::BusAddress;
 
 /// Time bounds of the backend. The defaults suit real hosts; tests shorten
 /// them.
 #[derive(Debug, Clone)]
 pub struct NmConfig {
     /// How long a host scan may take before its results are taken as they
-    /// are (its `LastScan` did not change). Below the handler's 10 s bound,
-    /// so a `scan()` that waits for a running scan still answers in time.
+    /// are (its `LastScan` did not change). A guest scan never waits for it:
+    /// this bounds when its results reach the guest as a notification.
     pub scan_timeout: Duration,
     /// How long a host scan is given when the device has no `LastScan`
     /// property (NetworkManager older than 1.12).
@@ -91,22 +82,14 @@ impl Default for NmConfig {
 }
 
 /// Why the backend could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum NmError {
-    /// The bus could not be reached.
-    #[error("cannot connect to the D-Bus bus: {0}")]
-    Bus(#[source] zbus::Error),
-    /// The bus refused a request every client may make.
-    #[error("D-Bus request failed: {0}")]
-    DBus(#[source] zbus::Error),
-}
+pub type NmError = crate::wifi::dbus::BusError;
 
 /// State shared by the backend and its devices.
 pub(crate) struct Shared {
     /// The bus connection now; replaced when the bus connection is lost and
     /// made again. A device keeps the connection it was found on.
     conn: Mutex<zbus::Connection>,
-    pub(crate) hub: EventHub,
+    pub(crate) hub: Arc<EventHub>,
     pub(crate) config: NmConfig,
     /// The proxy's profile on each device (device path -> profile path).
     profiles: Mutex<HashMap<OwnedObjectPath, OwnedObjectPath>>,
@@ -148,24 +131,18 @@ impl Shared {
     }
 }
 
-type Devices = Arc<Mutex<Vec<Arc<NmDevice>>>>;
+/// The Wi-Fi devices of one NetworkManager session.
+type Devices = Arc<Stations<NmDevice>>;
 
-fn lock(devices: &Devices) -> MutexGuard<'_, Vec<Arc<NmDevice>>> {
-    devices.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// NetworkManager as seen while it owns its bus name: its devices.
+type Session = dbus::Session<Devices>;
 
-/// NetworkManager as seen while it owns its bus name.
-struct Session {
-    owner: OwnedUniqueName,
-    dispatcher: JoinHandle<()>,
-    devices: Devices,
-}
+type SessionSlot = Arc<tokio::sync::Mutex<Option<Session>>>;
 
 /// The host's Wi-Fi through NetworkManager. See the module documentation.
 pub struct NetworkManagerWifi {
     shared: Arc<Shared>,
-    session: Arc<tokio::sync::Mutex<Option<Session>>>,
-    supervisor: Mutex<Option<JoinHandle<()>>>,
+    following: Following<Devices>,
 }
 
 impl NetworkManagerWifi {
@@ -197,13 +174,14 @@ impl NetworkManagerWifi {
         ));
         let shared = Arc::new(Shared {
             conn: Mutex::new(conn),
-            hub: EventHub::new(),
+            hub: Arc::new(EventHub::new()),
             config,
             profiles: Mutex::new(HashMap::new()),
             health,
         });
         let (owners, owner) = follow_name(&shared.conn()).await?;
-        let session: Arc<tokio::sync::Mutex<Option<Session>>> = Arc::default();
+        let following = Following::new();
+        let session = following.session.clone();
         let mut pending = None;
         match owner {
             // The first attempt is made here, so a running NetworkManager's
@@ -226,36 +204,25 @@ impl NetworkManagerWifi {
                 ));
             }
         }
-        let supervisor = tokio::spawn(supervise(
+        following.supervise(tokio::spawn(supervise(
             shared.clone(),
-            session.clone(),
+            session,
             bus,
             owners,
             pending,
-        ));
-        Ok(Arc::new(NetworkManagerWifi {
-            shared,
-            session,
-            supervisor: Mutex::new(Some(supervisor)),
-        }))
+        )));
+        Ok(Arc::new(NetworkManagerWifi { shared, following }))
     }
 
     /// Whether NetworkManager is on the bus now.
     pub async fn is_available(&self) -> bool {
-        self.session.lock().await.is_some()
+        self.following.is_up().await
     }
 
     /// Stops following NetworkManager, removes the interfaces and deletes
     /// every profile the proxy created.
     pub async fn shutdown(&self) {
-        let supervisor = self
-            .supervisor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(s) = supervisor {
-            s.abort();
-        }
+        self.following.stop_supervisor();
         // Take the profiles before stopping the session, which forgets them.
         let profiles: Vec<OwnedObjectPath> =
             self.shared.profiles().drain().map(|(_, p)| p).collect();
@@ -263,26 +230,8 @@ impl NetworkManagerWifi {
         for profile in profiles {
             device::delete_profile(&conn, &profile).await;
         }
-        if let Some(session) = self.session.lock().await.take() {
+        if let Some(session) = self.following.take().await {
             stop_session(&self.shared, session);
-        }
-    }
-}
-
-impl Drop for NetworkManagerWifi {
-    fn drop(&mut self) {
-        if let Some(s) = self
-            .supervisor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            s.abort();
-        }
-        if let Ok(mut session) = self.session.try_lock() {
-            if let Some(session) = session.take() {
-                session.dispatcher.abort();
-            }
         }
     }
 }
@@ -308,42 +257,18 @@ impl HostWifi for NetworkManagerWifi {
 
 /// Opens a bus connection.
 async fn connect_bus(bus: &BusAddress, config: &NmConfig) -> Result<zbus::Connection, NmError> {
-    let builder = match bus {
-        BusAddress::System => zbus::connection::Builder::system(),
-        BusAddress::Address(a) => zbus::connection::Builder::address(a.as_str()),
-    }
-    .map_err(NmError::Bus)?;
-    // Signals queue here while the dispatcher works; a scan on a busy site
-    // changes hundreds of properties at once.
-    builder
-        .max_queued(4096)
-        .method_timeout(config.call_timeout)
-        .build()
+    dbus::connect(bus, config.call_timeout)
         .await
         .map_err(NmError::Bus)
 }
 
-/// Follows NetworkManager's bus name on `conn`: the stream of owner changes
-/// and the owner now. The stream is made first, so no change falls between
-/// the two; it ends when the bus connection is lost.
+/// Follows NetworkManager's bus name on `conn` (see [`dbus::follow_name`]).
 async fn follow_name(
     conn: &zbus::Connection,
 ) -> Result<(NameOwnerChangedStream, Option<OwnedUniqueName>), NmError> {
-    let dbus = zbus::fdo::DBusProxy::new(conn)
+    dbus::follow_name(conn, NM_BUS_NAME)
         .await
-        .map_err(NmError::DBus)?;
-    let owners = dbus
-        .receive_name_owner_changed_with_args(&[(0, NM_BUS_NAME)])
-        .await
-        .map_err(NmError::DBus)?;
-    let owner = dbus.get_name_owner(nm_name()).await.ok();
-    Ok((owners, owner))
-}
-
-fn nm_name() -> BusName<'static> {
-    BusName::from(zbus::names::WellKnownName::from_static_str_unchecked(
-        NM_BUS_NAME,
-    ))
+        .map_err(NmError::DBus)
 }
 
 /// Follows NetworkManager for the backend's life: owner changes (it
@@ -351,7 +276,7 @@ fn nm_name() -> BusName<'static> {
 /// again with backoff). Runs until the backend shuts down.
 async fn supervise(
     shared: Arc<Shared>,
-    session: Arc<tokio::sync::Mutex<Option<Session>>>,
+    session: SessionSlot,
     bus: BusAddress,
     mut owners: NameOwnerChangedStream,
     mut pending: Option<OwnedUniqueName>,
@@ -372,9 +297,9 @@ async fn supervise(
             (owners, pending) = reconnect(&shared, &bus).await;
             continue;
         };
-        let Ok(args) = signal.args() else { continue };
-        let new_owner: Option<OwnedUniqueName> =
-            args.new_owner().as_ref().map(|o| o.to_owned().into());
+        let Ok(new_owner) = dbus::new_owner(&signal) else {
+            continue;
+        };
         match new_owner {
             Some(owner) => {
                 if session
@@ -473,7 +398,7 @@ async fn start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> Option<S
                 attempts = attempts.saturating_add(1);
                 let still_owner = match zbus::fdo::DBusProxy::new(&shared.conn()).await {
                     Ok(dbus) => dbus
-                        .get_name_owner(nm_name())
+                        .get_name_owner(dbus::bus_name(NM_BUS_NAME))
                         .await
                         .is_ok_and(|o| *o == *owner),
                     Err(_) => false,
@@ -500,13 +425,8 @@ async fn start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> Option<S
 async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus::Result<Session> {
     // Every signal NetworkManager sends, in order, from before the device
     // list is read.
-    let rule = MatchRule::builder()
-        .msg_type(MessageType::Signal)
-        .sender(owner.clone())?
-        .path_namespace(NM_PATH)?
-        .build();
     let conn = shared.conn();
-    let stream = MessageStream::for_match_rule(rule, &conn, Some(4096)).await?;
+    let stream = dbus::signals_from(&conn, &owner, Some(NM_PATH)).await?;
 
     delete_leftover_profiles(shared).await;
 
@@ -514,29 +434,32 @@ async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await?;
-    let devices: Devices = Arc::default();
+    let devices: Devices = Arc::new(Stations::new(shared.hub.clone()));
     for path in nm.get_devices().await? {
         add_device(shared, &devices, path).await;
     }
     info!(
         "following NetworkManager: {} Wi-Fi device(s)",
-        lock(&devices).len()
+        devices.all().len()
     );
-    let dispatcher = tokio::spawn(dispatch(shared.clone(), devices.clone(), stream));
+    let dispatcher = {
+        let (shared, devices) = (shared.clone(), devices.clone());
+        tokio::spawn(dbus::route_signals(
+            stream,
+            "NetworkManager",
+            move |signal| route(shared.clone(), devices.clone(), signal),
+        ))
+    };
     Ok(Session {
         owner,
         dispatcher,
-        devices,
+        state: devices,
     })
 }
 
 fn stop_session(shared: &Shared, session: Session) {
     session.dispatcher.abort();
-    let devices = std::mem::take(&mut *lock(&session.devices));
-    for device in devices {
-        device.mark_gone();
-        shared.hub.remove(device.id());
-    }
+    session.state.clear();
     // The proxy's profiles went with NetworkManager (they are volatile);
     // any that survived are deleted as leftovers when it returns.
     shared.profiles().clear();
@@ -613,92 +536,60 @@ async fn add_device(shared: &Arc<Shared>, devices: &Devices, path: OwnedObjectPa
         }
     };
     let device = NmDevice::new(shared.clone(), info);
-    {
-        let mut list = lock(devices);
-        if list.iter().any(|d| d.path() == device.path()) {
-            return;
-        }
-        list.push(device.clone());
+    let (name, id) = (device.name(), device.id());
+    if devices.add(device) {
+        info!(iface = %name, id = %id, "Wi-Fi device added");
     }
-    info!(iface = %device.name(), id = %device.id(), "Wi-Fi device added");
-    shared.hub.add(device);
 }
 
 fn remove_device(shared: &Shared, devices: &Devices, path: &ObjectPath<'_>) {
-    let removed = {
-        let mut list = lock(devices);
-        let pos = list.iter().position(|d| d.path().as_ref() == *path);
-        pos.map(|i| list.remove(i))
-    };
-    if let Some(device) = removed {
+    if let Some(device) = devices.remove(path) {
         info!(iface = %device.name(), "Wi-Fi device removed");
-        device.mark_gone();
-        shared.profiles().remove(device.path());
-        shared.hub.remove(device.id());
+        shared.profiles().remove(device.core().path());
     }
 }
 
-fn find(devices: &Devices, path: &ObjectPath<'_>) -> Option<Arc<NmDevice>> {
-    lock(devices)
-        .iter()
-        .find(|d| d.path().as_ref() == *path)
-        .cloned()
-}
-
-/// Routes NetworkManager's signals to the devices, in order.
-async fn dispatch(shared: Arc<Shared>, devices: Devices, mut stream: MessageStream) {
-    while let Some(msg) = stream.next().await {
-        let Ok(msg) = msg else { continue };
-        let header = msg.header();
-        let (Some(path), Some(interface), Some(member)) =
-            (header.path(), header.interface(), header.member())
-        else {
-            continue;
-        };
-        match (interface.as_str(), member.as_str()) {
-            (NM_IFACE, "DeviceAdded") if path.as_str() == NM_PATH => {
-                if let Ok(device) = msg.body().deserialize::<OwnedObjectPath>() {
-                    add_device(&shared, &devices, device).await;
-                }
+/// Routes one of NetworkManager's signals to the devices.
+async fn route(shared: Arc<Shared>, devices: Devices, signal: dbus::Signal) {
+    let path = &signal.path.as_ref();
+    if let Some((iface, changed)) = signal.changed_properties() {
+        if let Some(device) = devices.find(path) {
+            device.on_properties_changed(&iface, &changed);
+        } else if iface == AP_IFACE {
+            for device in devices.all() {
+                device.on_ap_properties_changed(path, &changed);
             }
-            (NM_IFACE, "DeviceRemoved") if path.as_str() == NM_PATH => {
-                if let Ok(device) = msg.body().deserialize::<ObjectPath<'_>>() {
-                    remove_device(&shared, &devices, &device);
-                }
-            }
-            (DEVICE_IFACE, "StateChanged") => {
-                let Ok((new, old, reason)) = msg.body().deserialize::<(u32, u32, u32)>() else {
-                    continue;
-                };
-                match find(&devices, path) {
-                    Some(_) if new == convert::state::UNMANAGED => {
-                        remove_device(&shared, &devices, path);
-                    }
-                    Some(device) => device.on_state_changed(new, old, reason),
-                    // A device NetworkManager starts managing: follow it if
-                    // it is a Wi-Fi device.
-                    None if old == convert::state::UNMANAGED => {
-                        add_device(&shared, &devices, path.to_owned().into()).await;
-                    }
-                    None => {}
-                }
-            }
-            (PROPERTIES_IFACE, "PropertiesChanged") => {
-                type Changed = (String, HashMap<String, OwnedValue>, Vec<String>);
-                let Ok((iface, changed, _)) = msg.body().deserialize::<Changed>() else {
-                    continue;
-                };
-                if let Some(device) = find(&devices, path) {
-                    device.on_properties_changed(&iface, &changed);
-                } else if iface == AP_IFACE {
-                    let all = lock(&devices).clone();
-                    for device in all {
-                        device.on_ap_properties_changed(path, &changed);
-                    }
-                }
-            }
-            _ => {}
         }
+        return;
     }
-    debug!("NetworkManager signal stream ended");
+    match (signal.interface.as_str(), signal.member.as_str()) {
+        (NM_IFACE, "DeviceAdded") if path.as_str() == NM_PATH => {
+            if let Some(device) = signal.body::<OwnedObjectPath>() {
+                add_device(&shared, &devices, device).await;
+            }
+        }
+        (NM_IFACE, "DeviceRemoved") if path.as_str() == NM_PATH => {
+            if let Some(device) = signal.body::<OwnedObjectPath>() {
+                remove_device(&shared, &devices, &device.as_ref());
+            }
+        }
+        (DEVICE_IFACE, "StateChanged") => {
+            let Some((new, old, reason)) = signal.body::<(u32, u32, u32)>() else {
+                return;
+            };
+            match devices.find(path) {
+                Some(_) if new == convert::state::UNMANAGED => {
+                    remove_device(&shared, &devices, path);
+                }
+                Some(device) => device.on_state_changed(new, old, reason),
+                // A device NetworkManager starts managing: follow it if
+                // it is a Wi-Fi device.
+                None if old == convert::state::UNMANAGED => {
+                    add_device(&shared, &devices, path.to_owned().into()).await;
+                }
+                None => {}
+            }
+        }
+        _ => {}
+    }
 }

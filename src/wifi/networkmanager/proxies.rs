@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 
-use zbus::proxy::CacheProperties;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue, Value};
 
 /// NetworkManager's well-known bus name.
@@ -18,7 +17,6 @@ pub const NM_IFACE: &str = "org.freedesktop.NetworkManager";
 pub const DEVICE_IFACE: &str = "org.freedesktop.NetworkManager.Device";
 pub const WIRELESS_IFACE: &str = "org.freedesktop.NetworkManager.Device.Wireless";
 pub const AP_IFACE: &str = "org.freedesktop.NetworkManager.AccessPoint";
-pub const PROPERTIES_IFACE: &str = "org.freedesktop.DBus.Properties";
 
 /// Connection settings as NetworkManager exchanges them: `a{sa{sv}}`.
 pub type Settings = HashMap<String, HashMap<String, OwnedValue>>;
@@ -126,11 +124,5 @@ pub async fn at<P>(conn: &zbus::Connection, path: &ObjectPath<'_>) -> zbus::Resu
 where
     P: From<zbus::Proxy<'static>> + zbus::proxy::Defaults,
 {
-    let proxy = zbus::proxy::Builder::<P>::new(conn)
-        .destination(NM_BUS_NAME)?
-        .path(path.to_owned())?
-        .cache_properties(CacheProperties::No)
-        .build()
-        .await?;
-    Ok(proxy)
+    crate::wifi::dbus::proxy_at(conn, NM_BUS_NAME, path).await
 }
