@@ -40,4 +40,5 @@ cp "$target/$profile/proxy-wifi" "$bin"
 # --- the VM ----------------------------------------------------------------------
 log "VM: NetworkManager end to end (tests/vm/nm.sh)"
 vm_run "VM NetworkManager test" --name nm --timeout "${NM_VM_TIMEOUT:-1200}" --modprobe 'mac80211_hwsim radios=7' \
-  --env "PROXY_WIFI=$bin" --env "NM_BENCH=${NM_BENCH:-0}" tests/vm/nm.sh
+  --env "PROXY_WIFI=$bin" --env "NM_BENCH=${NM_BENCH:-0}" \
+  --env "NM_BENCH_ROUNDS=${NM_BENCH_ROUNDS:-10}" --env "NM_BENCH_CONNECTS=${NM_BENCH_CONNECTS:-10}" tests/vm/nm.sh

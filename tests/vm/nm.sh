@@ -204,7 +204,25 @@ connect_ok() {
 }
 
 # --- WPA2-PSK with the guest's PMK -----------------------------------------
+# wpa2_up: the AP completed the 4-way handshake and NetworkManager holds the
+# link on pw-wpa2.
+wpa2_up() {
+  vm_wait_until 10 "4-way handshake on pw-wpa2" vm_log_has hostapd-wlan1 'EAPOL-4WAY-HS-COMPLETED' &&
+    vm_wait_until 30 "wlan0 on pw-wpa2" wlan0_connected_to pw-wpa2
+}
 connect_ok connect-first-ms pw-wpa2 "$PASS_WPA2"
+# The first connect of a run has met a glitch of the stack under TCG: hostapd
+# saw the station associate twice, dropped message 4/4 and reported a PSK
+# mismatch, and the link fell 4 s after link-up (the proxy had answered at
+# link-up, as it should; the guest is then told the link is gone). One more
+# connect, counted in connect-retries; a second failure fails the checks.
+if result_is 0 && ! wpa2_up; then
+  vm_log "pw-wpa2 came up but did not stay up (the stack's glitch); connecting once more"
+  vm_metric connect-retries 1 count
+  guest_disconnect || true
+  settle_disconnected
+  timed_connect connect-first-ms-again pw-wpa2 "$PASS_WPA2"
+fi
 vm_expect connect-wpa2 "reply $reply" result_is 0
 vm_expect connect-wpa2-4way "no EAPOL-4WAY-HS-COMPLETED in hostapd-wlan1.log" \
   vm_wait_until 10 "4-way handshake on pw-wpa2" vm_log_has hostapd-wlan1 'EAPOL-4WAY-HS-COMPLETED'
@@ -376,7 +394,7 @@ if [ "${NM_BENCH:-0}" = 1 ]; then
   vm_metric bench-scan-guest-median "$(median <"$RUN/scan-guest")" ms
   vm_metric bench-scan-nmcli-median "$(median <"$RUN/scan-nmcli")" ms
   : >"$RUN/conn-guest"; : >"$RUN/conn-nmcli"; : >"$RUN/conn-nmcli-link"
-  for (( i = 0; i < ${NM_BENCH_CONNECTS:-4}; i++ )); do
+  for (( i = 0; i < ${NM_BENCH_CONNECTS:-10}; i++ )); do
     settle_disconnected
     t0=$(vm_now_ms); reply=$(guest_connect pw-wpa2 "$PASS_WPA2")
     echo $(( $(vm_now_ms) - t0 )) >>"$RUN/conn-guest"
