@@ -19,7 +19,7 @@ use crate::accept_backoff::AcceptBackoff;
 use crate::handler::HandlerClient;
 use crate::protocol::{Header, Message, Request, ScanLayout};
 use crate::transport::framing::{read_message, write_message, FrameError};
-use crate::transport::{BoxStream, RequestListener};
+use crate::transport::{BoxStream, Peer, RequestListener};
 
 /// How long a guest connection may take to deliver its request.
 pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(1);
@@ -141,7 +141,7 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn refused(&mut self, peer: &str, action: &str) {
+    fn refused(&mut self, peer: &Peer, action: &str) {
         let now = Instant::now();
         if self
             .last
