@@ -93,6 +93,10 @@ mod imp {
         binary: bool,
         /// Extra arguments for `proxy-wifi serve` (`--proxy-args "--threads 2"`).
         binary_args: Vec<String>,
+        /// The `proxy-wifi` binary to run (`--proxy-bin PATH`; default: the
+        /// one cargo built with this benchmark), e.g. another commit's build
+        /// for a before/after comparison in one sitting.
+        binary_path: PathBuf,
         /// Transports measured, of [`TRANSPORTS`] (`--transports tcp,unix`).
         transports: Vec<&'static str>,
         smoke: bool,
@@ -145,6 +149,7 @@ mod imp {
             runs: if smoke { 1 } else { 5 },
             binary: headline || smoke,
             binary_args: Vec::new(),
+            binary_path: PathBuf::from(BUILT_BINARY),
             transports: TRANSPORTS.to_vec(),
             smoke,
         };
@@ -177,6 +182,10 @@ mod imp {
                         .split_whitespace()
                         .map(String::from)
                         .collect()
+                }
+                "--proxy-bin" => {
+                    options.binary_path =
+                        PathBuf::from(it.next().ok_or("--proxy-bin needs a path")?);
                 }
                 "--transports" => {
                     let mut chosen = Vec::new();
@@ -216,7 +225,7 @@ mod imp {
                 }
                 "--help" | "-h" => {
                     println!(
-                        "cargo bench --profile profiling --bench e2e -- [--headline [--runs N]] [--proxy binary|library] [--proxy-args ARGS] [--transports tcp,unix] [--requests N] [--block N] [--warmup N] [--runtime current|multi|multiN] [--placement free,same,split]"
+                        "cargo bench --profile profiling --bench e2e -- [--headline [--runs N]] [--proxy binary|library] [--proxy-args ARGS] [--proxy-bin PATH] [--transports tcp,unix] [--requests N] [--block N] [--warmup N] [--runtime current|multi|multiN] [--placement free,same,split]"
                     );
                     std::process::exit(0);
                 }
@@ -609,7 +618,11 @@ mod imp {
     /// The `proxy-wifi` binary as users run it: `serve --config FILE` with
     /// two simulated guests, one on TCP and one on hybrid vsock, scan
     /// minimum latency 0, log level warn; stopped when dropped.
-    fn start_binary(dir: &Path, extra: &[String]) -> Result<(Server, ServerProcess), Error> {
+    fn start_binary(
+        binary: &Path,
+        dir: &Path,
+        extra: &[String],
+    ) -> Result<(Server, ServerProcess), Error> {
         // A free port: bound, noted and released (nothing else here binds).
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -625,7 +638,7 @@ mod imp {
                 uds.display()
             ),
         )?;
-        let mut child = std::process::Command::new(BUILT_BINARY)
+        let mut child = std::process::Command::new(binary)
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -640,11 +653,11 @@ mod imp {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !(unix.exists() && TcpStream::connect(tcp).is_ok()) {
             if let Some(status) = child.try_wait()? {
-                return Err(format!("{BUILT_BINARY} exited: {status}").into());
+                return Err(format!("{} exited: {status}", binary.display()).into());
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                return Err(format!("{BUILT_BINARY} not listening after 60 s").into());
+                return Err(format!("{} not listening after 60 s", binary.display()).into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -1099,7 +1112,8 @@ mod imp {
         let proxy_rt = ServerRuntime::new(options.runtime, "proxy")?;
         let floor_rt = ServerRuntime::new(options.runtime, "floor")?;
         let (proxy, services, binary) = if options.binary {
-            let (server, binary) = start_binary(dir.path(), &options.binary_args)?;
+            let (server, binary) =
+                start_binary(&options.binary_path, dir.path(), &options.binary_args)?;
             (server, Vec::new(), Some(binary))
         } else {
             let (server, services) = start_proxy(&proxy_rt, dir.path())?;
@@ -1124,7 +1138,8 @@ mod imp {
         println!("machine: {}", machine());
         if options.binary {
             println!(
-                "proxy: {BUILT_BINARY} serve --config FILE {} (a TCP and a hybrid-vsock guest, backend simulated)",
+                "proxy: {} serve --config FILE {} (a TCP and a hybrid-vsock guest, backend simulated)",
+                options.binary_path.display(),
                 options.binary_args.join(" ")
             );
             println!(
