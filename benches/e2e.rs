@@ -889,6 +889,16 @@ mod imp {
             .unwrap_or_else(|_| "?".into())
     }
 
+    /// Where a server's thread ran, read from its context switches per
+    /// request (see the headline's legend).
+    fn placement_of(switches_per_request: f64) -> &'static str {
+        if switches_per_request < 1.5 {
+            "apart"
+        } else {
+            "near"
+        }
+    }
+
     fn median(values: &mut [f64]) -> f64 {
         values.sort_by(f64::total_cmp);
         match values.len() {
@@ -919,9 +929,12 @@ mod imp {
         println!(
             "cs/req: the server threads' context switches per request; cpu µs/req: their time on a CPU (user and kernel) per request"
         );
+        println!(
+            "placement (proxy/floor), read from cs/req: near = on the client's CPU (woken, then preempted by the client: 2-3 per request), apart = on the other CPU (one cross-CPU wakeup: about 1)"
+        );
         println!();
         println!(
-            "{:<4} {:<15} {:<6} {:>10} {:>10} {:>7} {:>13} {:>13} {:>9} {:>9}",
+            "{:<4} {:<15} {:<6} {:>10} {:>10} {:>7} {:>13} {:>13} {:>9} {:>9}  placement",
             "run",
             "load average",
             "trans.",
@@ -940,6 +953,9 @@ mod imp {
             .iter()
             .map(|_| Default::default())
             .collect();
+        // Per transport: the ratios of the runs in which both servers were
+        // placed alike (a diagnosis beside the headline median).
+        let mut alike: Vec<Vec<f64>> = options.transports.iter().map(|_| Vec::new()).collect();
         for run in 0..options.runs {
             let load = load_average();
             for (ti, transport) in options.transports.iter().enumerate() {
@@ -995,8 +1011,9 @@ mod imp {
                     per(0, work[0].1),
                     per(1, work[1].1),
                 ];
+                let placed = [placement_of(row[3]), placement_of(row[4])];
                 println!(
-                    "{:<4} {:<15} {:<6} {:>10.1} {:>10.1} {:>7.2} {:>13.2} {:>13.2} {:>9.1} {:>9.1}",
+                    "{:<4} {:<15} {:<6} {:>10.1} {:>10.1} {:>7.2} {:>13.2} {:>13.2} {:>9.1} {:>9.1}  {}/{}",
                     run + 1,
                     load,
                     transport,
@@ -1006,8 +1023,13 @@ mod imp {
                     row[3],
                     row[4],
                     row[5],
-                    row[6]
+                    row[6],
+                    placed[0],
+                    placed[1]
                 );
+                if placed[0] == placed[1] {
+                    alike[ti].push(ratio);
+                }
                 for (column, value) in summary[ti].iter_mut().zip(row) {
                     column.push(value);
                 }
@@ -1037,6 +1059,16 @@ mod imp {
                 "{:<6} {:>10.1} {:>10.1} {:>7.2} {:>13.2} {:>13.2} {:>9.1} {:>9.1}",
                 transport, m[0], m[1], m[2], m[3], m[4], m[5], m[6]
             );
+        }
+        for (ti, transport) in options.transports.iter().enumerate() {
+            let runs = alike[ti].len();
+            match runs {
+                0 => println!("{transport}: no run with both servers placed alike"),
+                _ => println!(
+                    "{transport}: median ratio of the {runs} run(s) with both servers placed alike: {:.2}",
+                    median(&mut alike[ti])
+                ),
+            }
         }
         println!(
             "threads after load: proxy {}, floor {}",
