@@ -498,3 +498,22 @@ pub enum TransportError {
     /// A configuration that cannot work (what is wrong given).
     Invalid(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_read_as_before_in_logs() {
+        let ip = Peer::Ip("127.0.0.1:40000".parse().unwrap());
+        assert_eq!(ip.to_string(), "127.0.0.1:40000");
+        let vmm = |pid, uid| Peer::UnixProcess(Some(UnixPeerCredentials { pid, uid }));
+        assert_eq!(vmm(Some(4242), 0).to_string(), "guest via VMM pid 4242");
+        assert_eq!(vmm(None, 1000).to_string(), "guest via VMM uid 1000");
+        assert_eq!(Peer::UnixProcess(None).to_string(), "guest via VMM");
+        assert_eq!(
+            Peer::Described("vsock 3:1025".into()).to_string(),
+            "vsock 3:1025"
+        );
+    }
+}
