@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::time::Instant;
 
 use crate::handler::HandlerStatus;
 use crate::metrics::Metrics;
@@ -111,7 +110,14 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn answered(&self, operation: Option<Operation>, reply: &Message, arrived: Instant) {
+    /// Counts an answered request; `elapsed` is from its arrival to its
+    /// reply written.
+    pub(super) fn answered(
+        &self,
+        operation: Option<Operation>,
+        reply: &Message,
+        elapsed: Duration,
+    ) {
         if let Some((metrics, guest)) = &self.metrics {
             let result = match reply {
                 Message::Invalid => 2,
@@ -123,7 +129,6 @@ impl Counters {
                 _ => Duration::ZERO,
             };
             let name = operation.map_or("unreadable", Operation::name);
-            let elapsed = arrived.elapsed();
             match RequestSeries::slot(operation) {
                 Some(slot) => {
                     let series = &self.request_series;

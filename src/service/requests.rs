@@ -255,11 +255,17 @@ async fn serve_connection(
     };
     let bytes = encode_or_invalid(&reply, layout);
     let written = timeout(REPLY_WRITE_TIMEOUT, write_message(&mut stream, &bytes)).await;
-    counters.answered(operation, &reply, arrived);
+    let elapsed = arrived.elapsed();
+    // The end of the reply goes out right behind it, the bookkeeping after:
+    // the guest reads until the host closes, and work in between can cost
+    // it a second wakeup (on another CPU, an interprocessor interrupt).
+    if let Ok(Ok(())) = written {
+        let _ = stream.shutdown().await;
+    }
+    counters.answered(operation, &reply, elapsed);
     match written {
         Ok(Ok(())) => {
-            tracing::debug!(operation = %reply.operation(), bytes = bytes.len(), "reply sent");
-            let _ = stream.shutdown().await;
+            tracing::debug!(operation = %reply.operation(), bytes = bytes.len(), "reply sent")
         }
         Ok(Err(e)) => tracing::warn!("cannot write the reply: {e}"),
         Err(_) => tracing::warn!("writing the reply timed out"),
