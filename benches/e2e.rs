@@ -889,6 +889,24 @@ mod imp {
             .unwrap_or_else(|_| "?".into())
     }
 
+    /// The headline's figure columns, titled (the rows use the same widths).
+    fn headline_columns() -> String {
+        let titles = [
+            ("proxy p50", 10),
+            ("floor p50", 10),
+            ("ratio", 7),
+            ("proxy cs/req", 13),
+            ("floor cs/req", 13),
+            ("proxy cpu", 9),
+            ("floor cpu", 9),
+        ];
+        titles
+            .iter()
+            .map(|(title, width)| format!("{title:>width$}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// Where a server's thread ran, read from its context switches per
     /// request (see the headline's legend): on the client's CPU a server
     /// is woken once and preempted by the client once (TCP) or twice (Unix
@@ -938,17 +956,11 @@ mod imp {
         );
         println!();
         println!(
-            "{:<4} {:<15} {:<6} {:>10} {:>10} {:>7} {:>13} {:>13} {:>9} {:>9}  placement",
+            "{:<4} {:<15} {:<6} {}  placement",
             "run",
             "load average",
             "trans.",
-            "proxy p50",
-            "floor p50",
-            "ratio",
-            "proxy cs/req",
-            "floor cs/req",
-            "proxy cpu",
-            "floor cpu"
+            headline_columns()
         );
         // Per transport: proxy p50s, floor p50s, ratios, switches per
         // request (proxy, floor), CPU µs per request (proxy, floor).
@@ -1048,17 +1060,7 @@ mod imp {
             options.runs,
             load_average()
         );
-        println!(
-            "{:<6} {:>10} {:>10} {:>7} {:>13} {:>13} {:>9} {:>9}",
-            "trans.",
-            "proxy p50",
-            "floor p50",
-            "ratio",
-            "proxy cs/req",
-            "floor cs/req",
-            "proxy cpu",
-            "floor cpu"
-        );
+        println!("{:<6} {}", "trans.", headline_columns());
         for (ti, transport) in options.transports.iter().enumerate() {
             let s = &mut summary[ti];
             let m: Vec<f64> = s.iter_mut().map(|v| median(v)).collect();
