@@ -46,6 +46,9 @@
 //! argument) it does a smoke run of a few requests of both.
 
 #[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
 mod imp {
     use std::io::{self, Read, Write};
     use std::net::{SocketAddr, TcpStream};
@@ -64,6 +67,8 @@ mod imp {
     use proxy_wifi::wifi::simulated::SimulatedWifi;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::runtime::Runtime;
+
+    use super::common::{ServerProcess, TaskFigures, Threads};
 
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -88,6 +93,12 @@ mod imp {
         binary: bool,
         /// Extra arguments for `proxy-wifi serve` (`--proxy-args "--threads 2"`).
         binary_args: Vec<String>,
+        /// The `proxy-wifi` binary to run (`--proxy-bin PATH`; default: the
+        /// one cargo built with this benchmark), e.g. another commit's build
+        /// for a before/after comparison in one sitting.
+        binary_path: PathBuf,
+        /// Transports measured, of [`TRANSPORTS`] (`--transports tcp,unix`).
+        transports: Vec<&'static str>,
         smoke: bool,
     }
 
@@ -138,6 +149,8 @@ mod imp {
             runs: if smoke { 1 } else { 5 },
             binary: headline || smoke,
             binary_args: Vec::new(),
+            binary_path: PathBuf::from(BUILT_BINARY),
+            transports: TRANSPORTS.to_vec(),
             smoke,
         };
         let mut it = args.iter();
@@ -170,6 +183,20 @@ mod imp {
                         .map(String::from)
                         .collect()
                 }
+                "--proxy-bin" => {
+                    options.binary_path =
+                        PathBuf::from(it.next().ok_or("--proxy-bin needs a path")?);
+                }
+                "--transports" => {
+                    let mut chosen = Vec::new();
+                    for t in it.next().map(String::as_str).unwrap_or("").split(',') {
+                        match TRANSPORTS.iter().find(|known| **known == t) {
+                            Some(known) => chosen.push(*known),
+                            None => return Err(format!("--transports tcp,unix: not {t:?}").into()),
+                        }
+                    }
+                    options.transports = chosen;
+                }
                 "--runtime" => {
                     options.runtime = match it.next().map(String::as_str) {
                         Some("multi") => RuntimeKind::Multi(BINARY_WORKERS),
@@ -198,7 +225,7 @@ mod imp {
                 }
                 "--help" | "-h" => {
                     println!(
-                        "cargo bench --profile profiling --bench e2e -- [--headline [--runs N]] [--proxy binary|library] [--proxy-args ARGS] [--requests N] [--block N] [--warmup N] [--runtime current|multi|multiN] [--placement free,same,split]"
+                        "cargo bench --profile profiling --bench e2e -- [--headline [--runs N]] [--proxy binary|library] [--proxy-args ARGS] [--proxy-bin PATH] [--transports tcp,unix] [--requests N] [--block N] [--warmup N] [--runtime current|multi|multiN] [--placement free,same,split]"
                     );
                     std::process::exit(0);
                 }
@@ -320,14 +347,6 @@ mod imp {
         }
     }
 
-    /// Whose threads are a server's.
-    enum Threads {
-        /// This process's threads of that name (a server runtime in here).
-        Named(&'static str),
-        /// Every thread of another process (the `proxy-wifi` binary).
-        Process(u32),
-    }
-
     /// One server under test: where it listens, per transport.
     struct Server {
         threads: Threads,
@@ -336,22 +355,9 @@ mod imp {
     }
 
     impl Server {
-        /// Context switches of the server's threads so far.
-        fn switches(&self) -> u64 {
-            match self.threads {
-                Threads::Named(name) => thread_switches(name),
-                Threads::Process(pid) => process_switches(pid),
-            }
-        }
-
-        /// The server's threads now.
-        fn thread_count(&self) -> usize {
-            match self.threads {
-                Threads::Named(name) => thread_count(name),
-                Threads::Process(pid) => std::fs::read_dir(format!("/proc/{pid}/task"))
-                    .map(|t| t.count())
-                    .unwrap_or(0),
-            }
+        /// Context switches and CPU time of the server's threads so far.
+        fn figures(&self) -> TaskFigures {
+            self.threads.figures()
         }
 
         fn target(&self, transport: &str) -> &Target {
@@ -369,48 +375,6 @@ mod imp {
     struct Samples {
         by_kind: [Vec<u64>; 3],
         switches: u64,
-    }
-
-    /// Context switches (voluntary and not) of this process's threads
-    /// named `name` (a server runtime's threads).
-    fn thread_switches(name: &str) -> u64 {
-        let mut total = 0;
-        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return 0;
-        };
-        for task in tasks.flatten() {
-            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.trim_end() != name {
-                continue;
-            }
-            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-            total += status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().nth(1))
-                .filter_map(|v| v.parse::<u64>().ok())
-                .sum::<u64>();
-        }
-        total
-    }
-
-    /// Context switches (voluntary and not) of every thread of `pid`.
-    fn process_switches(pid: u32) -> u64 {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return 0;
-        };
-        tasks
-            .flatten()
-            .map(|task| {
-                std::fs::read_to_string(task.path().join("status"))
-                    .unwrap_or_default()
-                    .lines()
-                    .filter(|l| l.contains("ctxt_switches:"))
-                    .filter_map(|l| l.split_whitespace().nth(1))
-                    .filter_map(|v| v.parse::<u64>().ok())
-                    .sum::<u64>()
-            })
-            .sum()
     }
 
     /// `count` scans and `count` connect/disconnect pairs against `target`.
@@ -483,33 +447,126 @@ mod imp {
         }
     }
 
-    /// The floor: same framing, no work.
-    fn start_floor(rt: &ServerRuntime, dir: &Path, replies: Replies) -> Result<Server, Error> {
-        let replies = Arc::new(replies);
+    /// The floor's listeners: TCP on a free loopback port, and a Unix
+    /// socket `floor.sock_<port>` in `dir`.
+    async fn floor_listeners(
+        dir: &Path,
+    ) -> io::Result<(tokio::net::TcpListener, tokio::net::UnixListener, PathBuf)> {
         let unix_path = dir.join(format!("floor.sock_{REQUEST_PORT}"));
-        let (tcp, unix) = rt.handle.block_on(async {
-            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let unix = tokio::net::UnixListener::bind(&unix_path)?;
-            io::Result::Ok((tcp, unix))
-        })?;
-        let tcp_address = tcp.local_addr()?;
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let unix = tokio::net::UnixListener::bind(&unix_path)?;
+        Ok((tcp, unix, unix_path))
+    }
+
+    /// The floor's accept loops: a task per connection, as the proxy.
+    fn spawn_floor(
+        handle: &tokio::runtime::Handle,
+        tcp: tokio::net::TcpListener,
+        unix: tokio::net::UnixListener,
+        replies: Arc<Replies>,
+    ) {
         let r = replies.clone();
-        rt.handle.spawn(async move {
+        handle.spawn(async move {
             while let Ok((stream, _)) = tcp.accept().await {
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(floor_reply(stream, r.clone()));
             }
         });
-        rt.handle.spawn(async move {
+        handle.spawn(async move {
             while let Ok((stream, _)) = unix.accept().await {
                 tokio::spawn(floor_reply(stream, replies.clone()));
             }
         });
+    }
+
+    /// The floor in this process, on `rt` (with `--proxy library`, whose
+    /// proxy is in this process too).
+    fn start_floor(rt: &ServerRuntime, dir: &Path, replies: Replies) -> Result<Server, Error> {
+        let (tcp, unix, unix_path) = rt.handle.block_on(floor_listeners(dir))?;
+        let tcp_address = tcp.local_addr()?;
+        spawn_floor(&rt.handle, tcp, unix, Arc::new(replies));
         Ok(Server {
             threads: Threads::Named("floor"),
             tcp: Target::Tcp(tcp_address),
             unix: Target::Unix(unix_path),
         })
+    }
+
+    const FLOOR_REPLIES: [&str; 3] = ["reply.scan", "reply.connect", "reply.disconnect"];
+    const FLOOR_PORT_FILE: &str = "floor.port";
+
+    /// `--serve-floor DIR`: this executable as the floor's own process,
+    /// the counterpart of the `proxy-wifi` binary: the replies from files
+    /// in `DIR`, a current-thread runtime on the main thread (the binary's
+    /// runtime), the TCP port written to `DIR/floor.port` once listening.
+    /// Runs until killed.
+    pub fn serve_floor(dir: &Path) -> Result<(), Error> {
+        let [scan, connect, disconnect] = FLOOR_REPLIES.map(|name| std::fs::read(dir.join(name)));
+        let replies = Arc::new(Replies {
+            scan: scan?,
+            connect: connect?,
+            disconnect: disconnect?,
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let (tcp, unix, _) = floor_listeners(dir).await?;
+            let port = tcp.local_addr()?.port();
+            spawn_floor(&tokio::runtime::Handle::current(), tcp, unix, replies);
+            // Written whole, then renamed: the parent never reads half a port.
+            let partial = dir.join("floor.port.partial");
+            std::fs::write(&partial, port.to_string())?;
+            std::fs::rename(&partial, dir.join(FLOOR_PORT_FILE))?;
+            std::future::pending::<()>().await;
+            Result::<(), Error>::Ok(())
+        })
+    }
+
+    /// The floor as a process of its own (with the `proxy-wifi` binary as
+    /// the proxy): the scheduler then sees two server processes alike,
+    /// neither sharing the client's process.
+    fn start_floor_process(
+        dir: &Path,
+        replies: &Replies,
+    ) -> Result<(Server, ServerProcess), Error> {
+        let dir = dir.join("floor");
+        std::fs::create_dir(&dir)?;
+        for (name, bytes) in
+            FLOOR_REPLIES
+                .iter()
+                .zip([&replies.scan, &replies.connect, &replies.disconnect])
+        {
+            std::fs::write(dir.join(name), bytes)?;
+        }
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .arg("--serve-floor")
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("floor.log"))?)
+            .spawn()?;
+        let mut process = ServerProcess { child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let port: u16 = loop {
+            if let Ok(text) = std::fs::read_to_string(dir.join(FLOOR_PORT_FILE)) {
+                break text.trim().parse()?;
+            }
+            if let Some(status) = process.child.try_wait()? {
+                let log = std::fs::read_to_string(dir.join("floor.log")).unwrap_or_default();
+                return Err(format!("the floor process exited: {status}: {log}").into());
+            }
+            if Instant::now() > deadline {
+                return Err("the floor process is not listening after 60 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let server = Server {
+            threads: Threads::Process(process.pid()),
+            tcp: Target::Tcp(SocketAddr::from(([127, 0, 0, 1], port))),
+            unix: Target::Unix(dir.join(format!("floor.sock_{REQUEST_PORT}"))),
+        };
+        Ok((server, process))
     }
 
     /// proxy-wifi: two `Service`s (TCP and hybrid vsock) on one simulated
@@ -560,33 +617,12 @@ mod imp {
 
     /// The `proxy-wifi` binary as users run it: `serve --config FILE` with
     /// two simulated guests, one on TCP and one on hybrid vsock, scan
-    /// minimum latency 0, log level warn; stopped (SIGTERM, then killed)
-    /// when dropped.
-    struct BinaryProxy {
-        child: std::process::Child,
-    }
-
-    impl Drop for BinaryProxy {
-        fn drop(&mut self) {
-            if let Ok(pid) = i32::try_from(self.child.id()) {
-                // SAFETY: kill(2) on the pid of our own child, not yet reaped.
-                unsafe {
-                    libc::kill(pid, libc::SIGTERM);
-                }
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn start_binary(dir: &Path, extra: &[String]) -> Result<(Server, BinaryProxy), Error> {
+    /// minimum latency 0, log level warn; stopped when dropped.
+    fn start_binary(
+        binary: &Path,
+        dir: &Path,
+        extra: &[String],
+    ) -> Result<(Server, ServerProcess), Error> {
         // A free port: bound, noted and released (nothing else here binds).
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -602,7 +638,7 @@ mod imp {
                 uds.display()
             ),
         )?;
-        let mut child = std::process::Command::new(BUILT_BINARY)
+        let mut child = std::process::Command::new(binary)
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -617,11 +653,11 @@ mod imp {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !(unix.exists() && TcpStream::connect(tcp).is_ok()) {
             if let Some(status) = child.try_wait()? {
-                return Err(format!("{BUILT_BINARY} exited: {status}").into());
+                return Err(format!("{} exited: {status}", binary.display()).into());
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                return Err(format!("{BUILT_BINARY} not listening after 60 s").into());
+                return Err(format!("{} not listening after 60 s", binary.display()).into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -632,7 +668,7 @@ mod imp {
                 tcp: Target::Tcp(tcp),
                 unix: Target::Unix(unix),
             },
-            BinaryProxy { child },
+            ServerProcess { child },
         ))
     }
 
@@ -732,9 +768,10 @@ mod imp {
     }
 
     /// Pins this thread (the client), the server runtimes' threads and
-    /// every thread of the `binary` process (the proxy-wifi binary, when it
-    /// is the proxy; its threads started since are not pinned).
-    fn place(placement: Placement, binary: Option<u32>) -> bool {
+    /// every thread of the `processes` (the proxy-wifi binary and the
+    /// floor's process, when they are the servers; threads they start
+    /// later are not pinned).
+    fn place(placement: Placement, processes: &[u32]) -> bool {
         let all: Vec<usize> = (0..workers()).collect();
         if placement != Placement::Free && all.len() < 2 {
             return false;
@@ -755,7 +792,7 @@ mod imp {
                 }
             }
         }
-        if let Some(pid) = binary {
+        for pid in processes {
             if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
                 for task in tasks.flatten() {
                     if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) {
@@ -777,7 +814,7 @@ mod imp {
         let scan = scan.to_vec();
         let connect = connect.to_vec();
         let (scan, connect) = (&scan[..], &connect[..]);
-        let transports = TRANSPORTS;
+        let transports = &options.transports;
         let mut results: Vec<Vec<Samples>> = transports
             .iter()
             .map(|_| servers.iter().map(|_| Samples::default()).collect())
@@ -800,7 +837,7 @@ mod imp {
                 for k in 0..servers.len() {
                     let si = (k + round) % servers.len();
                     let server = servers[si];
-                    let switches = server.switches();
+                    let before = server.figures();
                     run_block(
                         server.target(transport),
                         count,
@@ -809,7 +846,10 @@ mod imp {
                         replies,
                         Some(&mut results[ti][si]),
                     )?;
-                    results[ti][si].switches += server.switches().saturating_sub(switches);
+                    results[ti][si].switches += server
+                        .figures()
+                        .switches()
+                        .saturating_sub(before.switches());
                 }
                 done += count;
                 round += 1;
@@ -843,26 +883,42 @@ mod imp {
         Ok(())
     }
 
-    /// Threads of this process named `name` (a server's runtime and its
-    /// blocking pool).
-    fn thread_count(name: &str) -> usize {
-        std::fs::read_dir("/proc/self/task")
-            .map(|tasks| {
-                tasks
-                    .flatten()
-                    .filter(|t| {
-                        std::fs::read_to_string(t.path().join("comm"))
-                            .is_ok_and(|c| c.trim_end() == name)
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
-    }
-
     fn load_average() -> String {
         std::fs::read_to_string("/proc/loadavg")
             .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
             .unwrap_or_else(|_| "?".into())
+    }
+
+    /// The headline's figure columns, titled (the rows use the same widths).
+    fn headline_columns() -> String {
+        let titles = [
+            ("proxy p50", 10),
+            ("floor p50", 10),
+            ("ratio", 7),
+            ("proxy cs/req", 13),
+            ("floor cs/req", 13),
+            ("proxy cpu", 9),
+            ("floor cpu", 9),
+        ];
+        titles
+            .iter()
+            .map(|(title, width)| format!("{title:>width$}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Where a server's thread ran, read from its context switches per
+    /// request (see the headline's legend): on the client's CPU a server
+    /// is woken once and preempted by the client once (TCP) or twice (Unix
+    /// sockets) per request; on the other CPU it is woken once, or twice
+    /// when it reads before the client's write has landed.
+    fn placement_of(transport: &str, switches_per_request: f64) -> &'static str {
+        let near = if transport == "tcp" { 1.5 } else { 2.5 };
+        if switches_per_request < near {
+            "apart"
+        } else {
+            "near"
+        }
     }
 
     fn median(values: &mut [f64]) -> f64 {
@@ -889,27 +945,36 @@ mod imp {
         );
         println!(
             "threads after start: proxy {}, floor {}",
-            servers[0].thread_count(),
-            servers[1].thread_count()
+            servers[0].figures().threads,
+            servers[1].figures().threads
+        );
+        println!(
+            "cs/req: the server threads' context switches per request; cpu µs/req: their time on a CPU (user and kernel) per request"
+        );
+        println!(
+            "placement (proxy/floor), read from cs/req: near = on the client's CPU (woken, then preempted by the client: about 2 per request over TCP, 3 over Unix sockets), apart = on the other CPU (1, or 2 when the server reads before the request has landed)"
         );
         println!();
         println!(
-            "{:<4} {:<15} {:<6} {:>10} {:>10} {:>7} {:>13} {:>13}",
+            "{:<4} {:<15} {:<6} {}  placement",
             "run",
             "load average",
             "trans.",
-            "proxy p50",
-            "floor p50",
-            "ratio",
-            "proxy cs/req",
-            "floor cs/req"
+            headline_columns()
         );
-        // Per transport: proxy p50s, floor p50s, ratios, switches per request.
-        let mut summary: Vec<[Vec<f64>; 5]> =
-            TRANSPORTS.iter().map(|_| Default::default()).collect();
+        // Per transport: proxy p50s, floor p50s, ratios, switches per
+        // request (proxy, floor), CPU µs per request (proxy, floor).
+        let mut summary: Vec<[Vec<f64>; 7]> = options
+            .transports
+            .iter()
+            .map(|_| Default::default())
+            .collect();
+        // Per transport: the ratios of the runs in which both servers were
+        // placed alike (a diagnosis beside the headline median).
+        let mut alike: Vec<Vec<f64>> = options.transports.iter().map(|_| Vec::new()).collect();
         for run in 0..options.runs {
             let load = load_average();
-            for (ti, transport) in TRANSPORTS.iter().enumerate() {
+            for (ti, transport) in options.transports.iter().enumerate() {
                 for server in servers {
                     run_one_kind(
                         server.target(transport),
@@ -920,7 +985,8 @@ mod imp {
                     )?;
                 }
                 let mut latencies = [Vec::new(), Vec::new()];
-                let mut switches = [0u64; 2];
+                // Context switches and CPU µs, summed over blocks.
+                let mut work = [(0.0, 0.0); 2];
                 let mut done = 0;
                 let mut round = 0;
                 while done < options.requests {
@@ -928,7 +994,7 @@ mod imp {
                     for k in 0..servers.len() {
                         // Which server goes first alternates by block and run.
                         let si = (k + round + run) % servers.len();
-                        let before = servers[si].switches();
+                        let before = servers[si].figures();
                         run_one_kind(
                             servers[si].target(transport),
                             count,
@@ -936,7 +1002,9 @@ mod imp {
                             &replies.disconnect,
                             Some(&mut latencies[si]),
                         )?;
-                        switches[si] += servers[si].switches().saturating_sub(before);
+                        let (switches, cpu_us) = servers[si].figures().per(&before, 1);
+                        work[si].0 += switches;
+                        work[si].1 += cpu_us;
                     }
                     done += count;
                     round += 1;
@@ -948,55 +1016,78 @@ mod imp {
                         percentile(v, 50.0)
                     })
                     .collect();
-                let per = |si: usize| switches[si] as f64 / latencies[si].len().max(1) as f64;
+                let per = |si: usize, total: f64| total / latencies[si].len().max(1) as f64;
                 let ratio = p50[0] / p50[1];
-                println!(
-                    "{:<4} {:<15} {:<6} {:>10.1} {:>10.1} {:>7.2} {:>13.2} {:>13.2}",
-                    run + 1,
-                    load,
-                    transport,
+                let row = [
                     p50[0],
                     p50[1],
                     ratio,
-                    per(0),
-                    per(1)
+                    per(0, work[0].0),
+                    per(1, work[1].0),
+                    per(0, work[0].1),
+                    per(1, work[1].1),
+                ];
+                let placed = [
+                    placement_of(transport, row[3]),
+                    placement_of(transport, row[4]),
+                ];
+                println!(
+                    "{:<4} {:<15} {:<6} {:>10.1} {:>10.1} {:>7.2} {:>13.2} {:>13.2} {:>9.1} {:>9.1}  {}/{}",
+                    run + 1,
+                    load,
+                    transport,
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    row[4],
+                    row[5],
+                    row[6],
+                    placed[0],
+                    placed[1]
                 );
-                let s = &mut summary[ti];
-                s[0].push(p50[0]);
-                s[1].push(p50[1]);
-                s[2].push(ratio);
-                s[3].push(per(0));
-                s[4].push(per(1));
+                if placed[0] == placed[1] {
+                    alike[ti].push(ratio);
+                }
+                for (column, value) in summary[ti].iter_mut().zip(row) {
+                    column.push(value);
+                }
             }
         }
         println!();
         println!(
-            "median of {} run(s), p50 in µs (load average now {}):",
+            "median of {} run(s), p50 and cpu in µs (load average now {}):",
             options.runs,
             load_average()
         );
-        println!(
-            "{:<6} {:>10} {:>10} {:>7} {:>13} {:>13}",
-            "trans.", "proxy p50", "floor p50", "ratio", "proxy cs/req", "floor cs/req"
-        );
-        for (ti, transport) in TRANSPORTS.iter().enumerate() {
+        println!("{:<6} {}", "trans.", headline_columns());
+        for (ti, transport) in options.transports.iter().enumerate() {
             let s = &mut summary[ti];
             let m: Vec<f64> = s.iter_mut().map(|v| median(v)).collect();
             println!(
-                "{:<6} {:>10.1} {:>10.1} {:>7.2} {:>13.2} {:>13.2}",
-                transport, m[0], m[1], m[2], m[3], m[4]
+                "{:<6} {:>10.1} {:>10.1} {:>7.2} {:>13.2} {:>13.2} {:>9.1} {:>9.1}",
+                transport, m[0], m[1], m[2], m[3], m[4], m[5], m[6]
             );
+        }
+        for (ti, transport) in options.transports.iter().enumerate() {
+            let runs = alike[ti].len();
+            match runs {
+                0 => println!("{transport}: no run with both servers placed alike"),
+                _ => println!(
+                    "{transport}: median ratio of the {runs} run(s) with both servers placed alike: {:.2}",
+                    median(&mut alike[ti])
+                ),
+            }
         }
         println!(
             "threads after load: proxy {}, floor {}",
-            servers[0].thread_count(),
-            servers[1].thread_count()
+            servers[0].figures().threads,
+            servers[1].figures().threads
         );
         Ok(())
     }
 
-    fn report(results: &[Vec<Samples>]) {
-        let transports = TRANSPORTS;
+    fn report(transports: &[&str], results: &[Vec<Samples>]) {
         println!();
         println!(
             "{:<6} {:<11} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
@@ -1051,32 +1142,49 @@ mod imp {
     }
 
     pub fn main() -> Result<(), Error> {
+        let args: Vec<String> = std::env::args().collect();
+        if let Some(i) = args.iter().position(|a| a == "--serve-floor") {
+            let dir = args.get(i + 1).ok_or("--serve-floor DIR")?;
+            return serve_floor(Path::new(dir));
+        }
         let options = parse_args()?;
         workers();
         let dir = tempfile::tempdir()?;
         let proxy_rt = ServerRuntime::new(options.runtime, "proxy")?;
         let floor_rt = ServerRuntime::new(options.runtime, "floor")?;
         let (proxy, services, binary) = if options.binary {
-            let (server, binary) = start_binary(dir.path(), &options.binary_args)?;
+            let (server, binary) =
+                start_binary(&options.binary_path, dir.path(), &options.binary_args)?;
             (server, Vec::new(), Some(binary))
         } else {
             let (server, services) = start_proxy(&proxy_rt, dir.path())?;
             (server, services, None)
         };
-        let binary_pid = binary.as_ref().map(|b| b.child.id());
         let replies = capture_replies(&proxy)?;
-        let floor = start_floor(&floor_rt, dir.path(), replies.clone())?;
+        // The floor runs where the proxy does: a process of its own beside
+        // the binary, a runtime in this process beside a library proxy.
+        let (floor, floor_process) = if options.binary {
+            let (server, process) = start_floor_process(dir.path(), &replies)?;
+            (server, Some(process))
+        } else {
+            (start_floor(&floor_rt, dir.path(), replies.clone())?, None)
+        };
+        let processes: Vec<u32> = binary
+            .iter()
+            .chain(floor_process.iter())
+            .map(ServerProcess::pid)
+            .collect();
 
         println!("proxy-wifi end-to-end latency vs the floor (same framing, no work)");
         println!("machine: {}", machine());
         if options.binary {
             println!(
-                "proxy: {BUILT_BINARY} serve --config FILE {} (a TCP and a hybrid-vsock guest, backend simulated)",
+                "proxy: {} serve --config FILE {} (a TCP and a hybrid-vsock guest, backend simulated)",
+                options.binary_path.display(),
                 options.binary_args.join(" ")
             );
             println!(
-                "floor runtime: {}; client: one thread, blocking std sockets, a new connection per request",
-                options.runtime.describe()
+                "floor: a process of its own (this executable, --serve-floor), current-thread runtime on its main thread as the binary; client: one thread, blocking std sockets, a new connection per request"
             );
         } else {
             println!(
@@ -1107,7 +1215,7 @@ mod imp {
         let connect = connect_request()?;
         let servers = [&proxy, &floor];
         if options.headline || options.smoke {
-            place(Placement::Free, binary_pid);
+            place(Placement::Free, &processes);
             headline(&options, &servers, &replies)?;
         }
         if options.headline {
@@ -1126,7 +1234,7 @@ mod imp {
             options.placements.clone()
         };
         for placement in placements {
-            if !place(placement, binary_pid) {
+            if !place(placement, &processes) {
                 println!();
                 println!(
                     "placement {}: SKIPPED (needs 2 CPUs and sched_setaffinity)",
@@ -1137,9 +1245,9 @@ mod imp {
             println!();
             println!("placement {}", placement.describe());
             let results = measure(&options, &servers, &scan, &connect, &replies)?;
-            report(&results);
+            report(&options.transports, &results);
         }
-        place(Placement::Free, binary_pid);
+        place(Placement::Free, &processes);
         proxy_rt.handle.block_on(async {
             for service in &services {
                 service.stop().await;

@@ -37,9 +37,12 @@
 //! argument) it does a smoke run: 4 guests, a few requests, a short idle.
 
 #[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
 mod imp {
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Command, Stdio};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
@@ -50,6 +53,8 @@ mod imp {
     use proxy_wifi::service::Service;
     use proxy_wifi::wifi::simulated::SimulatedWifi;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::common::{status_field, ServerProcess, TaskFigures, Threads};
 
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -266,7 +271,7 @@ mod imp {
 
     /// The server process, stopped with SIGTERM (then killed) when dropped.
     struct Server {
-        child: Child,
+        process: ServerProcess,
     }
 
     impl Server {
@@ -301,64 +306,27 @@ mod imp {
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(log)?)
                 .spawn()?;
-            Ok(Server { child })
+            Ok(Server {
+                process: ServerProcess { child },
+            })
         }
 
         fn pid(&self) -> u32 {
-            self.child.id()
+            self.process.pid()
         }
 
         fn check_alive(&mut self) -> Result<(), Error> {
-            match self.child.try_wait()? {
+            match self.process.child.try_wait()? {
                 Some(status) => Err(format!("the server exited: {status}").into()),
                 None => Ok(()),
             }
         }
     }
 
-    impl Drop for Server {
-        fn drop(&mut self) {
-            if let Ok(pid) = i32::try_from(self.child.id()) {
-                // SAFETY: kill(2) on the pid of our own child, not yet reaped.
-                unsafe {
-                    libc::kill(pid, libc::SIGTERM);
-                }
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn status_field(pid: u32, field: &str) -> Option<u64> {
-        status_field_of(&format!("/proc/{pid}/status"), field)
-    }
-
-    fn status_field_of(path: &str, field: &str) -> Option<u64> {
-        let text = std::fs::read_to_string(path).ok()?;
-        text.lines()
-            .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
-            .and_then(|l| l[field.len() + 1..].split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-    }
-
-    /// Voluntary and involuntary context switches summed over all threads.
-    fn context_switches(pid: u32) -> (u64, u64) {
-        let mut total = (0, 0);
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for task in tasks.flatten() {
-                let path = format!("{}/status", task.path().display());
-                total.0 += status_field_of(&path, "voluntary_ctxt_switches").unwrap_or(0);
-                total.1 += status_field_of(&path, "nonvoluntary_ctxt_switches").unwrap_or(0);
-            }
-        }
-        total
+    /// Voluntary and involuntary context switches and CPU time summed
+    /// over all threads.
+    fn context_switches(pid: u32) -> TaskFigures {
+        Threads::Process(pid).figures()
     }
 
     struct Memory {
@@ -580,8 +548,8 @@ mod imp {
         let after = context_switches(pid);
         println!(
             "idle:   {} voluntary + {} involuntary context switches in {:.1} s (all threads)",
-            after.0.saturating_sub(before.0),
-            after.1.saturating_sub(before.1),
+            after.voluntary.saturating_sub(before.voluntary),
+            after.involuntary.saturating_sub(before.involuntary),
             options.idle.as_secs_f64()
         );
         if options.strace {
@@ -643,8 +611,12 @@ mod imp {
             |after: u64, before: u64| after.saturating_sub(before) as f64 / done.max(1) as f64;
         println!(
             "load:   {:.2} voluntary + {:.2} involuntary context switches per request (all server threads)",
-            per_request(switches_after_load.0, switches_before_load.0),
-            per_request(switches_after_load.1, switches_before_load.1)
+            per_request(switches_after_load.voluntary, switches_before_load.voluntary),
+            per_request(switches_after_load.involuntary, switches_before_load.involuntary)
+        );
+        println!(
+            "load:   {:.1} µs of CPU per request (all server threads, user and kernel)",
+            switches_after_load.per(&switches_before_load, done).1
         );
         let log_size = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         println!("server log: {log_size} bytes (info level)");

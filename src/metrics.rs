@@ -225,20 +225,35 @@ impl Metrics {
         elapsed: Duration,
         floor: Duration,
     ) {
+        self.request_counter(guest, operation, result).inc();
+        self.request_latency(guest, operation, floor)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The counter [`Metrics::request`] increments for these labels, as a
+    /// handle to keep: finding it hashes and allocates the labels, which a
+    /// caller on the request path does once per label set, not per request.
+    /// The series appears in the output once created (at zero).
+    pub fn request_counter(&self, guest: &str, operation: &str, result: &str) -> Counter {
         self.requests
             .get_or_create(&RequestLabels {
                 guest: guest.to_string(),
                 operation: operation.to_string(),
                 result: result.to_string(),
             })
-            .inc();
+            .clone()
+    }
+
+    /// The latency histogram [`Metrics::request`] observes for these
+    /// labels, as a handle to keep (see [`Metrics::request_counter`]).
+    pub fn request_latency(&self, guest: &str, operation: &str, floor: Duration) -> Histogram {
         self.latency
             .get_or_create(&OperationLabels {
                 guest: guest.to_string(),
                 operation: operation.to_string(),
                 floor_ms: u64::try_from(floor.as_millis()).unwrap_or(u64::MAX),
             })
-            .observe(elapsed.as_secs_f64());
+            .clone()
     }
 
     /// One notification delivered to `guest`.

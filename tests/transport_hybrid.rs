@@ -12,7 +12,7 @@ use std::time::Duration;
 use proxy_wifi::protocol::{DisconnectRequest, Header, Message, Request, ScanLayout};
 use proxy_wifi::transport::framing::{read_message, write_message};
 use proxy_wifi::transport::hybrid::{self, HandshakeError, HANDSHAKE_TIMEOUT, MAX_LINE};
-use proxy_wifi::transport::{NotificationConnector, TransportConfig, TransportError};
+use proxy_wifi::transport::{NotificationConnector, Peer, TransportConfig, TransportError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
@@ -65,7 +65,18 @@ async fn request_round_trip_between_guest_and_host() {
     });
 
     let (mut stream, peer) = host.listener.accept().await.unwrap();
-    assert!(peer.starts_with("guest via VMM"), "{peer}");
+    // The connecting process (this one) by its peer credentials, shown
+    // only when logged.
+    match &peer {
+        Peer::UnixProcess(Some(credentials)) => {
+            assert_eq!(credentials.pid, Some(std::process::id() as i32))
+        }
+        other => panic!("no peer credentials: {other:?}"),
+    }
+    assert_eq!(
+        peer.to_string(),
+        format!("guest via VMM pid {}", std::process::id())
+    );
     let (h, body) = read_message(&mut stream, Header::decode_request)
         .await
         .unwrap();

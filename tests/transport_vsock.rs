@@ -140,7 +140,7 @@ async fn end_to_end_over_vsock_loopback() {
     };
     let server = async {
         let (mut s, peer) = host.listener.accept().await.unwrap();
-        assert!(peer.starts_with("vsock 1:"), "{peer}");
+        assert!(peer.to_string().starts_with("vsock 1:"), "{peer}");
         let (h, body) = read_message(&mut s, Header::decode_request).await.unwrap();
         assert_eq!(
             Request::decode_body(h.operation, &body).unwrap(),

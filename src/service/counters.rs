@@ -2,10 +2,11 @@
 //! Prometheus.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 
 use crate::handler::HandlerStatus;
 use crate::metrics::Metrics;
@@ -49,6 +50,39 @@ pub(super) struct Counters {
     metrics: Option<(Arc<Metrics>, String)>,
     /// The scan floor (`scan_min_latency`), a label of the latency metric.
     scan_floor: Duration,
+    /// This guest's request series, found once each and kept.
+    request_series: RequestSeries,
+}
+
+/// The request results a metric tells apart.
+const RESULTS: [&str; 3] = ["ok", "failed", "invalid"];
+
+/// Cache slots: the three guest requests, and requests that could not be
+/// read.
+const OPERATION_SLOTS: usize = 4;
+
+/// One guest's request counters and latency histograms, by operation slot
+/// (and result), each looked up in its labelled family on first use and
+/// kept: a lookup allocates and hashes the labels, which on the request
+/// path cost more than the rest of the bookkeeping. A series still appears
+/// in the output only once a request has used it.
+#[derive(Default)]
+struct RequestSeries {
+    counters: [[OnceLock<Counter>; RESULTS.len()]; OPERATION_SLOTS],
+    latency: [OnceLock<Histogram>; OPERATION_SLOTS],
+}
+
+impl RequestSeries {
+    fn slot(operation: Option<Operation>) -> Option<usize> {
+        match operation {
+            Some(Operation::ScanRequest) => Some(0),
+            Some(Operation::ConnectRequest) => Some(1),
+            Some(Operation::DisconnectRequest) => Some(2),
+            None => Some(3),
+            // Not a request (the framing refuses these before any count).
+            Some(_) => None,
+        }
+    }
 }
 
 impl Counters {
@@ -76,19 +110,37 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn answered(&self, operation: Option<Operation>, reply: &Message, arrived: Instant) {
+    /// Counts an answered request; `elapsed` is from its arrival to its
+    /// reply written.
+    pub(super) fn answered(
+        &self,
+        operation: Option<Operation>,
+        reply: &Message,
+        elapsed: Duration,
+    ) {
         if let Some((metrics, guest)) = &self.metrics {
             let result = match reply {
-                Message::Invalid => "invalid",
-                Message::ConnectResponse(r) if r.result_code != 0 => "failed",
-                _ => "ok",
+                Message::Invalid => 2,
+                Message::ConnectResponse(r) if r.result_code != 0 => 1,
+                _ => 0,
             };
             let floor = match operation {
                 Some(Operation::ScanRequest) => self.scan_floor,
                 _ => Duration::ZERO,
             };
-            let operation = operation.map_or("unreadable", Operation::name);
-            metrics.request(guest, operation, result, arrived.elapsed(), floor);
+            let name = operation.map_or("unreadable", Operation::name);
+            match RequestSeries::slot(operation) {
+                Some(slot) => {
+                    let series = &self.request_series;
+                    series.counters[slot][result]
+                        .get_or_init(|| metrics.request_counter(guest, name, RESULTS[result]))
+                        .inc();
+                    series.latency[slot]
+                        .get_or_init(|| metrics.request_latency(guest, name, floor))
+                        .observe(elapsed.as_secs_f64());
+                }
+                None => metrics.request(guest, name, RESULTS[result], elapsed, floor),
+            }
         }
     }
 

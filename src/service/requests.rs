@@ -19,7 +19,7 @@ use crate::accept_backoff::AcceptBackoff;
 use crate::handler::HandlerClient;
 use crate::protocol::{Header, Message, Request, ScanLayout};
 use crate::transport::framing::{read_message, write_message, FrameError};
-use crate::transport::{BoxStream, RequestListener};
+use crate::transport::{BoxStream, Peer, RequestListener};
 
 /// How long a guest connection may take to deliver its request.
 pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(1);
@@ -66,56 +66,70 @@ pub(super) async fn accept_loop(
     // has arrived: when full, the oldest one still waiting for its request
     // (a stalled or slow writer) makes room for the new one.
     let mut open: VecDeque<(AbortHandle, Arc<AtomicBool>)> = VecDeque::new();
+    // One accept future at a time, polled until it completes: a new one
+    // per wakeup would be an allocation and a listener poll for nothing.
+    // Finished connections are reaped when the next one arrives rather
+    // than by waking this loop for each (their tasks stay referenced by
+    // `open` until then either way).
+    let mut accepting = listener.accept();
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    backoff.succeeded();
-                    // Reap finished connections first, so only live ones count.
-                    while connections.try_join_next().is_some() {}
-                    open.retain(|(task, _)| !task.is_finished());
-                    if connections.len() >= MAX_CONNECTIONS_IN_FLIGHT {
-                        counters.connection_refused();
-                        // Let connections that were just spawned read what
-                        // is already sent, so a request that arrived is not
-                        // taken for a stall.
-                        tokio::task::yield_now().await;
-                        let waiting = open
-                            .iter()
-                            .position(|(_, arrived)| !arrived.load(Ordering::Acquire));
-                        match waiting.and_then(|i| open.remove(i)) {
-                            Some((task, _)) => {
-                                task.abort();
-                                refusals.refused(&peer, "evicting the oldest one still waiting for its request");
-                            }
-                            None => {
-                                refusals.refused(&peer, "closing a new one unanswered");
-                                drop(stream);
-                                continue;
-                            }
+        let accepted = tokio::select! {
+            biased;
+            _ = &mut cancelled => break,
+            accepted = &mut accepting => accepted,
+        };
+        accepting = listener.accept();
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff.succeeded();
+                // Reap finished connections first, so only live ones count.
+                while connections.try_join_next().is_some() {}
+                open.retain(|(task, _)| !task.is_finished());
+                if connections.len() >= MAX_CONNECTIONS_IN_FLIGHT {
+                    counters.connection_refused();
+                    // Let connections that were just spawned read what
+                    // is already sent, so a request that arrived is not
+                    // taken for a stall.
+                    tokio::task::yield_now().await;
+                    let waiting = open
+                        .iter()
+                        .position(|(_, arrived)| !arrived.load(Ordering::Acquire));
+                    match waiting.and_then(|i| open.remove(i)) {
+                        Some((task, _)) => {
+                            task.abort();
+                            refusals.refused(
+                                &peer,
+                                "evicting the oldest one still waiting for its request",
+                            );
+                        }
+                        None => {
+                            refusals.refused(&peer, "closing a new one unanswered");
+                            drop(stream);
+                            continue;
                         }
                     }
-                    tracing::trace!(%peer, "guest request connection");
-                    let arrived = Arc::new(AtomicBool::new(false));
-                    let task = connections.spawn(
-                        serve_connection(
-                            stream,
-                            handler.clone(),
-                            layout,
-                            guest_seen.clone(),
-                            counters.clone(),
-                            arrived.clone(),
-                        )
-                        .in_current_span(),
-                    );
-                    open.push_back((task, arrived));
                 }
-                Err(e) => backoff.failed(&e).await,
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                tracing::trace!(%peer, "guest request connection");
+                let arrived = Arc::new(AtomicBool::new(false));
+                let task = connections.spawn(
+                    serve_connection(
+                        stream,
+                        handler.clone(),
+                        layout,
+                        guest_seen.clone(),
+                        counters.clone(),
+                        arrived.clone(),
+                    )
+                    .in_current_span(),
+                );
+                open.push_back((task, arrived));
+            }
+            Err(e) => backoff.failed(&e).await,
         }
     }
+    drop(accepting);
     // Stop accepting before draining, so a hybrid socket file disappears now.
     drop(listener);
     if !connections.is_empty() {
@@ -141,7 +155,7 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn refused(&mut self, peer: &str, action: &str) {
+    fn refused(&mut self, peer: &Peer, action: &str) {
         let now = Instant::now();
         if self
             .last
@@ -241,11 +255,17 @@ async fn serve_connection(
     };
     let bytes = encode_or_invalid(&reply, layout);
     let written = timeout(REPLY_WRITE_TIMEOUT, write_message(&mut stream, &bytes)).await;
-    counters.answered(operation, &reply, arrived);
+    let elapsed = arrived.elapsed();
+    // The end of the reply goes out right behind it, the bookkeeping after:
+    // the guest reads until the host closes, and work in between can cost
+    // it a second wakeup (on another CPU, an interprocessor interrupt).
+    if let Ok(Ok(())) = written {
+        let _ = stream.shutdown().await;
+    }
+    counters.answered(operation, &reply, elapsed);
     match written {
         Ok(Ok(())) => {
-            tracing::debug!(operation = %reply.operation(), bytes = bytes.len(), "reply sent");
-            let _ = stream.shutdown().await;
+            tracing::debug!(operation = %reply.operation(), bytes = bytes.len(), "reply sent")
         }
         Ok(Err(e)) => tracing::warn!("cannot write the reply: {e}"),
         Err(_) => tracing::warn!("writing the reply timed out"),

@@ -43,8 +43,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::{
-    BoxStream, GuestEndpoint, HostEndpoint, NotificationConnector, NotificationListener,
+    BoxStream, GuestEndpoint, HostEndpoint, NotificationConnector, NotificationListener, Peer,
     RequestConnector, RequestListener, SocketAccess, TransportConfig, TransportError,
+    UnixPeerCredentials,
 };
 
 /// How long the host gives the VMM to accept `<uds>` and answer the
@@ -412,16 +413,15 @@ pub struct HybridRequestListener {
 
 #[async_trait]
 impl RequestListener for HybridRequestListener {
-    async fn accept(&self) -> io::Result<(BoxStream, String)> {
+    /// Reads the peer's credentials (one `getsockopt`) and keeps them as
+    /// numbers: they are text only in the lines that show them.
+    async fn accept(&self) -> io::Result<(BoxStream, Peer)> {
         let stream = self.socket.accept().await?;
-        let peer = match stream.peer_cred() {
-            Ok(cred) => match cred.pid() {
-                Some(pid) => format!("guest via VMM pid {pid}"),
-                None => format!("guest via VMM uid {}", cred.uid()),
-            },
-            Err(_) => "guest via VMM".to_string(),
-        };
-        Ok((Box::new(stream), peer))
+        let credentials = stream.peer_cred().ok().map(|cred| UnixPeerCredentials {
+            pid: cred.pid(),
+            uid: cred.uid(),
+        });
+        Ok((Box::new(stream), Peer::UnixProcess(credentials)))
     }
 
     fn local_description(&self) -> String {

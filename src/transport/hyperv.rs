@@ -132,7 +132,7 @@ mod windows_impl {
 
     use super::{describe_peer, guid_bytes, SockaddrHv, SOCKADDR_HV_LEN};
     use crate::transport::{
-        BoxStream, HostEndpoint, NotificationConnector, RequestListener, TransportError,
+        BoxStream, HostEndpoint, NotificationConnector, Peer, RequestListener, TransportError,
     };
 
     // The plain-code constants and layout must be the real ones.
@@ -324,7 +324,7 @@ mod windows_impl {
 
     #[async_trait]
     impl RequestListener for HyperVRequestListener {
-        async fn accept(&self) -> io::Result<(BoxStream, String)> {
+        async fn accept(&self) -> io::Result<(BoxStream, Peer)> {
             loop {
                 let (socket, peer) = self
                     .listener
@@ -335,7 +335,10 @@ mod windows_impl {
                 match peer {
                     Some((vm, service)) if vm == self.vm_id => {
                         let stream = socket.into_tokio()?;
-                        return Ok((Box::new(stream), describe_peer(vm, service)));
+                        return Ok((
+                            Box::new(stream),
+                            Peer::Described(describe_peer(vm, service)),
+                        ));
                     }
                     Some((vm, service)) => {
                         warn!(peer = %describe_peer(vm, service), "connection from another VM refused");

@@ -141,6 +141,47 @@ pub fn parse_socket_mode(text: &str) -> Result<u32, String> {
     }
 }
 
+/// Who opened a guest request connection, for logs: what the transport
+/// learned when it accepted the connection, turned into text only when a
+/// line that shows it is written (most requests log none: formatting an
+/// address per request would be work for nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// An IP peer (TCP).
+    Ip(std::net::SocketAddr),
+    /// The process on the other end of a Unix socket (for hybrid vsock,
+    /// the VMM that forwards the guest's connection), from the socket's
+    /// peer credentials; `None` if they could not be read.
+    UnixProcess(Option<UnixPeerCredentials>),
+    /// A description the transport wrote (vsock, Hyper-V).
+    Described(String),
+}
+
+/// The peer credentials of a Unix socket (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnixPeerCredentials {
+    /// The peer's process id, when the kernel reports one.
+    pub pid: Option<i32>,
+    /// The peer's user id.
+    pub uid: u32,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Ip(address) => write!(f, "{address}"),
+            Peer::UnixProcess(Some(UnixPeerCredentials { pid: Some(pid), .. })) => {
+                write!(f, "guest via VMM pid {pid}")
+            }
+            Peer::UnixProcess(Some(UnixPeerCredentials { pid: None, uid })) => {
+                write!(f, "guest via VMM uid {uid}")
+            }
+            Peer::UnixProcess(None) => f.write_str("guest via VMM"),
+            Peer::Described(text) => f.write_str(text),
+        }
+    }
+}
+
 /// A connected byte stream of any transport.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
@@ -153,9 +194,9 @@ pub type BoxStream = Box<dyn Stream>;
 pub trait RequestListener: Send + Sync {
     /// Waits for the next guest connection. Connections the transport
     /// refuses (a vsock peer that is not the configured guest) are closed and
-    /// logged inside, never returned. Returns the stream and a peer
-    /// description for logs.
-    async fn accept(&self) -> io::Result<(BoxStream, String)>;
+    /// logged inside, never returned. Returns the stream and who its peer
+    /// is, for logs.
+    async fn accept(&self) -> io::Result<(BoxStream, Peer)>;
 
     /// Where it listens, for logs (`127.0.0.1:12345`, `/run/vm.sock_12345`).
     fn local_description(&self) -> String;
@@ -456,4 +497,23 @@ pub enum TransportError {
     #[error("{0}")]
     /// A configuration that cannot work (what is wrong given).
     Invalid(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_read_as_before_in_logs() {
+        let ip = Peer::Ip("127.0.0.1:40000".parse().unwrap());
+        assert_eq!(ip.to_string(), "127.0.0.1:40000");
+        let vmm = |pid, uid| Peer::UnixProcess(Some(UnixPeerCredentials { pid, uid }));
+        assert_eq!(vmm(Some(4242), 0).to_string(), "guest via VMM pid 4242");
+        assert_eq!(vmm(None, 1000).to_string(), "guest via VMM uid 1000");
+        assert_eq!(Peer::UnixProcess(None).to_string(), "guest via VMM");
+        assert_eq!(
+            Peer::Described("vsock 3:1025".into()).to_string(),
+            "vsock 3:1025"
+        );
+    }
 }

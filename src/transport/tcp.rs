@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{
-    BoxStream, HostEndpoint, NotificationConnector, NotificationListener, RequestConnector,
+    BoxStream, HostEndpoint, NotificationConnector, NotificationListener, Peer, RequestConnector,
     RequestListener, TransportError,
 };
 
@@ -48,9 +48,9 @@ struct TcpRequestListener {
 
 #[async_trait]
 impl RequestListener for TcpRequestListener {
-    async fn accept(&self) -> io::Result<(BoxStream, String)> {
+    async fn accept(&self) -> io::Result<(BoxStream, Peer)> {
         let (stream, peer) = self.listener.accept().await?;
-        Ok((connected(stream), peer.to_string()))
+        Ok((connected(stream), Peer::Ip(peer)))
     }
 
     fn local_description(&self) -> String {

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
 
 use super::{
-    BoxStream, HostEndpoint, NotificationConnector, NotificationListener, RequestConnector,
+    BoxStream, HostEndpoint, NotificationConnector, NotificationListener, Peer, RequestConnector,
     RequestListener, TransportError,
 };
 
@@ -394,13 +394,13 @@ impl Drop for CidRoute {
 
 #[async_trait]
 impl RequestListener for CidRoute {
-    async fn accept(&self) -> io::Result<(BoxStream, String)> {
+    async fn accept(&self) -> io::Result<(BoxStream, Peer)> {
         let mut incoming = self.incoming.lock().await;
         loop {
             tokio::select! {
                 biased;
                 routed = incoming.recv() => match routed {
-                    Some(routed) => return Ok(routed),
+                    Some((stream, peer)) => return Ok((stream, Peer::Described(peer))),
                     // The sender lives in the router's table until this
                     // route is dropped.
                     None => return Err(io::Error::other("vsock route closed")),
@@ -408,8 +408,8 @@ impl RequestListener for CidRoute {
                 _turn = self.router.accepting.lock() => {
                     // While this route accepts, nobody else forwards, so
                     // nothing new can arrive on `incoming` meanwhile.
-                    if let Some(routed) = self.router.accept_for(self.cid).await? {
-                        return Ok(routed);
+                    if let Some((stream, peer)) = self.router.accept_for(self.cid).await? {
+                        return Ok((stream, Peer::Described(peer)));
                     }
                 }
             }
@@ -586,7 +586,7 @@ mod tests {
             .unwrap();
         let mut tag = [0u8];
         stream.read_exact(&mut tag).await.unwrap();
-        (tag[0], peer)
+        (tag[0], peer.to_string())
     }
 
     #[tokio::test]
