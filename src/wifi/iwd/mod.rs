@@ -146,6 +146,46 @@ impl Shared {
     }
 }
 
+/// iwd's name in logs and in the backend's health.
+const IWD_NAME: &str = "iwd";
+
+#[async_trait::async_trait]
+impl FollowedService for Shared {
+    type State = ();
+    const BUS_NAME: &'static str = IWD_BUS_NAME;
+    const NAME: &'static str = IWD_NAME;
+    /// 0.5 s doubling to 5 s, for as long as iwd owns its name. (Before,
+    /// three attempts 0.5 s apart and then nothing until iwd restarted: a
+    /// backend without interfaces that looked as if iwd were absent.)
+    const START_RETRY: Backoff = Backoff {
+        first: Duration::from_millis(500),
+        max: Duration::from_secs(5),
+    };
+
+    fn link(&self) -> &BusLink {
+        &self.link
+    }
+
+    /// Exports the signal level agent: iwd calls it on the connection the
+    /// backend registered it from, so each new connection needs it (the
+    /// stations, read again on it, register it again).
+    async fn on_new_connection(me: &Arc<Self>, conn: &zbus::Connection) -> zbus::Result<()> {
+        let agent = SignalAgent {
+            shared: Arc::downgrade(me),
+        };
+        conn.object_server().at(AGENT_PATH, agent).await?;
+        Ok(())
+    }
+
+    async fn try_start_session(me: &Arc<Self>, owner: OwnedUniqueName) -> zbus::Result<Session> {
+        try_start_session(me, owner).await
+    }
+
+    async fn stop_session(&self, session: Session) {
+        stop_session(self, session).await
+    }
+}
+
 /// Removes one of the proxy's provisioning files (blocking file I/O off the
 /// runtime). Never touches a file without the marker.
 pub(crate) async fn remove_file(path: PathBuf) {
@@ -289,46 +329,6 @@ impl HostWifi for IwdWifi {
 
     fn health(&self) -> watch::Receiver<BackendHealth> {
         self.shared.link.health()
-    }
-}
-
-/// iwd's name in logs and in the backend's health.
-const IWD_NAME: &str = "iwd";
-
-#[async_trait::async_trait]
-impl FollowedService for Shared {
-    type State = ();
-    const BUS_NAME: &'static str = IWD_BUS_NAME;
-    const NAME: &'static str = IWD_NAME;
-    /// 0.5 s doubling to 5 s, for as long as iwd owns its name. (Before,
-    /// three attempts 0.5 s apart and then nothing until iwd restarted: a
-    /// backend without interfaces that looked as if iwd were absent.)
-    const START_RETRY: Backoff = Backoff {
-        first: Duration::from_millis(500),
-        max: Duration::from_secs(5),
-    };
-
-    fn link(&self) -> &BusLink {
-        &self.link
-    }
-
-    /// Exports the signal level agent: iwd calls it on the connection the
-    /// backend registered it from, so each new connection needs it (the
-    /// stations, read again on it, register it again).
-    async fn on_new_connection(me: &Arc<Self>, conn: &zbus::Connection) -> zbus::Result<()> {
-        let agent = SignalAgent {
-            shared: Arc::downgrade(me),
-        };
-        conn.object_server().at(AGENT_PATH, agent).await?;
-        Ok(())
-    }
-
-    async fn try_start_session(me: &Arc<Self>, owner: OwnedUniqueName) -> zbus::Result<Session> {
-        try_start_session(me, owner).await
-    }
-
-    async fn stop_session(&self, session: Session) {
-        stop_session(self, session).await
     }
 }
 

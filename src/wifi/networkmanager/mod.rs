@@ -116,6 +116,34 @@ impl Shared {
     }
 }
 
+/// NetworkManager's name in logs and in the backend's health.
+const NM_NAME: &str = "NetworkManager";
+
+#[async_trait::async_trait]
+impl FollowedService for Shared {
+    type State = Devices;
+    const BUS_NAME: &'static str = NM_BUS_NAME;
+    const NAME: &'static str = NM_NAME;
+    /// 0.25 s doubling to 5 s: NetworkManager takes its bus name before it
+    /// exports its objects, a gap seen (VM test) to last several seconds.
+    const START_RETRY: Backoff = Backoff {
+        first: Duration::from_millis(250),
+        max: Duration::from_secs(5),
+    };
+
+    fn link(&self) -> &BusLink {
+        &self.link
+    }
+
+    async fn try_start_session(me: &Arc<Self>, owner: OwnedUniqueName) -> zbus::Result<Session> {
+        try_start_session(me, owner).await
+    }
+
+    async fn stop_session(&self, session: Session) {
+        stop_session(self, session);
+    }
+}
+
 /// The Wi-Fi devices of one NetworkManager session.
 type Devices = Arc<Stations<NmDevice>>;
 
@@ -200,34 +228,6 @@ impl HostWifi for NetworkManagerWifi {
 
     fn health(&self) -> watch::Receiver<BackendHealth> {
         self.shared.link.health()
-    }
-}
-
-/// NetworkManager's name in logs and in the backend's health.
-const NM_NAME: &str = "NetworkManager";
-
-#[async_trait::async_trait]
-impl FollowedService for Shared {
-    type State = Devices;
-    const BUS_NAME: &'static str = NM_BUS_NAME;
-    const NAME: &'static str = NM_NAME;
-    /// 0.25 s doubling to 5 s: NetworkManager takes its bus name before it
-    /// exports its objects, a gap seen (VM test) to last several seconds.
-    const START_RETRY: Backoff = Backoff {
-        first: Duration::from_millis(250),
-        max: Duration::from_secs(5),
-    };
-
-    fn link(&self) -> &BusLink {
-        &self.link
-    }
-
-    async fn try_start_session(me: &Arc<Self>, owner: OwnedUniqueName) -> zbus::Result<Session> {
-        try_start_session(me, owner).await
-    }
-
-    async fn stop_session(&self, session: Session) {
-        stop_session(self, session);
     }
 }
 
