@@ -263,7 +263,7 @@ impl IwdWifi {
     /// cannot be reached.
     ///
     /// Once started, the backend never gives up (as NetworkManager's, see
-    /// [`dbus::follow`]): an iwd that owns its name but does not answer yet
+    /// `wifi::dbus::follow`): an iwd that owns its name but does not answer yet
     /// is retried while it owns the name, and a lost bus connection is made
     /// again with backoff, the agent exported on the new one; meanwhile
     /// [`HostWifi::health`] says what is going on.
