@@ -23,7 +23,8 @@ use proxy_wifi::wifi::iwd::profile::MARKER;
 use proxy_wifi::wifi::iwd::{BssCache, IwdConfig, IwdWifi};
 use proxy_wifi::wifi::networkmanager::BusAddress;
 use proxy_wifi::wifi::{
-    ConnectParams, HostWifi, InterfaceError, InterfaceEvent, ScannedBss, Security, WifiInterface,
+    BackendHealth, ConnectParams, HostWifi, InterfaceError, InterfaceEvent, ScannedBss, Security,
+    WifiInterface,
 };
 use tokio::process::Command;
 use tokio::sync::broadcast;
@@ -215,8 +216,14 @@ impl Env {
     }
 
     async fn backend(&self) -> Arc<IwdWifi> {
+        self.backend_at(self.bus.address.clone()).await
+    }
+
+    /// The backend on the bus at `address` (a test restarting the bus
+    /// gives [`Bus::stable_address`]).
+    async fn backend_at(&self, address: String) -> Arc<IwdWifi> {
         IwdWifi::start(
-            BusAddress::Address(self.bus.address.clone()),
+            BusAddress::Address(address),
             IwdConfig {
                 state_dir: None,
                 scan_timeout: Duration::from_secs(3),
@@ -743,4 +750,144 @@ async fn serve_picks_iwd_and_cleans_up_on_sigterm() {
     assert!(exit.success(), "{log}");
     assert!(!env.file("home.psk").exists(), "SIGTERM removes the file");
     assert!(env.calls(&st, "Disconnect").await >= 1, "and disconnects");
+}
+
+/// The bus daemon restarts (every client loses its connection, and iwd goes
+/// with it). The backend says so in its health, reconnects with backoff,
+/// exports its signal level agent on the new connection and follows iwd
+/// again; before, it logged "lost the D-Bus connection; no longer following
+/// iwd" and stayed without interfaces, with no health to tell.
+#[tokio::test]
+async fn a_lost_bus_connection_is_made_again() {
+    require_tools!();
+    let mut env = Env::start().await;
+    let st = env.station_with_home().await;
+    let home = bss("home", "02:00:00:00:01:00", Security::WPA2_PSK_CCMP);
+    env.cache.set(vec![home.clone()]);
+    let backend = env.backend_at(env.bus.stable_address()).await;
+    let iface = wait_interfaces(&backend, 1).await.remove(0);
+    let id = iface.id();
+    let mut health = backend.health();
+    assert_eq!(*health.borrow_and_update(), BackendHealth::Up);
+    env.wait_calls(&st, "RegisterSignalLevelAgent", 1).await;
+    let (params, _) = psk_params("home", "guestpass");
+    iface.connect(&params).await.unwrap();
+    assert!(env.file("home.psk").exists());
+
+    // The bus goes (iwd with it, as iwd exits when its bus does): nothing
+    // of the guest's is left behind.
+    env.bus.restart_daemon().await;
+    env.stop_iwd().await;
+    tokio::time::timeout(
+        WAIT,
+        health.wait_for(|h| {
+            matches!(
+                h,
+                BackendHealth::Reconnecting { .. } | BackendHealth::ServiceDown(_)
+            )
+        }),
+    )
+    .await
+    .expect("the health reports the lost bus")
+    .unwrap();
+    wait_interfaces(&backend, 0).await;
+    wait_gone(&env.file("home.psk")).await;
+
+    // iwd on the new bus: followed again, same interface id.
+    env.start_iwd().await;
+    let st = env.station_with_home().await;
+    let iface = wait_interfaces(&backend, 1).await.remove(0);
+    assert_eq!(iface.id(), id);
+    tokio::time::timeout(WAIT, health.wait_for(BackendHealth::is_up))
+        .await
+        .expect("healthy again")
+        .unwrap();
+    let result = iface.scan(None).await.unwrap();
+    assert_eq!(result.bss, vec![home]);
+
+    // The agent is on the new connection and registered with the new iwd:
+    // its signal levels reach the guest again.
+    env.wait_calls(&st, "RegisterSignalLevelAgent", 1).await;
+    let mut events = backend.subscribe();
+    let _: () = env.mock("HostConnect", &(st.as_str(), "home", "psk")).await;
+    next_event(&mut events, "connected", |e| {
+        matches!(e, InterfaceEvent::Connected { .. })
+    })
+    .await;
+    let _: () = env.mock("EmitSignalLevel", &(st.as_str(), 0u8)).await;
+    next_event(&mut events, "signal after the restart", |e| {
+        matches!(e, InterfaceEvent::SignalQuality { percent: 100, .. })
+    })
+    .await;
+    backend.shutdown().await;
+}
+
+/// iwd leaves while a guest is connected through it; the backend's
+/// clean-up (a disconnect of the guest's station) must not make the bus
+/// start iwd again where iwd is D-Bus activatable (seen in the VM test: a
+/// second iwd). The bus here runs a marker script for iwd's name.
+#[tokio::test]
+async fn no_call_of_the_backend_starts_iwd() {
+    require_tools!();
+    let mut env = Env::start().await;
+    env.station_with_home().await;
+    let marker = env.bus.dir.path().join("activated");
+    let script = env.bus.dir.path().join("activate.sh");
+    std::fs::write(
+        &script,
+        // Fails, so the bus answers the call at once (a script that
+        // exits 0 without taking the name makes it wait 25 s).
+        format!("#!/bin/sh\ntouch '{}'\nexit 1\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        env.bus.service_dir().join(format!("{IWD}.service")),
+        format!("[D-BUS Service]\nName={IWD}\nExec={}\n", script.display()),
+    )
+    .unwrap();
+    let _: () = env
+        .bus
+        .conn
+        .call_method(
+            Some("org.freedesktop.DBus"),
+            "/org/freedesktop/DBus",
+            Some("org.freedesktop.DBus"),
+            "ReloadConfig",
+            &(),
+        )
+        .await
+        .unwrap()
+        .body()
+        .deserialize()
+        .unwrap();
+
+    let backend = env.backend().await;
+    let iface = wait_interfaces(&backend, 1).await.remove(0);
+    let (params, _) = psk_params("home", "guestpass");
+    iface.connect(&params).await.unwrap();
+    env.stop_iwd().await;
+    // The backend disconnected the guest's station (which failed: iwd is
+    // gone) and then removed the file.
+    wait_gone(&env.file("home.psk")).await;
+    assert!(
+        !marker.exists(),
+        "a call of the backend made the bus start iwd"
+    );
+
+    // The bus does start it for a call to its well-known name: the check
+    // above could fail.
+    let _ = env
+        .bus
+        .conn
+        .call_method(
+            Some(IWD),
+            "/net/connman/iwd",
+            Some("net.connman.iwd.Daemon"),
+            "GetInfo",
+            &(),
+        )
+        .await;
+    assert!(marker.exists(), "the bus did not run the activation file");
+    backend.shutdown().await;
 }

@@ -117,9 +117,17 @@ impl Bus {
         self.conn = conn;
     }
 
+    /// Where the bus looks for D-Bus activation files (`<name>.service`);
+    /// empty unless a test puts one there.
+    pub fn service_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("services")
+    }
+
     async fn spawn_daemon(dir: &std::path::Path) -> (Child, String, zbus::Connection) {
         let socket = dir.join("bus");
         let config = dir.join("bus.conf");
+        let services = dir.join("services");
+        std::fs::create_dir_all(&services).unwrap();
         std::fs::write(
             &config,
             format!(
@@ -128,6 +136,7 @@ impl Bus {
 <busconfig>
   <type>session</type>
   <listen>unix:path={}</listen>
+  <servicedir>{}</servicedir>
   <auth>EXTERNAL</auth>
   <policy context="default">
     <allow send_destination="*" eavesdrop="true"/>
@@ -136,7 +145,8 @@ impl Bus {
   </policy>
 </busconfig>
 "#,
-                socket.display()
+                socket.display(),
+                services.display()
             ),
         )
         .unwrap();

@@ -89,11 +89,19 @@ start_serve() { # extra args
   local before
   before=$(vm_log_count serve 'following iwd'); before=${before:-0}
   vm_bg serve env RUST_LOG=proxy_wifi=debug "$BIN" serve --tcp 127.0.0.1 \
-    --notify-host-disconnect --iwd-state-dir "$STATE" "$@"
+    --notify-host-disconnect --iwd-state-dir "$STATE" --control "$W/control.sock" "$@"
   vm_wait_until 120 "serve follows iwd" serve_sessions_above "$before"
 }
 serve_sessions_above() { [ "$(vm_log_count serve 'following iwd')" -gt "$1" ]; }
 stations_added() { [ "$(vm_log_count serve 'iwd station added')" -ge "$1" ]; }
+# backend_state_is STATE: `ctl status` reports the backend's health as STATE.
+backend_state_is() {
+  "$BIN" ctl --control "$W/control.sock" status --json 2>/dev/null |
+    jq -e --arg s "$1" '.[0].backend.state == $s' >/dev/null
+}
+backend_state() {
+  "$BIN" ctl --control "$W/control.sock" status --json 2>/dev/null | jq -c '.[0].backend' 2>/dev/null
+}
 
 # --- helpers on the guest's side ----------------------------------------------
 
@@ -322,6 +330,36 @@ if connect_retrying pw-net --passphrase "$PW_PASS"; then
   fi
 else
   vm_fail iwd-restart-connect-before "$(cat "$W/last-connect")"
+fi
+
+# --- the system bus restarting ----------------------------------------------------
+# The backend follows the bus as NetworkManager's does (src/wifi/dbus/follow.rs):
+# `ctl status` says service-down, then reconnecting while the bus is gone, and
+# up once iwd is back on the new bus; its agent and stations are there again.
+
+vm_expect health-up "$(backend_state)" backend_state_is up
+vm_stop iwd TERM 20
+vm_expect health-service-down "$(backend_state)" \
+  vm_wait_until 20 "status: service-down" backend_state_is service-down
+t0=$(vm_now_ms)
+kill "$(pgrep -x dbus-daemon | head -1)"
+vm_expect bus-lost-noticed "$(tail -2 "$VM_LOGDIR/serve.log" | cut -c1-160)" \
+  vm_wait_until 20 "serve sees the bus gone" vm_log_has serve 'lost the D-Bus connection'
+vm_expect health-reconnecting "$(backend_state)" \
+  vm_wait_until 10 "status: reconnecting" backend_state_is reconnecting
+vm_check bus-restarted vm_start_system_bus
+vm_expect bus-reconnected "$(tail -2 "$VM_LOGDIR/serve.log" | cut -c1-160)" \
+  vm_wait_until 30 "serve back on the bus" vm_log_has serve 'reconnected to the D-Bus bus'
+start_iwd
+vm_expect bus-iwd-back "$(vm_log_count serve 'iwd station added') station arrivals" \
+  vm_wait_until 60 "station back in serve" stations_added 3
+vm_metric bus_restart_to_station_ms $(( $(vm_now_ms) - t0 )) ms
+vm_expect health-up-again "$(backend_state)" vm_wait_until 60 "status: up" backend_state_is up
+vm_wait_until 60 "pw-net visible again" scan_has pw-net
+if connect_retrying pw-net --passphrase "$PW_PASS"; then
+  vm_pass bus-restart-connect "$(connected_bssid)"
+else
+  vm_fail bus-restart-connect "$(cat "$W/last-connect")"
 fi
 
 # --- SIGTERM cleanup --------------------------------------------------------------

@@ -1,16 +1,18 @@
 //! What the D-Bus backends (NetworkManager, iwd) share: the bus connection,
-//! following a service's bus name, its signal stream and session, D-Bus
-//! errors as [`InterfaceError`]s, and one interface's service-independent
-//! logic ([`station`]). The backends keep only their D-Bus calls.
+//! following a service's bus name through bus restarts with the backend's
+//! health ([`follow`]), its signal stream, D-Bus errors as
+//! [`InterfaceError`]s, and one interface's service-independent logic
+//! ([`station`]). The backends keep only their D-Bus calls.
 
+pub(crate) mod follow;
 pub(crate) mod station;
 
+pub(crate) use follow::{follow, Backoff, BusLink, FollowedService, Following, Session};
+
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::task::JoinHandle;
 use zbus::fdo::NameOwnerChangedStream;
 use zbus::message::Type as MessageType;
 use zbus::names::{BusName, OwnedUniqueName, WellKnownName};
@@ -90,18 +92,18 @@ pub(crate) async fn connect(
 }
 
 /// An uncached proxy of type `P` for the object at `path` of the service
-/// `service`: every read asks the service (its signals reach the backend
-/// through its own stream).
+/// at `destination` (a well-known or a unique name): every read asks the
+/// service (its signals reach the backend through its own stream).
 pub(crate) async fn proxy_at<P>(
     conn: &zbus::Connection,
-    service: &'static str,
+    destination: BusName<'static>,
     path: &ObjectPath<'_>,
 ) -> zbus::Result<P>
 where
     P: From<zbus::Proxy<'static>> + zbus::proxy::Defaults,
 {
     zbus::proxy::Builder::<P>::new(conn)
-        .destination(service)?
+        .destination(destination)?
         .path(path.to_owned())?
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
@@ -233,70 +235,6 @@ async fn next_signal(stream: &mut MessageStream) -> Option<Signal> {
         });
     }
     None
-}
-
-/// A service followed while it owns its bus name.
-pub(crate) struct Session<T> {
-    /// The service's unique name.
-    pub owner: OwnedUniqueName,
-    /// The task routing its signals.
-    pub dispatcher: JoinHandle<()>,
-    /// What the backend keeps for this session.
-    pub state: T,
-}
-
-/// A backend's current session and the supervisor task that follows the
-/// service; both stop when it is dropped.
-pub(crate) struct Following<T> {
-    pub session: Arc<tokio::sync::Mutex<Option<Session<T>>>>,
-    supervisor: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl<T> Following<T> {
-    /// No session yet, no supervisor.
-    pub(crate) fn new() -> Following<T> {
-        Following {
-            session: Arc::new(tokio::sync::Mutex::new(None)),
-            supervisor: Mutex::new(None),
-        }
-    }
-
-    fn supervisor(&self) -> MutexGuard<'_, Option<JoinHandle<()>>> {
-        self.supervisor.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Hands the supervisor task over, to be stopped with the backend.
-    pub(crate) fn supervise(&self, task: JoinHandle<()>) {
-        *self.supervisor() = Some(task);
-    }
-
-    /// Stops the supervisor: the service is no longer followed.
-    pub(crate) fn stop_supervisor(&self) {
-        if let Some(s) = self.supervisor().take() {
-            s.abort();
-        }
-    }
-
-    /// Whether the service is followed now (it owns its name and answered).
-    pub(crate) async fn is_up(&self) -> bool {
-        self.session.lock().await.is_some()
-    }
-
-    /// Takes the current session, if any.
-    pub(crate) async fn take(&self) -> Option<Session<T>> {
-        self.session.lock().await.take()
-    }
-}
-
-impl<T> Drop for Following<T> {
-    fn drop(&mut self) {
-        self.stop_supervisor();
-        if let Ok(mut session) = self.session.try_lock() {
-            if let Some(session) = session.take() {
-                session.dispatcher.abort();
-            }
-        }
-    }
 }
 
 /// The D-Bus error name of a failed call, if it was one.

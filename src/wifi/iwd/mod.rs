@@ -35,20 +35,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::StreamExt;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 use zbus::names::OwnedUniqueName;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
 
 use crate::wifi::dbus::station::{HostStation, Stations};
-use crate::wifi::dbus::{self, Following};
-use crate::wifi::{EventHub, HostWifi, InterfaceEvent, WifiInterface};
+use crate::wifi::dbus::{self, Backoff, BusLink, FollowedService, Following};
+use crate::wifi::{BackendHealth, EventHub, HostWifi, InterfaceEvent, WifiInterface};
 
 pub use bss::{BssCache, KernelBssCache};
 use proxies::{
-    DaemonProxy, DeviceProxy, StationProxy, DEVICE_IFACE, IWD_BUS_NAME, OBJECT_MANAGER_IFACE,
-    STATION_IFACE,
+    DaemonProxy, DeviceProxy, Iwd, ObjectManagerProxy, StationProxy, DAEMON_PATH, DEVICE_IFACE,
+    IWD_BUS_NAME, OBJECT_MANAGER_IFACE, STATION_IFACE,
 };
 use station::{IwdStation, StationInfo};
 
@@ -102,7 +101,9 @@ pub type IwdError = crate::wifi::dbus::BusError;
 
 /// State shared by the backend, its stations and its agent.
 pub(crate) struct Shared {
-    pub(crate) conn: zbus::Connection,
+    /// The bus connection now, replaced when it is lost and made again (a
+    /// station keeps the connection it was found on), and the health.
+    link: BusLink,
     pub(crate) hub: Arc<EventHub>,
     pub(crate) config: IwdConfig,
     /// iwd's unique name while it is on the bus.
@@ -119,6 +120,10 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    fn conn(&self) -> zbus::Connection {
+        self.link.conn()
+    }
+
     pub(crate) fn state_dir(&self) -> PathBuf {
         locked(&self.state_dir).clone()
     }
@@ -138,6 +143,46 @@ impl Shared {
 
     fn find(&self, path: &ObjectPath<'_>) -> Option<Arc<IwdStation>> {
         self.stations.find(path)
+    }
+}
+
+/// iwd's name in logs and in the backend's health.
+const IWD_NAME: &str = "iwd";
+
+#[async_trait::async_trait]
+impl FollowedService for Shared {
+    type State = ();
+    const BUS_NAME: &'static str = IWD_BUS_NAME;
+    const NAME: &'static str = IWD_NAME;
+    /// 0.5 s doubling to 5 s, for as long as iwd owns its name. (Before,
+    /// three attempts 0.5 s apart and then nothing until iwd restarted: a
+    /// backend without interfaces that looked as if iwd were absent.)
+    const START_RETRY: Backoff = Backoff {
+        first: Duration::from_millis(500),
+        max: Duration::from_secs(5),
+    };
+
+    fn link(&self) -> &BusLink {
+        &self.link
+    }
+
+    /// Exports the signal level agent: iwd calls it on the connection the
+    /// backend registered it from, so each new connection needs it (the
+    /// stations, read again on it, register it again).
+    async fn on_new_connection(me: &Arc<Self>, conn: &zbus::Connection) -> zbus::Result<()> {
+        let agent = SignalAgent {
+            shared: Arc::downgrade(me),
+        };
+        conn.object_server().at(AGENT_PATH, agent).await?;
+        Ok(())
+    }
+
+    async fn try_start_session(me: &Arc<Self>, owner: OwnedUniqueName) -> zbus::Result<Session> {
+        try_start_session(me, owner).await
+    }
+
+    async fn stop_session(&self, session: Session) {
+        stop_session(self, session).await
     }
 }
 
@@ -216,17 +261,21 @@ impl IwdWifi {
     /// Connects to the bus and starts following iwd. Succeeds when iwd is
     /// absent (it is picked up when it appears); fails only when the bus
     /// cannot be reached.
+    ///
+    /// Once started, the backend never gives up (as NetworkManager's, see
+    /// `wifi::dbus::follow`): an iwd that owns its name but does not answer yet
+    /// is retried while it owns the name, and a lost bus connection is made
+    /// again with backoff, the agent exported on the new one; meanwhile
+    /// [`HostWifi::health`] says what is going on.
     pub async fn start(bus: BusAddress, config: IwdConfig) -> Result<Arc<IwdWifi>, IwdError> {
-        let conn = dbus::connect(&bus, config.call_timeout)
-            .await
-            .map_err(IwdError::Bus)?;
+        let link = BusLink::connect(bus, config.call_timeout, IWD_NAME).await?;
         let state_dir = config
             .state_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let hub = Arc::new(EventHub::new());
         let shared = Arc::new(Shared {
-            conn,
+            link,
             hub: hub.clone(),
             config,
             owner: Mutex::new(None),
@@ -234,60 +283,7 @@ impl IwdWifi {
             stations: Stations::new(hub.clone()),
             provisioned: Mutex::new(HashMap::new()),
         });
-        shared
-            .conn
-            .object_server()
-            .at(
-                AGENT_PATH,
-                SignalAgent {
-                    shared: Arc::downgrade(&shared),
-                },
-            )
-            .await
-            .map_err(IwdError::DBus)?;
-
-        let (mut owners, owner) = dbus::follow_name(&shared.conn, IWD_BUS_NAME)
-            .await
-            .map_err(IwdError::DBus)?;
-        let following = Following::new();
-        match owner {
-            Some(owner) => *following.session.lock().await = start_session(&shared, owner).await,
-            None => warn!("iwd is not running; serving without host Wi-Fi until it appears"),
-        }
-
-        let sup_shared = shared.clone();
-        let sup_session = following.session.clone();
-        following.supervise(tokio::spawn(async move {
-            while let Some(signal) = owners.next().await {
-                let Ok(new_owner) = dbus::new_owner(&signal) else {
-                    continue;
-                };
-                let mut current = sup_session.lock().await;
-                match new_owner {
-                    Some(owner) => {
-                        if current.as_ref().is_some_and(|s| s.owner == owner) {
-                            continue;
-                        }
-                        if let Some(old) = current.take() {
-                            stop_session(&sup_shared, old).await;
-                        }
-                        info!("iwd appeared on the bus");
-                        *current = start_session(&sup_shared, owner).await;
-                    }
-                    None => {
-                        if let Some(old) = current.take() {
-                            warn!("iwd went away; host Wi-Fi interfaces are gone until it returns");
-                            stop_session(&sup_shared, old).await;
-                        }
-                    }
-                }
-            }
-            warn!("lost the D-Bus connection; no longer following iwd");
-            if let Some(old) = sup_session.lock().await.take() {
-                stop_session(&sup_shared, old).await;
-            }
-        }));
-
+        let following = dbus::follow(&shared).await?;
         Ok(Arc::new(IwdWifi { shared, following }))
     }
 
@@ -310,7 +306,7 @@ impl IwdWifi {
         }
         let _ = self
             .shared
-            .conn
+            .conn()
             .object_server()
             .remove::<SignalAgent, _>(AGENT_PATH)
             .await;
@@ -330,34 +326,24 @@ impl HostWifi for IwdWifi {
     async fn shutdown(&self) {
         IwdWifi::shutdown(self).await
     }
-}
 
-async fn start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> Option<Session> {
-    const ATTEMPTS: u32 = 3;
-    for attempt in 1..=ATTEMPTS {
-        match try_start_session(shared, owner.clone()).await {
-            Ok(session) => return Some(session),
-            Err(e) if attempt < ATTEMPTS => {
-                debug!("iwd not ready ({e}); retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => warn!("cannot follow iwd: {e}"),
-        }
+    fn health(&self) -> watch::Receiver<BackendHealth> {
+        self.shared.link.health()
     }
-    None
 }
-
-type ManagedObjects = HashMap<OwnedObjectPath, HashMap<String, HashMap<String, OwnedValue>>>;
 
 async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus::Result<Session> {
     *locked(&shared.owner) = Some(owner.clone());
-    let stream = dbus::signals_from(&shared.conn, &owner, None).await?;
+    let iwd = Iwd {
+        conn: shared.conn(),
+        owner: owner.clone(),
+    };
+    let stream = dbus::signals_from(&iwd.conn, &owner, None).await?;
 
     // iwd says where its files are, unless the configuration does.
     if shared.config.state_dir.is_none() {
-        let daemon = DaemonProxy::builder(&shared.conn)
-            .cache_properties(zbus::proxy::CacheProperties::No)
-            .build()
+        let daemon: DaemonProxy<'_> = iwd
+            .at(&ObjectPath::from_static_str_unchecked(DAEMON_PATH))
             .await?;
         match daemon.get_info().await {
             Ok(info) => {
@@ -376,21 +362,14 @@ async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus
     }
     remove_leftovers(shared).await;
 
-    let objects: ManagedObjects = shared
-        .conn
-        .call_method(
-            Some(IWD_BUS_NAME),
-            "/",
-            Some(OBJECT_MANAGER_IFACE),
-            "GetManagedObjects",
-            &(),
-        )
+    let objects = iwd
+        .at::<ObjectManagerProxy<'_>>(&ObjectPath::from_static_str_unchecked("/"))
         .await?
-        .body()
-        .deserialize()?;
+        .get_managed_objects()
+        .await?;
     for (path, interfaces) in objects {
         if interfaces.contains_key(STATION_IFACE) {
-            add_station(shared, path, interfaces.get(DEVICE_IFACE)).await;
+            add_station(shared, &iwd, path, interfaces.get(DEVICE_IFACE)).await;
         }
     }
     info!(
@@ -400,8 +379,8 @@ async fn try_start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> zbus
     );
     let dispatcher = {
         let shared = shared.clone();
-        tokio::spawn(dbus::route_signals(stream, "iwd", move |signal| {
-            route(shared.clone(), signal)
+        tokio::spawn(dbus::route_signals(stream, IWD_NAME, move |signal| {
+            route(shared.clone(), iwd.clone(), signal)
         }))
     };
     Ok(Session {
@@ -462,11 +441,12 @@ fn string_prop(props: Option<&HashMap<String, OwnedValue>>, name: &str) -> Optio
 
 async fn add_station(
     shared: &Arc<Shared>,
+    iwd: &Iwd,
     path: OwnedObjectPath,
     device_props: Option<&HashMap<String, OwnedValue>>,
 ) {
     let info = async {
-        let device: DeviceProxy<'_> = proxies::at(&shared.conn, &path).await?;
+        let device: DeviceProxy<'_> = iwd.at(&path).await?;
         let name = match string_prop(device_props, "Name") {
             Some(n) => n,
             None => device.name().await?,
@@ -475,7 +455,7 @@ async fn add_station(
             Some(a) => Some(a),
             None => device.address().await.ok(),
         };
-        let station: StationProxy<'_> = proxies::at(&shared.conn, &path).await?;
+        let station: StationProxy<'_> = iwd.at(&path).await?;
         let state = station.state().await?;
         let scanning = station.scanning().await.unwrap_or(false);
         Ok::<_, zbus::Error>(StationInfo {
@@ -493,17 +473,17 @@ async fn add_station(
             return;
         }
     };
-    let station = IwdStation::new(shared.clone(), info);
+    let station = IwdStation::new(shared.clone(), iwd.clone(), info);
     let (name, id) = (station.name(), station.id());
     if !shared.stations.add(station) {
         return;
     }
     info!(iface = %name, id = %id, "iwd station added");
     // Signal levels: best effort, a station works without them.
-    let conn = shared.conn.clone();
+    let iwd = iwd.clone();
     tokio::spawn(async move {
         let result = async {
-            let proxy: StationProxy<'_> = proxies::at(&conn, &path).await?;
+            let proxy: StationProxy<'_> = iwd.at(&path).await?;
             proxy
                 .register_signal_level_agent(
                     &ObjectPath::from_static_str_unchecked(AGENT_PATH),
@@ -527,7 +507,7 @@ fn remove_station(shared: &Shared, path: &ObjectPath<'_>) {
 }
 
 /// Routes one of iwd's signals to the stations.
-async fn route(shared: Arc<Shared>, signal: dbus::Signal) {
+async fn route(shared: Arc<Shared>, iwd: Iwd, signal: dbus::Signal) {
     if let Some((iface, changed)) = signal.changed_properties() {
         if iface == STATION_IFACE {
             if let Some(station) = shared.find(&signal.path.as_ref()) {
@@ -544,7 +524,7 @@ async fn route(shared: Arc<Shared>, signal: dbus::Signal) {
             );
             if let Some((object, interfaces)) = signal.body::<Added>() {
                 if interfaces.contains_key(STATION_IFACE) {
-                    add_station(&shared, object, interfaces.get(DEVICE_IFACE)).await;
+                    add_station(&shared, &iwd, object, interfaces.get(DEVICE_IFACE)).await;
                 }
             }
         }

@@ -31,7 +31,7 @@ use crate::wifi::{
 
 use super::bss;
 use super::profile::{self, Existing, FileKind};
-use super::proxies::{self, NetworkProxy, StationDiagnosticProxy, StationProxy};
+use super::proxies::{Iwd, NetworkProxy, StationDiagnosticProxy, StationProxy};
 use super::Shared;
 
 /// What the backend read about a station when it appeared.
@@ -47,6 +47,8 @@ pub(crate) struct IwdStation {
     core: StationCore<IwdStation>,
     path: OwnedObjectPath,
     shared: Arc<Shared>,
+    /// The iwd that reported the station: its calls go there only.
+    iwd: Iwd,
     scanning: watch::Sender<bool>,
 }
 
@@ -91,7 +93,7 @@ fn security_of_type(kind: &str) -> Security {
 }
 
 impl IwdStation {
-    pub(crate) fn new(shared: Arc<Shared>, info: StationInfo) -> Arc<IwdStation> {
+    pub(crate) fn new(shared: Arc<Shared>, iwd: Iwd, info: StationInfo) -> Arc<IwdStation> {
         let id = crate::wifi::dbus::interface_id(info.address.as_deref(), &info.name);
         let (scanning, _) = watch::channel(info.scanning);
         let linked = is_linked(&info.state);
@@ -106,16 +108,14 @@ impl IwdStation {
             core: StationCore::new(me.clone(), shared.hub.clone(), start),
             path: info.path,
             shared,
+            iwd,
             scanning,
         })
     }
 
-    fn conn(&self) -> &zbus::Connection {
-        &self.shared.conn
-    }
-
     async fn station(&self) -> Result<StationProxy<'static>, InterfaceError> {
-        proxies::at(self.conn(), &self.path)
+        self.iwd
+            .at(&self.path)
             .await
             .map_err(|e| iface_err("station", e))
     }
@@ -259,7 +259,9 @@ impl IwdStation {
         let Ok(network) = station.connected_network().await else {
             return Ok(None);
         };
-        let network: NetworkProxy<'_> = proxies::at(self.conn(), &network)
+        let network: NetworkProxy<'_> = self
+            .iwd
+            .at(&network)
             .await
             .map_err(|e| iface_err("network", e))?;
         let name = network.name().await.map_err(|e| iface_err("network", e))?;
@@ -290,7 +292,7 @@ impl IwdStation {
     }
 
     async fn connected_bssid(&self) -> Option<MacAddr> {
-        let diag: StationDiagnosticProxy<'_> = proxies::at(self.conn(), &self.path).await.ok()?;
+        let diag: StationDiagnosticProxy<'_> = self.iwd.at(&self.path).await.ok()?;
         let info = diag.get_diagnostics().await.ok()?;
         let text = String::try_from(info.get("ConnectedBss")?.clone()).ok()?;
         MacAddr::from_str(&text).ok()
@@ -308,7 +310,7 @@ impl IwdStation {
             .await
             .map_err(|e| iface_err("networks", e))?;
         for (path, _) in networks {
-            let Ok(network) = proxies::at::<NetworkProxy<'static>>(self.conn(), &path).await else {
+            let Ok(network) = self.iwd.at::<NetworkProxy<'static>>(&path).await else {
                 continue;
             };
             let (Ok(name), Ok(t)) = (network.name().await, network.kind().await) else {
@@ -541,7 +543,7 @@ impl HostStation for IwdStation {
     }
 
     async fn request_disconnect(&self) -> zbus::Result<()> {
-        let station: StationProxy<'_> = proxies::at(self.conn(), &self.path).await?;
+        let station: StationProxy<'_> = self.iwd.at(&self.path).await?;
         station.disconnect().await
     }
 }

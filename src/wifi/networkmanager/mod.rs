@@ -31,15 +31,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
-use zbus::fdo::NameOwnerChangedStream;
 use zbus::names::OwnedUniqueName;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
 use crate::wifi::dbus::station::{HostStation, Stations};
-use crate::wifi::dbus::{self, Following};
+use crate::wifi::dbus::{self, Backoff, BusLink, FollowedService, Following};
 use crate::wifi::{BackendHealth, EventHub, HostWifi, InterfaceEvent, WifiInterface};
 
 use device::{DeviceInfo, NmDevice};
@@ -86,31 +84,18 @@ pub type NmError = crate::wifi::dbus::BusError;
 
 /// State shared by the backend and its devices.
 pub(crate) struct Shared {
-    /// The bus connection now; replaced when the bus connection is lost and
-    /// made again. A device keeps the connection it was found on.
-    conn: Mutex<zbus::Connection>,
+    /// The bus connection now, replaced when it is lost and made again (a
+    /// device keeps the connection it was found on), and the health.
+    link: BusLink,
     pub(crate) hub: Arc<EventHub>,
     pub(crate) config: NmConfig,
     /// The proxy's profile on each device (device path -> profile path).
     profiles: Mutex<HashMap<OwnedObjectPath, OwnedObjectPath>>,
-    health: watch::Sender<BackendHealth>,
 }
 
 impl Shared {
     pub(crate) fn conn(&self) -> zbus::Connection {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn set_conn(&self, conn: zbus::Connection) {
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = conn;
-    }
-
-    fn set_health(&self, health: BackendHealth) {
-        self.health.send_if_modified(|h| {
-            let changed = *h != health;
-            *h = health;
-            changed
-        });
+        self.link.conn()
     }
 
     fn profiles(&self) -> MutexGuard<'_, HashMap<OwnedObjectPath, OwnedObjectPath>> {
@@ -131,13 +116,39 @@ impl Shared {
     }
 }
 
+/// NetworkManager's name in logs and in the backend's health.
+const NM_NAME: &str = "NetworkManager";
+
+#[async_trait::async_trait]
+impl FollowedService for Shared {
+    type State = Devices;
+    const BUS_NAME: &'static str = NM_BUS_NAME;
+    const NAME: &'static str = NM_NAME;
+    /// 0.25 s doubling to 5 s: NetworkManager takes its bus name before it
+    /// exports its objects, a gap seen (VM test) to last several seconds.
+    const START_RETRY: Backoff = Backoff {
+        first: Duration::from_millis(250),
+        max: Duration::from_secs(5),
+    };
+
+    fn link(&self) -> &BusLink {
+        &self.link
+    }
+
+    async fn try_start_session(me: &Arc<Self>, owner: OwnedUniqueName) -> zbus::Result<Session> {
+        try_start_session(me, owner).await
+    }
+
+    async fn stop_session(&self, session: Session) {
+        stop_session(self, session);
+    }
+}
+
 /// The Wi-Fi devices of one NetworkManager session.
 type Devices = Arc<Stations<NmDevice>>;
 
 /// NetworkManager as seen while it owns its bus name: its devices.
 type Session = dbus::Session<Devices>;
-
-type SessionSlot = Arc<tokio::sync::Mutex<Option<Session>>>;
 
 /// The host's Wi-Fi through NetworkManager. See the module documentation.
 pub struct NetworkManagerWifi {
@@ -168,49 +179,14 @@ impl NetworkManagerWifi {
         bus: BusAddress,
         config: NmConfig,
     ) -> Result<Arc<NetworkManagerWifi>, NmError> {
-        let conn = connect_bus(&bus, &config).await?;
-        let (health, _) = watch::channel(BackendHealth::ServiceDown(
-            "NetworkManager not seen yet".into(),
-        ));
+        let link = BusLink::connect(bus, config.call_timeout, NM_NAME).await?;
         let shared = Arc::new(Shared {
-            conn: Mutex::new(conn),
+            link,
             hub: Arc::new(EventHub::new()),
             config,
             profiles: Mutex::new(HashMap::new()),
-            health,
         });
-        let (owners, owner) = follow_name(&shared.conn()).await?;
-        let following = Following::new();
-        let session = following.session.clone();
-        let mut pending = None;
-        match owner {
-            // The first attempt is made here, so a running NetworkManager's
-            // devices are there when `start` returns; later ones in the
-            // background.
-            Some(owner) => match try_start_session(&shared, owner.clone()).await {
-                Ok(s) => {
-                    shared.set_health(BackendHealth::Up);
-                    *session.lock().await = Some(s);
-                }
-                Err(e) => {
-                    debug!("NetworkManager not ready ({e}); retrying in the background");
-                    pending = Some(owner);
-                }
-            },
-            None => {
-                warn!("NetworkManager is not running; serving without host Wi-Fi until it appears");
-                shared.set_health(BackendHealth::ServiceDown(
-                    "NetworkManager is not on the bus".into(),
-                ));
-            }
-        }
-        following.supervise(tokio::spawn(supervise(
-            shared.clone(),
-            session,
-            bus,
-            owners,
-            pending,
-        )));
+        let following = dbus::follow(&shared).await?;
         Ok(Arc::new(NetworkManagerWifi { shared, following }))
     }
 
@@ -251,174 +227,7 @@ impl HostWifi for NetworkManagerWifi {
     }
 
     fn health(&self) -> watch::Receiver<BackendHealth> {
-        self.shared.health.subscribe()
-    }
-}
-
-/// Opens a bus connection.
-async fn connect_bus(bus: &BusAddress, config: &NmConfig) -> Result<zbus::Connection, NmError> {
-    dbus::connect(bus, config.call_timeout)
-        .await
-        .map_err(NmError::Bus)
-}
-
-/// Follows NetworkManager's bus name on `conn` (see [`dbus::follow_name`]).
-async fn follow_name(
-    conn: &zbus::Connection,
-) -> Result<(NameOwnerChangedStream, Option<OwnedUniqueName>), NmError> {
-    dbus::follow_name(conn, NM_BUS_NAME)
-        .await
-        .map_err(NmError::DBus)
-}
-
-/// Follows NetworkManager for the backend's life: owner changes (it
-/// appears, restarts, goes away) and the bus connection itself (lost: made
-/// again with backoff). Runs until the backend shuts down.
-async fn supervise(
-    shared: Arc<Shared>,
-    session: SessionSlot,
-    bus: BusAddress,
-    mut owners: NameOwnerChangedStream,
-    mut pending: Option<OwnedUniqueName>,
-) {
-    loop {
-        if let Some(owner) = pending.take() {
-            let mut current = session.lock().await;
-            if let Some(old) = current.take() {
-                stop_session(&shared, old);
-            }
-            *current = start_session(&shared, owner).await;
-        }
-        let Some(signal) = owners.next().await else {
-            warn!("lost the D-Bus connection; reconnecting");
-            if let Some(old) = session.lock().await.take() {
-                stop_session(&shared, old);
-            }
-            (owners, pending) = reconnect(&shared, &bus).await;
-            continue;
-        };
-        let Ok(new_owner) = dbus::new_owner(&signal) else {
-            continue;
-        };
-        match new_owner {
-            Some(owner) => {
-                if session
-                    .lock()
-                    .await
-                    .as_ref()
-                    .is_some_and(|s| s.owner == owner)
-                {
-                    continue;
-                }
-                info!("NetworkManager appeared on the bus");
-                pending = Some(owner);
-            }
-            None => {
-                if let Some(old) = session.lock().await.take() {
-                    warn!(
-                        "NetworkManager went away; host Wi-Fi interfaces are gone until it returns"
-                    );
-                    stop_session(&shared, old);
-                }
-                shared.set_health(BackendHealth::ServiceDown(
-                    "NetworkManager is not on the bus".into(),
-                ));
-            }
-        }
-    }
-}
-
-/// Makes the bus connection again, retrying with backoff (0.25 s doubling
-/// to 10 s) until it succeeds; the backend's health says so meanwhile.
-async fn reconnect(
-    shared: &Shared,
-    bus: &BusAddress,
-) -> (NameOwnerChangedStream, Option<OwnedUniqueName>) {
-    const MAX_DELAY: Duration = Duration::from_secs(10);
-    let mut delay = Duration::from_millis(250);
-    let mut attempts: u32 = 0;
-    let mut last_error = None;
-    loop {
-        shared.set_health(BackendHealth::Reconnecting {
-            attempts,
-            last_error: last_error.clone(),
-        });
-        let attempt = async {
-            let conn = connect_bus(bus, &shared.config).await?;
-            let (owners, owner) = follow_name(&conn).await?;
-            Ok::<_, NmError>((conn, owners, owner))
-        };
-        match attempt.await {
-            Ok((conn, owners, owner)) => {
-                shared.set_conn(conn);
-                info!("reconnected to the D-Bus bus after {attempts} failed attempt(s)");
-                if owner.is_none() {
-                    warn!("NetworkManager is not running; serving without host Wi-Fi until it appears");
-                    shared.set_health(BackendHealth::ServiceDown(
-                        "NetworkManager is not on the bus".into(),
-                    ));
-                }
-                return (owners, owner);
-            }
-            Err(e) => {
-                attempts = attempts.saturating_add(1);
-                if attempts == 1 {
-                    warn!("cannot reconnect to the D-Bus bus ({e}); retrying with backoff");
-                } else {
-                    debug!("cannot reconnect to the D-Bus bus ({e}); retrying in {delay:?}");
-                }
-                last_error = Some(e.to_string());
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_DELAY);
-            }
-        }
-    }
-}
-
-/// Starts following NetworkManager at `owner`, retrying with backoff (0.25 s
-/// doubling to 5 s) for as long as `owner` holds NetworkManager's name;
-/// `None` once it no longer does (it went away or restarted: the supervisor
-/// hears of that) or the bus connection is lost.
-///
-/// NetworkManager takes its bus name before it exports its objects; on a
-/// slow or loaded host the gap was seen (VM test) to last several seconds,
-/// and a NetworkManager stuck there is worth waiting for rather than giving
-/// up on until it restarts. The health says what is going on meanwhile.
-async fn start_session(shared: &Arc<Shared>, owner: OwnedUniqueName) -> Option<Session> {
-    const MAX_DELAY: Duration = Duration::from_secs(5);
-    let mut delay = Duration::from_millis(250);
-    let mut attempts: u32 = 0;
-    loop {
-        match try_start_session(shared, owner.clone()).await {
-            Ok(session) => {
-                shared.set_health(BackendHealth::Up);
-                return Some(session);
-            }
-            Err(e) => {
-                attempts = attempts.saturating_add(1);
-                let still_owner = match zbus::fdo::DBusProxy::new(&shared.conn()).await {
-                    Ok(dbus) => dbus
-                        .get_name_owner(dbus::bus_name(NM_BUS_NAME))
-                        .await
-                        .is_ok_and(|o| *o == *owner),
-                    Err(_) => false,
-                };
-                if !still_owner {
-                    debug!("NetworkManager {owner} no longer owns its name ({e})");
-                    return None;
-                }
-                if attempts == 5 {
-                    warn!("NetworkManager is on the bus but does not answer ({e}); still retrying");
-                } else {
-                    debug!("NetworkManager not ready ({e}); retrying in {delay:?}");
-                }
-                shared.set_health(BackendHealth::ServiceDown(format!(
-                    "NetworkManager does not answer yet: {e}"
-                )));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_DELAY);
-            }
-        }
+        self.shared.link.health()
     }
 }
 

@@ -124,5 +124,5 @@ pub async fn at<P>(conn: &zbus::Connection, path: &ObjectPath<'_>) -> zbus::Resu
 where
     P: From<zbus::Proxy<'static>> + zbus::proxy::Defaults,
 {
-    crate::wifi::dbus::proxy_at(conn, NM_BUS_NAME, path).await
+    crate::wifi::dbus::proxy_at(conn, crate::wifi::dbus::bus_name(NM_BUS_NAME), path).await
 }
