@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::nm::{require_tools, Bus, Mock, MOCK_IFACE, WAIT};
+use common::nm::{require_tools, wait_health_lost, Bus, Mock, MOCK_IFACE, WAIT};
 use proxy_wifi::protocol::{pmk_from_passphrase, Key, MacAddr, Ssid};
 use proxy_wifi::wifi::iwd::profile::MARKER;
 use proxy_wifi::wifi::iwd::{BssCache, IwdConfig, IwdWifi};
@@ -778,18 +778,7 @@ async fn a_lost_bus_connection_is_made_again() {
     // of the guest's is left behind.
     env.bus.restart_daemon().await;
     env.stop_iwd().await;
-    tokio::time::timeout(
-        WAIT,
-        health.wait_for(|h| {
-            matches!(
-                h,
-                BackendHealth::Reconnecting { .. } | BackendHealth::ServiceDown(_)
-            )
-        }),
-    )
-    .await
-    .expect("the health reports the lost bus")
-    .unwrap();
+    wait_health_lost(&mut health).await;
     wait_interfaces(&backend, 0).await;
     wait_gone(&env.file("home.psk")).await;
 

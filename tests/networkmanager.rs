@@ -1026,18 +1026,7 @@ async fn a_lost_bus_connection_is_made_again() {
     // The bus goes away, and NetworkManager with it.
     nm.stop().await;
     bus.restart_daemon().await;
-    tokio::time::timeout(
-        WAIT,
-        health.wait_for(|h| {
-            matches!(
-                h,
-                BackendHealth::Reconnecting { .. } | BackendHealth::ServiceDown(_)
-            )
-        }),
-    )
-    .await
-    .expect("the health reports the lost bus")
-    .unwrap();
+    wait_health_lost(&mut health).await;
     wait_for_interfaces(&backend, 0).await;
 
     // NetworkManager on the new bus: followed again, same interface id.

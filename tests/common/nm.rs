@@ -329,3 +329,22 @@ pub fn serve_command(bus_address: &str, control: &std::path::Path) -> tokio::pro
         .kill_on_drop(true);
     command
 }
+
+/// Waits until a backend's health reports its service or the bus gone.
+pub async fn wait_health_lost(
+    health: &mut tokio::sync::watch::Receiver<proxy_wifi::wifi::BackendHealth>,
+) {
+    use proxy_wifi::wifi::BackendHealth;
+    tokio::time::timeout(
+        WAIT,
+        health.wait_for(|h| {
+            matches!(
+                h,
+                BackendHealth::Reconnecting { .. } | BackendHealth::ServiceDown(_)
+            )
+        }),
+    )
+    .await
+    .expect("the health reports the lost bus")
+    .unwrap();
+}
