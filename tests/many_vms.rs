@@ -12,17 +12,17 @@
 
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proxy_wifi::daemon::GuestStatus;
 use proxy_wifi::guest::{ConnectSpec, GuestClient};
 use proxy_wifi::protocol::Ssid;
 use proxy_wifi::transport::TransportConfig;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_proxy-wifi");
 /// Generous: several builds and VMs share two cores while this runs.
@@ -56,9 +56,9 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The common daemon, driven by `ctl` with no `--control`.
 struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
+    inner: common::daemon::Daemon,
     control: PathBuf,
 }
 
@@ -69,52 +69,19 @@ impl Daemon {
     async fn start(dir: &Path, config: &str) -> Result<Daemon, String> {
         let path = dir.join("config.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(BIN)
+        let mut serve = Command::new(BIN);
+        serve
             .args(["serve", "--config"])
             .arg(&path)
-            .env("RUST_LOG", "info")
             .env("RUNTIME_DIRECTORY", dir)
-            .env_remove("PROXY_WIFI_CONTROL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut daemon = Daemon {
-            child,
-            log,
-            control: dir.join("control.sock"),
-        };
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !daemon.log().contains(" ready") {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                // Let the log reader catch up.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                return Err(format!("serve exited with {status}:\n{}", daemon.log()));
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not ready:\n{}",
-                daemon.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(daemon)
+            .env_remove("PROXY_WIFI_CONTROL");
+        let inner = common::daemon::Daemon::try_spawn(serve, dir, WAIT).await?;
+        let control = inner.control.clone();
+        Ok(Daemon { inner, control })
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.inner.log()
     }
 
     /// `ctl` with no --control: PROXY_WIFI_CONTROL names the socket.
@@ -158,15 +125,9 @@ impl Daemon {
         self.status().await.into_iter().find(|g| g.name == name)
     }
 
-    async fn stop(mut self) {
-        let pid = self.child.id().unwrap() as i32;
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let status = tokio::time::timeout(WAIT, self.child.wait())
-            .await
-            .expect("no exit after SIGTERM")
-            .unwrap();
-        assert!(status.success(), "{status}\n{}", self.log());
+    async fn stop(self) {
+        let (status, log) = self.inner.stop().await;
+        assert!(status.success(), "{status}\n{log}");
     }
 }
 

@@ -55,7 +55,19 @@ impl Daemon {
 
     /// Starts `serve` as `cmd` says (its control socket must be
     /// `dir/control.sock`), logging at info, and returns once it is ready.
-    pub async fn spawn(mut cmd: Command, dir: &Path) -> Daemon {
+    pub async fn spawn(cmd: Command, dir: &Path) -> Daemon {
+        Daemon::try_spawn(cmd, dir, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Daemon::spawn`], but a `serve` that exits before it is ready is an
+    /// error with its log; one still not ready after `limit` panics.
+    pub async fn try_spawn(
+        mut cmd: Command,
+        dir: &Path,
+        limit: Duration,
+    ) -> Result<Daemon, String> {
         cmd.env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -72,15 +84,24 @@ impl Daemon {
                 log.push('\n');
             }
         });
-        let daemon = Daemon {
+        let mut daemon = Daemon {
             child: Some(child),
             log,
             dir: dir.to_path_buf(),
             control: dir.join("control.sock"),
             config: dir.join("config.toml"),
         };
-        daemon.wait_log(" ready").await;
-        daemon
+        let deadline = Instant::now() + limit;
+        while !daemon.log().contains(" ready") {
+            if let Some(Ok(Some(status))) = daemon.child.as_mut().map(|c| c.try_wait()) {
+                // Let the log reader catch up.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Err(format!("serve exited with {status}:\n{}", daemon.log()));
+            }
+            assert!(Instant::now() < deadline, "not ready:\n{}", daemon.log());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(daemon)
     }
 
     /// Whether the process is still running.
