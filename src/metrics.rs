@@ -618,6 +618,20 @@ mod tests {
         assert!(text.contains("proxy_wifi_guests_configured 2"));
     }
 
+    /// One scrape of `/metrics` on a new connection, answered within 5 s.
+    async fn scrape(addr: SocketAddr) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+            .await
+            .expect("the scrape was answered")
+            .unwrap();
+        out
+    }
+
     #[tokio::test]
     async fn serves_over_http() {
         let m = Arc::new(Metrics::new());
@@ -732,15 +746,7 @@ mod tests {
         for _ in 0..2 * limits.max_connections {
             silent.push(TcpStream::connect(addr).await.unwrap());
         }
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = String::new();
-        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
-            .await
-            .expect("scrape answered")
-            .unwrap();
+        let out = scrape(addr).await;
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         // The oldest silent ones were closed unanswered, the newest not.
         let mut evicted = Vec::new();
@@ -789,15 +795,7 @@ mod tests {
             .await
             .expect("the answer starts")
             .unwrap();
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = String::new();
-        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
-            .await
-            .expect("answered at once")
-            .unwrap();
+        let out = scrape(addr).await;
         assert!(out.starts_with("HTTP/1.1 503"), "{out}");
         assert!(out.contains("Retry-After: 1"), "{out}");
         drop(busy);
