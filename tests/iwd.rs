@@ -93,6 +93,11 @@ struct Env {
     cache: Arc<FakeCache>,
 }
 
+/// What the kernel's scan cache holds for `home` (see [`Env::station_with_home`]).
+fn home_bss() -> ScannedBss {
+    bss("home", "02:00:00:00:01:00", Security::WPA2_PSK_CCMP)
+}
+
 impl Env {
     async fn start() -> Env {
         let bus = Bus::start().await;
@@ -376,13 +381,10 @@ async fn scans_answer_from_the_cache_and_publish_fresh_results() {
     // starts finds one more network.
     env.cache.set_then(
         vec![
-            bss("home", "02:00:00:00:01:00", Security::WPA2_PSK_CCMP),
+            home_bss(),
             bss("", "02:00:00:00:02:00", Security::WPA2_PSK_CCMP),
         ],
-        vec![
-            bss("home", "02:00:00:00:01:00", Security::WPA2_PSK_CCMP),
-            bss("cafe", "02:00:00:00:03:00", Security::OPEN),
-        ],
+        vec![home_bss(), bss("cafe", "02:00:00:00:03:00", Security::OPEN)],
     );
     let backend = env.backend().await;
     let iface = wait_interfaces(&backend, 1).await.remove(0);
@@ -439,11 +441,7 @@ async fn a_scan_during_a_host_scan_is_answered_from_the_cache() {
     let _: () = env
         .mock("SetScanBehaviour", &(st.as_str(), "ok", 2000u32))
         .await;
-    env.cache.set(vec![bss(
-        "home",
-        "02:00:00:00:01:00",
-        Security::WPA2_PSK_CCMP,
-    )]);
+    env.cache.set(vec![home_bss()]);
     let backend = env.backend().await;
     let iface = wait_interfaces(&backend, 1).await.remove(0);
     let mut events = backend.subscribe();
@@ -474,11 +472,7 @@ async fn a_guest_psk_connection_provisions_a_private_file_removed_on_disconnect(
     require_tools!();
     let env = Env::start().await;
     let st = env.station_with_home().await;
-    env.cache.set(vec![bss(
-        "home",
-        "02:00:00:00:01:00",
-        Security::WPA2_PSK_CCMP,
-    )]);
+    env.cache.set(vec![home_bss()]);
     let backend = env.backend().await;
     let iface = wait_interfaces(&backend, 1).await.remove(0);
     let mut events = backend.subscribe();
@@ -609,11 +603,7 @@ async fn host_connections_and_signal_levels_are_mirrored() {
     require_tools!();
     let env = Env::start().await;
     let st = env.station_with_home().await;
-    env.cache.set(vec![bss(
-        "home",
-        "02:00:00:00:01:00",
-        Security::WPA2_PSK_CCMP,
-    )]);
+    env.cache.set(vec![home_bss()]);
     let backend = env.backend().await;
     let iface = wait_interfaces(&backend, 1).await.remove(0);
     let mut events = backend.subscribe();
@@ -762,7 +752,7 @@ async fn a_lost_bus_connection_is_made_again() {
     require_tools!();
     let mut env = Env::start().await;
     let st = env.station_with_home().await;
-    let home = bss("home", "02:00:00:00:01:00", Security::WPA2_PSK_CCMP);
+    let home = home_bss();
     env.cache.set(vec![home.clone()]);
     let backend = env.backend_at(env.bus.stable_address()).await;
     let iface = wait_interfaces(&backend, 1).await.remove(0);
