@@ -24,12 +24,26 @@
 //! too), so drift and other load on the machine hit both alike.
 //!
 //! `--headline`: how users run it, threads unpinned; `disconnect`
-//! requests, 5,000 per server and transport in blocks of 100, five runs
+//! requests, 5,000 per server and transport in blocks of 1,000, five runs
 //! (`--runs N`); per run the p50s, their ratio, the load average and the
 //! server threads' context switches per request (a count, which load
 //! disturbs far less than a time: one per request is a single wakeup);
-//! then the medians over the runs and the server threads after start and
-//! after load.
+//! then the medians over the runs, the p50s by wakeup pattern, and the
+//! server threads after start and after load. Then the same measurement
+//! of the floor against a second floor process (`--no-calibration` leaves
+//! it out): what ratio two identical servers show is the measurement's
+//! own spread.
+//!
+//! Why blocks of 1,000 (about 60 ms of requests), not 100: the scheduler
+//! tracks each task's and CPU's load with a decay half-life of about 32
+//! ms, so with blocks of 6 ms the two servers are placed as a pair. On a
+//! 2-CPU VM the lighter one then wins the client's CPU (about 15 µs
+//! faster per request over Unix sockets) and the heavier one is left on
+//! the other. Measured: adding 5 µs of spinning per request to the floor
+//! moved it from the client's CPU to the other one and the proxy the other
+//! way round, with blocks of 100; with blocks of 1,000 both servers fall
+//! into each placement about as often, as a single server does when it
+//! runs alone (BENCHMARKS.md).
 //!
 //! Without `--headline` the run is repeated per thread placement
 //! (`--placement free,same,split`): free, everything on CPU 0, and client
@@ -99,6 +113,9 @@ mod imp {
         binary_path: PathBuf,
         /// Transports measured, of [`TRANSPORTS`] (`--transports tcp,unix`).
         transports: Vec<&'static str>,
+        /// With the headline: the floor measured against a second floor
+        /// process too (`--no-calibration` leaves it out).
+        calibration: bool,
         smoke: bool,
     }
 
@@ -137,7 +154,7 @@ mod imp {
                 (false, true) => 5_000,
                 (false, false) => 20_000,
             },
-            block: if headline { 100 } else { 500 },
+            block: if headline { 1_000 } else { 500 },
             warmup: match (smoke, headline) {
                 (true, _) => 10,
                 (false, true) => 500,
@@ -151,6 +168,7 @@ mod imp {
             binary_args: Vec::new(),
             binary_path: PathBuf::from(BUILT_BINARY),
             transports: TRANSPORTS.to_vec(),
+            calibration: true,
             smoke,
         };
         let mut it = args.iter();
@@ -223,9 +241,10 @@ mod imp {
                         });
                     }
                 }
+                "--no-calibration" => options.calibration = false,
                 "--help" | "-h" => {
                     println!(
-                        "cargo bench --profile profiling --bench e2e -- [--headline [--runs N]] [--proxy binary|library] [--proxy-args ARGS] [--proxy-bin PATH] [--transports tcp,unix] [--requests N] [--block N] [--warmup N] [--runtime current|multi|multiN] [--placement free,same,split]"
+                        "cargo bench --profile profiling --bench e2e -- [--headline [--runs N] [--no-calibration]] [--proxy binary|library] [--proxy-args ARGS] [--proxy-bin PATH] [--transports tcp,unix] [--requests N] [--block N] [--warmup N] [--runtime current|multi|multiN] [--placement free,same,split]"
                     );
                     std::process::exit(0);
                 }
@@ -889,16 +908,18 @@ mod imp {
             .unwrap_or_else(|_| "?".into())
     }
 
-    /// The headline's figure columns, titled (the rows use the same widths).
-    fn headline_columns() -> String {
+    /// The headline's figure columns, titled with the servers' names (the
+    /// rows use the same widths).
+    fn headline_columns(names: [&str; 2]) -> String {
+        let [a, b] = names;
         let titles = [
-            ("proxy p50", 10),
-            ("floor p50", 10),
-            ("ratio", 7),
-            ("proxy cs/req", 13),
-            ("floor cs/req", 13),
-            ("proxy cpu", 9),
-            ("floor cpu", 9),
+            (format!("{a} p50"), 10),
+            (format!("{b} p50"), 10),
+            ("ratio".to_string(), 7),
+            (format!("{a} cs/req"), 13),
+            (format!("{b} cs/req"), 13),
+            (format!("{a} cpu"), 9),
+            (format!("{b} cpu"), 9),
         ];
         titles
             .iter()
@@ -906,6 +927,39 @@ mod imp {
             .collect::<Vec<_>>()
             .join(" ")
     }
+
+    /// A block's wakeup pattern: its server's context switches per request,
+    /// rounded, 1 to 3 (see the headline's legend). Two servers' latencies
+    /// compare like with like only within one pattern: on this kind of
+    /// machine the pattern a run falls into moves a server's p50 by up to
+    /// half, whichever server it is (see the calibration).
+    fn wakeup_pattern(switches: f64, requests: usize) -> usize {
+        ((switches / requests.max(1) as f64).round() as usize).clamp(1, PATTERNS)
+    }
+
+    /// Wakeup patterns told apart (3: on the client's CPU over Unix sockets).
+    const PATTERNS: usize = 3;
+
+    /// Blocks a server needs in a pattern before its p50 there is printed.
+    const MIN_PATTERN_BLOCKS: usize = 5;
+
+    /// One server's blocks in one wakeup pattern, all runs pooled.
+    #[derive(Default)]
+    struct PatternBlocks {
+        latencies: Vec<u64>,
+        blocks: usize,
+    }
+
+    impl PatternBlocks {
+        /// The pooled p50, once there are enough blocks to tell.
+        fn p50(&mut self) -> Option<f64> {
+            self.latencies.sort_unstable();
+            (self.blocks >= MIN_PATTERN_BLOCKS).then(|| percentile(&self.latencies, 50.0))
+        }
+    }
+
+    /// Per server (proxy, floor), per wakeup pattern (index: pattern - 1).
+    type ByPattern = [[PatternBlocks; PATTERNS]; 2];
 
     /// Where a server's thread ran, read from its context switches per
     /// request (see the headline's legend): on the client's CPU a server
@@ -936,15 +990,24 @@ mod imp {
     /// proxy and floor interleaved in blocks, `runs` runs, medians over the
     /// runs. Context switches of each server's threads per request show the
     /// wakeups objectively: one per request is the floor's.
-    fn headline(options: &Options, servers: &[&Server; 2], replies: &Replies) -> Result<(), Error> {
+    ///
+    /// `names` label the two servers: ("proxy", "floor"), or for the
+    /// calibration two floor processes.
+    fn headline(
+        options: &Options,
+        servers: &[&Server; 2],
+        names: [&str; 2],
+        replies: &Replies,
+    ) -> Result<(), Error> {
         let request = disconnect_request(0)?;
+        let [a, b] = names;
         println!();
         println!(
-            "headline: placement free (unpinned), disconnect requests, {} per server, transport and run, blocks of {} alternating, warm-up {}, {} run(s)",
+            "placement free (unpinned), disconnect requests, {} per server, transport and run, blocks of {} alternating, warm-up {}, {} run(s)",
             options.requests, options.block, options.warmup, options.runs
         );
         println!(
-            "threads after start: proxy {}, floor {}",
+            "threads after start: {a} {}, {b} {}",
             servers[0].figures().threads,
             servers[1].figures().threads
         );
@@ -952,7 +1015,7 @@ mod imp {
             "cs/req: the server threads' context switches per request; cpu µs/req: their time on a CPU (user and kernel) per request"
         );
         println!(
-            "placement (proxy/floor), read from cs/req: near = on the client's CPU (woken, then preempted by the client: about 2 per request over TCP, 3 over Unix sockets), apart = on the other CPU (1, or 2 when the server reads before the request has landed)"
+            "placement ({a}/{b}), read from cs/req: near = on the client's CPU (woken, then preempted by the client: about 2 per request over TCP, 3 over Unix sockets), apart = on the other CPU (1, or 2 when the server reads before the request has landed)"
         );
         println!();
         println!(
@@ -960,7 +1023,7 @@ mod imp {
             "run",
             "load average",
             "trans.",
-            headline_columns()
+            headline_columns(names)
         );
         // Per transport: proxy p50s, floor p50s, ratios, switches per
         // request (proxy, floor), CPU µs per request (proxy, floor).
@@ -972,6 +1035,13 @@ mod imp {
         // Per transport: the ratios of the runs in which both servers were
         // placed alike (a diagnosis beside the headline median).
         let mut alike: Vec<Vec<f64>> = options.transports.iter().map(|_| Vec::new()).collect();
+        // Per transport and server: latencies by wakeup pattern (index:
+        // pattern - 1), and how many blocks fell into each, all runs pooled.
+        let mut by_pattern: Vec<ByPattern> = options
+            .transports
+            .iter()
+            .map(|_| Default::default())
+            .collect();
         for run in 0..options.runs {
             let load = load_average();
             for (ti, transport) in options.transports.iter().enumerate() {
@@ -995,6 +1065,7 @@ mod imp {
                         // Which server goes first alternates by block and run.
                         let si = (k + round + run) % servers.len();
                         let before = servers[si].figures();
+                        let first = latencies[si].len();
                         run_one_kind(
                             servers[si].target(transport),
                             count,
@@ -1005,6 +1076,9 @@ mod imp {
                         let (switches, cpu_us) = servers[si].figures().per(&before, 1);
                         work[si].0 += switches;
                         work[si].1 += cpu_us;
+                        let pattern = &mut by_pattern[ti][si][wakeup_pattern(switches, count) - 1];
+                        pattern.latencies.extend_from_slice(&latencies[si][first..]);
+                        pattern.blocks += 1;
                     }
                     done += count;
                     round += 1;
@@ -1060,7 +1134,7 @@ mod imp {
             options.runs,
             load_average()
         );
-        println!("{:<6} {}", "trans.", headline_columns());
+        println!("{:<6} {}", "trans.", headline_columns(names));
         for (ti, transport) in options.transports.iter().enumerate() {
             let s = &mut summary[ti];
             let m: Vec<f64> = s.iter_mut().map(|v| median(v)).collect();
@@ -1079,8 +1153,52 @@ mod imp {
                 ),
             }
         }
+        println!();
         println!(
-            "threads after load: proxy {}, floor {}",
+            "by wakeup pattern, all runs pooled (a block's pattern: its server's cs/req, rounded; p50 in µs, printed from {MIN_PATTERN_BLOCKS} blocks of {} on):",
+            options.block
+        );
+        println!(
+            "{:<6} {:>6} {:>13} {:>13} {:>10} {:>10} {:>7}",
+            "trans.",
+            "cs/req",
+            format!("{a} blocks"),
+            format!("{b} blocks"),
+            format!("{a} p50"),
+            format!("{b} p50"),
+            "ratio"
+        );
+        for (ti, transport) in options.transports.iter().enumerate() {
+            let [first_server, second_server] = &mut by_pattern[ti];
+            for (pattern, (x, y)) in first_server
+                .iter_mut()
+                .zip(second_server.iter_mut())
+                .enumerate()
+            {
+                let (first_blocks, second_blocks) = (x.blocks, y.blocks);
+                if first_blocks + second_blocks == 0 {
+                    continue;
+                }
+                let (first, second) = (x.p50(), y.p50());
+                let cell = |p50: Option<f64>| p50.map_or("-".to_string(), |v| format!("{v:.1}"));
+                let ratio = match (first, second) {
+                    (Some(x), Some(y)) => format!("{:.2}", x / y),
+                    _ => "-".to_string(),
+                };
+                println!(
+                    "{:<6} {:>6} {:>13} {:>13} {:>10} {:>10} {:>7}",
+                    transport,
+                    pattern + 1,
+                    first_blocks,
+                    second_blocks,
+                    cell(first),
+                    cell(second),
+                    ratio
+                );
+            }
+        }
+        println!(
+            "threads after load: {a} {}, {b} {}",
             servers[0].figures().threads,
             servers[1].figures().threads
         );
@@ -1216,7 +1334,23 @@ mod imp {
         let servers = [&proxy, &floor];
         if options.headline || options.smoke {
             place(Placement::Free, &processes);
-            headline(&options, &servers, &replies)?;
+            println!();
+            println!("headline: the proxy against the floor");
+            headline(&options, &servers, ["proxy", "floor"], &replies)?;
+            if options.calibration && options.binary {
+                // The same measurement with a second floor process in the
+                // proxy's place: two identical servers, so whatever ratio
+                // it shows is the measurement's own spread on this machine.
+                let second_dir = dir.path().join("second");
+                std::fs::create_dir(&second_dir)?;
+                let (second, second_process) = start_floor_process(&second_dir, &replies)?;
+                place(Placement::Free, &[second_process.pid()]);
+                println!();
+                println!(
+                    "calibration: a second floor process (floor2, the same program) against the floor, measured as the headline"
+                );
+                headline(&options, &[&second, &floor], ["floor2", "floor"], &replies)?;
+            }
         }
         if options.headline {
             proxy_rt.handle.block_on(async {
