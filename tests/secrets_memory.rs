@@ -41,6 +41,19 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.len() >= needle.len() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Whether `block` holds the PMK's first 16 bytes, compared byte by byte
+/// with the atomics: a copy of them in a local would sit on the stack of
+/// whichever thread frees, and a future built there later could carry it
+/// into a heap block, which this check would then find (it did: the check
+/// kept failing on its own copy).
+fn holds_pmk_prefix(block: &[u8]) -> bool {
+    block.windows(16).any(|w| {
+        w.iter()
+            .zip(&PMK)
+            .all(|(b, a)| *b == a.load(Ordering::Relaxed))
+    })
+}
+
 unsafe impl GlobalAlloc for Checking {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         unsafe { System.alloc(layout) }
@@ -50,11 +63,7 @@ unsafe impl GlobalAlloc for Checking {
         if ARMED.load(Ordering::SeqCst) && layout.size() >= 16 {
             // SAFETY: the block is live until System.dealloc below.
             let block = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
-            let mut pmk = [0u8; 16];
-            for (b, a) in pmk.iter_mut().zip(&PMK) {
-                *b = a.load(Ordering::Relaxed);
-            }
-            if contains(block, &pmk) || contains(block, PASSPHRASE.as_bytes()) {
+            if holds_pmk_prefix(block) || contains(block, PASSPHRASE.as_bytes()) {
                 let n = FOUND.fetch_add(1, Ordering::SeqCst);
                 if let Some(slot) = FOUND_SIZES.get(n) {
                     slot.store(layout.size(), Ordering::SeqCst);
