@@ -251,11 +251,15 @@ impl Shared {
     /// Whether the handler is gone: stopped, or an input before this one
     /// was cut off half-way (`core` may be half-updated).
     fn is_gone(&self, core: &Core) -> bool {
-        if core.interrupted {
-            tracing::error!("an earlier input was cut off half-way; the handler is gone");
+        if self.stopped.load(Ordering::Acquire) {
             return true;
         }
-        self.stopped.load(Ordering::Acquire)
+        if core.interrupted {
+            tracing::error!("an earlier input was cut off half-way; the handler is gone");
+            self.stop();
+            return true;
+        }
+        false
     }
 
     /// Runs `work` to its end even if the caller goes away: polled once
