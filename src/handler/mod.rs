@@ -45,6 +45,7 @@
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
@@ -205,7 +206,9 @@ impl HandlerClient {
         request: Request,
         arrived: Instant,
     ) -> (Message, ReplyWritten) {
-        let work = answer_request(self.shared.clone(), request, arrived);
+        // Boxed at once: the caller's future (the connection task's) then
+        // holds a pointer, not this future's state.
+        let work = Box::pin(answer_request(self.shared.clone(), request, arrived));
         self.shared
             .run_to_completion(work)
             .await
@@ -217,7 +220,7 @@ impl HandlerClient {
     /// that was pending when called.
     pub async fn sync(&self) {
         let shared = self.shared.clone();
-        let work = async move {
+        let work = Box::pin(async move {
             let mut core = shared.core.lock().await;
             if shared.is_gone(&core) {
                 return;
@@ -225,7 +228,7 @@ impl HandlerClient {
             core.interrupted = true;
             core.catch_up().await;
             core.interrupted = false;
-        };
+        });
         let _ = self.shared.run_to_completion(work).await;
     }
 }
@@ -268,9 +271,8 @@ impl Shared {
     /// `None`: that task was aborted (the handler stopped) or panicked.
     async fn run_to_completion<T: Send + 'static>(
         &self,
-        work: impl Future<Output = T> + Send + 'static,
+        mut work: Pin<Box<impl Future<Output = T> + Send + 'static>>,
     ) -> Option<T> {
-        let mut work = Box::pin(work);
         if let Poll::Ready(done) = futures::poll!(work.as_mut()) {
             #[cfg(test)]
             self.inline_runs.fetch_add(1, Ordering::Relaxed);
