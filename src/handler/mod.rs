@@ -26,9 +26,9 @@
 //! library caller's timeout): it runs to its end, as it did on the
 //! handler's own task. Host events that arrive while no request runs are
 //! applied by a small task that a second subscription only wakes; it holds
-//! no lock while it waits. That task is the handler's [`HandlerHandle`]
-//! task: it ends when every [`HandlerClient`] is gone and the requests
-//! still running are done.
+//! no lock while it waits. It is the handler's task (the one a service's
+//! stop awaits): it ends when every [`HandlerClient`] is gone and the
+//! requests still running are done.
 //!
 //! Because replies and notifications are produced only under the lock, and
 //! a request's reply is handed over (reply gate opened) before the lock is
