@@ -18,8 +18,8 @@
 //! oneshot operations, re-arming the task's waiters) was the proxy's
 //! largest cost per request, larger than the request's own work. Instead a
 //! request is polled once where it arrives: the common requests (nothing
-//! to disconnect, a scan answered from a cache, a simulated backend) finish
-//! in that poll with no hop at all. One that has to wait (for the lock, the
+//! to disconnect, a scan answered from a cache with no minimum latency
+//! still owed, a simulated backend) finish in that poll with no hop at all. One that has to wait (for the lock, the
 //! backend or the scan minimum latency) is moved, unfinished, into a task
 //! of its own that the caller awaits. So a request is never dropped
 //! half-way when its caller goes away (a connection severed at stop, a

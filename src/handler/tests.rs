@@ -1184,6 +1184,28 @@ async fn host_connections_present_at_start_are_reported() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn start_connections_are_reported_before_the_first_request() {
+    let b = TestIface::new(2);
+    b.s().connected = Some(ConnectedNetwork {
+        ssid: ssid("Office"),
+        bssid: mac(2),
+        security: Security::OPEN,
+    });
+    let h = harness(vec![b.clone()], vec![], no_latency());
+    // At once: the handler's own task has not run yet.
+    let reply = h.connect(open_request("Office")).await;
+    assert_eq!(reply.result_code, STATUS_SUCCESS);
+    let events = h.events().await;
+    assert_eq!(
+        events[..2],
+        [
+            host_connected(b.id, "Office", AuthAlgorithm::Open),
+            Ev::Authorize(ConnectionKind::HostMirroring, "Office".into()),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_panicking_observer_is_contained() {
     let a = TestIface::new(1);
     a.s().connects.push_back(Ok(network(1, "Net")));
