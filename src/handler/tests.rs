@@ -29,7 +29,12 @@ struct Script {
     /// when the interface changes network: Disconnected (from the old
     /// network), then Connected, before the connect returns.
     publish_on_connect: Option<Arc<EventHub>>,
+    /// When set, a connect waits for it before answering.
+    connect_gate: Option<Arc<Notify>>,
     calls: Vec<String>,
+    /// Calls running now, and the most ever running at once.
+    in_call: usize,
+    most_in_call: usize,
 }
 
 /// A scriptable interface.
@@ -59,6 +64,22 @@ impl TestIface {
     fn calls(&self) -> Vec<String> {
         self.s().calls.clone()
     }
+    fn enter(&self) {
+        let mut s = self.s();
+        s.in_call += 1;
+        s.most_in_call = s.most_in_call.max(s.in_call);
+    }
+    fn leave(&self) {
+        self.s().in_call -= 1;
+    }
+}
+
+/// Waits `delay`; no delay answers at once (a tokio sleep, even of zero,
+/// waits for the timer's next tick).
+async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
 }
 
 #[async_trait]
@@ -71,7 +92,7 @@ impl WifiInterface for TestIface {
     }
     async fn connected_network(&self) -> Result<Option<ConnectedNetwork>, InterfaceError> {
         let delay = self.s().query_delay;
-        tokio::time::sleep(delay).await;
+        pause(delay).await;
         Ok(self.s().connected.clone())
     }
     async fn scan(&self, _target: Option<&Ssid>) -> Result<ScanResult, InterfaceError> {
@@ -80,14 +101,16 @@ impl WifiInterface for TestIface {
             s.calls.push("scan".into());
             (s.scan_delay, s.scan_fails, s.scan.clone())
         };
-        tokio::time::sleep(delay).await;
+        self.enter();
+        pause(delay).await;
+        self.leave();
         if fails {
             return Err(InterfaceError::HostCallAborted);
         }
         Ok(result)
     }
     async fn connect(&self, params: &ConnectParams) -> Result<ConnectedNetwork, InterfaceError> {
-        let (delay, outcome) = {
+        let (delay, outcome, gate) = {
             let mut s = self.s();
             s.calls.push(format!(
                 "connect {} {} key={}",
@@ -100,9 +123,15 @@ impl WifiInterface for TestIface {
                 s.connects.pop_front().unwrap_or_else(|| {
                     Err(InterfaceError::NotFound(params.ssid.to_string_lossy()))
                 }),
+                s.connect_gate.clone(),
             )
         };
-        tokio::time::sleep(delay).await;
+        self.enter();
+        pause(delay).await;
+        if let Some(gate) = gate {
+            gate.notified().await;
+        }
+        self.leave();
         if let Ok(n) = &outcome {
             let hub = {
                 let mut s = self.s();
@@ -125,7 +154,9 @@ impl WifiInterface for TestIface {
             s.calls.push("disconnect".into());
             s.disconnect_delay
         };
-        tokio::time::sleep(delay).await;
+        self.enter();
+        pause(delay).await;
+        self.leave();
         self.s().connected = None;
         Ok(())
     }
@@ -1153,6 +1184,28 @@ async fn host_connections_present_at_start_are_reported() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn start_connections_are_reported_before_the_first_request() {
+    let b = TestIface::new(2);
+    b.s().connected = Some(ConnectedNetwork {
+        ssid: ssid("Office"),
+        bssid: mac(2),
+        security: Security::OPEN,
+    });
+    let h = harness(vec![b.clone()], vec![], no_latency());
+    // At once: the handler's own task has not run yet.
+    let reply = h.connect(open_request("Office")).await;
+    assert_eq!(reply.result_code, STATUS_SUCCESS);
+    let events = h.events().await;
+    assert_eq!(
+        events[..2],
+        [
+            host_connected(b.id, "Office", AuthAlgorithm::Open),
+            Ev::Authorize(ConnectionKind::HostMirroring, "Office".into()),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_panicking_observer_is_contained() {
     let a = TestIface::new(1);
     a.s().connects.push_back(Ok(network(1, "Net")));
@@ -1491,4 +1544,231 @@ async fn a_denied_connect_again_leaves_the_connection() {
     assert_eq!(h.connect(psk_request("Net")).await.result_code, 1);
     assert_eq!(a.calls().last().unwrap(), "disconnect");
     assert!(h.status.borrow().connection.is_none());
+}
+
+// ---------------------------------------------------------------- how inputs run
+
+/// (finished where they arrived, needed a task of their own) so far.
+fn runs(client: &HandlerClient) -> (usize, usize) {
+    (
+        client.shared.inline_runs.load(Ordering::Relaxed),
+        client.shared.detached_runs.load(Ordering::Relaxed),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn host_events_published_before_a_request_are_applied_before_it() {
+    let a = TestIface::new(1);
+    a.s().connects.push_back(Ok(network(1, "Net")));
+    let h = harness(vec![a.clone()], vec![], no_latency());
+    let session = h.connect(open_request("Net")).await.session_id;
+    h.client.sync().await;
+
+    // Nothing yields between the events and the requests: the handler's
+    // own task has not seen them when each request starts.
+    let c = TestIface::new(3);
+    c.s().scan.bss = vec![scanned(3, "Cafe", 2_412_000, Security::OPEN)];
+    h.hub.add(c.clone());
+    assert_eq!(h.scan().await.bss.len(), 1, "the arrival comes first");
+
+    // The host dropped the guest's network: the guest's disconnect that
+    // follows has nothing left to disconnect.
+    a.s().connected = None;
+    h.hub.publish(InterfaceEvent::Disconnected { iface: a.id });
+    h.disconnect(session).await;
+    assert!(!a.calls().contains(&"disconnect".to_string()));
+    assert_eq!(h.status.borrow().connection, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_whose_caller_goes_away_still_completes() {
+    let a = TestIface::new(1);
+    let joined = Arc::new(Notify::new());
+    a.s().connect_gate = Some(joined.clone());
+    a.s().connects.push_back(Ok(network(1, "Net")));
+    let h = harness(vec![a.clone()], vec![], no_latency());
+    h.client.sync().await;
+
+    let asked = h
+        .client
+        .request(Request::Connect(open_request("Net")), Instant::now());
+    assert!(timeout(Duration::from_secs(1), asked).await.is_err());
+    // The caller is gone; the interface is still joining.
+    assert_eq!(a.s().in_call, 1);
+    joined.notify_one();
+    h.client.sync().await;
+
+    let status = h.status.borrow().clone();
+    assert_eq!(status.session_id, 1);
+    assert_eq!(
+        status.connection,
+        Some(GuestLink {
+            ssid: ssid("Net"),
+            kind: ConnectionKind::GuestDirected,
+            interface: a.id,
+        })
+    );
+    assert_eq!(
+        h.events().await,
+        vec![
+            Ev::Authorize(ConnectionKind::GuestDirected, "Net".into()),
+            host_connected(a.id, "Net", AuthAlgorithm::Wpa2Psk),
+            completed(
+                ConnectionKind::GuestDirected,
+                ConnectOutcome::Succeeded,
+                STATUS_SUCCESS,
+                Some(a.id),
+                "Net",
+                AuthAlgorithm::Open,
+            ),
+        ]
+    );
+    // And the next request finds the state whole.
+    assert_eq!(h.connect(open_request("Net")).await.session_id, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_from_several_callers_are_serialized() {
+    let a = TestIface::new(1);
+    {
+        let mut s = a.s();
+        s.connects.push_back(Ok(network(1, "Net")));
+        s.connect_delay = Duration::from_secs(2);
+        s.scan_delay = Duration::from_secs(1);
+        s.disconnect_delay = Duration::from_secs(1);
+    }
+    let h = harness(vec![a.clone()], vec![], no_latency());
+    h.client.sync().await;
+    let start = Instant::now();
+    let (connected, scanned, ()) =
+        tokio::join!(h.connect(open_request("Net")), h.scan(), h.disconnect(1),);
+    assert_eq!(connected.session_id, 1);
+    assert!(scanned.scan_complete);
+    // One after the other, in the order they came.
+    assert_eq!(a.s().most_in_call, 1);
+    assert_eq!(start.elapsed(), Duration::from_secs(4));
+    assert_eq!(
+        a.calls(),
+        vec!["connect Net open key=0", "scan", "disconnect"]
+    );
+
+    // The check itself: two handlers over one interface overlap.
+    let b = TestIface::new(2);
+    b.s().scan_delay = Duration::from_secs(1);
+    let one = harness(vec![b.clone()], vec![], no_latency());
+    let two = harness(vec![b.clone()], vec![], no_latency());
+    tokio::join!(one.scan(), two.scan());
+    assert_eq!(b.s().most_in_call, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn common_requests_finish_where_they_arrive() {
+    let a = TestIface::new(1);
+    a.s().connects.push_back(Ok(network(1, "Net")));
+    a.s().scan.bss = vec![scanned(1, "Net", 2_412_000, Security::OPEN)];
+    // No observer: nothing to wait for on the blocking pool.
+    let (tx, _notes) = mpsc::channel(8);
+    let hub = Arc::new(EventHub::new());
+    hub.add(a.clone());
+    let handle = spawn(hub, None, ObserverQueue::default(), tx, no_latency());
+    let client = handle.client;
+    client.sync().await;
+    let before = runs(&client);
+    let now = Instant::now;
+    let disconnect = |session_id| Request::Disconnect(DisconnectRequest { session_id });
+    assert_eq!(
+        client.request(disconnect(0), now()).await,
+        Message::DisconnectResponse
+    );
+    let scanned = client
+        .request(Request::Scan(ScanRequest::default()), now())
+        .await;
+    assert!(matches!(scanned, Message::ScanResponse(s) if s.bss.len() == 1));
+    let connected = client
+        .request(Request::Connect(open_request("Net")), now())
+        .await;
+    assert!(matches!(connected, Message::ConnectResponse(c) if c.result_code == 0));
+    assert_eq!(
+        client.request(disconnect(1), now()).await,
+        Message::DisconnectResponse
+    );
+    client.sync().await;
+    let after = runs(&client);
+    assert_eq!((after.0 - before.0, after.1 - before.1), (5, 0));
+
+    // The simulated backend too.
+    let (tx, _notes) = mpsc::channel(8);
+    let handle = spawn(
+        crate::wifi::simulated::SimulatedWifi::reference(),
+        None,
+        ObserverQueue::default(),
+        tx,
+        no_latency(),
+    );
+    let client = handle.client;
+    let scanned = client
+        .request(Request::Scan(ScanRequest::default()), now())
+        .await;
+    assert!(matches!(scanned, Message::ScanResponse(s) if s.bss.len() == 3));
+    let connected = client
+        .request(Request::Connect(open_request("FakeOpen")), now())
+        .await;
+    assert!(matches!(connected, Message::ConnectResponse(c) if c.result_code == 0));
+    assert_eq!(
+        client.request(disconnect(1), now()).await,
+        Message::DisconnectResponse
+    );
+    assert_eq!(runs(&client), (3, 0));
+
+    // A scan still waiting out its minimum latency moves to a task of its
+    // own, and is answered all the same.
+    let (tx, _notes) = mpsc::channel(8);
+    let handle = spawn(
+        crate::wifi::simulated::SimulatedWifi::reference(),
+        None,
+        ObserverQueue::default(),
+        tx,
+        HandlerSettings::default(),
+    );
+    let scanned = handle
+        .client
+        .request(Request::Scan(ScanRequest::default()), now())
+        .await;
+    assert!(matches!(scanned, Message::ScanResponse(_)));
+    assert_eq!(runs(&handle.client), (0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handler_ends_with_its_clients_and_a_stopped_one_answers_invalid() {
+    let a = TestIface::new(1);
+    let (tx, mut notes) = mpsc::channel(8);
+    let hub = Arc::new(EventHub::new());
+    hub.add(a.clone());
+    let handle = spawn(
+        hub.clone(),
+        None,
+        ObserverQueue::default(),
+        tx,
+        no_latency(),
+    );
+    let other = handle.client.clone();
+    drop(handle.client);
+    assert!(!handle.task.is_finished());
+    drop(other);
+    assert!(timeout(Duration::from_secs(1), handle.task).await.is_ok());
+    // The state went with it: the notification channel is closed.
+    assert_eq!(notes.recv().await, None);
+
+    let (tx, _notes) = mpsc::channel(8);
+    let handle = spawn(hub, None, ObserverQueue::default(), tx, no_latency());
+    handle.client.sync().await;
+    handle.task.abort();
+    assert!(handle.task.await.is_err());
+    assert_eq!(
+        handle
+            .client
+            .request(Request::Scan(ScanRequest::default()), Instant::now())
+            .await,
+        Message::Invalid
+    );
 }
