@@ -3,10 +3,11 @@
 //! latency 0 (the product's 150 ms default exists for `iw`, and would be
 //! all this benchmark measured). `cargo bench --profile profiling --bench handler`.
 //!
-//! Each iteration is one request's round trip through the handler task
-//! (channel in, state machine, backend call, oneshot out), on a
-//! current-thread runtime and on a two-worker multi-thread runtime like the
-//! daemon's.
+//! Each iteration is one request through the handler (the state's lock,
+//! host events caught up, state machine, backend call), on a current-thread
+//! runtime and on a two-worker multi-thread runtime (`serve --threads 2`).
+//! Requests that need not wait finish on the calling task; before, each
+//! went to the handler's own task and back (channel in, oneshot out).
 
 use std::hint::black_box;
 use std::sync::Arc;
