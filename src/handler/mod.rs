@@ -220,15 +220,7 @@ impl HandlerClient {
     /// that was pending when called.
     pub async fn sync(&self) {
         let shared = self.shared.clone();
-        let work = Box::pin(async move {
-            let mut core = shared.core.lock().await;
-            if shared.is_gone(&core) {
-                return;
-            }
-            core.interrupted = true;
-            core.catch_up().await;
-            core.interrupted = false;
-        });
+        let work = Box::pin(async move { shared.apply_host_events().await });
         let _ = self.shared.run_to_completion(work).await;
     }
 }
@@ -263,6 +255,19 @@ impl Shared {
             return true;
         }
         false
+    }
+
+    /// Takes the lock and applies the host events published so far.
+    /// `false`: the handler is gone.
+    async fn apply_host_events(&self) -> bool {
+        let mut core = self.core.lock().await;
+        if self.is_gone(&core) {
+            return false;
+        }
+        core.interrupted = true;
+        core.catch_up().await;
+        core.interrupted = false;
+        true
     }
 
     /// Runs `work` to its end even if the caller goes away: polled once
@@ -423,13 +428,9 @@ async fn follow_host_events(
                     }
                 }
             }
-            let mut core = shared.core.lock().await;
-            if shared.is_gone(&core) {
+            if !shared.apply_host_events().await {
                 return;
             }
-            core.interrupted = true;
-            core.catch_up().await;
-            core.interrupted = false;
         }
         woken = tokio::select! {
             biased;

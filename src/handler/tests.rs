@@ -1661,6 +1661,26 @@ async fn requests_from_several_callers_are_serialized() {
     assert_eq!(b.s().most_in_call, 2);
 }
 
+/// A scan that finds `networks` BSSs, a connect to the open network `ssid`
+/// (session 1), and its disconnect, each answered as it should be.
+async fn scan_connect_disconnect(client: &HandlerClient, networks: usize, ssid: &str) {
+    let scanned = client
+        .request(Request::Scan(ScanRequest::default()), Instant::now())
+        .await;
+    assert!(matches!(scanned, Message::ScanResponse(s) if s.bss.len() == networks));
+    let connected = client
+        .request(Request::Connect(open_request(ssid)), Instant::now())
+        .await;
+    assert!(
+        matches!(connected, Message::ConnectResponse(c) if c.result_code == 0 && c.session_id == 1)
+    );
+    let disconnect = Request::Disconnect(DisconnectRequest { session_id: 1 });
+    assert_eq!(
+        client.request(disconnect, Instant::now()).await,
+        Message::DisconnectResponse
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn common_requests_finish_where_they_arrive() {
     let a = TestIface::new(1);
@@ -1680,18 +1700,7 @@ async fn common_requests_finish_where_they_arrive() {
         client.request(disconnect(0), now()).await,
         Message::DisconnectResponse
     );
-    let scanned = client
-        .request(Request::Scan(ScanRequest::default()), now())
-        .await;
-    assert!(matches!(scanned, Message::ScanResponse(s) if s.bss.len() == 1));
-    let connected = client
-        .request(Request::Connect(open_request("Net")), now())
-        .await;
-    assert!(matches!(connected, Message::ConnectResponse(c) if c.result_code == 0));
-    assert_eq!(
-        client.request(disconnect(1), now()).await,
-        Message::DisconnectResponse
-    );
+    scan_connect_disconnect(&client, 1, "Net").await;
     client.sync().await;
     let after = runs(&client);
     assert_eq!((after.0 - before.0, after.1 - before.1), (5, 0));
@@ -1706,18 +1715,7 @@ async fn common_requests_finish_where_they_arrive() {
         no_latency(),
     );
     let client = handle.client;
-    let scanned = client
-        .request(Request::Scan(ScanRequest::default()), now())
-        .await;
-    assert!(matches!(scanned, Message::ScanResponse(s) if s.bss.len() == 3));
-    let connected = client
-        .request(Request::Connect(open_request("FakeOpen")), now())
-        .await;
-    assert!(matches!(connected, Message::ConnectResponse(c) if c.result_code == 0));
-    assert_eq!(
-        client.request(disconnect(1), now()).await,
-        Message::DisconnectResponse
-    );
+    scan_connect_disconnect(&client, 3, "FakeOpen").await;
     assert_eq!(runs(&client), (3, 0));
 
     // A scan still waiting out its minimum latency moves to a task of its
