@@ -17,8 +17,9 @@
 //! runtime built the same way (by default current-thread on a thread of
 //! its own, like the `proxy-wifi` binary; `--runtime multi` for a
 //! multi-thread runtime with one worker, the binary's before,
-//! `--runtime multiN` for N workers), both accept and spawn one task per
-//! connection and set TCP_NODELAY; one client thread with blocking std
+//! `--runtime multiN` for N workers), both serve a connection in the
+//! accept loop's poll when it needs no wait and on a task of its own
+//! otherwise, and set TCP_NODELAY; one client thread with blocking std
 //! sockets and the same code drives both. After a warm-up, blocks of
 //! requests alternate between proxy and floor (which goes first alternates
 //! too), so drift and other load on the machine hit both alike.
@@ -477,7 +478,9 @@ mod imp {
         Ok((tcp, unix, unix_path))
     }
 
-    /// The floor's accept loops: a task per connection, as the proxy.
+    /// The floor's accept loops, serving a connection as the proxy does:
+    /// polled once where it is accepted (most are answered in that poll),
+    /// on a task of its own only if it has to wait.
     fn spawn_floor(
         handle: &tokio::runtime::Handle,
         tcp: tokio::net::TcpListener,
@@ -488,14 +491,23 @@ mod imp {
         handle.spawn(async move {
             while let Ok((stream, _)) = tcp.accept().await {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(floor_reply(stream, r.clone()));
+                serve_floor_connection(floor_reply(stream, r.clone())).await;
             }
         });
         handle.spawn(async move {
             while let Ok((stream, _)) = unix.accept().await {
-                tokio::spawn(floor_reply(stream, replies.clone()));
+                serve_floor_connection(floor_reply(stream, replies.clone())).await;
             }
         });
+    }
+
+    /// One floor connection: polled once here, then, if not done, on a task
+    /// of its own.
+    async fn serve_floor_connection(reply: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut reply = Box::pin(reply);
+        if futures::poll!(reply.as_mut()).is_pending() {
+            tokio::spawn(reply);
+        }
     }
 
     /// The floor in this process, on `rt` (with `--proxy library`, whose

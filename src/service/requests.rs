@@ -113,17 +113,25 @@ pub(super) async fn accept_loop(
                 }
                 tracing::trace!(%peer, "guest request connection");
                 let arrived = Arc::new(AtomicBool::new(false));
-                let task = connections.spawn(
-                    serve_connection(
-                        stream,
-                        handler.clone(),
-                        layout,
-                        guest_seen.clone(),
-                        counters.clone(),
-                        arrived.clone(),
-                    )
-                    .in_current_span(),
-                );
+                let mut connection = Box::pin(serve_connection(
+                    stream,
+                    handler.clone(),
+                    layout,
+                    guest_seen.clone(),
+                    counters.clone(),
+                    arrived.clone(),
+                ));
+                // The request is usually in the socket by the time its
+                // connection is accepted, and answered without waiting:
+                // then it is served here, in this poll, with no task of its
+                // own (a task per request was a measurable share of the
+                // proxy's cost, BENCHMARKS.md). One that has to wait (its
+                // request not all there, the handler busy, a slow reader)
+                // goes on, from where it stopped, on a task of its own.
+                if futures::poll!(connection.as_mut()).is_ready() {
+                    continue;
+                }
+                let task = connections.spawn(connection.in_current_span());
                 open.push_back((task, arrived));
             }
             Err(e) => backoff.failed(&e).await,
