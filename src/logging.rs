@@ -5,6 +5,7 @@
 //! `info`. Every line of a guest's work carries the guest's span (name and
 //! transport); no key, PMK or passphrase is ever logged.
 
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -48,7 +49,7 @@ pub fn init(format: LogFormat, default_level: Option<&str>) -> LogSink {
         },
         None => fallback.to_string(),
     };
-    let filter = || EnvFilter::try_new(&chosen).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = || log_filter(&chosen);
     let text = || {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -98,6 +99,22 @@ pub fn init(format: LogFormat, default_level: Option<&str>) -> LogSink {
     }
 }
 
+/// The filter for `directives` (checked already). Per-target levels only
+/// (no `[span]` directive, the usual case) are a `Targets` filter, which
+/// keeps no state per span: `EnvFilter` looks each span up in a locked map
+/// on every enter and exit, and a guest's span is entered on every poll of
+/// its tasks, so on the request path of every request.
+fn log_filter(
+    directives: &str,
+) -> Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> {
+    if !directives.contains('[') {
+        if let Ok(targets) = directives.parse::<Targets>() {
+            return Box::new(targets);
+        }
+    }
+    Box::new(EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info")))
+}
+
 #[cfg(unix)]
 fn journal() -> Result<tracing_journald::Layer, String> {
     tracing_journald::layer().map_err(|e| e.to_string())
@@ -107,4 +124,75 @@ fn journal() -> Result<tracing_journald::Layer, String> {
 #[cfg(not(unix))]
 fn journal() -> Result<tracing_subscriber::layer::Identity, String> {
     Err("there is no systemd journal on this platform".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    /// What `directives` enables, per (target, level), through the filter
+    /// `log_filter` chose and through `EnvFilter`, which it replaces.
+    fn decisions(
+        filter: Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>,
+    ) -> Vec<bool> {
+        let subscriber = tracing_subscriber::registry().with(filter);
+        tracing::subscriber::with_default(subscriber, || {
+            let mut seen = Vec::new();
+            macro_rules! probe {
+                ($($target:literal),*) => {$(
+                    seen.push(tracing::enabled!(target: $target, Level::ERROR));
+                    seen.push(tracing::enabled!(target: $target, Level::WARN));
+                    seen.push(tracing::enabled!(target: $target, Level::INFO));
+                    seen.push(tracing::enabled!(target: $target, Level::DEBUG));
+                    seen.push(tracing::enabled!(target: $target, Level::TRACE));
+                )*};
+            }
+            probe!(
+                "proxy_wifi",
+                "proxy_wifi::service::requests",
+                "proxy_wifi_other",
+                "zbus",
+                "tokio::net"
+            );
+            seen
+        })
+    }
+
+    #[test]
+    fn the_light_filter_enables_what_env_filter_does() {
+        for directives in [
+            "info",
+            "WARN",
+            "debug",
+            "off",
+            "proxy_wifi=debug",
+            "proxy_wifi=debug,warn",
+            "warn,proxy_wifi::service=trace",
+            "proxy_wifi=off,info",
+            "error,zbus=debug,proxy_wifi=info",
+        ] {
+            crate::daemon::config::check_log_filter(directives).unwrap();
+            let light = decisions(log_filter(directives));
+            let env = decisions(Box::new(EnvFilter::try_new(directives).unwrap()));
+            assert_eq!(light, env, "{directives}");
+            assert!(
+                light.iter().any(|&on| on) || directives == "off",
+                "{directives}: nothing enabled, so the comparison shows nothing"
+            );
+        }
+    }
+
+    #[test]
+    fn span_directives_keep_env_filter() {
+        // `Targets` cannot read them; they must not be dropped silently.
+        let directives = "warn,proxy_wifi[guest{guest=vm1}]=debug";
+        crate::daemon::config::check_log_filter(directives).unwrap();
+        let subscriber = tracing_subscriber::registry().with(log_filter(directives));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(target: "proxy_wifi", "guest", guest = "vm1");
+            assert!(!tracing::enabled!(target: "proxy_wifi", Level::DEBUG));
+            span.in_scope(|| assert!(tracing::enabled!(target: "proxy_wifi", Level::DEBUG)));
+        });
+    }
 }

@@ -65,8 +65,10 @@ async fn request_round_trip_between_guest_and_host() {
     });
 
     let (mut stream, peer) = host.listener.accept().await.unwrap();
-    // The connecting process (this one) by its peer credentials, shown
-    // only when logged.
+    // The connecting process (this one) by its peer credentials, read
+    // only for a line that shows them.
+    assert_eq!(peer, Peer::UnixProcessUnread);
+    let peer = peer.read_from(&stream);
     match &peer {
         Peer::UnixProcess(Some(credentials)) => {
             assert_eq!(credentials.pid, Some(std::process::id() as i32))

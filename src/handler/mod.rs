@@ -358,14 +358,16 @@ impl Core {
     /// else), then applies every host event published so far.
     async fn catch_up(&mut self) {
         if !self.started {
-            self.state.report_initial_connections().await;
+            Box::pin(self.state.report_initial_connections()).await;
             self.state.publish_status();
             self.started = true;
         }
         while self.events_open {
             match self.events.try_recv() {
                 Ok(event) => {
-                    self.state.on_event(event).await;
+                    // Boxed: most requests find no event, and this
+                    // future would make theirs as large (see `on_request`).
+                    Box::pin(self.state.on_event(event)).await;
                     self.state.publish_status();
                 }
                 Err(TryRecvError::Lagged(missed)) => {
@@ -373,7 +375,7 @@ impl Core {
                         missed,
                         "missed host Wi-Fi events; re-reading the interfaces"
                     );
-                    self.state.resync().await;
+                    Box::pin(self.state.resync()).await;
                     self.state.publish_status();
                 }
                 Err(TryRecvError::Empty) => break,
@@ -514,6 +516,7 @@ pub(crate) fn spawn(
         pending_scan: None,
         observer,
         notifications,
+        published: HandlerStatus::default(),
     };
     let shared = Arc::new(Shared {
         core: tokio::sync::Mutex::new(Core {
@@ -602,6 +605,9 @@ struct State {
     observer: ObserverQueue,
     notifications: mpsc::Sender<Message>,
     status: watch::Sender<HandlerStatus>,
+    /// What `status` holds, kept here so that the usual request, which
+    /// changes nothing, compares without locking the channel.
+    published: HandlerStatus,
 }
 
 fn guest_auth(security: &Security) -> AuthAlgorithm {
@@ -678,7 +684,7 @@ impl Merger {
 }
 
 impl State {
-    fn publish_status(&self) {
+    fn publish_status(&mut self) {
         let now = HandlerStatus {
             session_id: self.session_id,
             connection: self.guest.as_ref().map(|g| GuestLink {
@@ -687,13 +693,10 @@ impl State {
                 interface: g.interface,
             }),
         };
-        self.status.send_if_modified(|current| {
-            let changed = *current != now;
-            if changed {
-                *current = now;
-            }
-            changed
-        });
+        if now != self.published {
+            self.published = now.clone();
+            self.status.send_replace(now);
+        }
     }
 
     async fn query_connection(iface: &Arc<dyn WifiInterface>) -> Option<ConnectedNetwork> {
@@ -942,11 +945,18 @@ impl State {
                 // past instant costs about a millisecond.
                 let ready_at = arrived + self.settings.scan_min_latency;
                 if ready_at > Instant::now() {
-                    tokio::time::sleep_until(ready_at).await;
+                    // Boxed, as the long part: see the connect below.
+                    Box::pin(tokio::time::sleep_until(ready_at)).await;
                 }
                 reply
             }
-            Request::Connect(connect) => self.connect(connect, arrived + CONNECT_BUDGET).await,
+            // Boxed: a connect's future is several times the others', and
+            // every request's future would otherwise be as large, to be
+            // allocated and copied on the path of the most common ones
+            // (whose memory is cold whenever the thread changes CPU).
+            Request::Connect(connect) => {
+                Box::pin(self.connect(connect, arrived + CONNECT_BUDGET)).await
+            }
             Request::Disconnect(disconnect) => self.disconnect(disconnect).await,
         }
     }
@@ -1254,7 +1264,8 @@ impl State {
             tracing::info!("disconnect while not connected; nothing to do");
             return Message::DisconnectResponse;
         };
-        self.leave(guest).await;
+        // Boxed, as the rare long part: see `on_request`.
+        Box::pin(self.leave(guest)).await;
         Message::DisconnectResponse
     }
 

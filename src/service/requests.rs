@@ -3,10 +3,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::error::Elapsed;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -59,6 +61,12 @@ pub(super) async fn accept_loop(
     counters: Arc<Counters>,
     shutdown: CancellationToken,
 ) {
+    let guest = Arc::new(GuestContext {
+        handler,
+        layout,
+        guest_seen,
+        counters,
+    });
     let mut connections = JoinSet::new();
     let mut refusals = RefusalLog::default();
     let mut backoff = AcceptBackoff::new("guest request listener");
@@ -80,61 +88,65 @@ pub(super) async fn accept_loop(
             _ = &mut cancelled => break,
             accepted = &mut accepting => accepted,
         };
-        accepting = listener.accept();
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff.succeeded();
-                // Reap finished connections first, so only live ones count.
-                while connections.try_join_next().is_some() {}
-                open.retain(|(task, _)| !task.is_finished());
-                if connections.len() >= MAX_CONNECTIONS_IN_FLIGHT {
-                    counters.connection_refused();
-                    // Let connections that were just spawned read what
-                    // is already sent, so a request that arrived is not
-                    // taken for a stall.
-                    tokio::task::yield_now().await;
-                    let waiting = open
-                        .iter()
-                        .position(|(_, arrived)| !arrived.load(Ordering::Acquire));
-                    match waiting.and_then(|i| open.remove(i)) {
-                        Some((task, _)) => {
-                            task.abort();
-                            refusals.refused(
-                                &peer,
-                                "evicting the oldest one still waiting for its request",
-                            );
-                        }
-                        None => {
-                            refusals.refused(&peer, "closing a new one unanswered");
-                            drop(stream);
-                            continue;
-                        }
-                    }
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                accepting = listener.accept();
+                backoff.failed(&e).await;
+                continue;
+            }
+        };
+        backoff.succeeded();
+        if connections.len() >= MAX_CONNECTIONS_IN_FLIGHT {
+            // Reap finished connections first, so only live ones count.
+            while connections.try_join_next().is_some() {}
+            open.retain(|(task, _)| !task.is_finished());
+        }
+        if connections.len() >= MAX_CONNECTIONS_IN_FLIGHT {
+            guest.counters.connection_refused();
+            // Let connections that were just spawned read what is already
+            // sent, so a request that arrived is not taken for a stall.
+            tokio::task::yield_now().await;
+            let waiting = open
+                .iter()
+                .position(|(_, arrived)| !arrived.load(Ordering::Acquire));
+            match waiting.and_then(|i| open.remove(i)) {
+                Some((task, _)) => {
+                    task.abort();
+                    refusals.refused(
+                        peer,
+                        &stream,
+                        "evicting the oldest one still waiting for its request",
+                    );
                 }
-                tracing::trace!(%peer, "guest request connection");
-                let arrived = Arc::new(AtomicBool::new(false));
-                let mut connection = Box::pin(serve_connection(
-                    stream,
-                    handler.clone(),
-                    layout,
-                    guest_seen.clone(),
-                    counters.clone(),
-                    arrived.clone(),
-                ));
-                // The request is usually in the socket by the time its
-                // connection is accepted, and answered without waiting:
-                // then it is served here, in this poll, with no task of its
-                // own (a task per request was a measurable share of the
-                // proxy's cost, BENCHMARKS.md). One that has to wait (its
-                // request not all there, the handler busy, a slow reader)
-                // goes on, from where it stopped, on a task of its own.
-                if futures::poll!(connection.as_mut()).is_ready() {
+                None => {
+                    refusals.refused(peer, &stream, "closing a new one unanswered");
+                    drop(stream);
+                    accepting = listener.accept();
                     continue;
                 }
-                let task = connections.spawn(connection.in_current_span());
-                open.push_back((task, arrived));
             }
-            Err(e) => backoff.failed(&e).await,
+        } else if tracing::enabled!(tracing::Level::TRACE) {
+            let peer = peer.read_from(&stream);
+            tracing::trace!(%peer, "guest request connection");
+        }
+        let arrived = Arc::new(AtomicBool::new(false));
+        let mut connection = Box::pin(serve_connection(stream, guest.clone(), arrived.clone()));
+        // The request is usually in the socket by the time its connection
+        // is accepted, and answered without waiting: then it is served
+        // here, in this poll, with no task of its own (a task per request
+        // was a measurable share of the proxy's cost, BENCHMARKS.md). One
+        // that has to wait (its request not all there, the handler busy, a
+        // slow reader) goes on, from where it stopped, on a task of its own.
+        let served = futures::poll!(connection.as_mut()).is_ready();
+        // The next accept is made only now, so that nothing stands between
+        // a connection and the read of its request: a guest blocked reading
+        // its reply is woken once more if its request is taken from the
+        // socket after it went to sleep (BENCHMARKS.md).
+        accepting = listener.accept();
+        if !served {
+            let task = connections.spawn(connection.in_current_span());
+            open.push_back((task, arrived));
         }
     }
     drop(accepting);
@@ -155,6 +167,15 @@ pub(super) async fn accept_loop(
     }
 }
 
+/// What every request connection of one guest shares: one reference per
+/// connection rather than one per part.
+struct GuestContext {
+    handler: HandlerClient,
+    layout: ScanLayout,
+    guest_seen: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+}
+
 /// Logs refused connections, at most once per [`REFUSAL_LOG_INTERVAL`].
 #[derive(Default)]
 struct RefusalLog {
@@ -163,7 +184,8 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn refused(&mut self, peer: &Peer, action: &str) {
+    /// `peer` is read from `stream` only when the line is written.
+    fn refused(&mut self, peer: Peer, stream: &BoxStream, action: &str) {
         let now = Instant::now();
         if self
             .last
@@ -172,6 +194,7 @@ impl RefusalLog {
             self.suppressed += 1;
             return;
         }
+        let peer = peer.read_from(stream);
         tracing::warn!(
             %peer,
             suppressed = self.suppressed,
@@ -191,27 +214,29 @@ pub async fn serve_request_connection(
     handler: HandlerClient,
     layout: ScanLayout,
 ) {
-    serve_connection(
-        stream,
+    let guest = Arc::new(GuestContext {
         handler,
         layout,
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(Counters::new(None, std::time::Duration::ZERO)),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await;
+        guest_seen: Arc::new(AtomicBool::new(false)),
+        counters: Arc::new(Counters::new(None, std::time::Duration::ZERO)),
+    });
+    serve_connection(stream, guest, Arc::new(AtomicBool::new(false))).await;
 }
 
 /// One request connection: read one message, answer it, close.
 async fn serve_connection(
     mut stream: BoxStream,
-    handler: HandlerClient,
-    layout: ScanLayout,
-    guest_seen: Arc<AtomicBool>,
-    counters: Arc<Counters>,
+    guest: Arc<GuestContext>,
     request_arrived: Arc<AtomicBool>,
 ) {
-    let read = timeout(
+    let GuestContext {
+        handler,
+        layout,
+        guest_seen,
+        counters,
+    } = &*guest;
+    let layout = *layout;
+    let read = within(
         REQUEST_READ_TIMEOUT,
         read_message(&mut stream, Header::decode_request),
     )
@@ -262,15 +287,14 @@ async fn serve_connection(
         }
     };
     let bytes = encode_or_invalid(&reply, layout);
-    let written = timeout(REPLY_WRITE_TIMEOUT, write_message(&mut stream, &bytes)).await;
-    let elapsed = arrived.elapsed();
+    let written = within(REPLY_WRITE_TIMEOUT, write_message(&mut stream, &bytes)).await;
     // The end of the reply goes out right behind it, the bookkeeping after:
     // the guest reads until the host closes, and work in between can cost
     // it a second wakeup (on another CPU, an interprocessor interrupt).
     if let Ok(Ok(())) = written {
         let _ = stream.shutdown().await;
     }
-    counters.answered(operation, &reply, elapsed);
+    counters.answered(operation, &reply, arrived.elapsed());
     match written {
         Ok(Ok(())) => {
             tracing::debug!(operation = %reply.operation(), bytes = bytes.len(), "reply sent")
@@ -279,6 +303,20 @@ async fn serve_connection(
         Err(_) => tracing::warn!("writing the reply timed out"),
     }
     drop(written_guard);
+}
+
+/// `work` bounded by `limit`, the timer armed only if it has to wait: a
+/// request is usually in the socket and its reply fits in it, and arming a
+/// deadline reads the clock, which the usual request then does for nothing.
+/// The limit counts from that first wait, a moment after the call.
+async fn within<F: std::future::Future>(limit: Duration, work: F) -> Result<F::Output, Elapsed> {
+    let mut work = std::pin::pin!(work);
+    if let Poll::Ready(done) = futures::poll!(work.as_mut()) {
+        return Ok(done);
+    }
+    // Boxed: the timer is as large as the rest of a connection's state,
+    // which is allocated and copied for every connection.
+    Box::pin(timeout(limit, work)).await
 }
 
 #[cfg(test)]

@@ -45,7 +45,6 @@ use tokio::net::{UnixListener, UnixStream};
 use super::{
     BoxStream, GuestEndpoint, HostEndpoint, NotificationConnector, NotificationListener, Peer,
     RequestConnector, RequestListener, SocketAccess, TransportConfig, TransportError,
-    UnixPeerCredentials,
 };
 
 /// How long the host gives the VMM to accept `<uds>` and answer the
@@ -413,15 +412,12 @@ pub struct HybridRequestListener {
 
 #[async_trait]
 impl RequestListener for HybridRequestListener {
-    /// Reads the peer's credentials (one `getsockopt`) and keeps them as
-    /// numbers: they are text only in the lines that show them.
+    /// The peer's credentials are left unread: a `getsockopt` on every
+    /// request was a measurable share of the request path (BENCHMARKS.md),
+    /// for lines most connections never log. [`Peer::read_from`] reads them.
     async fn accept(&self) -> io::Result<(BoxStream, Peer)> {
         let stream = self.socket.accept().await?;
-        let credentials = stream.peer_cred().ok().map(|cred| UnixPeerCredentials {
-            pid: cred.pid(),
-            uid: cred.uid(),
-        });
-        Ok((Box::new(stream), Peer::UnixProcess(credentials)))
+        Ok((Box::new(stream), Peer::UnixProcessUnread))
     }
 
     fn local_description(&self) -> String {

@@ -153,6 +153,10 @@ pub enum Peer {
     /// the VMM that forwards the guest's connection), from the socket's
     /// peer credentials; `None` if they could not be read.
     UnixProcess(Option<UnixPeerCredentials>),
+    /// A Unix-socket peer whose credentials are not read yet: reading them
+    /// is a system call, and most connections are never logged, so they
+    /// are read only for a line that shows them ([`Peer::read_from`]).
+    UnixProcessUnread,
     /// A description the transport wrote (vsock, Hyper-V).
     Described(String),
 }
@@ -176,14 +180,47 @@ impl fmt::Display for Peer {
             Peer::UnixProcess(Some(UnixPeerCredentials { pid: None, uid })) => {
                 write!(f, "guest via VMM uid {uid}")
             }
-            Peer::UnixProcess(None) => f.write_str("guest via VMM"),
+            Peer::UnixProcess(None) | Peer::UnixProcessUnread => f.write_str("guest via VMM"),
             Peer::Described(text) => f.write_str(text),
         }
     }
 }
 
-/// A connected byte stream of any transport.
-pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl Peer {
+    /// The peer with what is read lazily now read from its connection
+    /// (`stream`, still open): call it only for a line that shows it.
+    pub fn read_from(self, stream: &BoxStream) -> Peer {
+        match self {
+            Peer::UnixProcessUnread => Peer::UnixProcess(unix_peer_credentials(stream)),
+            resolved => resolved,
+        }
+    }
+}
+
+/// The peer credentials of a Unix-socket stream; `None` for any other
+/// stream, or when the kernel refuses them.
+#[cfg(unix)]
+fn unix_peer_credentials(stream: &BoxStream) -> Option<UnixPeerCredentials> {
+    let stream: &dyn std::any::Any = &**stream;
+    let cred = stream
+        .downcast_ref::<tokio::net::UnixStream>()?
+        .peer_cred()
+        .ok()?;
+    Some(UnixPeerCredentials {
+        pid: cred.pid(),
+        uid: cred.uid(),
+    })
+}
+
+#[cfg(not(unix))]
+fn unix_peer_credentials(_stream: &BoxStream) -> Option<UnixPeerCredentials> {
+    None
+}
+
+/// A connected byte stream of any transport. `Any`, so that what only one
+/// kind of stream can tell (a Unix socket's peer credentials) can be asked
+/// of it when needed.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + std::any::Any {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
 /// A boxed stream, so the service is independent of the socket type.
@@ -511,6 +548,7 @@ mod tests {
         assert_eq!(vmm(Some(4242), 0).to_string(), "guest via VMM pid 4242");
         assert_eq!(vmm(None, 1000).to_string(), "guest via VMM uid 1000");
         assert_eq!(Peer::UnixProcess(None).to_string(), "guest via VMM");
+        assert_eq!(Peer::UnixProcessUnread.to_string(), "guest via VMM");
         assert_eq!(
             Peer::Described("vsock 3:1025".into()).to_string(),
             "vsock 3:1025"
