@@ -8,7 +8,8 @@
 //! Does what the guest driver does, a new connection per request (connect,
 //! write the request, read the reply until the host closes), against
 //! (a) proxy-wifi's `Service` in simulated mode and (b) a floor server with
-//! the same framing that does no work: it reads the request frame, writes
+//! the same framing that does no work: it reads the request frame (with the
+//! proxy's own `read_request`), writes
 //! a pre-encoded reply captured from proxy-wifi for that operation (same
 //! bytes, same size) and closes. Over TCP loopback and over Unix sockets
 //! (hybrid vsock: the guest side connects to `<uds>_<port>`).
@@ -74,13 +75,14 @@ mod imp {
 
     use proxy_wifi::handler::HandlerSettings;
     use proxy_wifi::protocol::{
-        DisconnectRequest, Key, Message, Operation, Request, ScanLayout, ScanRequest, HEADER_LEN,
+        DisconnectRequest, Key, Message, Operation, Request, ScanLayout, ScanRequest,
     };
     use proxy_wifi::service::Service;
     use proxy_wifi::test_utils::wpa2_connect;
+    use proxy_wifi::transport::framing::read_request;
     use proxy_wifi::transport::TransportConfig;
     use proxy_wifi::wifi::simulated::SimulatedWifi;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     use tokio::runtime::Runtime;
 
     use super::common::{ServerProcess, TaskFigures, Threads};
@@ -447,18 +449,14 @@ mod imp {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let mut header = [0u8; HEADER_LEN];
-        if stream.read_exact(&mut header).await.is_err() {
+        // The proxy's own framing, so that reading a request costs both
+        // the same (one read when it is all there).
+        let Ok((header, _body)) = read_request(&mut stream).await else {
             return;
-        }
-        let size = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        let mut body = vec![0u8; size.min(4096)];
-        if stream.read_exact(&mut body).await.is_err() {
-            return;
-        }
-        let reply = match Operation::from_u8(header[0]) {
-            Some(Operation::ScanRequest) => &replies.scan,
-            Some(Operation::ConnectRequest) => &replies.connect,
+        };
+        let reply = match header.operation {
+            Operation::ScanRequest => &replies.scan,
+            Operation::ConnectRequest => &replies.connect,
             _ => &replies.disconnect,
         };
         if stream.write_all(reply).await.is_ok() {

@@ -51,6 +51,8 @@ pub const DISCONNECT_REQUEST_LEN: usize = 8;
 pub const CONNECT_REQUEST_FIXED_LEN: usize = 76;
 /// Largest CONNECT_REQUEST body: the key length is one byte.
 pub const CONNECT_REQUEST_MAX_LEN: usize = CONNECT_REQUEST_FIXED_LEN + u8::MAX as usize;
+/// The largest request, header included.
+pub const MAX_REQUEST_LEN: usize = HEADER_LEN + CONNECT_REQUEST_MAX_LEN;
 /// Body size of a CONNECT_RESPONSE.
 pub const CONNECT_RESPONSE_LEN: usize = 16;
 /// Size of one BSS entry of a SCAN_RESPONSE.

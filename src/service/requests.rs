@@ -19,8 +19,8 @@ use super::counters::Counters;
 use super::STOP_GRACE;
 use crate::accept_backoff::AcceptBackoff;
 use crate::handler::HandlerClient;
-use crate::protocol::{Header, Message, Request, ScanLayout};
-use crate::transport::framing::{read_message, write_message, FrameError};
+use crate::protocol::{Message, Request, ScanLayout};
+use crate::transport::framing::{read_request, write_message, FrameError};
 use crate::transport::{BoxStream, Peer, RequestListener};
 
 /// How long a guest connection may take to deliver its request.
@@ -236,11 +236,7 @@ async fn serve_connection(
         counters,
     } = &*guest;
     let layout = *layout;
-    let read = within(
-        REQUEST_READ_TIMEOUT,
-        read_message(&mut stream, Header::decode_request),
-    )
-    .await;
+    let read = within(REQUEST_READ_TIMEOUT, read_request(&mut stream)).await;
     // From here on the connection is being answered, never evicted.
     request_arrived.store(true, Ordering::Release);
     let arrived = Instant::now();

@@ -8,7 +8,7 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroizing;
 
-use crate::protocol::{DecodeError, Header, HEADER_LEN};
+use crate::protocol::{DecodeError, Header, HEADER_LEN, MAX_REQUEST_LEN};
 
 /// Why a message could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +80,57 @@ pub async fn read_message<R: AsyncRead + Unpin>(
     Ok((header, body))
 }
 
+/// Reads the one request a connection carries (the host's request path):
+/// like [`read_message`] with [`Header::decode_request`], but in one read
+/// when the request is all there, not one for the header and one for the
+/// body. Besides a system call, that takes the request out of the socket
+/// sooner, and a guest blocked reading its reply is woken when its request
+/// is taken (it frees the guest's send buffer): taken late, after the
+/// guest went to sleep, that is a wakeup for nothing (BENCHMARKS.md).
+///
+/// Reads go into one buffer of the largest request's size, never more,
+/// and the header is checked as soon as it is in. Bytes past the request
+/// are read and dropped: nothing follows a request on its connection.
+pub async fn read_request<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<(Header, Zeroizing<Vec<u8>>), FrameError> {
+    let mut buf = Zeroizing::new(vec![0u8; MAX_REQUEST_LEN]);
+    let mut got = 0;
+    let mut header = None;
+    loop {
+        let need = match header {
+            None => HEADER_LEN,
+            Some(Header { size, .. }) => HEADER_LEN + size as usize,
+        };
+        if got >= need {
+            match header {
+                Some(header) => {
+                    buf.copy_within(HEADER_LEN..need, 0);
+                    buf.truncate(need - HEADER_LEN);
+                    return Ok((header, buf));
+                }
+                None => {
+                    let mut head = [0u8; HEADER_LEN];
+                    head.copy_from_slice(&buf[..HEADER_LEN]);
+                    header = Some(Header::decode_request(&head)?);
+                    continue;
+                }
+            }
+        }
+        let n = r.read(&mut buf[got..]).await?;
+        if n == 0 {
+            return Err(match got {
+                0 => FrameError::Closed,
+                _ => FrameError::Truncated {
+                    got,
+                    expected: need,
+                },
+            });
+        }
+        got += n;
+    }
+}
+
 /// Writes one whole message (already encoded, header included) and flushes.
 pub async fn write_message<W: AsyncWrite + Unpin>(
     w: &mut W,
@@ -138,5 +189,104 @@ mod tests {
                 expected: 40
             }
         ));
+    }
+
+    /// Hands out at most `chunk` bytes per read, as a socket may.
+    struct Chunked<'a> {
+        data: &'a [u8],
+        chunk: usize,
+        reads: usize,
+    }
+
+    fn chunked(data: &[u8], chunk: usize) -> Chunked<'_> {
+        Chunked {
+            data,
+            chunk,
+            reads: 0,
+        }
+    }
+
+    impl AsyncRead for Chunked<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            self.reads += 1;
+            let n = self.chunk.min(self.data.len()).min(buf.remaining());
+            let (now, rest) = self.data.split_at(n);
+            buf.put_slice(now);
+            self.data = rest;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn outcome(
+        read: Result<(Header, Zeroizing<Vec<u8>>), FrameError>,
+    ) -> Result<(Header, Vec<u8>), String> {
+        read.map(|(h, body)| (h, body.to_vec()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_request_is_read_in_one_read_when_it_is_all_there() {
+        let mut input = vec![1u8, 33, 0, 0, 0, 1, 0];
+        input.extend((0..33).map(|i| i as u8));
+        let mut socket = chunked(&input, usize::MAX);
+        let (h, body) = read_request(&mut socket).await.unwrap();
+        assert_eq!((h.operation, h.size), (Operation::ScanRequest, 33));
+        assert_eq!(&body[..], &input[HEADER_LEN..]);
+        assert_eq!(socket.reads, 1);
+        // What follows the request is not part of it.
+        input.extend_from_slice(b"trailing");
+        let (_, body) = read_request(&mut &input[..]).await.unwrap();
+        assert_eq!(body.len(), 33);
+    }
+
+    #[tokio::test]
+    async fn a_request_header_is_checked_before_its_body_is_awaited() {
+        // CONNECT_REQUEST announcing 4 GiB, and then nothing: refused at
+        // once, not read until the peer gives up.
+        let (mut guest, mut host) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut guest, &[3, 0xff, 0xff, 0xff, 0xff, 1, 0])
+            .await
+            .unwrap();
+        let err = read_request(&mut host).await.unwrap_err();
+        assert!(matches!(
+            err,
+            FrameError::Header(DecodeError::BodyTooLarge { .. })
+        ));
+        drop(guest);
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever arrives, in whatever pieces, the one-read framing gives
+        /// what the header-then-body framing gives.
+        #[test]
+        fn read_request_agrees_with_read_message(
+            head in proptest::prop_oneof![
+                proptest::collection::vec(proptest::num::u8::ANY, 0..12),
+                (1u8..=3, 0u32..400).prop_map(|(op, size)| {
+                    let mut h = vec![op];
+                    h.extend_from_slice(&size.to_le_bytes());
+                    h.extend_from_slice(&[1, 0]);
+                    h
+                }),
+            ],
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+            chunk in 1usize..64,
+        ) {
+            let mut input = head;
+            input.extend_from_slice(&body);
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (one, two) = rt.block_on(async {
+                let one = read_request(&mut chunked(&input, chunk)).await;
+                let two = read_message(&mut chunked(&input, chunk), Header::decode_request).await;
+                (outcome(one), outcome(two))
+            });
+            prop_assert_eq!(one, two);
+        }
     }
 }
