@@ -68,8 +68,10 @@ mod common;
 mod imp {
     use std::io::{self, Read, Write};
     use std::net::{SocketAddr, TcpStream};
+    use std::os::unix::io::AsRawFd;
     use std::os::unix::net::UnixStream;
     use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -245,9 +247,14 @@ mod imp {
                     }
                 }
                 "--no-calibration" => options.calibration = false,
+                "--client-wait" => match it.next().map(String::as_str) {
+                    Some("poll") => CLIENT_WAITS_IN_POLL.store(true, Ordering::Relaxed),
+                    Some("read") => CLIENT_WAITS_IN_POLL.store(false, Ordering::Relaxed),
+                    other => return Err(format!("--client-wait read|poll, not {other:?}").into()),
+                },
                 "--help" | "-h" => {
                     println!(
-                        "cargo bench --profile profiling --bench e2e -- [--headline [--runs N] [--no-calibration]] [--proxy binary|library] [--proxy-args ARGS] [--proxy-bin PATH] [--transports tcp,unix] [--requests N] [--block N] [--warmup N] [--runtime current|multi|multiN] [--placement free,same,split]"
+                        "cargo bench --profile profiling --bench e2e -- [--headline [--runs N] [--no-calibration]] [--client-wait read|poll] [--proxy binary|library] [--proxy-args ARGS] [--proxy-bin PATH] [--transports tcp,unix] [--requests N] [--block N] [--warmup N] [--runtime current|multi|multiN] [--placement free,same,split]"
                     );
                     std::process::exit(0);
                 }
@@ -337,15 +344,52 @@ mod imp {
                 let mut s = TcpStream::connect(address)?;
                 s.set_nodelay(true)?;
                 s.write_all(request)?;
-                s.read_to_end(reply)?;
+                read_reply(&mut s, reply)?;
             }
             Target::Unix(path) => {
                 let mut s = UnixStream::connect(path)?;
                 s.write_all(request)?;
-                s.read_to_end(reply)?;
+                read_reply(&mut s, reply)?;
             }
         }
         Ok(())
+    }
+
+    /// `--client-wait poll`: the client waits for its reply in `poll(2)`
+    /// for POLLIN before each read, as an event-loop VMM does, instead of
+    /// blocking in `read`. A blocked `read` on a Unix socket is also woken
+    /// when the server takes the request out of the socket (that frees the
+    /// client's send buffer), and if the reply is not there yet it sleeps
+    /// again: one wakeup more, whose odds depend on how long the server
+    /// takes from reading the request to writing the reply
+    /// (BENCHMARKS.md). A POLLIN wait is woken by the reply only.
+    static CLIENT_WAITS_IN_POLL: AtomicBool = AtomicBool::new(false);
+
+    fn read_reply<S: Read + AsRawFd>(s: &mut S, reply: &mut Vec<u8>) -> io::Result<()> {
+        if !CLIENT_WAITS_IN_POLL.load(Ordering::Relaxed) {
+            s.read_to_end(reply)?;
+            return Ok(());
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            let mut fd = libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, for the duration of the call.
+            if unsafe { libc::poll(&mut fd, 1, -1) } < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            match s.read(&mut buf)? {
+                0 => return Ok(()),
+                n => reply.extend_from_slice(&buf[..n]),
+            }
+        }
     }
 
     fn connect_request() -> Result<Vec<u8>, Error> {
@@ -1320,6 +1364,14 @@ mod imp {
                 options.runtime.describe()
             );
         }
+        println!(
+            "client waits for its reply: {}",
+            if CLIENT_WAITS_IN_POLL.load(Ordering::Relaxed) {
+                "in poll(2) for POLLIN, then reads (--client-wait poll)"
+            } else {
+                "blocked in read (the default; --client-wait poll to wait in poll(2))"
+            }
+        );
         println!("scan min latency: 0 (the product's default is 150 ms, for iw; it is off here)");
         println!(
             "replies: scan {} B ({} simulated BSSs), connect {} B, disconnect {} B (the floor sends the same bytes)",

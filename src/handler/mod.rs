@@ -257,10 +257,19 @@ impl Shared {
         false
     }
 
+    /// The lock on the state: taken at once when free (the usual case, and
+    /// cheaper than building the waiting future), else waited for.
+    async fn lock_core(&self) -> tokio::sync::MutexGuard<'_, Core> {
+        match self.core.try_lock() {
+            Ok(core) => core,
+            Err(_) => self.core.lock().await,
+        }
+    }
+
     /// Takes the lock and applies the host events published so far.
     /// `false`: the handler is gone.
     async fn apply_host_events(&self) -> bool {
-        let mut core = self.core.lock().await;
+        let mut core = self.lock_core().await;
         if self.is_gone(&core) {
             return false;
         }
@@ -324,7 +333,7 @@ async fn answer_request(
     request: Request,
     arrived: Instant,
 ) -> Option<(Message, ReplyWritten)> {
-    let mut core = shared.core.lock().await;
+    let mut core = shared.lock_core().await;
     if shared.is_gone(&core) {
         return None;
     }
@@ -935,30 +944,33 @@ impl State {
     }
 
     async fn on_request(&mut self, request: Request, arrived: Instant) -> Message {
+        // Scan and connect are boxed: their futures are several times the
+        // rest of a request's, which would otherwise be as large, to be
+        // allocated and copied for every request before it is answered
+        // (BENCHMARKS.md); next to what a scan or connect does, one more
+        // allocation is nothing.
         match request {
-            Request::Scan(scan) => {
-                let reply = self.scan(scan).await;
-                // Inside the serialized path: nothing produced after this
-                // reply can be queued before it.
-                // Only sleep when the deadline is ahead: tokio's timer
-                // rounds up to its next 1 ms tick, so even a sleep until a
-                // past instant costs about a millisecond.
-                let ready_at = arrived + self.settings.scan_min_latency;
-                if ready_at > Instant::now() {
-                    // Boxed, as the long part: see the connect below.
-                    Box::pin(tokio::time::sleep_until(ready_at)).await;
-                }
-                reply
-            }
-            // Boxed: a connect's future is several times the others', and
-            // every request's future would otherwise be as large, to be
-            // allocated and copied on the path of the most common ones
-            // (whose memory is cold whenever the thread changes CPU).
+            Request::Scan(scan) => Box::pin(self.scan_answered_after(scan, arrived)).await,
             Request::Connect(connect) => {
                 Box::pin(self.connect(connect, arrived + CONNECT_BUDGET)).await
             }
             Request::Disconnect(disconnect) => self.disconnect(disconnect).await,
         }
+    }
+
+    /// A scan's reply, not before the minimum latency from `arrived`.
+    async fn scan_answered_after(&mut self, scan: ScanRequest, arrived: Instant) -> Message {
+        let reply = self.scan(scan).await;
+        // Inside the serialized path: nothing produced after this
+        // reply can be queued before it.
+        // Only sleep when the deadline is ahead: tokio's timer
+        // rounds up to its next 1 ms tick, so even a sleep until a
+        // past instant costs about a millisecond.
+        let ready_at = arrived + self.settings.scan_min_latency;
+        if ready_at > Instant::now() {
+            tokio::time::sleep_until(ready_at).await;
+        }
+        reply
     }
 
     async fn scan(&mut self, request: ScanRequest) -> Message {
@@ -1264,7 +1276,7 @@ impl State {
             tracing::info!("disconnect while not connected; nothing to do");
             return Message::DisconnectResponse;
         };
-        // Boxed, as the rare long part: see `on_request`.
+        // Boxed, as the rare long part (see `on_request`).
         Box::pin(self.leave(guest)).await;
         Message::DisconnectResponse
     }
