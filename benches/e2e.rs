@@ -55,6 +55,14 @@
 //! connect, then disconnect of the session it returned); "all" is the
 //! three together.
 //!
+//! `--client-wait poll`: the client waits for its reply in `poll(2)` for
+//! POLLIN before reading, as a VMM's event loop does, instead of blocked
+//! in `read`. A diagnosis: over Unix sockets a blocked read is also woken
+//! when the server takes the request out of the socket, and sleeps again
+//! if the reply is not there yet, so the default client also measures how
+//! long a server takes between reading a request and writing its reply
+//! (BENCHMARKS.md, "The guest's extra wakeup").
+//!
 //! Scan minimum latency is 0 here: the product's 150 ms default exists so
 //! `iw` does not hang, and would otherwise be all this measured.
 //!
