@@ -107,8 +107,15 @@ pub fn init(format: LogFormat, default_level: Option<&str>) -> LogSink {
 fn log_filter(
     directives: &str,
 ) -> Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> {
-    if !directives.contains('[') {
-        if let Ok(targets) = directives.parse::<Targets>() {
+    // Empty pieces (`info,`) are nothing to `EnvFilter`; `Targets` would
+    // read one as a bare level (ERROR), so they are left out for it.
+    let pieces: Vec<&str> = directives
+        .split(',')
+        .map(str::trim)
+        .filter(|piece| !piece.is_empty())
+        .collect();
+    if !pieces.is_empty() && !directives.contains('[') {
+        if let Ok(targets) = pieces.join(",").parse::<Targets>() {
             return Box::new(targets);
         }
     }
@@ -171,6 +178,10 @@ mod tests {
             "warn,proxy_wifi::service=trace",
             "proxy_wifi=off,info",
             "error,zbus=debug,proxy_wifi=info",
+            "info,",
+            "proxy_wifi=debug,",
+            ",warn",
+            "debug,,proxy_wifi=trace",
         ] {
             crate::daemon::config::check_log_filter(directives).unwrap();
             let light = decisions(log_filter(directives));

@@ -125,7 +125,7 @@ impl Metrics {
         );
         registry.register(
             "request_duration_seconds",
-            "Time from a request's arrival to its reply being written",
+            "Time from a request's arrival to its reply being sent (written, and the connection shut down for writing)",
             latency.clone(),
         );
         registry.register(

@@ -52,7 +52,19 @@ pub const CONNECT_REQUEST_FIXED_LEN: usize = 76;
 /// Largest CONNECT_REQUEST body: the key length is one byte.
 pub const CONNECT_REQUEST_MAX_LEN: usize = CONNECT_REQUEST_FIXED_LEN + u8::MAX as usize;
 /// The largest request, header included.
-pub const MAX_REQUEST_LEN: usize = HEADER_LEN + CONNECT_REQUEST_MAX_LEN;
+pub const MAX_REQUEST_LEN: usize = HEADER_LEN
+    + max_len(
+        CONNECT_REQUEST_MAX_LEN,
+        max_len(SCAN_REQUEST_LEN, DISCONNECT_REQUEST_LEN),
+    );
+
+const fn max_len(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
 /// Body size of a CONNECT_RESPONSE.
 pub const CONNECT_RESPONSE_LEN: usize = 16;
 /// Size of one BSS entry of a SCAN_RESPONSE.
@@ -258,6 +270,16 @@ pub fn quality_percent_to_dbm(percent: i32) -> i8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_request_fits_the_largest_request() {
+        // `framing::read_request` reads into a buffer of this size.
+        for operation in Operation::ALL {
+            if let Some(max) = operation.max_request_body() {
+                assert!(HEADER_LEN + max <= MAX_REQUEST_LEN, "{operation:?}");
+            }
+        }
+    }
 
     #[test]
     fn header_layout_is_pinned() {
