@@ -19,8 +19,9 @@
 //! largest cost per request, larger than the request's own work. Instead a
 //! request is polled once where it arrives: the common requests (nothing
 //! to disconnect, a scan answered from a cache with no minimum latency
-//! still owed, a simulated backend) finish in that poll with no hop at all. One that has to wait (for the lock, the
-//! backend or the scan minimum latency) is moved, unfinished, into a task
+//! still owed, a simulated backend) finish in that poll with no hop at
+//! all. One that has to wait (for the lock, the backend or the scan
+//! minimum latency) is moved, unfinished, into a task
 //! of its own that the caller awaits. So a request is never dropped
 //! half-way when its caller goes away (a connection severed at stop, a
 //! library caller's timeout): it runs to its end, as it did on the
@@ -525,7 +526,6 @@ pub(crate) fn spawn(
         pending_scan: None,
         observer,
         notifications,
-        published: HandlerStatus::default(),
     };
     let shared = Arc::new(Shared {
         core: tokio::sync::Mutex::new(Core {
@@ -614,9 +614,6 @@ struct State {
     observer: ObserverQueue,
     notifications: mpsc::Sender<Message>,
     status: watch::Sender<HandlerStatus>,
-    /// What `status` holds, kept here so that the usual request, which
-    /// changes nothing, compares without locking the channel.
-    published: HandlerStatus,
 }
 
 fn guest_auth(security: &Security) -> AuthAlgorithm {
@@ -693,7 +690,7 @@ impl Merger {
 }
 
 impl State {
-    fn publish_status(&mut self) {
+    fn publish_status(&self) {
         let now = HandlerStatus {
             session_id: self.session_id,
             connection: self.guest.as_ref().map(|g| GuestLink {
@@ -702,10 +699,13 @@ impl State {
                 interface: g.interface,
             }),
         };
-        if now != self.published {
-            self.published = now.clone();
-            self.status.send_replace(now);
-        }
+        self.status.send_if_modified(|current| {
+            let changed = *current != now;
+            if changed {
+                *current = now;
+            }
+            changed
+        });
     }
 
     async fn query_connection(iface: &Arc<dyn WifiInterface>) -> Option<ConnectedNetwork> {

@@ -95,28 +95,27 @@ pub async fn read_request<R: AsyncRead + Unpin>(
     r: &mut R,
 ) -> Result<(Header, Zeroizing<Vec<u8>>), FrameError> {
     let mut buf = Zeroizing::new(vec![0u8; MAX_REQUEST_LEN]);
-    let mut got = 0;
-    let mut header = None;
-    loop {
-        let need = match header {
-            None => HEADER_LEN,
-            Some(Header { size, .. }) => HEADER_LEN + size as usize,
-        };
-        if got >= need {
-            match header {
-                Some(header) => {
-                    buf.copy_within(HEADER_LEN..need, 0);
-                    buf.truncate(need - HEADER_LEN);
-                    return Ok((header, buf));
-                }
-                None => {
-                    let mut head = [0u8; HEADER_LEN];
-                    head.copy_from_slice(&buf[..HEADER_LEN]);
-                    header = Some(Header::decode_request(&head)?);
-                    continue;
-                }
-            }
-        }
+    let got = read_at_least(r, &mut buf, 0, HEADER_LEN).await?;
+    let mut head = [0u8; HEADER_LEN];
+    head.copy_from_slice(&buf[..HEADER_LEN]);
+    let header = Header::decode_request(&head)?;
+    let need = HEADER_LEN + header.size as usize;
+    read_at_least(r, &mut buf, got, need).await?;
+    buf.copy_within(HEADER_LEN..need, 0);
+    buf.truncate(need - HEADER_LEN);
+    Ok((header, buf))
+}
+
+/// Reads into `buf`, which holds `got` bytes already, until it holds at
+/// least `need`; a read may bring more, up to `buf`'s end. Returns how
+/// many it holds.
+async fn read_at_least<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut [u8],
+    mut got: usize,
+    need: usize,
+) -> Result<usize, FrameError> {
+    while got < need {
         let n = r.read(&mut buf[got..]).await?;
         if n == 0 {
             return Err(match got {
@@ -129,6 +128,7 @@ pub async fn read_request<R: AsyncRead + Unpin>(
         }
         got += n;
     }
+    Ok(got)
 }
 
 /// Writes one whole message (already encoded, header included) and flushes.
