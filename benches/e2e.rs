@@ -8,8 +8,10 @@
 //! Does what the guest driver does, a new connection per request (connect,
 //! write the request, read the reply until the host closes), against
 //! (a) proxy-wifi's `Service` in simulated mode and (b) a floor server with
-//! the same framing that does no work: it reads the request frame (with the
-//! proxy's own `read_request`), writes
+//! the same framing that does no work: it accepts through the product's
+//! own transports (`TransportConfig::bind_host`, so on Linux neither server
+//! registers a connection with the reactor unless it has to wait), reads
+//! the request frame (with the proxy's own `read_request`), writes
 //! a pre-encoded reply captured from proxy-wifi for that operation (same
 //! bytes, same size) and closes. Over TCP loopback and over Unix sockets
 //! (hybrid vsock: the guest side connects to `<uds>_<port>`).
@@ -20,7 +22,7 @@
 //! multi-thread runtime with one worker, the binary's before,
 //! `--runtime multiN` for N workers), both serve a connection in the
 //! accept loop's poll when it needs no wait and on a task of its own
-//! otherwise, and set TCP_NODELAY; one client thread with blocking std
+//! otherwise, and set TCP_NODELAY (the transport does); one client thread with blocking std
 //! sockets and the same code drives both. After a warm-up, blocks of
 //! requests alternate between proxy and floor (which goes first alternates
 //! too), so drift and other load on the machine hit both alike.
@@ -75,7 +77,7 @@ mod common;
 #[cfg(target_os = "linux")]
 mod imp {
     use std::io::{self, Read, Write};
-    use std::net::{SocketAddr, TcpStream};
+    use std::net::{IpAddr, SocketAddr, TcpStream};
     use std::os::unix::io::AsRawFd;
     use std::os::unix::net::UnixStream;
     use std::path::{Path, PathBuf};
@@ -90,7 +92,7 @@ mod imp {
     use proxy_wifi::service::Service;
     use proxy_wifi::test_utils::wpa2_connect;
     use proxy_wifi::transport::framing::read_request;
-    use proxy_wifi::transport::TransportConfig;
+    use proxy_wifi::transport::{RequestListener, TransportConfig};
     use proxy_wifi::wifi::simulated::SimulatedWifi;
     use tokio::io::AsyncWriteExt;
     use tokio::runtime::Runtime;
@@ -517,15 +519,42 @@ mod imp {
         }
     }
 
-    /// The floor's listeners: TCP on a free loopback port, and a Unix
-    /// socket `floor.sock_<port>` in `dir`.
+    /// The floor's listeners: TCP on a free loopback port, and hybrid
+    /// vsock's `floor.sock_<port>` in `dir`, with their TCP address. They
+    /// are the product's own (`TransportConfig::bind_host`), as the proxy's
+    /// are, so accepting costs both the same: on Linux neither registers a
+    /// connection with the reactor unless it has to wait.
     async fn floor_listeners(
         dir: &Path,
-    ) -> io::Result<(tokio::net::TcpListener, tokio::net::UnixListener, PathBuf)> {
-        let unix_path = dir.join(format!("floor.sock_{REQUEST_PORT}"));
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let unix = tokio::net::UnixListener::bind(&unix_path)?;
-        Ok((tcp, unix, unix_path))
+    ) -> Result<
+        (
+            Box<dyn RequestListener>,
+            Box<dyn RequestListener>,
+            SocketAddr,
+        ),
+        Error,
+    > {
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let tcp = TransportConfig::Tcp {
+            address: loopback,
+            request_port: 0,
+            notification_port: 9,
+        }
+        .bind_host()
+        .await?
+        .listener;
+        let port = tcp
+            .local_port()
+            .ok_or("the floor's TCP listener has no port")?;
+        let unix = TransportConfig::HybridVsock {
+            path: dir.join("floor.sock"),
+            request_port: REQUEST_PORT,
+            notification_port: 9,
+        }
+        .bind_host()
+        .await?
+        .listener;
+        Ok((tcp, unix, SocketAddr::new(loopback, u16::try_from(port)?)))
     }
 
     /// The floor's accept loops, serving a connection as the proxy does:
@@ -533,22 +562,17 @@ mod imp {
     /// on a task of its own only if it has to wait.
     fn spawn_floor(
         handle: &tokio::runtime::Handle,
-        tcp: tokio::net::TcpListener,
-        unix: tokio::net::UnixListener,
+        listeners: [Box<dyn RequestListener>; 2],
         replies: Arc<Replies>,
     ) {
-        let r = replies.clone();
-        handle.spawn(async move {
-            while let Ok((stream, _)) = tcp.accept().await {
-                let _ = stream.set_nodelay(true);
-                serve_floor_connection(floor_reply(stream, r.clone())).await;
-            }
-        });
-        handle.spawn(async move {
-            while let Ok((stream, _)) = unix.accept().await {
-                serve_floor_connection(floor_reply(stream, replies.clone())).await;
-            }
-        });
+        for listener in listeners {
+            let replies = replies.clone();
+            handle.spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    serve_floor_connection(floor_reply(stream, replies.clone())).await;
+                }
+            });
+        }
     }
 
     /// One floor connection: polled once here, then, if not done, on a task
@@ -563,13 +587,12 @@ mod imp {
     /// The floor in this process, on `rt` (with `--proxy library`, whose
     /// proxy is in this process too).
     fn start_floor(rt: &ServerRuntime, dir: &Path, replies: Replies) -> Result<Server, Error> {
-        let (tcp, unix, unix_path) = rt.handle.block_on(floor_listeners(dir))?;
-        let tcp_address = tcp.local_addr()?;
-        spawn_floor(&rt.handle, tcp, unix, Arc::new(replies));
+        let (tcp, unix, tcp_address) = rt.handle.block_on(floor_listeners(dir))?;
+        spawn_floor(&rt.handle, [tcp, unix], Arc::new(replies));
         Ok(Server {
             threads: Threads::Named("floor"),
             tcp: Target::Tcp(tcp_address),
-            unix: Target::Unix(unix_path),
+            unix: Target::Unix(dir.join(format!("floor.sock_{REQUEST_PORT}"))),
         })
     }
 
@@ -592,9 +615,9 @@ mod imp {
             .enable_all()
             .build()?;
         rt.block_on(async {
-            let (tcp, unix, _) = floor_listeners(dir).await?;
-            let port = tcp.local_addr()?.port();
-            spawn_floor(&tokio::runtime::Handle::current(), tcp, unix, replies);
+            let (tcp, unix, tcp_address) = floor_listeners(dir).await?;
+            let port = tcp_address.port();
+            spawn_floor(&tokio::runtime::Handle::current(), [tcp, unix], replies);
             // Written whole, then renamed: the parent never reads half a port.
             let partial = dir.join("floor.port.partial");
             std::fs::write(&partial, port.to_string())?;

@@ -1581,6 +1581,29 @@ async fn host_events_published_before_a_request_are_applied_before_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_disconnect_answered_at_once_still_comes_after_pending_host_events() {
+    let a = TestIface::new(1);
+    a.s().connects.push_back(Ok(network(1, "Net")));
+    let h = harness(vec![a.clone()], vec![], no_latency());
+    let session = h.connect(open_request("Net")).await.session_id;
+    h.client.sync().await;
+
+    // Nothing pending: a stale disconnect is answered at once.
+    let (inline, detached) = runs(&h.client);
+    h.disconnect(session - 1).await;
+    assert_eq!(runs(&h.client), (inline + 1, detached));
+    assert!(h.status.borrow().connection.is_some());
+
+    // A host event pending: the same disconnect applies it before its
+    // reply (nothing yields in between, so the handler's own task has not).
+    a.s().connected = None;
+    h.hub.publish(InterfaceEvent::Disconnected { iface: a.id });
+    h.disconnect(session - 1).await;
+    assert_eq!(h.status.borrow().connection, None);
+    assert!(!a.calls().contains(&"disconnect".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_request_whose_caller_goes_away_still_completes() {
     let a = TestIface::new(1);
     let joined = Arc::new(Notify::new());

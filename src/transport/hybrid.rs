@@ -40,8 +40,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 
+use super::unregistered::{LazyListener, LazyStream};
 use super::{
     BoxStream, GuestEndpoint, HostEndpoint, NotificationConnector, NotificationListener, Peer,
     RequestConnector, RequestListener, SocketAccess, TransportConfig, TransportError,
@@ -241,7 +242,7 @@ async fn bounded<T>(f: impl std::future::Future<Output = io::Result<T>>) -> io::
 /// A listening Unix socket created owner-only, whose file is removed on drop
 /// (if it is still the one this listener created).
 pub struct SocketFile {
-    listener: UnixListener,
+    listener: LazyListener<mio::net::UnixListener>,
     path: PathBuf,
     identity: (u64, u64),
 }
@@ -278,7 +279,8 @@ impl SocketFile {
         let fd = bind_owner_only(path).map_err(bind_err)?;
         let std_listener = std::os::unix::net::UnixListener::from(fd);
         std_listener.set_nonblocking(true).map_err(bind_err)?;
-        let listener = UnixListener::from_std(std_listener).map_err(bind_err)?;
+        let listener =
+            LazyListener::new(mio::net::UnixListener::from_std(std_listener)).map_err(bind_err)?;
         let meta = std::fs::symlink_metadata(path).map_err(bind_err)?;
         let file = SocketFile {
             listener,
@@ -300,9 +302,18 @@ impl SocketFile {
         &self.path
     }
 
-    /// Accepts the next connection.
+    /// Accepts the next connection, registered with the reactor.
     pub async fn accept(&self) -> io::Result<UnixStream> {
-        let (stream, _) = self.listener.accept().await?;
+        let (stream, ()) = self.listener.accept().await?;
+        stream.into_registered()
+    }
+
+    /// Accepts the next connection, registered only if it has to wait
+    /// (see [`LazyStream`]): for the request path.
+    pub(crate) async fn accept_lazy(
+        &self,
+    ) -> io::Result<LazyStream<std::os::unix::net::UnixStream>> {
+        let (stream, ()) = self.listener.accept().await?;
         Ok(stream)
     }
 }
@@ -416,7 +427,7 @@ impl RequestListener for HybridRequestListener {
     /// request was a measurable share of the request path (BENCHMARKS.md),
     /// for lines most connections never log. [`Peer::read_from`] reads them.
     async fn accept(&self) -> io::Result<(BoxStream, Peer)> {
-        let stream = self.socket.accept().await?;
+        let stream = self.socket.accept_lazy().await?;
         Ok((Box::new(stream), Peer::UnixProcessUnread))
     }
 

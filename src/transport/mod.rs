@@ -18,6 +18,8 @@ pub mod hybrid;
 mod hyperv;
 pub(crate) mod tcp;
 #[cfg(target_os = "linux")]
+mod unregistered;
+#[cfg(target_os = "linux")]
 pub mod vsock;
 
 use std::fmt;
@@ -199,20 +201,40 @@ impl Peer {
 
 /// The peer credentials of a Unix-socket stream; `None` for any other
 /// stream, or when the kernel refuses them.
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 fn unix_peer_credentials(stream: &BoxStream) -> Option<UnixPeerCredentials> {
+    use std::os::fd::AsRawFd;
     let stream: &dyn std::any::Any = &**stream;
-    let cred = stream
-        .downcast_ref::<tokio::net::UnixStream>()?
-        .peer_cred()
-        .ok()?;
+    let fd = stream
+        .downcast_ref::<unregistered::LazyStream<std::os::unix::net::UnixStream>>()?
+        .fd()?;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given,
+    // and `fd` is open for the duration of the call.
+    let done = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if done != 0 || len as usize != std::mem::size_of::<libc::ucred>() {
+        return None;
+    }
     Some(UnixPeerCredentials {
-        pid: cred.pid(),
-        uid: cred.uid(),
+        pid: Some(cred.pid),
+        uid: cred.uid,
     })
 }
 
-#[cfg(not(unix))]
+#[cfg(not(target_os = "linux"))]
 fn unix_peer_credentials(_stream: &BoxStream) -> Option<UnixPeerCredentials> {
     None
 }
