@@ -1556,13 +1556,20 @@ fn runs(client: &HandlerClient) -> (usize, usize) {
     )
 }
 
-#[tokio::test(start_paused = true)]
-async fn host_events_published_before_a_request_are_applied_before_it() {
+/// One interface, the guest connected through it to "Net", every input
+/// applied; and the session id.
+async fn guest_on_net() -> (Arc<TestIface>, Harness, u64) {
     let a = TestIface::new(1);
     a.s().connects.push_back(Ok(network(1, "Net")));
     let h = harness(vec![a.clone()], vec![], no_latency());
     let session = h.connect(open_request("Net")).await.session_id;
     h.client.sync().await;
+    (a, h, session)
+}
+
+#[tokio::test(start_paused = true)]
+async fn host_events_published_before_a_request_are_applied_before_it() {
+    let (a, h, session) = guest_on_net().await;
 
     // Nothing yields between the events and the requests: the handler's
     // own task has not seen them when each request starts.
@@ -1582,11 +1589,7 @@ async fn host_events_published_before_a_request_are_applied_before_it() {
 
 #[tokio::test(start_paused = true)]
 async fn a_disconnect_answered_at_once_still_comes_after_pending_host_events() {
-    let a = TestIface::new(1);
-    a.s().connects.push_back(Ok(network(1, "Net")));
-    let h = harness(vec![a.clone()], vec![], no_latency());
-    let session = h.connect(open_request("Net")).await.session_id;
-    h.client.sync().await;
+    let (a, h, session) = guest_on_net().await;
 
     // Nothing pending: a stale disconnect is answered at once.
     let (inline, detached) = runs(&h.client);
