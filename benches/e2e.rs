@@ -22,10 +22,11 @@
 //! multi-thread runtime with one worker, the binary's before,
 //! `--runtime multiN` for N workers), both serve a connection in the
 //! accept loop's poll when it needs no wait and on a task of its own
-//! otherwise, and set TCP_NODELAY (the transport does); one client thread with blocking std
-//! sockets and the same code drives both. After a warm-up, blocks of
-//! requests alternate between proxy and floor (which goes first alternates
-//! too), so drift and other load on the machine hit both alike.
+//! otherwise, and set TCP_NODELAY (in the transport); one client thread
+//! with blocking std sockets and the same code drives both. After a
+//! warm-up, blocks of requests alternate between proxy and floor (which
+//! goes first alternates too), so drift and other load on the machine hit
+//! both alike.
 //!
 //! `--headline`: how users run it, threads unpinned; `disconnect`
 //! requests, 5,000 per server and transport in blocks of 1,000, five runs

@@ -21,8 +21,9 @@
 //! to disconnect, a scan answered from a cache with no minimum latency
 //! still owed, a simulated backend) finish in that poll with no hop at
 //! all. A disconnect with nothing to disconnect, the state free and no
-//! host event waiting, is answered without even a future
-//! ([`Shared::answer_at_once`]). One that has to wait (for the lock, the backend or the scan
+//! host event waiting, is answered without a future of its own
+//! (`Shared::answer_at_once`). One that has to wait (for the lock, the
+//! backend or the scan
 //! minimum latency) is moved, unfinished, into a task
 //! of its own that the caller awaits. So a request is never dropped
 //! half-way when its caller goes away (a connection severed at stop, a
@@ -245,6 +246,8 @@ struct Shared {
     #[cfg(test)]
     inline_runs: AtomicUsize,
     #[cfg(test)]
+    at_once_runs: AtomicUsize,
+    #[cfg(test)]
     detached_runs: AtomicUsize,
 }
 
@@ -286,7 +289,7 @@ impl Shared {
     }
 
     /// Answers a request that needs nothing but the state (a disconnect
-    /// with nothing to disconnect), with no future and no allocation, when
+    /// with nothing to disconnect), with no future of its own, when
     /// the state is free, started and no host event waits; `None` sends it
     /// the usual way ([`answer_request`]). The time it saves lies between
     /// taking a request and writing its reply, where it decides whether a
@@ -308,7 +311,7 @@ impl Shared {
         // Nothing changed: there is no status to publish.
         let answer = core.state.disconnect_without_leaving(disconnect)?;
         #[cfg(test)]
-        self.inline_runs.fetch_add(1, Ordering::Relaxed);
+        self.at_once_runs.fetch_add(1, Ordering::Relaxed);
         Some((answer, core.state.reply_gate.open()))
     }
 
@@ -571,6 +574,8 @@ pub(crate) fn spawn(
         detached: std::sync::Mutex::new(Vec::new()),
         #[cfg(test)]
         inline_runs: AtomicUsize::new(0),
+        #[cfg(test)]
+        at_once_runs: AtomicUsize::new(0),
         #[cfg(test)]
         detached_runs: AtomicUsize::new(0),
     });

@@ -1550,9 +1550,10 @@ async fn a_denied_connect_again_leaves_the_connection() {
 
 /// (finished where they arrived, needed a task of their own) so far.
 fn runs(client: &HandlerClient) -> (usize, usize) {
+    let shared = &client.shared;
     (
-        client.shared.inline_runs.load(Ordering::Relaxed),
-        client.shared.detached_runs.load(Ordering::Relaxed),
+        shared.inline_runs.load(Ordering::Relaxed) + shared.at_once_runs.load(Ordering::Relaxed),
+        shared.detached_runs.load(Ordering::Relaxed),
     )
 }
 
@@ -1591,19 +1592,53 @@ async fn host_events_published_before_a_request_are_applied_before_it() {
 async fn a_disconnect_answered_at_once_still_comes_after_pending_host_events() {
     let (a, h, session) = guest_on_net().await;
 
+    let at_once = || h.client.shared.at_once_runs.load(Ordering::Relaxed);
+
     // Nothing pending: a stale disconnect is answered at once.
-    let (inline, detached) = runs(&h.client);
     h.disconnect(session - 1).await;
-    assert_eq!(runs(&h.client), (inline + 1, detached));
+    assert_eq!(at_once(), 1);
     assert!(h.status.borrow().connection.is_some());
 
-    // A host event pending: the same disconnect applies it before its
-    // reply (nothing yields in between, so the handler's own task has not).
+    // A host event pending: the same disconnect goes the usual way and
+    // applies it before its reply (nothing yields in between, so the
+    // handler's own task has not).
     a.s().connected = None;
     h.hub.publish(InterfaceEvent::Disconnected { iface: a.id });
     h.disconnect(session - 1).await;
+    assert_eq!(at_once(), 1);
     assert_eq!(h.status.borrow().connection, None);
     assert!(!a.calls().contains(&"disconnect".to_string()));
+
+    // Nothing pending again: at once.
+    h.disconnect(session - 1).await;
+    assert_eq!(at_once(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_disconnect_is_not_answered_before_start_connections_are_reported() {
+    let b = TestIface::new(2);
+    b.s().connected = Some(ConnectedNetwork {
+        ssid: ssid("Office"),
+        bssid: mac(2),
+        security: Security::OPEN,
+    });
+    let h = harness(vec![b.clone()], vec![], no_latency());
+    // At once: the handler's own task has not run yet.
+    h.disconnect(0).await;
+    assert!(h.client.shared.core.try_lock().unwrap().started);
+    assert_eq!(h.client.shared.at_once_runs.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_disconnect_after_an_input_cut_off_half_way_is_answered_invalid() {
+    let (_a, h, session) = guest_on_net().await;
+    h.client.shared.core.try_lock().unwrap().interrupted = true;
+    let reply = h
+        .request(Request::Disconnect(DisconnectRequest {
+            session_id: session - 1,
+        }))
+        .await;
+    assert_eq!(reply, Message::Invalid);
 }
 
 #[tokio::test(start_paused = true)]

@@ -249,7 +249,7 @@ async fn serve_connection(
     // (the usual case), not after it: the time between taking the request
     // and writing the reply decides whether a guest blocked reading its
     // reply is woken once or twice (BENCHMARKS.md).
-    let (read, arrived) = within_noting_end(REQUEST_READ_TIMEOUT, read_request(&mut stream)).await;
+    let (read, arrived) = within_timed(REQUEST_READ_TIMEOUT, read_request(&mut stream)).await;
     // From here on the connection is being answered, never evicted.
     request_arrived.store(true, Ordering::Release);
     let mut operation = None;
@@ -261,6 +261,7 @@ async fn serve_connection(
     let mut request_bytes = None;
     let reply = match read {
         Ok(Ok((header, body))) => {
+            Counters::bump(&counters.requests);
             if !guest_seen.load(Ordering::Relaxed) {
                 guest_seen.store(true, Ordering::SeqCst);
             }
@@ -316,9 +317,6 @@ async fn serve_connection(
     // and the shutdown would delay the end of the reply.
     let elapsed = arrived.elapsed();
     drop(request_bytes);
-    if operation.is_some() {
-        Counters::bump(&counters.requests);
-    }
     counters.answered(operation, &reply, elapsed);
     match written {
         Ok(Ok(())) => {
@@ -358,10 +356,11 @@ impl AsRef<[u8]> for ReplyBytes {
     }
 }
 
-/// [`within`], and when `work` ended: if it finished without waiting, the
-/// time just before it started (a clock read saved from the path that
-/// follows), otherwise the time it finished.
-async fn within_noting_end<F: std::future::Future>(
+/// [`within`], and a time for the end of `work`: if it finished without
+/// waiting, the time just before it started (a clock read saved from the
+/// path that follows, at most the microsecond the work took early),
+/// otherwise the time it finished.
+async fn within_timed<F: std::future::Future>(
     limit: Duration,
     work: F,
 ) -> (Result<F::Output, Elapsed>, Instant) {

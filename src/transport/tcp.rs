@@ -87,12 +87,14 @@ impl RequestListener for TcpRequestListener {
         // Messages are small and written whole: send them now, not after
         // Nagle's delay.
         #[cfg(target_os = "linux")]
-        if let Some(fd) = stream.fd() {
-            let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
+        {
+            if let Some(fd) = stream.fd() {
+                let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
+            }
+            Ok((Box::new(stream), Peer::Ip(peer)))
         }
         #[cfg(not(target_os = "linux"))]
-        let stream = connected(stream);
-        Ok((Box::new(stream), Peer::Ip(peer)))
+        Ok((connected(stream), Peer::Ip(peer)))
     }
 
     fn local_description(&self) -> String {

@@ -191,10 +191,16 @@ impl Socket for std::net::TcpStream {
     }
 }
 
-/// A non-blocking listening socket that owns its descriptor. Implemented
-/// only here, for mio's listeners, which accept with `SOCK_NONBLOCK`: an
-/// accepted socket needs no further call to be non-blocking.
-pub(crate) trait Listener: AsRawFd + Send + Sync + 'static {
+/// A non-blocking listening socket. Implemented only here, for mio's
+/// listeners, which accept with `SOCK_NONBLOCK`: an accepted socket needs
+/// no further call to be non-blocking.
+///
+/// # Safety
+///
+/// The implementing type owns its descriptor: `as_raw_fd` returns the same
+/// open descriptor for as long as the value lives, as [`AsyncFd`]'s
+/// registration requires.
+pub(crate) unsafe trait Listener: AsRawFd + Send + Sync + 'static {
     /// What it accepts.
     type Stream: Socket;
     /// Who connected.
@@ -203,7 +209,8 @@ pub(crate) trait Listener: AsRawFd + Send + Sync + 'static {
     fn accept_nonblocking(&self) -> io::Result<(Self::Stream, Self::Peer)>;
 }
 
-impl Listener for mio::net::UnixListener {
+// SAFETY: a mio listener owns its descriptor and never replaces it.
+unsafe impl Listener for mio::net::UnixListener {
     type Stream = std::os::unix::net::UnixStream;
     type Peer = ();
 
@@ -213,7 +220,8 @@ impl Listener for mio::net::UnixListener {
     }
 }
 
-impl Listener for mio::net::TcpListener {
+// SAFETY: as for the Unix listener.
+unsafe impl Listener for mio::net::TcpListener {
     type Stream = std::net::TcpStream;
     type Peer = std::net::SocketAddr;
 
@@ -232,9 +240,9 @@ pub(crate) struct LazyListener<L: Listener> {
 impl<L: Listener> LazyListener<L> {
     /// Registers `listener` with the current runtime.
     pub(crate) fn new(listener: L) -> io::Result<LazyListener<L>> {
-        // SAFETY: every `Listener` owns its descriptor, and `AsyncFd` owns
-        // the listener: the descriptor stays open, and the same, until the
-        // `AsyncFd` is dropped.
+        // SAFETY: a `Listener` owns its descriptor (the trait's contract),
+        // and `AsyncFd` owns the listener: the descriptor stays open, and
+        // the same, until the `AsyncFd` is dropped.
         let listener = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }?;
         Ok(LazyListener { listener })
     }
@@ -315,6 +323,27 @@ mod tests {
         let (got, server) = reader.await.unwrap().unwrap();
         assert_eq!(&got, b"abcd");
         assert!(server.is_registered());
+    }
+
+    #[tokio::test]
+    async fn a_socket_registered_when_already_readable_is_not_left_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let (listener, path) = listener(dir.path());
+        let mut client = tokio::net::UnixStream::connect(&path).await.unwrap();
+        client.write_all(b"request").await.unwrap();
+        let (server, ()) = listener.accept().await.unwrap();
+        // Registered with the request already in it: the reactor must
+        // still report it readable.
+        let mut server = server.into_registered().unwrap();
+        let mut got = [0u8; 7];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            server.read_exact(&mut got),
+        )
+        .await
+        .expect("the readiness present at registration was reported")
+        .unwrap();
+        assert_eq!(&got, b"request");
     }
 
     #[tokio::test]
