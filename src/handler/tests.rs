@@ -1167,15 +1167,22 @@ async fn missed_events_re_read_the_interfaces() {
     assert_eq!(h.scan().await.bss.len(), 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn host_connections_present_at_start_are_reported() {
-    let a = TestIface::new(1);
+/// Interface 2, connected to the open network "Office" when the handler
+/// starts.
+fn on_office_at_start() -> Arc<TestIface> {
     let b = TestIface::new(2);
     b.s().connected = Some(ConnectedNetwork {
         ssid: ssid("Office"),
         bssid: mac(2),
         security: Security::OPEN,
     });
+    b
+}
+
+#[tokio::test(start_paused = true)]
+async fn host_connections_present_at_start_are_reported() {
+    let a = TestIface::new(1);
+    let b = on_office_at_start();
     let h = harness(vec![a, b.clone()], vec![], no_latency());
     assert_eq!(
         h.events().await,
@@ -1185,12 +1192,7 @@ async fn host_connections_present_at_start_are_reported() {
 
 #[tokio::test(start_paused = true)]
 async fn start_connections_are_reported_before_the_first_request() {
-    let b = TestIface::new(2);
-    b.s().connected = Some(ConnectedNetwork {
-        ssid: ssid("Office"),
-        bssid: mac(2),
-        security: Security::OPEN,
-    });
+    let b = on_office_at_start();
     let h = harness(vec![b.clone()], vec![], no_latency());
     // At once: the handler's own task has not run yet.
     let reply = h.connect(open_request("Office")).await;
@@ -1616,12 +1618,7 @@ async fn a_disconnect_answered_at_once_still_comes_after_pending_host_events() {
 
 #[tokio::test(start_paused = true)]
 async fn a_first_disconnect_is_not_answered_before_start_connections_are_reported() {
-    let b = TestIface::new(2);
-    b.s().connected = Some(ConnectedNetwork {
-        ssid: ssid("Office"),
-        bssid: mac(2),
-        security: Security::OPEN,
-    });
+    let b = on_office_at_start();
     let h = harness(vec![b.clone()], vec![], no_latency());
     // At once: the handler's own task has not run yet.
     h.disconnect(0).await;

@@ -249,7 +249,9 @@ async fn serve_connection(
     // (the usual case), not after it: the time between taking the request
     // and writing the reply decides whether a guest blocked reading its
     // reply is woken once or twice (BENCHMARKS.md).
-    let (read, arrived) = within_timed(REQUEST_READ_TIMEOUT, read_request(&mut stream)).await;
+    let before_read = Instant::now();
+    let (read, waited) = within(REQUEST_READ_TIMEOUT, read_request(&mut stream)).await;
+    let arrived = if waited { Instant::now() } else { before_read };
     // From here on the connection is being answered, never evicted.
     request_arrived.store(true, Ordering::Release);
     let mut operation = None;
@@ -302,7 +304,7 @@ async fn serve_connection(
         }
     };
     let bytes = ReplyBytes::of(&reply, layout);
-    let written = within(
+    let (written, _) = within(
         REPLY_WRITE_TIMEOUT,
         write_message(&mut stream, bytes.as_ref()),
     )
@@ -356,35 +358,22 @@ impl AsRef<[u8]> for ReplyBytes {
     }
 }
 
-/// [`within`], and a time for the end of `work`: if it finished without
-/// waiting, the time just before it started (a clock read saved from the
-/// path that follows, at most the microsecond the work took early),
-/// otherwise the time it finished.
-async fn within_timed<F: std::future::Future>(
-    limit: Duration,
-    work: F,
-) -> (Result<F::Output, Elapsed>, Instant) {
-    let started = Instant::now();
-    let mut work = std::pin::pin!(work);
-    if let Poll::Ready(done) = futures::poll!(work.as_mut()) {
-        return (Ok(done), started);
-    }
-    let done = Box::pin(timeout(limit, work)).await;
-    (done, Instant::now())
-}
-
 /// `work` bounded by `limit`, the timer armed only if it has to wait: a
 /// request is usually in the socket and its reply fits in it, and arming a
 /// deadline reads the clock, which the usual request then does for nothing.
-/// The limit counts from that first wait, a moment after the call.
-async fn within<F: std::future::Future>(limit: Duration, work: F) -> Result<F::Output, Elapsed> {
+/// The limit counts from that first wait, a moment after the call. Also
+/// says whether it had to wait.
+async fn within<F: std::future::Future>(
+    limit: Duration,
+    work: F,
+) -> (Result<F::Output, Elapsed>, bool) {
     let mut work = std::pin::pin!(work);
     if let Poll::Ready(done) = futures::poll!(work.as_mut()) {
-        return Ok(done);
+        return (Ok(done), false);
     }
     // Boxed: the timer is as large as the rest of a connection's state,
     // which is allocated and copied for every connection.
-    Box::pin(timeout(limit, work)).await
+    (Box::pin(timeout(limit, work)).await, true)
 }
 
 #[cfg(test)]
