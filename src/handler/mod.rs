@@ -22,10 +22,11 @@
 //! still owed, a simulated backend) finish in that poll with no hop at
 //! all. A disconnect with nothing to disconnect, the state free and no
 //! host event waiting, is answered without a future of its own
-//! (`Shared::answer_at_once`). One that has to wait (for the lock, the
-//! backend or the scan
-//! minimum latency) is moved, unfinished, into a task
-//! of its own that the caller awaits. So a request is never dropped
+//! (`AtOnce`; the request path takes it before it reads the request, so
+//! the lock is neither taken nor released between taking the request and
+//! writing its reply). One that has to wait (for the lock, the backend or
+//! the scan minimum latency) is moved, unfinished, into a task of its own
+//! that the caller awaits. So a request is never dropped
 //! half-way when its caller goes away (a connection severed at stop, a
 //! library caller's timeout): it runs to its end, as it did on the
 //! handler's own task. Host events that arrive while no request runs are
@@ -139,7 +140,9 @@ pub(crate) const REPLY_WRITE_WAIT: Duration = Duration::from_secs(6);
 /// and notifications travel on different connections: the notification
 /// sender waits for the gate to clear, so a notification produced after a
 /// reply can never reach the guest first. The request path itself never
-/// waits on it.
+/// waits on it. A reply given at once ([`AtOnce`]) and written while the
+/// state is still held leaves it alone: notifications are produced under
+/// that lock, so none can be produced before that reply is out.
 #[derive(Default)]
 pub(crate) struct ReplyGate {
     in_flight: AtomicUsize,
@@ -161,6 +164,12 @@ impl ReplyGate {
             }
         })
         .await;
+    }
+
+    /// Replies handed over and not yet written.
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
     fn open(self: &Arc<Self>) -> ReplyWritten {
@@ -223,12 +232,70 @@ impl HandlerClient {
             .unwrap_or_else(|| (Message::Invalid, ReplyWritten(None)))
     }
 
+    /// The handler's state, held, if it is free to answer requests at once
+    /// ([`AtOnce`]); `None` if it is busy or cannot (then requests go
+    /// through [`HandlerClient::request_until_written`]).
+    pub(crate) fn at_once(&self) -> Option<AtOnce<'_>> {
+        self.shared.at_once()
+    }
+
+    /// How many requests were answered at once ([`AtOnce`]).
+    #[cfg(test)]
+    pub(crate) fn at_once_runs(&self) -> usize {
+        self.shared.at_once_runs.load(Ordering::Relaxed)
+    }
+
     /// Waits until the handler has processed every input and host event
     /// that was pending when called.
     pub async fn sync(&self) {
         let shared = self.shared.clone();
         let work = Box::pin(async move { shared.apply_host_events().await });
         let _ = self.shared.run_to_completion(work).await;
+    }
+}
+
+/// The handler's state, held, checked free to answer from: started, not
+/// stopped or cut off, no host event waiting. A transport takes it before
+/// it reads a request and keeps it until the reply is written, so that
+/// neither taking nor releasing the lock lies between taking the request
+/// and writing its reply, where the time decides whether a guest blocked
+/// reading its reply is woken once or twice (BENCHMARKS.md). It must be
+/// released before anything waits (a read or write that cannot finish
+/// at once, the handler's usual path): the lock is the handler's.
+pub(crate) struct AtOnce<'a> {
+    #[cfg(test)]
+    shared: &'a Shared,
+    core: tokio::sync::MutexGuard<'a, Core>,
+}
+
+impl AtOnce<'_> {
+    /// Whether `request` is of a kind that can be answered at once, before
+    /// the lock is tried for it.
+    fn may_answer(request: &Request) -> bool {
+        matches!(request, Request::Disconnect(_))
+    }
+
+    /// The reply to a disconnect with nothing to disconnect (nothing
+    /// changes, so there is no status to publish); `None` for any other
+    /// request, which goes the usual way. Notifications are produced under
+    /// the lock this holds, so while it is held none can overtake the
+    /// reply: the reply gate is opened only if the lock is released before
+    /// the reply is written ([`AtOnce::release_reply_first`]).
+    pub(crate) fn answer(&self, request: &Request) -> Option<Message> {
+        let Request::Disconnect(disconnect) = request else {
+            return None;
+        };
+        let answer = self.core.state.disconnect_without_leaving(disconnect)?;
+        #[cfg(test)]
+        self.shared.at_once_runs.fetch_add(1, Ordering::Relaxed);
+        Some(answer)
+    }
+
+    /// Releases the state while a reply it gave is not yet written: the
+    /// reply gate stays closed until the returned guard is dropped, so no
+    /// notification produced from now on reaches the guest first.
+    pub(crate) fn release_reply_first(self) -> ReplyWritten {
+        self.core.state.reply_gate.open()
     }
 }
 
@@ -289,16 +356,21 @@ impl Shared {
     }
 
     /// Answers a request that needs nothing but the state (a disconnect
-    /// with nothing to disconnect), with no future of its own, when
-    /// the state is free, started and no host event waits; `None` sends it
-    /// the usual way ([`answer_request`]). The time it saves lies between
-    /// taking a request and writing its reply, where it decides whether a
-    /// guest blocked reading its reply is woken once or twice
-    /// (BENCHMARKS.md).
+    /// with nothing to disconnect), with no future of its own, when the
+    /// state is free, started and no host event waits; `None` sends it the
+    /// usual way ([`answer_request`]).
     fn answer_at_once(&self, request: &Request) -> Option<(Message, ReplyWritten)> {
-        let Request::Disconnect(disconnect) = request else {
+        if !AtOnce::may_answer(request) {
             return None;
-        };
+        }
+        let state = self.at_once()?;
+        let answer = state.answer(request)?;
+        Some((answer, state.release_reply_first()))
+    }
+
+    /// The state, if free, started and with no host event waiting: then it
+    /// can answer some requests at once ([`AtOnce`]).
+    fn at_once(&self) -> Option<AtOnce<'_>> {
         let core = self.core.try_lock().ok()?;
         let pending_events = core.events_open && !core.events.is_empty();
         if self.stopped.load(Ordering::Acquire)
@@ -308,11 +380,11 @@ impl Shared {
         {
             return None;
         }
-        // Nothing changed: there is no status to publish.
-        let answer = core.state.disconnect_without_leaving(disconnect)?;
-        #[cfg(test)]
-        self.at_once_runs.fetch_add(1, Ordering::Relaxed);
-        Some((answer, core.state.reply_gate.open()))
+        Some(AtOnce {
+            #[cfg(test)]
+            shared: self,
+            core,
+        })
     }
 
     /// Runs `work` to its end even if the caller goes away: polled once

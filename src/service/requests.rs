@@ -19,9 +19,34 @@ use super::counters::Counters;
 use super::STOP_GRACE;
 use crate::accept_backoff::AcceptBackoff;
 use crate::handler::HandlerClient;
-use crate::protocol::{Header, Message, Request, ScanLayout, HEADER_LEN};
+use crate::protocol::{DecodeError, Header, Message, Operation, Request, ScanLayout, HEADER_LEN};
 use crate::transport::framing::{read_request, write_message, FrameError};
 use crate::transport::{BoxStream, Peer, RequestListener};
+
+/// `(Result<work's output, Elapsed>, whether it waited)`: `work` bounded
+/// by `limit`, the timer armed only if it has to wait. A request is usually
+/// in the socket and its reply fits in it, and arming a deadline reads the
+/// clock, which the usual request then does for nothing. The limit counts
+/// from that first wait, a moment after the call. `before_waiting` runs
+/// first if it has to wait (it releases what must not be held while
+/// waiting). A macro, not an async fn: the first poll is made in the
+/// caller's own poll, with no future of its own between taking the request
+/// and answering it.
+macro_rules! within {
+    ($limit:expr, $work:expr, $before_waiting:block) => {{
+        let mut work = std::pin::pin!($work);
+        match futures::poll!(work.as_mut()) {
+            Poll::Ready(done) => (Ok::<_, Elapsed>(done), false),
+            Poll::Pending => {
+                $before_waiting;
+                // Boxed: the timer is as large as the rest of a
+                // connection's state, which is allocated and copied for
+                // every connection.
+                (Box::pin(timeout($limit, work)).await, true)
+            }
+        }
+    }};
+}
 
 /// How long a guest connection may take to deliver its request.
 pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(1);
@@ -245,12 +270,19 @@ async fn serve_connection(
         counters,
     } = &*guest;
     let layout = *layout;
+    // The handler's state, taken before the read if it is free to answer
+    // at once, and kept until the reply is written (or released as soon as
+    // anything has to wait): so that neither taking nor releasing its lock
+    // lies between taking the request and writing the reply.
+    let mut at_once = handler.at_once();
     // The clock is read before the read when the request is already there
     // (the usual case), not after it: the time between taking the request
     // and writing the reply decides whether a guest blocked reading its
     // reply is woken once or twice (BENCHMARKS.md).
     let before_read = Instant::now();
-    let (read, waited) = within(REQUEST_READ_TIMEOUT, read_request(&mut stream)).await;
+    let (read, waited) = within!(REQUEST_READ_TIMEOUT, read_request(&mut stream), {
+        at_once = None
+    });
     let arrived = if waited { Instant::now() } else { before_read };
     // From here on the connection is being answered, never evicted.
     request_arrived.store(true, Ordering::Release);
@@ -271,50 +303,48 @@ async fn serve_connection(
             let decoded = Request::decode_body(header.operation, &body);
             request_bytes = Some(body);
             match decoded {
-                Ok(request) => {
-                    tracing::debug!(operation = %header.operation, "guest request");
-                    let (reply, guard) = handler.request_until_written(request, arrived).await;
-                    written_guard = Some(guard);
-                    reply
-                }
-                Err(e) => {
-                    Counters::bump(&counters.invalid_requests);
-                    tracing::warn!(operation = %header.operation, "undecodable request ({e}); answering INVALID");
-                    Message::Invalid
-                }
+                Ok(request) => match at_once.as_ref().and_then(|state| state.answer(&request)) {
+                    Some(reply) => reply,
+                    None => {
+                        // The handler takes the lock itself.
+                        at_once = None;
+                        tracing::debug!(operation = %header.operation, "guest request");
+                        let (reply, guard) = handler.request_until_written(request, arrived).await;
+                        written_guard = Some(guard);
+                        reply
+                    }
+                },
+                Err(e) => undecodable(counters, header.operation, &e),
             }
         }
         Ok(Err(FrameError::Closed)) => {
             tracing::debug!("a guest connection closed without a request");
             return;
         }
-        Ok(Err(e)) => {
-            Counters::bump(&counters.requests);
-            Counters::bump(&counters.invalid_requests);
-            guest_seen.store(true, Ordering::SeqCst);
-            tracing::warn!("unreadable request ({e}); answering INVALID");
-            Message::Invalid
-        }
-        Err(_) => {
-            Counters::bump(&counters.invalid_requests);
-            tracing::warn!(
-                "no complete request within {REQUEST_READ_TIMEOUT:?}; answering INVALID"
-            );
-            Message::Invalid
-        }
+        Ok(Err(e)) => unreadable(counters, guest_seen, &e),
+        Err(_) => read_timed_out(counters),
     };
     let bytes = ReplyBytes::of(&reply, layout);
-    let (written, _) = within(
+    let (written, _) = within!(
         REPLY_WRITE_TIMEOUT,
         write_message(&mut stream, bytes.as_ref()),
-    )
-    .await;
+        {
+            if let Some(state) = at_once.take() {
+                written_guard = Some(state.release_reply_first());
+            }
+        }
+    );
     // The end of the reply goes out right behind it, the bookkeeping after:
     // the guest reads until the host closes, and work in between can cost
     // it a second wakeup (on another CPU, an interprocessor interrupt).
     if let Ok(Ok(())) = written {
-        let _ = stream.shutdown().await;
+        let mut shutdown = std::pin::pin!(stream.shutdown());
+        if futures::poll!(shutdown.as_mut()).is_pending() {
+            at_once = None;
+            let _ = shutdown.await;
+        }
     }
+    drop(at_once);
     // Measured to here, not to the write: a clock read between the write
     // and the shutdown would delay the end of the reply.
     let elapsed = arrived.elapsed();
@@ -328,6 +358,36 @@ async fn serve_connection(
         Err(_) => tracing::warn!("writing the reply timed out"),
     }
     drop(written_guard);
+}
+
+// The request path's failures, out of its line: their logging is most of
+// its code, and kept inline it spreads the usual path over more of the
+// instruction cache, between taking a request and writing its reply.
+
+#[cold]
+#[inline(never)]
+fn undecodable(counters: &Counters, operation: Operation, e: &DecodeError) -> Message {
+    Counters::bump(&counters.invalid_requests);
+    tracing::warn!(%operation, "undecodable request ({e}); answering INVALID");
+    Message::Invalid
+}
+
+#[cold]
+#[inline(never)]
+fn unreadable(counters: &Counters, guest_seen: &AtomicBool, e: &FrameError) -> Message {
+    Counters::bump(&counters.requests);
+    Counters::bump(&counters.invalid_requests);
+    guest_seen.store(true, Ordering::SeqCst);
+    tracing::warn!("unreadable request ({e}); answering INVALID");
+    Message::Invalid
+}
+
+#[cold]
+#[inline(never)]
+fn read_timed_out(counters: &Counters) -> Message {
+    Counters::bump(&counters.invalid_requests);
+    tracing::warn!("no complete request within {REQUEST_READ_TIMEOUT:?}; answering INVALID");
+    Message::Invalid
 }
 
 /// A reply's bytes. One with an empty body (DISCONNECT_RESPONSE, INVALID)
@@ -356,24 +416,6 @@ impl AsRef<[u8]> for ReplyBytes {
             ReplyBytes::Encoded(bytes) => bytes,
         }
     }
-}
-
-/// `work` bounded by `limit`, the timer armed only if it has to wait: a
-/// request is usually in the socket and its reply fits in it, and arming a
-/// deadline reads the clock, which the usual request then does for nothing.
-/// The limit counts from that first wait, a moment after the call. Also
-/// says whether it had to wait.
-async fn within<F: std::future::Future>(
-    limit: Duration,
-    work: F,
-) -> (Result<F::Output, Elapsed>, bool) {
-    let mut work = std::pin::pin!(work);
-    if let Poll::Ready(done) = futures::poll!(work.as_mut()) {
-        return (Ok(done), false);
-    }
-    // Boxed: the timer is as large as the rest of a connection's state,
-    // which is allocated and copied for every connection.
-    (Box::pin(timeout(limit, work)).await, true)
 }
 
 #[cfg(test)]
@@ -417,6 +459,159 @@ mod tests {
         // have passed.
         assert_eq!(started.elapsed(), Duration::ZERO);
         served.await.unwrap();
+        handler.task.abort();
+    }
+
+    fn spawn_handler() -> handler::HandlerHandle {
+        let (notify, _rx) = mpsc::channel(4);
+        handler::spawn(
+            SimulatedWifi::reference(),
+            None,
+            ObserverQueue::default(),
+            notify,
+            HandlerSettings::default(),
+        )
+    }
+
+    fn disconnect_request() -> Vec<u8> {
+        let request = Request::Disconnect(crate::protocol::DisconnectRequest { session_id: 0 });
+        request.encode().unwrap().to_vec()
+    }
+
+    fn disconnect_response() -> Vec<u8> {
+        Message::DisconnectResponse
+            .encode(ScanLayout::Current)
+            .unwrap()
+    }
+
+    // The request path holds the handler's state from before the read to
+    // the written reply (`AtOnce`); these check that it lets go of it
+    // whenever it has to wait, so one slow guest connection never holds
+    // up the handler.
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_waiting_for_its_request_leaves_the_handler_free() {
+        let handler = spawn_handler();
+        handler.client.sync().await;
+        let (mut guest, host) = tokio::io::duplex(64);
+        let served = tokio::spawn(serve_request_connection(
+            Box::new(host),
+            handler.client.clone(),
+            ScanLayout::Current,
+        ));
+        // The connection reads, finds nothing and waits.
+        tokio::task::yield_now().await;
+        assert!(!served.is_finished());
+        let started = Instant::now();
+        let reply = handler.client.request(
+            Request::Disconnect(crate::protocol::DisconnectRequest { session_id: 0 }),
+            started,
+        );
+        assert_eq!(reply.await, Message::DisconnectResponse);
+        // Virtual time: had the state been held, the request would have
+        // waited for the connection's read deadline.
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // The connection still answers its own request.
+        guest.write_all(&disconnect_request()).await.unwrap();
+        let mut reply = Vec::new();
+        guest.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, disconnect_response());
+        served.await.unwrap();
+        handler.task.abort();
+    }
+
+    /// A guest whose request is all there but that takes its reply one
+    /// byte at a time: the reply's write has to wait.
+    struct SlowReader {
+        request: std::io::Cursor<Vec<u8>>,
+        reply: tokio::io::DuplexStream,
+    }
+
+    impl tokio::io::AsyncRead for SlowReader {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.request).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for SlowReader {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.reply).poll_write(cx, buf)
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.reply).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.reply).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_that_must_wait_frees_the_handler_and_holds_back_notifications() {
+        let handler = spawn_handler();
+        handler.client.sync().await;
+        let (mut guest, host) = tokio::io::duplex(1);
+        let stream = SlowReader {
+            request: std::io::Cursor::new(disconnect_request()),
+            reply: host,
+        };
+        let served = tokio::spawn(serve_request_connection(
+            Box::new(stream),
+            handler.client.clone(),
+            ScanLayout::Current,
+        ));
+        // The request is answered at once, and its reply waits for the
+        // guest after one byte.
+        tokio::task::yield_now().await;
+        assert!(!served.is_finished());
+        assert_eq!(handler.client.at_once_runs(), 1);
+        // Notifications wait for the reply...
+        assert_eq!(handler.reply_gate.in_flight(), 1);
+        // ... but the handler does not.
+        let started = Instant::now();
+        handler.client.sync().await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        let mut reply = Vec::new();
+        guest.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, disconnect_response());
+        served.await.unwrap();
+        assert_eq!(handler.reply_gate.in_flight(), 0);
+        handler.task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_reply_written_at_once_leaves_the_gate_alone() {
+        let handler = spawn_handler();
+        handler.client.sync().await;
+        let (mut guest, host) = tokio::io::duplex(64);
+        guest.write_all(&disconnect_request()).await.unwrap();
+        // Polled once, as the accept loop does: read, answered, written.
+        let mut served = Box::pin(serve_request_connection(
+            Box::new(host),
+            handler.client.clone(),
+            ScanLayout::Current,
+        ));
+        assert!(futures::poll!(served.as_mut()).is_ready());
+        assert_eq!(handler.client.at_once_runs(), 1);
+        assert_eq!(handler.reply_gate.in_flight(), 0);
+        let mut reply = Vec::new();
+        guest.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, disconnect_response());
         handler.task.abort();
     }
 
