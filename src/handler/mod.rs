@@ -38,7 +38,8 @@
 //! Because replies and notifications are produced only under the lock, and
 //! a request's reply is handed over (reply gate opened) before the lock is
 //! released, a notification caused by a later input can never be queued
-//! before a reply. The scan minimum latency is applied under the lock,
+//! before a reply. (A reply from [`AtOnce`] written while the lock is still
+//! held needs no gate: nothing can be produced before it is out.) The scan minimum latency is applied under the lock,
 //! before the reply leaves, for that reason.
 //!
 //! The mutex does not poison: an input cut off half-way (a panic, the task
@@ -270,7 +271,7 @@ pub(crate) struct AtOnce<'a> {
 
 impl AtOnce<'_> {
     /// Whether `request` is of a kind that can be answered at once, before
-    /// the lock is tried for it.
+    /// the lock is tried for it (the kinds [`AtOnce::answer`] takes).
     fn may_answer(request: &Request) -> bool {
         matches!(request, Request::Disconnect(_))
     }
@@ -282,6 +283,7 @@ impl AtOnce<'_> {
     /// reply: the reply gate is opened only if the lock is released before
     /// the reply is written ([`AtOnce::release_reply_first`]).
     pub(crate) fn answer(&self, request: &Request) -> Option<Message> {
+        // The kinds [`AtOnce::may_answer`] lets through.
         let Request::Disconnect(disconnect) = request else {
             return None;
         };

@@ -3,12 +3,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::task::{AbortHandle, JoinSet};
-use tokio::time::error::Elapsed;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -34,15 +32,18 @@ use crate::transport::{BoxStream, Peer, RequestListener};
 /// and answering it.
 macro_rules! within {
     ($limit:expr, $work:expr, $before_waiting:block) => {{
-        let mut work = std::pin::pin!($work);
-        match futures::poll!(work.as_mut()) {
-            Poll::Ready(done) => (Ok::<_, Elapsed>(done), false),
-            Poll::Pending => {
+        let mut work = ::std::pin::pin!($work);
+        match ::futures::poll!(work.as_mut()) {
+            ::std::task::Poll::Ready(done) => (Ok::<_, ::tokio::time::error::Elapsed>(done), false),
+            ::std::task::Poll::Pending => {
                 $before_waiting;
                 // Boxed: the timer is as large as the rest of a
                 // connection's state, which is allocated and copied for
                 // every connection.
-                (Box::pin(timeout($limit, work)).await, true)
+                (
+                    ::std::boxed::Box::pin(::tokio::time::timeout($limit, work)).await,
+                    true,
+                )
             }
         }
     }};
@@ -314,14 +315,21 @@ async fn serve_connection(
                         reply
                     }
                 },
-                Err(e) => undecodable(counters, header.operation, &e),
+                Err(e) => {
+                    // Nothing to answer from the state; its log line may wait.
+                    at_once = None;
+                    undecodable(counters, header.operation, &e)
+                }
             }
         }
         Ok(Err(FrameError::Closed)) => {
             tracing::debug!("a guest connection closed without a request");
             return;
         }
-        Ok(Err(e)) => unreadable(counters, guest_seen, &e),
+        Ok(Err(e)) => {
+            at_once = None;
+            unreadable(counters, guest_seen, &e)
+        }
         Err(_) => read_timed_out(counters),
     };
     let bytes = ReplyBytes::of(&reply, layout);
@@ -340,7 +348,10 @@ async fn serve_connection(
     if let Ok(Ok(())) = written {
         let mut shutdown = std::pin::pin!(stream.shutdown());
         if futures::poll!(shutdown.as_mut()).is_pending() {
-            at_once = None;
+            // The guest reads until the end: the reply is not all there yet.
+            if let Some(state) = at_once.take() {
+                written_guard = Some(state.release_reply_first());
+            }
             let _ = shutdown.await;
         }
     }
@@ -421,6 +432,7 @@ impl AsRef<[u8]> for ReplyBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::Poll;
     use tokio::io::AsyncReadExt;
     use tokio::sync::mpsc;
 
@@ -473,9 +485,12 @@ mod tests {
         )
     }
 
-    fn disconnect_request() -> Vec<u8> {
-        let request = Request::Disconnect(crate::protocol::DisconnectRequest { session_id: 0 });
+    fn encoded(request: Request) -> Vec<u8> {
         request.encode().unwrap().to_vec()
+    }
+
+    fn disconnect_request() -> Request {
+        Request::Disconnect(crate::protocol::DisconnectRequest { session_id: 0 })
     }
 
     fn disconnect_response() -> Vec<u8> {
@@ -485,34 +500,163 @@ mod tests {
     }
 
     // The request path holds the handler's state from before the read to
-    // the written reply (`AtOnce`); these check that it lets go of it
-    // whenever it has to wait, so one slow guest connection never holds
-    // up the handler.
+    // the written reply (`AtOnce`); these check that it does, and that it
+    // lets go whenever it has to wait, so one slow guest connection never
+    // holds up the handler.
+
+    /// What a connection's stream saw of the handler at each call the
+    /// request path made on it.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    struct Seen {
+        call: &'static str,
+        /// The handler's state was held (by the request path).
+        state_held: bool,
+        /// Replies the reply gate was waiting for.
+        gate: usize,
+    }
+
+    /// A stream that records, at each call, whether the handler's state
+    /// is held and what the reply gate counts.
+    struct Watched<S> {
+        inner: S,
+        handler: HandlerClient,
+        gate: Arc<crate::handler::ReplyGate>,
+        seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+    }
+
+    impl<S> Watched<S> {
+        fn record(&self, call: &'static str) {
+            // The handler is started and no host event waits in these
+            // tests, so the state is refused only when it is held.
+            let state_held = self.handler.at_once().is_none();
+            let gate = self.gate.in_flight();
+            self.seen.lock().unwrap().push(Seen {
+                call,
+                state_held,
+                gate,
+            });
+        }
+    }
+
+    impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            self.record("read");
+            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.record("write");
+            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            self.record("shutdown");
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// A guest connection's host end, watched, served as the service does;
+    /// its log and the guest's end.
+    fn serve_watched<S: crate::transport::Stream>(
+        handler: &handler::HandlerHandle,
+        inner: S,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        Arc<std::sync::Mutex<Vec<Seen>>>,
+    ) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stream = Watched {
+            inner,
+            handler: handler.client.clone(),
+            gate: handler.reply_gate.clone(),
+            seen: seen.clone(),
+        };
+        let served = tokio::spawn(serve_request_connection(
+            Box::new(stream),
+            handler.client.clone(),
+            ScanLayout::Current,
+        ));
+        (served, seen)
+    }
+
+    fn seen(call: &'static str, state_held: bool, gate: usize) -> Seen {
+        Seen {
+            call,
+            state_held,
+            gate,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_disconnect_is_read_answered_and_closed_with_the_state_held_and_no_gate() {
+        let handler = spawn_handler();
+        handler.client.sync().await;
+        let (mut guest, host) = tokio::io::duplex(64);
+        guest
+            .write_all(&encoded(disconnect_request()))
+            .await
+            .unwrap();
+        let (served, log) = serve_watched(&handler, host);
+        let mut reply = Vec::new();
+        guest.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, disconnect_response());
+        served.await.unwrap();
+        assert_eq!(handler.client.at_once_runs(), 1);
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                seen("read", true, 0),
+                seen("write", true, 0),
+                seen("shutdown", true, 0)
+            ]
+        );
+        handler.task.abort();
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_waiting_for_its_request_leaves_the_handler_free() {
         let handler = spawn_handler();
         handler.client.sync().await;
         let (mut guest, host) = tokio::io::duplex(64);
-        let served = tokio::spawn(serve_request_connection(
-            Box::new(host),
-            handler.client.clone(),
-            ScanLayout::Current,
-        ));
-        // The connection reads, finds nothing and waits.
+        let (served, log) = serve_watched(&handler, host);
+        // The connection takes the state, reads, finds nothing, lets go
+        // and waits.
         tokio::task::yield_now().await;
-        assert!(!served.is_finished());
-        let started = Instant::now();
-        let reply = handler.client.request(
-            Request::Disconnect(crate::protocol::DisconnectRequest { session_id: 0 }),
-            started,
+        assert_eq!(
+            *log.lock().unwrap(),
+            [seen("read", true, 0), seen("read", false, 0)]
         );
+        let started = Instant::now();
+        let reply = handler.client.request(disconnect_request(), started);
         assert_eq!(reply.await, Message::DisconnectResponse);
         // Virtual time: had the state been held, the request would have
         // waited for the connection's read deadline.
         assert_eq!(started.elapsed(), Duration::ZERO);
         // The connection still answers its own request.
-        guest.write_all(&disconnect_request()).await.unwrap();
+        guest
+            .write_all(&encoded(disconnect_request()))
+            .await
+            .unwrap();
         let mut reply = Vec::new();
         guest.read_to_end(&mut reply).await.unwrap();
         assert_eq!(reply, disconnect_response());
@@ -566,19 +710,23 @@ mod tests {
         let handler = spawn_handler();
         handler.client.sync().await;
         let (mut guest, host) = tokio::io::duplex(1);
-        let stream = SlowReader {
-            request: std::io::Cursor::new(disconnect_request()),
+        let slow = SlowReader {
+            request: std::io::Cursor::new(encoded(disconnect_request())),
             reply: host,
         };
-        let served = tokio::spawn(serve_request_connection(
-            Box::new(stream),
-            handler.client.clone(),
-            ScanLayout::Current,
-        ));
+        let (served, log) = serve_watched(&handler, slow);
         // The request is answered at once, and its reply waits for the
-        // guest after one byte.
+        // guest after one byte: the state is let go, the gate opened first.
         tokio::task::yield_now().await;
-        assert!(!served.is_finished());
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                seen("read", true, 0),
+                seen("write", true, 0),
+                seen("write", true, 0),
+                seen("write", false, 1)
+            ]
+        );
         assert_eq!(handler.client.at_once_runs(), 1);
         // Notifications wait for the reply...
         assert_eq!(handler.reply_gate.in_flight(), 1);
@@ -591,27 +739,41 @@ mod tests {
         assert_eq!(reply, disconnect_response());
         served.await.unwrap();
         assert_eq!(handler.reply_gate.in_flight(), 0);
+        let log = log.lock().unwrap();
+        assert!(
+            log[3..].iter().all(|s| !s.state_held && s.gate == 1),
+            "{log:?}"
+        );
         handler.task.abort();
     }
 
-    #[tokio::test]
-    async fn a_reply_written_at_once_leaves_the_gate_alone() {
+    #[tokio::test(start_paused = true)]
+    async fn a_request_the_state_cannot_answer_goes_to_the_handler() {
         let handler = spawn_handler();
         handler.client.sync().await;
-        let (mut guest, host) = tokio::io::duplex(64);
-        guest.write_all(&disconnect_request()).await.unwrap();
-        // Polled once, as the accept loop does: read, answered, written.
-        let mut served = Box::pin(serve_request_connection(
-            Box::new(host),
-            handler.client.clone(),
-            ScanLayout::Current,
-        ));
-        assert!(futures::poll!(served.as_mut()).is_ready());
-        assert_eq!(handler.client.at_once_runs(), 1);
-        assert_eq!(handler.reply_gate.in_flight(), 0);
+        let (mut guest, host) = tokio::io::duplex(4096);
+        let scan = Request::Scan(crate::protocol::ScanRequest { ssid: None });
+        guest.write_all(&encoded(scan)).await.unwrap();
+        let (served, log) = serve_watched(&handler, host);
         let mut reply = Vec::new();
-        guest.read_to_end(&mut reply).await.unwrap();
-        assert_eq!(reply, disconnect_response());
+        // Virtual time: a connection waiting on its own lock would only
+        // end at this limit.
+        tokio::time::timeout(Duration::from_secs(60), guest.read_to_end(&mut reply))
+            .await
+            .expect("the scan is answered")
+            .unwrap();
+        let reply = Message::decode(&reply, ScanLayout::Current).unwrap();
+        assert!(matches!(reply, Message::ScanResponse(_)), "{reply:?}");
+        served.await.unwrap();
+        assert_eq!(handler.client.at_once_runs(), 0);
+        // Held for the read, let go for the handler, which opens the gate
+        // for its reply.
+        let log = log.lock().unwrap();
+        assert_eq!(log[0], seen("read", true, 0));
+        assert!(
+            log[1..].iter().all(|s| !s.state_held && s.gate == 1),
+            "{log:?}"
+        );
         handler.task.abort();
     }
 
