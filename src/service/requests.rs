@@ -664,56 +664,14 @@ mod tests {
         handler.task.abort();
     }
 
-    /// A guest whose request is all there but that takes its reply one
-    /// byte at a time: the reply's write has to wait.
-    struct SlowReader {
-        request: std::io::Cursor<Vec<u8>>,
-        reply: tokio::io::DuplexStream,
-    }
-
-    impl tokio::io::AsyncRead for SlowReader {
-        fn poll_read(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &mut tokio::io::ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            std::pin::Pin::new(&mut self.request).poll_read(cx, buf)
-        }
-    }
-
-    impl tokio::io::AsyncWrite for SlowReader {
-        fn poll_write(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            std::pin::Pin::new(&mut self.reply).poll_write(cx, buf)
-        }
-
-        fn poll_flush(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            std::pin::Pin::new(&mut self.reply).poll_flush(cx)
-        }
-
-        fn poll_shutdown(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            std::pin::Pin::new(&mut self.reply).poll_shutdown(cx)
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_reply_that_must_wait_frees_the_handler_and_holds_back_notifications() {
         let handler = spawn_handler();
         handler.client.sync().await;
         let (mut guest, host) = tokio::io::duplex(1);
-        let slow = SlowReader {
-            request: std::io::Cursor::new(encoded(disconnect_request())),
-            reply: host,
-        };
+        // A guest whose request is all there but that takes its reply one
+        // byte at a time: the reply's write has to wait.
+        let slow = tokio::io::join(std::io::Cursor::new(encoded(disconnect_request())), host);
         let (served, log) = serve_watched(&handler, slow);
         // The request is answered at once, and its reply waits for the
         // guest after one byte: the state is let go, the gate opened first.
