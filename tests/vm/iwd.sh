@@ -140,6 +140,40 @@ connect_retrying() {
   vm_log "iwd reported a timeout: connecting to $1 once more"
   connect "$@"
 }
+# The access point's side of a WPA connection. Under TCG the stack drops
+# some new WPA links about 4 s after iwd, and so the proxy, reported them
+# up: the AP never takes message 4/4 of the handshake and deauthenticates
+# the station (reason 15, 4-way handshake timeout), as the NetworkManager
+# test has seen with wpa_supplicant. The drop is the stack's; the proxy
+# handles it as any AP loss (the ap-loss checks test that). hostapd's log
+# starts empty at each start, so counts are compared within one AP's run.
+ap_handshakes() { local n; n=$(vm_log_count "hostapd-$1" 'EAPOL-4WAY-HS-COMPLETED'); echo "${n:-0}"; }
+ap_deauths() { local n; n=$(vm_log_count iwd 'Received Deauthentication event'); echo "${n:-0}"; }
+# handshake_settled IFACE HANDSHAKES DEAUTHS: the AP completed a handshake
+# or deauthenticated the station since the counts were taken.
+handshake_settled() { [ "$(ap_handshakes "$1")" -gt "$2" ] || [ "$(ap_deauths)" -gt "$3" ]; }
+# connect_wpa_held IFACE SSID [connect args...]: connect_retrying, then wait
+# until the AP on IFACE completed the handshake. A link the AP dropped is
+# connected again, at most three attempts in all, once the proxy has
+# cleaned up after the drop (provisioning file gone, iwd disconnected);
+# each such drop is counted in the metric ap-dropped-connects. Status 0
+# when the AP holds the link.
+connect_wpa_held() {
+  local iface="$1" ssid="$2" attempt hs deauths
+  shift
+  for attempt in 1 2 3; do
+    hs=$(ap_handshakes "$iface"); deauths=$(ap_deauths)
+    connect_retrying "$@" || return 1
+    vm_wait_until 20 "$iface completed the handshake or dropped the station" \
+      handshake_settled "$iface" "$hs" "$deauths" || return 1
+    [ "$(ap_handshakes "$iface")" -gt "$hs" ] && return 0
+    vm_log "the AP dropped the new link to $ssid (attempt $attempt): $(grep 'Deauthentication' "$VM_LOGDIR/iwd.log" | tail -1)"
+    vm_metric ap-dropped-connects 1 count
+    vm_wait_until 30 "the proxy cleaned up after the drop" drop_cleaned "$ssid" || return 1
+  done
+  return 1
+}
+drop_cleaned() { [ ! -e "$STATE/$1.psk" ] && iwd_state_is disconnected; }
 # targeted_scan_has ssid: a guest scan for SSID lists it; kept in $W/scan.json.
 targeted_scan_has() {
   scan_json "$1" >"$W/scan.json" || return 1
@@ -190,7 +224,7 @@ fi
 
 PMK=$(python3 -c 'import hashlib,sys; print(hashlib.pbkdf2_hmac("sha1", sys.argv[1].encode(), b"pw-net", 4096, 32).hex())' "$PW_PASS")
 t0=$(vm_now_ms)
-if connect_retrying pw-net --passphrase "$PW_PASS"; then
+if connect_wpa_held wlan1 pw-net --passphrase "$PW_PASS"; then
   vm_metric connect_wpa2_ms $(( $(vm_now_ms) - t0 )) ms
   vm_expect wpa2-connect-bssid "$(connected_bssid)" test "$(connected_bssid)" = "$(mac_of wlan1)"
   vm_expect wpa2-iwd-connected "state $(iwd_state)" vm_wait_until 20 "iwd connected" iwd_state_is connected
@@ -261,7 +295,7 @@ notif_disconnected() { # session: the watcher got NOTIF_DISCONNECTED for it
 : >"$VM_LOGDIR/watch.log"
 vm_bg watch "$BIN" guest --tcp 127.0.0.1 --json watch
 vm_wait_until 20 "watch listening" vm_log_has watch 'listening'
-if connect_retrying pw-net --passphrase "$PW_PASS"; then
+if connect_wpa_held wlan1 pw-net --passphrase "$PW_PASS"; then
   sid=$(session)
   vm_wait_until 20 "iwd connected" iwd_state_is connected
   t0=$(vm_now_ms)
@@ -356,7 +390,7 @@ vm_expect bus-iwd-back "$(vm_log_count serve 'iwd station added') station arriva
 vm_metric bus_restart_to_station_ms $(( $(vm_now_ms) - t0 )) ms
 vm_expect health-up-again "$(backend_state)" vm_wait_until 60 "status: up" backend_state_is up
 vm_wait_until 60 "pw-net visible again" scan_has pw-net
-if connect_retrying pw-net --passphrase "$PW_PASS"; then
+if connect_wpa_held wlan1 pw-net --passphrase "$PW_PASS"; then
   vm_pass bus-restart-connect "$(connected_bssid)"
 else
   vm_fail bus-restart-connect "$(cat "$W/last-connect")"
